@@ -1,0 +1,1 @@
+"""Storage: one engine/session factory (:mod:`.engine`), models, Alembic migrations and health checks."""

@@ -1,0 +1,109 @@
+"""ORCH's tables of record. Prefect keeps run state; these keep what Prefect has no notion of.
+
+Every change to this module needs an Alembic revision in ``migrations/versions``; a test compares the
+two so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from orch.storage.types import UTCDateTime, utcnow
+
+TASK_STATUSES = ("queued", "running", "completed", "failed", "timed_out", "cancelled")
+ROLES = ("admin", "operator", "viewer", "system")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Task(Base):
+    """A unit of work dispatched to a core (``core_id``, e.g. ``WORK_AI_01``)."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key", name="uq_tasks_owner_idempotency_key"),
+        Index("ix_tasks_queue", "status", "priority", "created_at"),
+        Index("ix_tasks_created_at", "created_at"),
+        Index("ix_tasks_core_status", "core_id", "status"),
+    )
+
+    task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    core_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(128))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    priority: Mapped[int] = mapped_column(Integer)
+    timeout: Mapped[int] = mapped_column(Integer)
+    stay: Mapped[bool] = mapped_column(Boolean, default=False)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    owner: Mapped[str] = mapped_column(String(128), default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[Any | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    events: Mapped[list[TaskEvent]] = relationship(back_populates="task", cascade="all, delete-orphan",
+                                                   passive_deletes=True)
+
+
+class TaskEvent(Base):
+    """Every status move of a task (``task.created``, ``task.started`` ...), in order."""
+
+    __tablename__ = "task_events"
+    __table_args__ = (Index("ix_task_events_task", "task_id", "event_id"),
+                      Index("ix_task_events_timestamp", "timestamp"))
+
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.task_id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(32))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    task: Mapped[Task] = relationship(back_populates="events")
+
+
+class User(Base):
+    """A person or service that may call the API, with one role."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AuditRecord(Base):
+    """Who did what to which resource, from where, and whether it worked. Never holds secrets."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_timestamp", "timestamp"),
+                      Index("ix_audit_log_actor", "actor"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str | None] = mapped_column(String(255))
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+    success: Mapped[bool] = mapped_column(Boolean, default=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
