@@ -36,7 +36,7 @@ def fill_local_secrets(settings: Settings) -> Path:
 
 def _load_or_create(path: Path, needed: list[str]) -> dict[str, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(path.with_suffix(".lock")):
+    with _exclusive(path.with_name(f".{path.name}.lock")):
         stored: dict[str, str] = {}
         if path.exists():
             stored = json.loads(path.read_text(encoding="utf-8"))

@@ -235,7 +235,6 @@ class PrefectSettings(Section):
     )
     server_host: str = "127.0.0.1"
     server_port: int = Field(default=4200, gt=0, lt=65536, description="PREFECT_SERVER_API_PORT.")
-    work_pool: str = Field(default="orch-process", min_length=1)
     worker_poll_seconds: float = Field(default=2, gt=0, le=60)
 
     def resolved_api_url(self) -> str:

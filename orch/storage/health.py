@@ -60,7 +60,7 @@ def check_database(database: DatabaseSettings) -> DatabaseHealth:
 
     head = head_revision()
     label = safe_url(database.url or "")
-    if is_sqlite(database.url or "") and not _sqlite_file_exists(database.url or ""):
+    if not database_file_exists(database):
         return DatabaseHealth(label, False, "missing", None, head, None,
                               "database file not found (run: orch db init)")
     try:
@@ -80,10 +80,13 @@ def check_database(database: DatabaseSettings) -> DatabaseHealth:
         return DatabaseHealth(label, False, "unknown", None, head, None, str(exc))
 
 
-def _sqlite_file_exists(url: str) -> bool:
+def database_file_exists(database: DatabaseSettings) -> bool:
+    """False only for a SQLite file that is not there: connecting would create an empty one."""
     from pathlib import Path
 
     from sqlalchemy import make_url
 
-    name = make_url(url).database
+    if not is_sqlite(database.url or ""):
+        return True
+    name = make_url(database.url or "").database
     return not name or name == ":memory:" or Path(name).exists()

@@ -1,0 +1,1 @@
+"""Prefect blocks ORCH creates on its server, and their registration (:mod:`.register`)."""

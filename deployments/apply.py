@@ -1,0 +1,107 @@
+"""Apply ORCH to a Prefect server: the work pool, the blocks, then every deployment in ``prefect.yaml``.
+
+``python -m deployments.apply`` is what ``orch up`` runs (in parallel with the worker start-up) and
+what an operator runs after changing ``prefect.yaml`` against a long-lived server. The deployments are
+applied by ``prefect deploy --all``: the file stays the one source of truth a Prefect user expects.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PREFECT_FILE = PROJECT_ROOT / "prefect.yaml"
+
+
+def deployment_names(prefect_file: Path = PREFECT_FILE) -> list[str]:
+    """``flow-name/deployment-name`` for each deployment, as ``prefect deployment run`` wants them."""
+    spec = yaml.safe_load(prefect_file.read_text(encoding="utf-8"))
+    names = []
+    for deployment in spec.get("deployments", []):
+        module, _, function = deployment["entrypoint"].partition(":")
+        names.append(f"{_flow_name(PROJECT_ROOT / module, function)}/{deployment['name']}")
+    return names
+
+
+def work_pools(prefect_file: Path = PREFECT_FILE) -> list[str]:
+    spec = yaml.safe_load(prefect_file.read_text(encoding="utf-8"))
+    return sorted({d["work_pool"]["name"] for d in spec.get("deployments", [])})
+
+
+def _flow_name(module_file: Path, function: str) -> str:
+    """Read ``@flow(name=...)`` without importing the module (flows import heavy dependencies)."""
+    import ast
+
+    tree = ast.parse(module_file.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            for decorator in node.decorator_list:
+                if isinstance(decorator, ast.Call):
+                    for keyword in decorator.keywords:
+                        if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
+                            return str(keyword.value.value)
+    return function.replace("_", "-")
+
+
+def wait_for_server(api_url: str, timeout: float) -> None:
+    from orch.prefect_api import prefect_readiness
+
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = prefect_readiness(api_url, timeout=2)
+        if ready.ready:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"Prefect server at {api_url} not ready after {timeout:.0f} s: {ready.problem}")
+        time.sleep(0.3)
+
+
+def ensure_work_pools(names: list[str]) -> None:
+    """Create each process work pool with Prefect's default job template, leaving existing ones alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                client.create_work_pool(WorkPoolCreate(
+                    name=name, type="process",
+                    base_job_template=ProcessWorker.get_default_base_job_template()))
+            except ObjectAlreadyExists:
+                pass
+
+
+def apply_deployments() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("prefect")), "--no-prompt", "deploy", "--all"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, env=os.environ.copy())
+    if result.returncode != 0:
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+        raise SystemExit("prefect deploy failed: " + (lines[-1] if lines else f"exit {result.returncode}"))
+
+
+def main() -> int:
+    from orch.config.runtime import get_settings
+    from blocks.register import register_blocks
+
+    settings = get_settings()
+    api_url = settings.prefect.resolved_api_url()
+    os.environ["PREFECT_API_URL"] = api_url
+    wait_for_server(api_url, timeout=float(os.environ.get("ORCH_PREFECT_WAIT", "90")))
+    ensure_work_pools(work_pools())
+    register_blocks(settings)
+    apply_deployments()
+    print("applied: " + ", ".join(deployment_names()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Security: password policy and hashing, users and roles (the API's JWT/RBAC build on these)."""

@@ -1,0 +1,157 @@
+"""Start, watch and stop the processes of the local stack, leaving no orphans.
+
+Why this is more than ``Popen`` + ``terminate``: Prefect's process worker starts every flow run in a
+*new session*, so signalling the worker's process group misses them, and a worker that exits first
+would leave them running under init. On Linux the supervisor therefore makes itself a child subreaper
+(orphans are re-parented to it, where it can find and stop them) and asks the kernel to SIGTERM each
+direct child if the supervisor itself dies. Shutdown takes the whole descendant tree: SIGTERM, a grace
+period, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass
+class Component:
+    """One process of the stack. ``oneshot`` components are expected to exit 0 and are not restarted."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    oneshot: bool = False
+
+
+@dataclass
+class Running:
+    component: Component
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]
+    started: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+
+
+def _libc_prctl(option: int, value: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _child_setup() -> None:  # runs in the child between fork and exec
+    _libc_prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Supervisor:
+    """Owns the stack's child processes; every log goes to ``<log_dir>/<component>.log``."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.running: dict[str, Running] = {}
+        _libc_prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+    def start(self, component: Component, restarts: int = 0) -> Running:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{component.name}.log", "ab")  # noqa: SIM115 - kept open while it runs
+        log.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting {component.name}\n".encode())
+        log.flush()
+        kwargs: dict[str, object] = {}
+        if os.name == "posix":
+            kwargs.update(start_new_session=True, preexec_fn=_child_setup)
+        else:
+            kwargs.update(creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)  # type: ignore[attr-defined]
+        process = subprocess.Popen(  # noqa: S603 - argv built by the stack, never from user input
+            component.argv, cwd=component.cwd, env=component.env, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, **kwargs)  # type: ignore[call-overload]
+        running = Running(component, process, log, restarts=restarts)
+        self.running[component.name] = running
+        return running
+
+    def exited(self) -> list[Running]:
+        """Components whose process has ended since the last look (they stay listed until restarted)."""
+        self._reap_orphans()
+        return [r for r in self.running.values() if r.process.poll() is not None]
+
+    def forget(self, name: str) -> None:
+        running = self.running.pop(name, None)
+        if running is not None:
+            running.log.close()
+
+    def log_tail(self, name: str, lines: int = 5) -> list[str]:
+        """The last non-empty lines a component printed: what an operator needs when it fails."""
+        path = self.log_dir / f"{name}.log"
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(max(0, path.stat().st_size - 16384))
+                text = handle.read().decode("utf-8", "replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if line.strip() and not line.startswith("---")][-lines:]
+
+    def stop_all(self, grace: float = 7.0, hard: float = 2.0,
+                 on_progress: Callable[[str], None] | None = None) -> list[int]:
+        """SIGTERM the whole tree, wait ``grace`` seconds, SIGKILL what is left; return leftover pids."""
+        me = psutil.Process()
+        tree = self._descendants(me)
+        if on_progress and tree:
+            on_progress(f"stopping {len(tree)} process(es)")
+        for proc in tree:
+            _signal(proc, terminate=True)
+        _, alive = psutil.wait_procs(tree, timeout=grace)
+        leftovers = alive + [p for p in self._descendants(me) if p not in alive]
+        for proc in leftovers:
+            _signal(proc, terminate=False)
+        _, still = psutil.wait_procs(leftovers, timeout=hard)
+        for running in self.running.values():
+            try:
+                running.process.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                pass
+            running.log.close()
+        self.running.clear()
+        self._reap_orphans()
+        return [p.pid for p in still]
+
+    @staticmethod
+    def _descendants(me: psutil.Process) -> list[psutil.Process]:
+        try:
+            return me.children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def _reap_orphans(self) -> None:
+        """Collect exit statuses of re-parented orphans so they do not linger as zombies."""
+        if os.name != "posix":
+            return
+        managed = {r.process.pid for r in self.running.values()}
+        for child in self._descendants(psutil.Process()):
+            try:
+                if child.pid not in managed and child.status() == psutil.STATUS_ZOMBIE:
+                    os.waitpid(child.pid, os.WNOHANG)
+            except (psutil.Error, ChildProcessError):
+                pass
+
+
+def _signal(proc: psutil.Process, *, terminate: bool) -> None:
+    try:
+        proc.terminate() if terminate else proc.kill()
+    except psutil.Error:
+        pass

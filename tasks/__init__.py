@@ -1,0 +1,1 @@
+"""The retryable Prefect tasks ORCH's flows are made of, one module per subject."""
