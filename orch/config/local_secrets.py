@@ -28,7 +28,13 @@ def fill_local_secrets(settings: Settings) -> Path:
     path = Path(settings.data_dir) / SECRETS_FILE
     if not missing:
         return path
-    stored = _load_or_create(path, missing)
+    try:
+        stored = _load_or_create(path, missing)
+    except (OSError, ValueError) as exc:
+        from orch.config.loader import ConfigError
+
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError([f"data_dir: cannot write generated secrets to {path}: {reason}"]) from None
     for name in missing:
         setattr(settings.security, name, SecretStr(stored[name]))
     return path

@@ -1,0 +1,127 @@
+"""Shared fixtures: an isolated environment, one real Prefect server per session, real PostgreSQL.
+
+Nothing here mocks ORCH or Prefect. The Prefect server is a real ``prefect server start`` on a free
+loopback port with its own ``PREFECT_HOME``; PostgreSQL databases are created on the machine's server
+and dropped afterwards. A PostgreSQL that cannot be reached fails the tests that need it (never skips).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import BIN, free_port
+
+# Variables that would make a test read the developer's own setup instead of its own.
+_LEAKY_ENV = [
+    "ORCH_CONFIG_PATH", "ORCH_HOME", "ORCH_ENV_FILE", "ORCH_DATA_DIR", "ORCH_ENVIRONMENT", "DATABASE_URL",
+    "JWT_SECRET", "WEBHOOK_SECRET", "ORCH_MCP_TOKEN", "SLACK_WEBHOOK_URL", "SMTP_SERVER", "SMTP_PORT",
+    "SMTP_USERNAME", "SMTP_PASSWORD", "LOG_LEVEL", "ORCH_LOG_LEVEL", "ORCH_HOST", "ORCH_PORT",
+    "PREFECT_SERVER_API_HOST", "PREFECT_SERVER_API_PORT",
+]
+PG_ADMIN_URL = os.environ.get("ORCH_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prefect server for the whole session; yields its API URL and exports PREFECT_API_URL."""
+    import httpx
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": api_url}
+    log = open(home / "server.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
+         "--analytics-off", "--no-ui"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{api_url}/ready", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"Prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.3)
+    os.environ["PREFECT_API_URL"] = api_url
+    os.environ["PREFECT_HOME"] = str(home)
+    try:
+        yield api_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test runs in its own ORCH_HOME (and CWD) with none of the developer's ORCH variables."""
+    for name in _LEAKY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("ORCH_HOME", str(home))
+    monkeypatch.chdir(home)
+    from orch.config.runtime import reset_settings_cache
+    from orch.storage.engine import dispose_engines
+
+    reset_settings_cache()
+    yield home
+    reset_settings_cache()
+    dispose_engines()
+
+
+def _admin_engine():  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine
+
+    from orch.storage.engine import normalise_url
+
+    return create_engine(normalise_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the machine's server, dropped after the test."""
+    from sqlalchemy import make_url, text
+
+    name = f"orch_test_{uuid.uuid4().hex[:12]}"
+    engine = _admin_engine()
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for this test: {exc}")
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        from orch.storage.engine import dispose_engines
+
+        dispose_engines()
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, isolated_env: Path) -> str:
+    """Run the test once on a SQLite file and once on a real PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{isolated_env / 'data' / 'orch.db'}"
+    return str(request.getfixturevalue("pg_url"))

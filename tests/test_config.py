@@ -1,0 +1,249 @@
+"""The configuration loader: every bad input named by key path, every source in its place."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orch.config.loader import ConfigError, load_settings
+from orch.config.schema import Settings
+from support import run_orch
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "production.yaml.example"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def errors_of(path: Path | None = None, **kwargs: object) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, generate_secrets=False, **kwargs)  # type: ignore[arg-type]
+    return caught.value.errors
+
+
+def test_zero_config_defaults_run_locally(isolated_env: Path) -> None:
+    settings = load_settings(generate_secrets=False)
+    assert settings.environment == "local"
+    assert settings.database.url == f"sqlite:///{isolated_env / 'data' / 'orch.db'}"
+    assert settings.logging.file == str(isolated_env / "logs" / "orch-next.log")
+    assert settings.logging.max_size == 100 * 1024**2 and settings.logging.backup_count == 10
+    assert settings.security.rate_limit.requests_per_minute == 100
+    assert settings.monitoring.self_healing.actions == ["restart", "isolate", "rollback"]
+    assert settings.features.task_timeout_default == 300
+    assert (settings.api.host, settings.api.port) == ("127.0.0.1", 8000)
+    assert settings.prefect.resolved_api_url() == "http://127.0.0.1:4200/api"
+
+
+def test_every_error_is_listed_with_its_key_path(isolated_env: Path) -> None:
+    config = write(isolated_env / "bad.yaml", """
+security:
+  rate_limit:
+    requests_per_minute: 0
+  rate_limt: 3
+database:
+  pool_size: ten
+  url: mysql://x/y
+monitoring:
+  alert_thresholds:
+    cpu_percent: 150
+  self_healing:
+    actions: [restart, reboot]
+logging:
+  level: verbose
+  max_size: lots
+notifications:
+  email:
+    to_addresses: [not-an-address]
+featurs: {}
+""")
+    errors = errors_of(config)
+    expected = {
+        "security.rate_limit.requests_per_minute: must be greater than 0",
+        "security.rate_limt: unknown key (did you mean rate_limit?)",
+        "database.pool_size: must be a valid integer",
+        "database.url: must be a sqlite:// or postgresql:// URL",
+        "monitoring.alert_thresholds.cpu_percent: must be less than or equal to 100",
+        "monitoring.self_healing.actions.1: must be 'restart', 'isolate' or 'rollback'",
+        "logging.level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+        "logging.max_size: must be a size such as 100MB",
+        "notifications.email.to_addresses: must be e-mail addresses",
+        "featurs: unknown key (did you mean features?)",
+    }
+    for prefix in expected:
+        assert any(line.startswith(prefix) for line in errors), (prefix, errors)
+    assert len(errors) == len(expected)
+
+
+def test_interpolation_default_escape_and_unset(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_TEST_CHANNEL", "#ops")
+    config = write(isolated_env / "c.yaml", """
+notifications:
+  slack:
+    channel: "${ORCH_TEST_CHANNEL}"
+    username: "${ORCH_TEST_UNSET:-ORCH bot}"
+    webhook_url: "${ORCH_TEST_UNSET:-}"
+  email:
+    from_address: "cost$$center@example.com"
+""")
+    settings = load_settings(config, generate_secrets=False)
+    assert settings.notifications.slack.channel == "#ops"
+    assert settings.notifications.slack.username == "ORCH bot"
+    assert settings.notifications.slack.webhook_url is None  # ${VAR:-} means "not configured"
+    assert settings.notifications.email.from_address == "cost$center@example.com"
+
+    write(config, 'security:\n  jwt_secret: "${ORCH_TEST_UNSET}"\n')
+    assert errors_of(config) == [
+        "security.jwt_secret: environment variable ORCH_TEST_UNSET is not set "
+        "(set it, or write ${ORCH_TEST_UNSET:-} to make it optional)"]
+
+
+def test_dotenv_file_feeds_interpolation_and_environment_wins(isolated_env: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    write(isolated_env / ".env", "ORCH_TEST_PORT=9100\nJWT_SECRET=from-dotenv-0123456789\nORCH_PORT=9200\n")
+    config = write(isolated_env / "c.yaml", "api:\n  port: ${ORCH_TEST_PORT}\n")
+    settings = load_settings(config, generate_secrets=False)
+    assert settings.security.jwt_secret.get_secret_value() == "from-dotenv-0123456789"
+    assert settings.api.port == 9200  # ORCH_PORT from .env overrides the file
+    monkeypatch.setenv("ORCH_PORT", "9300")
+    assert load_settings(config, generate_secrets=False).api.port == 9300  # process env beats .env
+
+
+def test_config_path_from_environment_and_precedence(isolated_env: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    write(isolated_env / "orch.yaml", "logging:\n  level: DEBUG\nsecurity:\n  jwt_expiry: 60\n")
+    monkeypatch.setenv("ORCH_CONFIG_PATH", "orch.yaml")  # relative to ORCH_HOME
+    assert load_settings(generate_secrets=False).logging.level == "DEBUG"
+    monkeypatch.setenv("LOG_LEVEL", "ERROR")
+    assert load_settings(generate_secrets=False).logging.level == "ERROR"
+    monkeypatch.setenv("ORCH_LOG_LEVEL", "warning")
+    assert load_settings(generate_secrets=False).logging.level == "WARNING"
+    monkeypatch.setenv("ORCH_SECURITY__JWT_EXPIRY", "120")
+    monkeypatch.setenv("ORCH_API__CORS_ORIGINS", "[https://ops.example.com]")
+    settings = load_settings(generate_secrets=False)
+    assert settings.security.jwt_expiry == 120
+    assert settings.api.cors_origins == ["https://ops.example.com"]
+
+
+def test_environment_override_typos_are_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_SECURITY__RATE_LIMIT__REQUESTS_PER_MINUT", "5")
+    monkeypatch.setenv("ORCH_FEATURES__MAX_CONCURRENT_TASKS", "-1")
+    errors = errors_of()
+    assert "security.rate_limit.requests_per_minut: unknown key (did you mean requests_per_minute?)" in errors
+    assert any(e.startswith("features.max_concurrent_tasks: must be greater than 0") for e in errors)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("security:\n\tjwt_expiry: 60\n", "line 2, column 1: invalid YAML: found character '\\t'"),
+    ("- just\n- a list\n", "the top level must be a mapping of sections"),
+])
+def test_unreadable_files(isolated_env: Path, text: str, message: str) -> None:
+    config = write(isolated_env / "c.yaml", text)
+    errors = errors_of(config)
+    assert len(errors) == 1 and errors[0].startswith(message), errors
+
+
+def test_missing_file_is_named(isolated_env: Path) -> None:
+    assert errors_of(isolated_env / "nope.yaml") == [f"config file not found: {isolated_env / 'nope.yaml'}"]
+
+
+def test_empty_file_means_defaults(isolated_env: Path) -> None:
+    assert load_settings(write(isolated_env / "c.yaml", ""), generate_secrets=False).api.port == 8000
+
+
+def test_production_requires_secrets() -> None:
+    errors = errors_of(environ={"ORCH_ENVIRONMENT": "production"})
+    assert errors == [
+        "security.jwt_secret: required when environment is production (set JWT_SECRET)",
+        "security.webhook_secret: required when environment is production (set WEBHOOK_SECRET)",
+    ]
+
+
+def test_short_secret_rejected_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JWT_SECRET", "hunter2")
+    errors = errors_of()
+    assert errors == ["security.jwt_secret: must be at least 16 characters"]
+    assert "hunter2" not in " ".join(errors)
+
+
+def test_local_secrets_generated_once_private_and_stable(isolated_env: Path) -> None:
+    first = load_settings()
+    secrets_file = isolated_env / "data" / "secrets.json"
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    stored = json.loads(secrets_file.read_text())
+    assert set(stored) == {"jwt_secret", "webhook_secret", "mcp_token"}
+    second = load_settings()
+    for name in stored:
+        value = getattr(first.security, name).get_secret_value()
+        assert len(value) >= 32
+        assert getattr(second.security, name).get_secret_value() == value == stored[name]
+    assert stored["jwt_secret"] not in repr(first) and stored["jwt_secret"] not in str(first.model_dump())
+
+
+def test_given_secret_is_not_replaced_and_validation_writes_nothing(isolated_env: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    load_settings(generate_secrets=False)
+    assert not (isolated_env / "data").exists()
+    monkeypatch.setenv("JWT_SECRET", "operator-chosen-secret-value")
+    settings = load_settings()
+    assert settings.security.jwt_secret.get_secret_value() == "operator-chosen-secret-value"
+    assert "jwt_secret" not in json.loads((isolated_env / "data" / "secrets.json").read_text())
+
+
+def test_paths_resolve_against_orch_home(isolated_env: Path) -> None:
+    config = write(isolated_env / "c.yaml", "data_dir: var/orch\ndatabase:\n  path: db/guide.db\n"
+                                            "logging:\n  file: ''\n")
+    settings = load_settings(config, generate_secrets=False)
+    assert settings.data_dir == str(isolated_env / "var" / "orch")
+    assert settings.database.url == f"sqlite:///{isolated_env / 'db' / 'guide.db'}"
+    assert settings.logging.file is None
+    write(config, "database:\n  url: sqlite:///rel/x.db\n")
+    assert load_settings(config, generate_secrets=False).database.url == f"sqlite:///{isolated_env / 'rel/x.db'}"
+
+
+def _leaf_paths(node: object, prefix: str = "") -> set[str]:
+    if isinstance(node, dict):
+        paths: set[str] = set()
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            paths |= _leaf_paths(value, path) if isinstance(value, dict) and key != "loggers" else {path}
+        return paths
+    return {prefix}
+
+
+def test_example_documents_every_key_and_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    documented = _leaf_paths(yaml.safe_load(EXAMPLE.read_text()))
+    defaults = _leaf_paths(Settings().model_dump())
+    assert defaults - documented == set(), "keys missing from config/production.yaml.example"
+    assert documented - defaults == set(), "example documents keys that do not exist"
+    monkeypatch.setenv("JWT_SECRET", "example-jwt-secret-0123456789")
+    monkeypatch.setenv("WEBHOOK_SECRET", "example-webhook-secret-0123456789")
+    settings = load_settings(EXAMPLE, generate_secrets=False)
+    assert settings.environment == "production"
+    assert settings.database.url.startswith("postgresql://orch:change-me@")
+
+
+def test_cli_validate_exit_codes_and_output(isolated_env: Path) -> None:
+    good = write(isolated_env / "good.yaml", "security:\n  jwt_expiry: 60\n")
+    result = run_orch("config", "validate", str(good))
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+
+    bad = write(isolated_env / "bad.yaml", "security:\n  rate_limit:\n    requests_per_minute: 0\n"
+                                           "logging:\n  level: loud\n")
+    result = run_orch("config", "validate", str(bad))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{bad}: 2 error(s)",
+        "  security.rate_limit.requests_per_minute: must be greater than 0 (got 0)",
+        "  logging.level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'loud'",
+    ]
+    assert "Traceback" not in result.stderr
+
+    result = run_orch("config", "validate", env={"ORCH_CONFIG_PATH": str(bad)})
+    assert result.returncode == 1 and "2 error(s)" in result.stderr

@@ -1,0 +1,212 @@
+"""Storage on a real SQLite file and a real PostgreSQL database: schema, pragmas, checks, CLI."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from orch.config.schema import DatabaseSettings
+from orch.storage.engine import StorageError, get_engine, session_scope
+from orch.storage.health import check_database
+from orch.storage.migrate import current_revision, head_revision, upgrade
+from orch.storage.models import AuditRecord, Base, Task, TaskEvent
+from support import free_port, run_orch
+
+
+def new_task(task_id: str, **overrides: object) -> Task:
+    fields: dict[str, object] = dict(task_id=task_id, core_id="WORK_AI_01", action="noop", priority=2,
+                                     timeout=300)
+    fields.update(overrides)
+    return Task(**fields)
+
+
+@pytest.fixture
+def database(database_url: str) -> DatabaseSettings:
+    settings = DatabaseSettings(url=database_url, timeout=5)
+    upgrade(settings, create_database=True)
+    return settings
+
+
+def test_upgrade_from_empty_reaches_head_and_is_idempotent(database_url: str) -> None:
+    settings = DatabaseSettings(url=database_url)
+    first = upgrade(settings, create_database=True)
+    assert (first.before, first.after) == (None, head_revision())
+    again = upgrade(settings)
+    assert not again.changed and current_revision(settings) == head_revision()
+
+
+def test_models_and_migrations_agree(database: DatabaseSettings) -> None:
+    """A model change without a migration (or the reverse) fails here, on both databases."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with get_engine(database).connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}),
+                                Base.metadata)
+    assert diff == []
+
+
+def test_sqlite_connection_pragmas(isolated_env: Path) -> None:
+    settings = DatabaseSettings(url=f"sqlite:///{isolated_env / 'p.db'}", timeout=7)
+    with get_engine(settings).connect() as connection:
+        pragma = lambda name: connection.execute(text(f"PRAGMA {name}")).scalar()  # noqa: E731
+        assert pragma("journal_mode") == "wal"
+        assert pragma("synchronous") == 1  # NORMAL
+        assert pragma("foreign_keys") == 1
+        assert pragma("busy_timeout") == 7000
+
+
+def test_timestamps_round_trip_as_utc(database: DatabaseSettings) -> None:
+    local = datetime(2026, 1, 2, 12, 0, tzinfo=timezone(timedelta(hours=9)))
+    with session_scope(database) as session:
+        session.add(new_task("t-utc", created_at=local))
+    with session_scope(database) as session:
+        created = session.get(Task, "t-utc").created_at  # type: ignore[union-attr]
+    assert created == local and created.tzinfo == timezone.utc and created.hour == 3
+
+
+def test_events_cascade_and_require_a_task(database: DatabaseSettings) -> None:
+    with session_scope(database) as session:
+        task = new_task("t-ev")
+        task.events.append(TaskEvent(event_type="task.created", data={"by": "test"}))
+        session.add(task)
+    with pytest.raises(IntegrityError), session_scope(database) as session:
+        session.add(TaskEvent(task_id="no-such-task", event_type="task.created", data={}))
+    with session_scope(database) as session:
+        session.delete(session.get(Task, "t-ev"))
+    with session_scope(database) as session:
+        assert session.scalar(select(func.count()).select_from(TaskEvent)) == 0
+
+
+def test_idempotency_key_unique_per_owner(database: DatabaseSettings) -> None:
+    with session_scope(database) as session:
+        session.add(new_task("a", owner="alice", idempotency_key="k1"))
+        session.add(new_task("b", owner="bob", idempotency_key="k1"))
+    with pytest.raises(IntegrityError), session_scope(database) as session:
+        session.add(new_task("c", owner="alice", idempotency_key="k1"))
+
+
+def test_failed_transaction_leaves_no_rows(database: DatabaseSettings) -> None:
+    with pytest.raises(RuntimeError), session_scope(database) as session:
+        session.add(AuditRecord(actor="t", action="x", resource="r", details={}))
+        session.flush()
+        raise RuntimeError("boom")
+    with session_scope(database) as session:
+        assert session.scalar(select(func.count()).select_from(AuditRecord)) == 0
+
+
+def test_check_counts_tasks_of_the_last_hour(database: DatabaseSettings) -> None:
+    now = datetime.now(timezone.utc)
+    with session_scope(database) as session:
+        session.add_all([new_task("new1"), new_task("new2"),
+                         new_task("old", created_at=now - timedelta(hours=2))])
+    health = check_database(database)
+    assert health.healthy and health.recent_tasks == 2
+    assert health.summary() == "Database healthy - 2 tasks in last hour"
+
+
+def test_check_reports_uninitialised_database(database_url: str) -> None:
+    settings = DatabaseSettings(url=database_url)
+    if database_url.startswith("sqlite"):
+        assert check_database(settings).problem == "database file not found (run: orch db init)"
+        assert not Path(database_url.removeprefix("sqlite:///")).exists()  # the check created nothing
+        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        get_engine(settings).connect().close()
+    assert check_database(settings).problem == "database is not initialised (run: orch db init)"
+
+
+def test_check_reports_a_corrupt_sqlite_file(isolated_env: Path) -> None:
+    path = isolated_env / "corrupt.db"
+    settings = DatabaseSettings(url=f"sqlite:///{path}")
+    upgrade(settings)
+    with session_scope(settings) as session:
+        session.add_all([new_task(f"t{i}", params={"pad": "x" * 2000}) for i in range(50)])
+    with get_engine(settings).connect() as connection:
+        connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+    from orch.storage.engine import dispose_engines
+
+    dispose_engines()
+    raw = bytearray(path.read_bytes())
+    raw[4096 * 3: 4096 * 3 + 4096] = b"\xff" * 4096  # wreck a page in the middle
+    path.write_bytes(bytes(raw))
+    health = check_database(settings)
+    assert not health.healthy
+    assert health.problem and ("integrity check failed" in health.problem or "malformed" in health.problem)
+
+
+def test_unreachable_postgres_is_one_clear_line() -> None:
+    port = free_port()
+    settings = DatabaseSettings(url=f"postgresql://orch:s3cret-pw@127.0.0.1:{port}/orch", timeout=2)
+    with pytest.raises(StorageError) as caught:
+        upgrade(settings, create_database=True)
+    message = str(caught.value)
+    assert message.startswith(f"database postgresql://orch:***@127.0.0.1:{port}/orch: ")
+    assert "s3cret-pw" not in message and "\n" not in message
+
+
+def test_init_creates_missing_postgres_database(pg_url: str) -> None:
+    from sqlalchemy import make_url
+
+    url = make_url(pg_url)
+    missing = url.set(database=f"{url.database}_created").render_as_string(hide_password=False)
+    settings = DatabaseSettings(url=missing)
+    try:
+        assert upgrade(settings, create_database=True).after == head_revision()
+        assert check_database(settings).healthy
+    finally:
+        from sqlalchemy import create_engine
+
+        from orch.storage.engine import dispose_engines, normalise_url
+
+        dispose_engines()
+        admin = create_engine(normalise_url(pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}_created" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_cli_init_migrate_check(database_url: str) -> None:
+    env = {"DATABASE_URL": database_url}
+    result = run_orch("db", "migrate", env=env)
+    assert result.returncode == 1 and "is not initialised (run: orch db init)" in result.stderr
+    result = run_orch("db", "check", env=env)
+    assert result.returncode == 1 and result.stderr.startswith("error: Database unhealthy - ")
+
+    result = run_orch("db", "init", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(f"created at schema {head_revision()}")
+    assert "already initialised" in run_orch("db", "init", env=env).stdout
+    assert f"already at {head_revision()}" in run_orch("db", "migrate", env=env).stdout
+
+    result = run_orch("db", "check", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Database healthy - 0 tasks in last hour"
+
+
+def test_cli_unreachable_database_is_one_line() -> None:
+    result = run_orch("db", "init", env={"DATABASE_URL": f"postgresql://u:pw-123456@127.0.0.1:{free_port()}/x"})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: database postgresql://u:***@127.0.0.1:")
+    assert "pw-123456" not in result.stderr
+
+
+def test_cli_read_only_data_directory(isolated_env: Path) -> None:
+    import os
+
+    if os.geteuid() == 0:
+        # root ignores permission bits; a read-only bind is what a real operator would hit
+        target = Path("/proc/orch-readonly-test")
+    else:
+        target = isolated_env / "ro"
+        target.mkdir()
+        target.chmod(0o500)
+    result = run_orch("db", "init", env={"ORCH_DATA_DIR": str(target / "data")})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: data_dir: cannot write "), lines
+    assert str(target / "data") in lines[0]
