@@ -27,7 +27,8 @@ def errors_of(path: Path | None = None, **kwargs: object) -> list[str]:
     return caught.value.errors
 
 
-def test_zero_config_defaults_run_locally(isolated_env: Path) -> None:
+def test_zero_config_defaults_run_locally(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)  # the session's Prefect server exports it
     settings = load_settings(generate_secrets=False)
     assert settings.environment == "local"
     assert settings.database.url == f"sqlite:///{isolated_env / 'data' / 'orch.db'}"

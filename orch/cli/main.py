@@ -57,24 +57,11 @@ def user_errors() -> Iterator[None]:
 def load(config: str | None, *, generate_secrets: bool = True) -> Any:
     from orch.config.loader import load_settings
 
+    from orch.logging_config import configure_process_logging
+
     settings = load_settings(config, generate_secrets=generate_secrets)
-    from orch.logging_config import configure_logging, register_secret
-
-    for secret in _secret_values(settings):
-        register_secret(secret)
-    configure_logging(settings.logging)
+    configure_process_logging(settings, write_file=False)
     return settings
-
-
-def _secret_values(settings: Any) -> list[str]:
-    security, notifications = settings.security, settings.notifications
-    candidates = [security.jwt_secret, security.webhook_secret, security.mcp_token,
-                  notifications.slack.webhook_url, notifications.email.password]
-    values = [c.get_secret_value() for c in candidates if c is not None]
-    from sqlalchemy import make_url
-
-    password = make_url(settings.database.url).password
-    return values + ([str(password)] if password else [])
 
 
 def _version(value: bool) -> None:

@@ -265,3 +265,16 @@ class Settings(BaseSettings):
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+
+    def secret_values(self) -> list[str]:
+        """Every secret this configuration holds, so logging can mask them wherever they appear."""
+        security, notifications = self.security, self.notifications
+        candidates = [security.jwt_secret, security.webhook_secret, security.mcp_token,
+                      notifications.slack.webhook_url, notifications.email.password]
+        values = [c.get_secret_value() for c in candidates if c is not None]
+        if self.database.url and "@" in self.database.url:
+            from sqlalchemy import make_url
+
+            password = make_url(self.database.url).password
+            values += [str(password)] if password else []
+        return values

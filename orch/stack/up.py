@@ -72,6 +72,8 @@ def child_environment(settings: Settings, config_path: str | None) -> dict[str, 
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     if settings.prefect.api_url is None:
         env.setdefault("PREFECT_HOME", str(Path(settings.data_dir) / "prefect"))
+    # ORCH's own loggers inside flow runs are shipped to Prefect, so they appear in the run's logs in the UI.
+    env.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "orch,flows,tasks,blocks,deployments")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

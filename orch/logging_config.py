@@ -1,0 +1,292 @@
+"""The project's one logger factory and logging setup.
+
+Why a project namespace instead of the root logger: Prefect attaches its own handlers (console, API log
+shipping) to the root and ``prefect.*`` loggers. Handlers on the root would print every Prefect line a
+second time in our format, so ORCH-Next only ever configures the loggers it owns (:data:`PROJECT_LOGGERS`)
+and stops them from propagating, which leaves Prefect's run logs exactly as Prefect renders them.
+
+Why redaction lives here: every handler this module creates carries :class:`RedactingFilter`, so a token,
+password or database URL that slips into a message, an ``extra=`` field or a traceback is masked at the
+last point before it is written, whatever code produced it.
+
+This module is imported by everything, so it imports nothing heavy (no pydantic, no Prefect).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from orch.config.schema import LoggingSettings, Settings
+
+PROJECT_LOGGERS: tuple[str, ...] = (
+    "orch", "flows", "tasks", "blocks", "deployments", "uvicorn", "uvicorn.error", "uvicorn.access",
+)
+TEXT_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
+MASK = "***"
+LEVEL_ENV_VARS = ("ORCH_LOG_LEVEL", "LOG_LEVEL")  # first one set wins
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SENSITIVE = ("password", "passwd", "secret", "token", "authorization", "api_key", "apikey", "cookie",
+              "credential", "private_key", "signature")
+_MIN_SECRET_LENGTH = 8
+_MAX_DEPTH = 8  # deeper (or self-referencing) extras are redacted as text instead of recursed into
+
+_KEY_NAMES = "|".join(name.replace("_", "[_-]?") for name in _SENSITIVE)
+# Patterns start with a look-behind pinning them to the start of a word, and URL parts are length-capped:
+# otherwise a long blob (base64, a compact JSON dump) is rescanned from every position, which is quadratic.
+_URL_CREDENTIALS = re.compile(
+    r"(?<![A-Za-z0-9+.-])(?P<keep>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]{0,256}:)[^\s@]{1,256}@"
+)
+_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_BEARER = re.compile(r"\b(?P<keep>bearer\s+)[A-Za-z0-9._~+/-]+=*", re.IGNORECASE)
+_KEY_VALUE = re.compile(
+    rf"""(?<![\w.-])(?P<keep>["']?(?=[\w.-]*?(?:{_KEY_NAMES}))[\w.-]+["']?\s*[:=]\s*)"""
+    # An unterminated quote masks to the end of the text rather than leak what follows it.
+    r"""(?:(?:bearer|basic|token|digest)\s+)?(?P<value>"[^"]*"?|'[^']*'?|[^\s,;&"'}\])]+)""",
+    re.IGNORECASE,
+)
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_PLAIN = (bool, int, float, type(None), datetime.date, datetime.time, datetime.timedelta)
+
+_secrets: tuple[str, ...] = ()  # longest first, so a secret containing another is masked whole
+_lock = threading.RLock()
+_configured = False
+_handlers: list[logging.Handler] = []
+_saved: dict[str, tuple[int, bool, list[logging.Handler]]] = {}  # name -> level, propagate, handlers
+
+
+def get_logger(name: str) -> logging.Logger:
+    """Return the logger ``name``; the one call sites use, so output follows :func:`configure_logging`.
+
+    Use a name under one of :data:`PROJECT_LOGGERS` (normally ``__name__``); other names propagate to
+    the root logger and are printed the way Prefect prints them.
+    """
+    return logging.getLogger(name)
+
+
+def in_pytest() -> bool:
+    """True inside a pytest run, where log files would litter the tree and INFO output drowns failures."""
+    return "pytest" in sys.modules or "PYTEST_CURRENT_TEST" in os.environ
+
+
+_in_pytest = in_pytest  # the name the operations guide uses
+
+
+def register_secret(value: str) -> None:
+    """Mask every later occurrence of ``value`` in log output, wherever it appears.
+
+    Patterns cannot recognise a bare secret (a webhook secret is just a random string), so the loaded
+    secrets are registered by value. Values under 8 characters are ignored: masking every "admin" or
+    "1234" in the logs would destroy them while protecting nothing.
+    """
+    global _secrets
+    if isinstance(value, str) and len(value) >= _MIN_SECRET_LENGTH:
+        with _lock:
+            _secrets = tuple(sorted({*_secrets, value}, key=len, reverse=True))
+
+
+def redact(text: str) -> str:
+    """Mask registered secrets, URL passwords, bearer tokens, JWTs and ``key=value`` secrets in ``text``."""
+    for secret in _secrets:
+        text = text.replace(secret, MASK)
+    text = _URL_CREDENTIALS.sub(rf"\g<keep>{MASK}@", text)
+    text = _JWT.sub(MASK, text)
+    text = _BEARER.sub(rf"\g<keep>{MASK}", text)
+    return _KEY_VALUE.sub(_mask_value, text)
+
+
+def _mask_value(match: re.Match[str]) -> str:
+    """Keep the quotes of a quoted value so JSON and repr() output keeps its shape."""
+    value = match.group("value")
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{match.group('keep')}{quote}{MASK}{quote}"
+
+
+def _is_sensitive(key: str) -> bool:
+    lowered = key.lower().replace("-", "_")
+    return any(name in lowered for name in _SENSITIVE)
+
+
+def _redact_field(key: str, value: Any, depth: int = 0) -> Any:
+    return MASK if _is_sensitive(key) else _redact_value(value, depth)
+
+
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    """Redact a structured ``extra`` value, keeping its shape so JSON output stays queryable."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, _PLAIN):
+        return value
+    if depth < _MAX_DEPTH and isinstance(value, Mapping):
+        return {key: _redact_field(str(key), item, depth + 1) for key, item in value.items()}
+    if depth < _MAX_DEPTH and isinstance(value, (list, tuple, set, frozenset)):
+        return [_redact_value(item, depth + 1) for item in value]
+    # Any other object reaches the log through str(); keep it as is unless that text leaks something.
+    try:
+        text = str(value)
+    except Exception:
+        return value
+    cleaned = redact(text)
+    return value if cleaned == text else cleaned
+
+
+class RedactingFilter(logging.Filter):
+    """Mask secrets in the message, the ``extra=`` fields, the traceback and the stack of a record.
+
+    The message is rendered here, once, because a secret is often an *argument* (``"%s", url``) and
+    only the rendered text shows it; ``args`` is then cleared so no formatter renders it again.
+    """
+
+    _exception_formatter: ClassVar[logging.Formatter] = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # bad format args must not turn a log call into a crash
+            message = f"{record.msg!r} % {record.args!r}"
+        record.msg, record.args = redact(message), None
+        if record.exc_info:
+            # Formatters (python-json-logger included) re-render exc_info on their own; leaving only
+            # the redacted exc_text is what keeps the traceback's secrets out of every format.
+            record.exc_text = record.exc_text or self._exception_formatter.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        for key, value in list(vars(record).items()):
+            if key not in _RECORD_ATTRS:
+                setattr(record, key, _redact_field(key, value))
+        return True
+
+
+def configure_logging(
+    settings: LoggingSettings, *, force: bool = False, allow_file_in_pytest: bool = False
+) -> None:
+    """Attach the project's handlers to :data:`PROJECT_LOGGERS` once per process.
+
+    Idempotent because the API, the CLI and flow code may all call it; a second set of handlers would
+    print every line twice. ``force=True`` replaces the previous setup. Under pytest the level is
+    WARNING (unless ``ORCH_LOG_LEVEL``/``LOG_LEVEL`` is set) and no file is written unless a test asks
+    for one with ``allow_file_in_pytest=True``.
+    """
+    global _configured
+    with _lock:
+        if _configured and not force:
+            return
+        _restore()
+        testing = in_pytest()
+        level = _level_from_env() or ("WARNING" if testing else settings.level)
+        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+        if settings.file and (allow_file_in_pytest or not testing):
+            handlers.append(_file_handler(settings.file, settings.max_size, settings.backup_count))
+        formatter = _json_formatter() if settings.format == "json" else logging.Formatter(TEXT_FORMAT)
+        redacting = RedactingFilter()
+        for handler in handlers:
+            handler.setFormatter(formatter)
+            handler.addFilter(redacting)
+        _handlers.extend(handlers)
+
+        for name in PROJECT_LOGGERS:
+            logger = _take(name)
+            # Owned means owned: a handler someone else put here (Prefect's logging.yml gives "uvicorn"
+            # its console handler) would print each line a second time.
+            for foreign in list(logger.handlers):
+                logger.removeHandler(foreign)
+            for handler in handlers:
+                logger.addHandler(handler)
+            logger.propagate = False
+            # Only namespace roots get the level; children such as "uvicorn.access" inherit it, so a
+            # per-module "uvicorn: WARNING" covers them too.
+            is_child = any(name.startswith(f"{parent}.") for parent in PROJECT_LOGGERS)
+            logger.setLevel(logging.NOTSET if is_child else level)
+        for name, module_level in settings.loggers.items():
+            _take(name).setLevel(module_level)
+        _configured = True
+
+
+def configure_process_logging(settings: Settings, *, write_file: bool) -> None:
+    """Mask this configuration's secrets, then configure logging; what every ORCH entry point calls.
+
+    Only long-running services pass ``write_file=True``: two processes rotating one file garble it, so
+    short CLI commands log to the terminal alone.
+    """
+    for value in settings.secret_values():
+        register_secret(value)
+    configure_logging(settings.logging if write_file else settings.logging.model_copy(update={"file": None}))
+
+
+def reset_logging() -> None:
+    """Undo :func:`configure_logging`: close its handlers and restore the loggers it changed.
+
+    Tests need it so one test's handlers (and open log files) never leak into the next.
+    """
+    global _configured
+    with _lock:
+        _restore()
+        _configured = False
+
+
+def _take(name: str) -> logging.Logger:
+    """Return the logger, remembering its state the first time so :func:`reset_logging` can restore it."""
+    logger = logging.getLogger(name)
+    _saved.setdefault(name, (logger.level, logger.propagate, list(logger.handlers)))
+    return logger
+
+
+def _restore() -> None:
+    for name, (level, propagate, handlers) in _saved.items():
+        logger = logging.getLogger(name)
+        for handler in _handlers:
+            logger.removeHandler(handler)
+        for handler in handlers:
+            logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    for handler in _handlers:
+        handler.close()
+    _handlers.clear()
+    _saved.clear()
+
+
+def _file_handler(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
+    # Imported here: logging.handlers pulls in socket and pickle, and most importers never write a file.
+    import logging.handlers
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return logging.handlers.RotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
+    )
+
+
+def _level_from_env() -> str | None:
+    """The environment beats the config file so an operator can turn on DEBUG without editing YAML."""
+    for var in LEVEL_ENV_VARS:
+        value = os.environ.get(var, "").strip().upper()
+        if value:
+            if value not in _LEVELS:
+                raise ValueError(f"{var} must be one of {', '.join(_LEVELS)}, got {value!r}")
+            return value
+    return None
+
+
+def _json_formatter() -> logging.Formatter:
+    """One JSON object per line with ``extra=`` fields at the top level, so log tools can filter on them."""
+    try:
+        from pythonjsonlogger.json import JsonFormatter
+    except ImportError:  # python-json-logger 2.x
+        from pythonjsonlogger.jsonlogger import JsonFormatter
+    return JsonFormatter(
+        "%(levelname)s %(name)s %(message)s",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp=True,  # datetime in UTC, serialised as ISO-8601
+    )

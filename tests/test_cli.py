@@ -1,0 +1,131 @@
+"""The ``orch`` CLI as a user runs it: help, doctor, and creating the first admin."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+
+from orch.config.schema import DatabaseSettings
+from orch.security.passwords import verify_password
+from orch.storage.engine import session_scope
+from orch.storage.models import AuditRecord, User
+from support import free_port, run_orch
+
+GOOD_PASSWORD = "Correct-Horse-9-Battery"
+
+
+def test_help_imports_nothing_heavy() -> None:
+    """``orch --help`` must stay fast: no Prefect, SQLAlchemy, great_expectations or cyclonedx."""
+    probe = ("import sys; sys.argv = ['orch', '--help']\n"
+             "from orch.cli.main import app\n"
+             "try:\n    app()\nexcept SystemExit:\n    pass\n"
+             "heavy = [m for m in ('prefect', 'sqlalchemy', 'great_expectations', 'cyclonedx', 'bandit',"
+             " 'fastapi', 'alembic') if m in sys.modules]\n"
+             "print('HEAVY=' + ','.join(heavy))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: orch" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_every_command_has_help() -> None:
+    for args in (["up"], ["doctor"], ["config", "validate"], ["db", "init"], ["db", "migrate"],
+                 ["db", "check"], ["user", "create-admin"]):
+        result = run_orch(*args, "--help")
+        assert result.returncode == 0 and "Usage:" in result.stdout, (args, result.stderr)
+
+
+def test_version() -> None:
+    result = run_orch("--version")
+    assert result.returncode == 0 and result.stdout.startswith("orch-next ")
+
+
+def _users(url: str) -> list[User]:
+    with session_scope(DatabaseSettings(url=url)) as session:
+        return list(session.scalars(select(User)))
+
+
+def test_create_admin_enforces_policy_and_audits(database_url: str) -> None:
+    env = {"DATABASE_URL": database_url}
+    assert run_orch("db", "init", env=env).returncode == 0
+
+    weak = run_orch("user", "create-admin", "--username", "ops", "--password-stdin", input="short\n", env=env)
+    assert weak.returncode == 1
+    assert weak.stderr.strip() == ("error: password must contain at least 12 characters, "
+                                   "an upper-case letter, a number, a symbol")
+    assert _users(database_url) == []
+
+    made = run_orch("user", "create-admin", "--username", "ops", "--password-stdin",
+                    input=GOOD_PASSWORD + "\n", env=env)
+    assert made.returncode == 0, made.stderr
+    assert GOOD_PASSWORD not in made.stdout + made.stderr
+    [user] = _users(database_url)
+    assert user.username == "ops" and user.role == "admin" and user.is_active
+    assert GOOD_PASSWORD not in user.password_hash and verify_password(GOOD_PASSWORD, user.password_hash)
+    assert not verify_password("Wrong-Horse-9-Battery", user.password_hash)
+
+    again = run_orch("user", "create-admin", "--username", "ops", "--password-stdin",
+                     input=GOOD_PASSWORD + "\n", env=env)
+    assert again.returncode == 1 and again.stderr.strip() == "error: user 'ops' already exists"
+
+    with session_scope(DatabaseSettings(url=database_url)) as session:
+        [entry] = session.scalars(select(AuditRecord)).all()
+        assert (entry.action, entry.resource, entry.resource_id) == ("user.create", "user", "ops")
+        assert entry.actor.startswith("cli:") and GOOD_PASSWORD not in json.dumps(entry.details)
+
+
+def test_create_admin_without_terminal_or_input(isolated_env: Path) -> None:
+    assert run_orch("db", "init").returncode == 0
+    no_tty = run_orch("user", "create-admin", input="")
+    assert no_tty.returncode == 1
+    assert no_tty.stderr.strip() == "error: no terminal to prompt for a password (use --password-stdin)"
+    empty = run_orch("user", "create-admin", "--password-stdin", input="\n")
+    assert empty.returncode == 1 and empty.stderr.strip() == "error: no password on standard input"
+
+
+def test_create_admin_rejects_bad_username(isolated_env: Path) -> None:
+    assert run_orch("db", "init").returncode == 0
+    result = run_orch("user", "create-admin", "--username", "bad name;", "--password-stdin",
+                      input=GOOD_PASSWORD + "\n")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: username must be 1-64 letters, digits, '-', '_' or '.'"
+
+
+def doctor(env: dict[str, str] | None = None) -> tuple[int, dict]:
+    result = run_orch("doctor", env=env)
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_doctor_ok_with_database_and_prefect(isolated_env: Path, prefect_server: str) -> None:
+    assert run_orch("db", "init").returncode == 0
+    code, report = doctor({"PREFECT_API_URL": prefect_server})
+    assert report["status"] == "ok", report
+    assert code == 0
+    assert set(report["components"]) == {"config", "database", "prefect", "disk"}
+    assert report["components"]["database"]["recent_tasks"] == 0
+    assert report["components"]["prefect"]["url"] == prefect_server + "/ready"
+
+
+def test_doctor_degraded_without_prefect(isolated_env: Path) -> None:
+    assert run_orch("db", "init").returncode == 0
+    code, report = doctor({"PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"})
+    assert code == 1 and report["status"] == "degraded"
+    assert report["components"]["prefect"]["status"] == "degraded"
+    assert "ConnectError" in report["components"]["prefect"]["problem"]
+
+
+def test_doctor_down_without_database(isolated_env: Path) -> None:
+    code, report = doctor({"PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"})
+    assert code == 1 and report["status"] == "down"
+    assert report["components"]["database"]["problem"] == "database file not found (run: orch db init)"
+
+
+def test_doctor_down_on_bad_config(isolated_env: Path) -> None:
+    (isolated_env / "c.yaml").write_text("api:\n  port: 0\n")
+    code, report = doctor({"ORCH_CONFIG_PATH": "c.yaml"})
+    assert code == 1 and report == {"status": "down", "components": {"config": {
+        "status": "down", "errors": ["api.port: must be greater than 0 (got 0)"]}}}
