@@ -1,0 +1,208 @@
+"""``orch up`` end to end: a real Prefect server, worker, deployments and API, started and stopped the
+way an operator does it, twice over the same data directory."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from support import BIN, free_port, run_orch
+
+UP_TIMEOUT = 150
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[str]
+    home: Path
+    env: dict[str, str]
+    prefect_api: str
+    orch_api: str
+    lines: list[str] = field(default_factory=list)
+    _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
+
+    def read_until(self, marker: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError("orch up exited early:\n" + "".join(self.lines))
+            if marker in line:
+                return
+        raise AssertionError(f"no {marker!r} within {timeout} s:\n" + "".join(self.lines))
+
+    def stop(self) -> float:
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=15)
+        return time.monotonic() - started
+
+
+def stack_env(home: Path, prefect_port: int, api_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ORCH_"))}
+    env.update(ORCH_HOME=str(home), PREFECT_SERVER_API_PORT=str(prefect_port), ORCH_PORT=str(api_port),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               # the scheduler's loop (default 60 s) is what turns schedules into runs; shorter here only
+               # so the test sees it happen without waiting a minute
+               PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5")
+    return env
+
+
+@contextmanager
+def orch_up(home: Path, prefect_port: int, api_port: int) -> Iterator[Stack]:
+    env = stack_env(home, prefect_port, api_port)
+    process = subprocess.Popen([str(BIN / "orch"), "up"], cwd=home, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, bufsize=1)
+    stack = Stack(process, home, env, f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{api_port}")
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            stack.lines.append(line)
+            stack._queue.put(line)
+        stack._queue.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        yield stack
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def deployment(stack: Stack, name: str) -> dict:
+    found = httpx.post(f"{stack.prefect_api}/deployments/filter",
+                       json={"deployments": {"name": {"any_": [name]}}}, timeout=10).json()
+    assert len(found) == 1, found
+    return found[0]
+
+
+def run_db_health(stack: Stack) -> str:
+    """``prefect deployment run`` as an operator types it; returns the flow run's id."""
+    env = {**stack.env, "PREFECT_API_URL": stack.prefect_api}
+    result = subprocess.run([str(BIN / "prefect"), "deployment", "run", "db-health/hourly", "--watch",
+                             "--watch-timeout", "90"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [run] = httpx.post(f"{stack.prefect_api}/flow_runs/filter", json={
+        "deployments": {"id": {"any_": [deployment(stack, "hourly")["id"]]}},
+        "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+        "sort": "EXPECTED_START_TIME_DESC", "limit": 1}, timeout=10).json()
+    assert run["state"]["type"] == "COMPLETED"
+    return str(run["id"])
+
+
+def scheduled_runs(stack: Stack, deployment_id: str, within: float) -> list[dict]:
+    deadline = time.monotonic() + within
+    while True:
+        runs = httpx.post(f"{stack.prefect_api}/flow_runs/filter", json={
+            "deployments": {"id": {"any_": [deployment_id]}},
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}, timeout=10).json()
+        if runs or time.monotonic() > deadline:
+            return list(runs)
+        time.sleep(1)
+
+
+def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> None:
+    home = tmp_path / "stack"
+    home.mkdir()
+    prefect_port, api_port = free_port(), free_port()
+
+    with orch_up(home, prefect_port, api_port) as stack:
+        stack.read_until("Press Ctrl-C to stop.", UP_TIMEOUT)
+        output = "".join(stack.lines)
+        assert f"Prefect UI:   http://127.0.0.1:{prefect_port}" in output
+        assert f"(docs: http://127.0.0.1:{api_port}/docs)" in output
+
+        health = httpx.get(f"{stack.orch_api}/health", timeout=10).json()
+        assert health["status"] == "ok", health
+        assert httpx.get(f"{stack.orch_api}/docs", timeout=10).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{prefect_port}/", timeout=10).status_code == 200  # the UI
+
+        hourly = deployment(stack, "hourly")
+        assert hourly["work_pool_name"] == "orch-process"
+        assert [s["schedule"]["cron"] for s in hourly["schedules"] if s["active"]] == ["0 * * * *"]
+
+        first_run = run_db_health(stack)
+        assert scheduled_runs(stack, hourly["id"], within=60), "the hourly schedule produced no runs"
+        tree = descendants(stack.process.pid)
+        assert len(tree) >= 3
+        elapsed = stack.stop()
+        assert stack.process.returncode == 0, "".join(stack.lines)
+        assert elapsed < 10, f"stopping took {elapsed:.1f} s"
+        left = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert left == [], f"orphans: {[(p.pid, p.cmdline()) for p in left]}"
+
+    secrets_before = (home / "data" / "secrets.json").read_text()
+    made = run_orch("user", "create-admin", "--username", "keeper", "--password-stdin",
+                    input="Keep-All-Data-42!\n", env={"ORCH_HOME": str(home)})
+    assert made.returncode == 0, made.stderr
+
+    with orch_up(home, prefect_port, api_port) as stack:
+        stack.read_until("Press Ctrl-C to stop.", UP_TIMEOUT)
+        run = httpx.get(f"{stack.prefect_api}/flow_runs/{first_run}", timeout=10).json()
+        assert run["state"]["type"] == "COMPLETED"  # Prefect's history survived the restart
+        assert (home / "data" / "secrets.json").read_text() == secrets_before
+        assert stack.stop() < 10 and stack.process.returncode == 0
+
+    again = run_orch("user", "create-admin", "--username", "keeper", "--password-stdin",
+                     input="Keep-All-Data-42!\n", env={"ORCH_HOME": str(home)})
+    assert again.stderr.strip() == "error: user 'keeper' already exists"  # ORCH's data survived too
+
+
+def up_fails(home: Path, extra: dict[str, str]) -> str:
+    env = {**stack_env(home, free_port(), free_port()), **extra}
+    result = subprocess.run([str(BIN / "orch"), "up"], cwd=home, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = up_fails(tmp_path, {"ORCH_PORT": str(port)})
+    assert line == f"error: port {port} on 127.0.0.1 is already in use; the ORCH API needs it (set ORCH_PORT)"
+
+
+def test_up_refuses_an_unreachable_database(tmp_path: Path) -> None:
+    port = free_port()
+    line = up_fails(tmp_path, {"DATABASE_URL": f"postgresql://orch:pw-secret-1@127.0.0.1:{port}/orch"})
+    assert line.startswith(f"error: database postgresql://orch:***@127.0.0.1:{port}/orch: ")
+    assert "pw-secret-1" not in line
+
+
+def test_up_refuses_a_read_only_data_dir(tmp_path: Path) -> None:
+    """/proc is read-only even for root, unlike a chmod-ed directory."""
+    secrets = {name: f"{name}-given-by-operator-0123" for name in ("JWT_SECRET", "WEBHOOK_SECRET",
+                                                                    "ORCH_MCP_TOKEN")}
+    line = up_fails(tmp_path, {"ORCH_DATA_DIR": "/proc/self", **secrets})
+    assert line.startswith("error: data directory /proc/self is not writable"), line
+
+
+def test_up_refuses_a_data_dir_it_cannot_create(tmp_path: Path) -> None:
+    line = up_fails(tmp_path, {"ORCH_DATA_DIR": "/proc/orch-data"})
+    assert line.startswith("error: data_dir: cannot write generated secrets to /proc/orch-data/secrets.json")
