@@ -111,6 +111,18 @@ def run_db_health(stack: Stack) -> str:
     return str(run["id"])
 
 
+def wait_for(check, within: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    return False
+
+
 def scheduled_runs(stack: Stack, deployment_id: str, within: float) -> list[dict]:
     deadline = time.monotonic() + within
     while True:
@@ -141,6 +153,11 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
         hourly = deployment(stack, "hourly")
         assert hourly["work_pool_name"] == "orch-process"
         assert [s["schedule"]["cron"] for s in hourly["schedules"] if s["active"]] == ["0 * * * *"]
+
+        api = next(p for p in descendants(stack.process.pid) if "orch.api.server" in " ".join(p.cmdline()))
+        api.kill()  # a component that dies is restarted, and says so
+        stack.read_until("api exited with code -9", 30)
+        assert wait_for(lambda: httpx.get(f"{stack.orch_api}/healthz", timeout=2).status_code == 200, 30)
 
         first_run = run_db_health(stack)
         assert scheduled_runs(stack, hourly["id"], within=60), "the hourly schedule produced no runs"

@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
@@ -38,9 +38,14 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/health", response_model=HealthResponse)
-async def health(request: Request) -> HealthResponse:
-    """The API is 'down' without its database and 'degraded' without Prefect (tasks queue, runs wait)."""
+@router.get("/health", response_model=HealthResponse,
+            responses={503: {"model": HealthResponse, "description": "down: the database is unusable"}})
+async def health(request: Request, response: Response) -> HealthResponse:
+    """The API is 'down' without its database and 'degraded' without Prefect (tasks queue, runs wait).
+
+    'down' answers 503 so that ``curl -f /health`` (the guide's recovery scripts) and load balancers
+    treat it as failed; 'degraded' still answers 200 because the API can accept work.
+    """
     settings = request.app.state.settings
     database, prefect = await run_in_threadpool(_database, settings), await run_in_threadpool(
         _prefect, settings)
@@ -50,6 +55,8 @@ async def health(request: Request) -> HealthResponse:
         status = "down"
     elif prefect.status != "ok":
         status = "degraded"
+    if status == "down":
+        response.status_code = 503
     return HealthResponse(
         status=status,
         timestamp=datetime.now(timezone.utc),

@@ -96,15 +96,8 @@ class Supervisor:
             running.log.close()
 
     def log_tail(self, name: str, lines: int = 5) -> list[str]:
-        """The last non-empty lines a component printed: what an operator needs when it fails."""
-        path = self.log_dir / f"{name}.log"
-        try:
-            with open(path, "rb") as handle:
-                handle.seek(max(0, path.stat().st_size - 16384))
-                text = handle.read().decode("utf-8", "replace")
-        except OSError:
-            return []
-        return [line for line in text.splitlines() if line.strip() and not line.startswith("---")][-lines:]
+        """The last lines a component printed: what an operator needs when it fails."""
+        return tail_lines(self.log_dir / f"{name}.log", lines)
 
     def stop_all(self, grace: float = 7.0, hard: float = 2.0,
                  on_progress: Callable[[str], None] | None = None) -> list[int]:
@@ -148,6 +141,17 @@ class Supervisor:
                     os.waitpid(child.pid, os.WNOHANG)
             except (psutil.Error, ChildProcessError):
                 pass
+
+
+def tail_lines(path: Path, lines: int) -> list[str]:
+    """The last non-empty lines of a log, without the supervisor's own ``---`` start markers."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 16384))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("---")][-lines:]
 
 
 def _signal(proc: psutil.Process, *, terminate: bool) -> None:

@@ -1,0 +1,70 @@
+"""``/health`` and ``/healthz`` over real HTTP, against a real database and the real Prefect server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+
+from orch.api.app import create_app
+from orch.config.loader import load_settings
+from orch.storage.migrate import upgrade
+from support import free_port
+
+
+@contextmanager
+def serve(**environ: str) -> Iterator[str]:
+    """The real app under uvicorn on a loopback port, in a thread, for one test."""
+    import os
+
+    settings = load_settings(environ={**os.environ, **environ})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                          log_config=None, lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_health_ok_with_database_and_prefect(database_url: str, prefect_server: str) -> None:
+    upgrade(load_settings(environ={"DATABASE_URL": database_url}, generate_secrets=False).database)
+    with serve(DATABASE_URL=database_url, PREFECT_API_URL=prefect_server) as url:
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        response = httpx.get(f"{url}/health")
+        body = response.json()
+        assert response.status_code == 200 and body["status"] == "ok", body
+        assert set(body) == {"status", "timestamp", "version", "uptime_seconds", "components"}
+        assert body["components"]["database"]["status"] == "ok"
+        assert body["components"]["prefect"]["status"] == "ok"
+
+
+def test_health_degraded_without_prefect(isolated_env) -> None:  # type: ignore[no-untyped-def]
+    upgrade(load_settings(generate_secrets=False).database)
+    with serve(PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api") as url:
+        response = httpx.get(f"{url}/health")
+        body = response.json()
+        assert response.status_code == 200 and body["status"] == "degraded"
+        assert "ConnectError" in body["components"]["prefect"]["detail"]
+
+
+def test_health_down_without_database_answers_503(prefect_server: str) -> None:
+    dead = f"postgresql://orch:pw-not-shown-9@127.0.0.1:{free_port()}/orch"
+    with serve(DATABASE_URL=dead, PREFECT_API_URL=prefect_server) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200  # liveness does not need the database
+        response = httpx.get(f"{url}/health")
+        body = response.json()
+        assert response.status_code == 503 and body["status"] == "down"
+        assert body["components"]["database"]["status"] == "down"
+        assert "pw-not-shown-9" not in response.text
