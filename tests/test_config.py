@@ -248,3 +248,19 @@ def test_cli_validate_exit_codes_and_output(isolated_env: Path) -> None:
 
     result = run_orch("config", "validate", env={"ORCH_CONFIG_PATH": str(bad)})
     assert result.returncode == 1 and "2 error(s)" in result.stderr
+
+
+def test_infra_env_example_feeds_the_production_example(isolated_env: Path) -> None:
+    """The secrets file an operator installs beside config.yaml is read through ORCH_ENV_FILE."""
+    example = (EXAMPLE.parents[1] / "infra" / "orch-next.env.example").read_text()
+    filled = (example.replace("JWT_SECRET=\n", "JWT_SECRET=jwt-from-env-file-0123456789\n")
+              .replace("WEBHOOK_SECRET=\n", "WEBHOOK_SECRET=hook-from-env-file-0123456789\n")
+              .replace("ORCH_CONFIG_PATH=/etc/orch-next/config.yaml", f"ORCH_CONFIG_PATH={EXAMPLE}"))
+    env_file = write(isolated_env / "orch-next.env", filled)
+    import os
+
+    settings = load_settings(environ={**os.environ, "ORCH_ENV_FILE": str(env_file)}, generate_secrets=False)
+    assert settings.environment == "production"
+    assert settings.security.jwt_secret.get_secret_value() == "jwt-from-env-file-0123456789"
+    assert settings.database.url == "postgresql://orch:CHANGE_ME@127.0.0.1:5432/orch_next"
+    assert settings.notifications.slack.webhook_url is None

@@ -64,11 +64,12 @@ def stack_env(home: Path, prefect_port: int, api_port: int) -> dict[str, str]:
 
 
 @contextmanager
-def orch_up(home: Path, prefect_port: int, api_port: int) -> Iterator[Stack]:
-    env = stack_env(home, prefect_port, api_port)
+def orch_up(home: Path, prefect_port: int, api_port: int, **extra_env: str) -> Iterator[Stack]:
+    env = {**stack_env(home, prefect_port, api_port), **extra_env}
     process = subprocess.Popen([str(BIN / "orch"), "up"], cwd=home, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, bufsize=1)
-    stack = Stack(process, home, env, f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{api_port}")
+    prefect_api = env.get("PREFECT_API_URL", f"http://127.0.0.1:{prefect_port}/api")
+    stack = Stack(process, home, env, prefect_api, f"http://127.0.0.1:{api_port}")
 
     def pump() -> None:
         assert process.stdout is not None
@@ -223,3 +224,17 @@ def test_up_refuses_a_read_only_data_dir(tmp_path: Path) -> None:
 def test_up_refuses_a_data_dir_it_cannot_create(tmp_path: Path) -> None:
     line = up_fails(tmp_path, {"ORCH_DATA_DIR": "/proc/orch-data"})
     assert line.startswith("error: data_dir: cannot write generated secrets to /proc/orch-data/secrets.json")
+
+
+def test_up_uses_an_existing_prefect_server(tmp_path: Path, prefect_server: str) -> None:
+    """With PREFECT_API_URL set, `orch up` starts no server: worker, deployments and API only."""
+    with orch_up(tmp_path, free_port(), free_port(), PREFECT_API_URL=prefect_server) as stack:
+        stack.read_until("Press Ctrl-C to stop.", UP_TIMEOUT)
+        output = "".join(stack.lines)
+        assert "Prefect UI" not in output and f"Prefect API:  {prefect_server}" in output
+        commands = [" ".join(p.cmdline()) for p in descendants(stack.process.pid)]
+        assert not any("server start" in c for c in commands), commands
+        assert any("worker start" in c for c in commands) and any("orch.api.server" in c for c in commands)
+        assert deployment(stack, "hourly")["work_pool_name"] == "orch-process"
+        assert httpx.get(f"{stack.orch_api}/health", timeout=10).json()["status"] == "ok"
+        assert stack.stop() < 10 and stack.process.returncode == 0

@@ -9,8 +9,8 @@ everything within 10 s.
 
 from __future__ import annotations
 
-import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -86,7 +86,7 @@ def components(settings: Settings, env: dict[str, str], pool: str) -> dict[str, 
         "deployments": Component("deployments", [sys.executable, "-m", "deployments.apply"], env,
                                  PROJECT_ROOT, oneshot=True),
         "worker": Component("worker", [prefect, "worker", "start", "--pool", pool, "--type", "process",
-                                       "--name", f"orch-worker-{os.uname().nodename if hasattr(os, 'uname') else 'local'}",
+                                       "--name", f"orch-worker-{socket.gethostname()}",
                                        "--install-policy", "never"], env, PROJECT_ROOT),
     }
     if settings.prefect.api_url is None:

@@ -1,0 +1,652 @@
+"""Start-up benchmark: ``orch up`` against the same stack stitched together by hand.
+
+Why it exists: ``orch up`` promises one command that is healthy in under 20 s, whose own processes
+(everything but the Prefect server, which any Prefect set-up pays for) stay under 300 MB RSS at idle,
+and that leaves nothing running after Ctrl-C. Those promises are only worth something when measured the
+way an operator meets them: a fresh data directory, free ports, real processes, health checked from the
+outside instead of taken from ``orch up``'s own word. The naive baseline is the same stack started with
+the CLI commands an operator would type one after another, so the figures show what ``orch up`` buys.
+
+Usage: ``.venv/bin/python scripts/bench_startup.py [--runs N] [--out DIR]``. Progress goes to stderr,
+the markdown table to stdout and ``<out>/bench_startup.md``, every figure to ``<out>/bench_startup.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import IO
+
+import httpx
+import psutil
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the virtualenv's bin: orch, prefect
+POOL = "orch-process"
+DEPLOYMENT = "hourly"
+READY_LINE = "Press Ctrl-C to stop."
+START_TIMEOUT = 150.0
+IDLE_SECONDS = 10.0
+STOP_TIMEOUT = 30.0
+POLL_SECONDS = 0.1
+MIN_BASELINE_RUNS = 2  # one hand-stitched run says little about its spread
+GOAL_HEALTHY_S = 20.0
+GOAL_OWN_RSS_MB = 300.0
+PREFECT_SERVER = "prefect server"
+SUPERVISOR = "supervisor"
+SCENARIOS = {"fresh": "`orch up` (fresh)", "existing": "`orch up` (existing data)", "naive": "naive baseline"}
+
+
+class BenchError(Exception):
+    """A stack did not start or stop as it should: one line saying what, then the log lines saying why."""
+
+    def __init__(self, message: str, tail: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.tail = list(tail)
+
+    def __str__(self) -> str:
+        return "\n".join([self.args[0], *(f"    | {line}" for line in self.tail)])
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    prefect_port: int
+    api_port: int
+
+    @property
+    def prefect_api(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def orch_api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+
+@dataclass
+class RunResult:
+    """One start: ``milestones_s`` are seconds after the first spawn, the last one being 'verified healthy'."""
+
+    healthy_s: float
+    stop_s: float
+    orphans: int
+    rss_mb: dict[str, float]
+    milestones_s: dict[str, float]
+    load_avg_1m: float  # the machine is shared: a busy neighbour explains an outlier
+
+    @property
+    def prefect_rss_mb(self) -> float:
+        return self.rss_mb.get(PREFECT_SERVER, 0.0)
+
+    @property
+    def own_rss_mb(self) -> float:
+        return sum(mb for name, mb in self.rss_mb.items() if name != PREFECT_SERVER)
+
+    def as_json(self) -> dict[str, object]:
+        return {**asdict(self), "rss_prefect_server_mb": round(self.prefect_rss_mb, 1),
+                "rss_orch_own_mb": round(self.own_rss_mb, 1)}
+
+
+# --- environment and ports -------------------------------------------------------------------------
+
+def free_endpoints() -> Endpoints:
+    """Two distinct free loopback ports, both held while picking so they cannot be the same one."""
+    with socket.socket() as first, socket.socket() as second:
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        return Endpoints(first.getsockname()[1], second.getsockname()[1])
+
+
+def clean_environ() -> dict[str, str]:
+    """This shell's environment minus anything that would point the stack at someone else's server or DB."""
+    from orch.config.loader import ENV_ALIASES
+
+    aliases = {name for name, _ in ENV_ALIASES}  # DATABASE_URL, JWT_SECRET, ... are read by ORCH too
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ORCH_")) and k not in aliases}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["PYTHONUNBUFFERED"] = "1"  # output lines are timestamped when they arrive
+    return env
+
+
+def warm_page_cache() -> None:
+    """Import the heavy packages once, unmeasured, so the first run does not pay disk reads the rest skip."""
+    subprocess.run([sys.executable, "-c", "import prefect.server.api.server, prefect.workers.process, "
+                    "orch.api.app"], env=clean_environ(), capture_output=True, timeout=START_TIMEOUT)
+
+
+# --- health, checked from the outside ------------------------------------------------------------
+
+Check = Callable[[httpx.Client, Endpoints], str | None]
+
+
+def orch_health(client: httpx.Client, ends: Endpoints) -> str | None:
+    response = client.get(f"{ends.orch_api}/health")
+    if response.status_code != 200:
+        return f"ORCH /health answered HTTP {response.status_code}"
+    status = response.json().get("status")
+    return None if status == "ok" else f"ORCH /health says {status!r}"
+
+
+def prefect_ready(client: httpx.Client, ends: Endpoints) -> str | None:
+    code = client.get(f"{ends.prefect_api}/ready").status_code
+    return None if code == 200 else f"Prefect /api/ready answered HTTP {code}"
+
+
+def worker_online(client: httpx.Client, ends: Endpoints) -> str | None:
+    response = client.post(f"{ends.prefect_api}/work_pools/{POOL}/workers/filter", json={})
+    if response.status_code != 200:
+        return f"work pool {POOL}: HTTP {response.status_code}"
+    online = any(worker.get("status") == "ONLINE" for worker in response.json())
+    return None if online else f"no ONLINE worker in work pool {POOL}"
+
+
+def deployment_exists(client: httpx.Client, ends: Endpoints) -> str | None:
+    response = client.post(f"{ends.prefect_api}/deployments/filter",
+                           json={"deployments": {"name": {"any_": [DEPLOYMENT]}}})
+    found = response.status_code == 200 and bool(response.json())
+    return None if found else f"deployment {DEPLOYMENT!r} not found"
+
+
+# Keyed by the component whose log explains a failure; orch up and the baseline use the same log names.
+CHECKS: dict[str, Check] = {"api": orch_health, "prefect-server": prefect_ready, "worker": worker_online,
+                            "deployments": deployment_exists}
+
+
+def first_problem(ends: Endpoints, components: Iterable[str]) -> tuple[str, str] | None:
+    """(component, what is wrong) for the first failing check, or None when all of them pass."""
+    with httpx.Client(timeout=5) as client:
+        for component in components:
+            try:
+                problem = CHECKS[component](client, ends)
+            except (httpx.HTTPError, ValueError) as exc:  # not listening yet, or not JSON yet
+                problem = f"{component}: {type(exc).__name__}"
+            if problem:
+                return component, problem
+    return None
+
+
+def wait_healthy(ends: Endpoints, components: Iterable[str], deadline: float, log_dir: Path,
+                 alive: Callable[[], None]) -> None:
+    """Poll until the checks pass; ``alive`` raises as soon as a process being waited on has died."""
+    components = list(components)
+    while (problem := first_problem(ends, components)) is not None:
+        alive()
+        if time.monotonic() > deadline:
+            component, detail = problem
+            raise BenchError(f"not healthy after {START_TIMEOUT:.0f} s: {detail}",
+                             log_tail(log_dir / f"{component}.log"))
+        time.sleep(POLL_SECONDS)
+
+
+def log_tail(path: Path, lines: int = 8) -> list[str]:
+    """The last non-empty lines of a log: usually the reason a component did not come up."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return [f"(no log at {path})"]
+    return [line for line in text.splitlines() if line.strip()][-lines:] or [f"({path} is empty)"]
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+def is_alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def kill_all(procs: Iterable[psutil.Process]) -> None:
+    """SIGKILL what is still alive. ``psutil`` checks creation times, so a recycled pid is never hit."""
+    survivors = [p for p in procs if is_alive(p)]
+    for proc in survivors:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(survivors, timeout=5)
+
+
+def rss_mb(proc: psutil.Process) -> float:
+    try:
+        return proc.memory_info().rss / 2**20
+    except psutil.Error:
+        return 0.0
+
+
+def component_label(proc: psutil.Process) -> str:
+    """Name a process by what it runs, so both stacks' memory is grouped the same way."""
+    try:
+        argv = proc.cmdline()
+    except psutil.Error:
+        return "exited"
+    command = " ".join(argv)
+    if "server start" in command:
+        return PREFECT_SERVER
+    if "orch.api.server" in command:
+        return "orch api"
+    if "worker start" in command:
+        return "worker"
+    return " ".join([Path(argv[0]).name, *argv[1:3]]) if argv else proc.name()
+
+
+def rss_by_component(roots: Iterable[psutil.Process]) -> dict[str, float]:
+    """Each root with everything it started (flow runs count towards their worker)."""
+    usage: dict[str, float] = {}
+    for root in roots:
+        tree = [root, *descendants(root.pid)]
+        label = component_label(root)
+        usage[label] = round(usage.get(label, 0.0) + sum(rss_mb(p) for p in tree), 1)
+    return usage
+
+
+# --- orch up -------------------------------------------------------------------------------------
+
+class OrchUp:
+    """``orch up`` as a child process, its output lines timestamped as they arrive."""
+
+    def __init__(self, home: Path, ends: Endpoints) -> None:
+        env = {**clean_environ(), "ORCH_HOME": str(home), "PREFECT_SERVER_API_PORT": str(ends.prefect_port),
+               "ORCH_PORT": str(ends.api_port)}
+        self.ends = ends
+        self.log_dir = home / "data" / "logs"
+        self.lines: list[tuple[float, str]] = []
+        self.milestones: dict[str, float] = {}
+        self.tree: list[psutil.Process] = []
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.process = subprocess.Popen([str(BIN / "orch"), "up"], cwd=home, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self._pump = threading.Thread(target=self._read_output, daemon=True)
+        self._pump.start()
+
+    def _read_output(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append((self.elapsed(), line.rstrip()))
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 2)
+
+    def tail(self, count: int = 8) -> list[str]:
+        self._pump.join(timeout=2 if self.process.poll() is not None else 0)
+        return [line for _, line in self.lines[-count:]]
+
+    def alive(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchError(f"`orch up` exited with code {self.process.returncode}", self.tail())
+
+    def wait_until_up(self) -> None:
+        """The ready line, then the same stack verified from outside; notes milestones on the way.
+
+        Milestones are read without touching the stack: output lines, and the moment the supervisor
+        creates the worker's log (it starts the worker once the Prefect server answers).
+        """
+        deadline = self.started + START_TIMEOUT
+        while not self._saw(READY_LINE):
+            self.alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"`orch up` printed no {READY_LINE!r} within {START_TIMEOUT:.0f} s", self.tail())
+            if "prefect server ready" not in self.milestones and self._written_since_start("worker.log"):
+                self.milestones["prefect server ready"] = self.elapsed()
+            time.sleep(POLL_SECONDS)
+        wait_healthy(self.ends, CHECKS, deadline, self.log_dir, self.alive)
+        self.milestones["verified healthy"] = self.elapsed()
+        found = {"ready line": self._line_time(READY_LINE), "database ready": self._line_time("database ready"),
+                 "deployments applied": self._last_write("deployments.log")}
+        self.milestones.update({name: at for name, at in found.items() if at is not None})
+
+    def _saw(self, marker: str) -> bool:
+        return any(marker in line for _, line in self.lines)
+
+    def _line_time(self, marker: str) -> float | None:
+        return next((at for at, line in self.lines if marker in line), None)
+
+    def _written_since_start(self, log: str) -> bool:
+        """Logs are appended to, so over existing data the file is there before this start wrote to it."""
+        try:
+            return (self.log_dir / log).stat().st_mtime >= self.started_wall
+        except OSError:
+            return False
+
+    def _last_write(self, log: str) -> float | None:
+        """The applier's last output is its 'applied: ...' line just before it exits."""
+        try:
+            return round((self.log_dir / log).stat().st_mtime - self.started_wall, 2)
+        except OSError:
+            return None
+
+    def stop(self) -> tuple[float, int]:
+        """SIGTERM as Ctrl-C would; (seconds until it exited, processes of its tree still alive then)."""
+        self.tree = descendants(self.process.pid)
+        began = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"`orch up` still running {STOP_TIMEOUT:.0f} s after SIGTERM", self.tail()) from None
+        return time.monotonic() - began, sum(1 for p in self.tree if is_alive(p))
+
+    def kill(self) -> None:
+        """Leave nothing running whatever happened; SIGTERM first so ``orch up`` stops its own children."""
+        tree = [*self.tree, *descendants(self.process.pid)]
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        kill_all(tree)
+
+
+def run_orch_up(home: Path) -> RunResult:
+    load = os.getloadavg()[0]
+    stack = OrchUp(home, free_endpoints())
+    try:
+        stack.wait_until_up()
+        healthy_s = stack.milestones["verified healthy"]
+        time.sleep(IDLE_SECONDS)
+        supervisor = psutil.Process(stack.process.pid)
+        rss = {SUPERVISOR: round(rss_mb(supervisor), 1), **rss_by_component(supervisor.children())}
+        stop_s, orphans = stack.stop()
+        milestones = dict(sorted(stack.milestones.items(), key=lambda item: item[1]))
+        return RunResult(healthy_s, round(stop_s, 2), orphans, rss, milestones, load)
+    finally:
+        stack.kill()
+
+
+# --- naive baseline --------------------------------------------------------------------------------
+
+class HandStitched:
+    """The stack as an operator starts it by hand: one command after another, each server in its own
+    session (its own terminal, in effect), each step waiting for the previous one to be usable."""
+
+    def __init__(self, home: Path, ends: Endpoints) -> None:
+        self.ends = ends
+        self.env = {**clean_environ(), "PREFECT_HOME": str(home / "prefect"), "PREFECT_API_URL": ends.prefect_api,
+                    "ORCH_HOME": str(home), "ORCH_PORT": str(ends.api_port)}
+        self.log_dir = home / "logs"
+        self.log_dir.mkdir(parents=True)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: list[IO[bytes]] = []
+        self.tree: list[psutil.Process] = []
+        self.milestones: dict[str, float] = {}
+        self.started = time.monotonic()
+        self.deadline = self.started + START_TIMEOUT
+
+    def start(self) -> None:
+        prefect = str(BIN / "prefect")
+        self.spawn("prefect-server", [prefect, "server", "start", "--host", "127.0.0.1",
+                                      "--port", str(self.ends.prefect_port), "--analytics-off"])
+        self.wait_for("prefect-server", "prefect server ready")
+        self.run("work-pool", [prefect, "work-pool", "create", POOL, "--type", "process"],
+                 tolerate="already exists")
+        self.mark("work pool created")
+        self.run("deployments", [prefect, "--no-prompt", "deploy", "--all"])
+        self.mark("deployments applied")
+        self.spawn("worker", [prefect, "worker", "start", "--pool", POOL, "--type", "process"])
+        self.wait_for("worker", "worker online")
+        self.run("db-init", [str(BIN / "orch"), "db", "init"])
+        self.mark("orch db init done")
+        self.spawn("api", [sys.executable, "-m", "orch.api.server"])
+        self.wait_for("api", "api healthy")
+        self.wait_for(CHECKS, "verified healthy")
+
+    def mark(self, milestone: str) -> None:
+        self.milestones[milestone] = round(time.monotonic() - self.started, 2)
+
+    def spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - open while the process runs
+        self.logs.append(log)
+        self.processes[name] = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=self.env, stdin=subprocess.DEVNULL,
+                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def run(self, name: str, argv: list[str], tolerate: str | None = None) -> None:
+        """A one-shot CLI command; a failure whose output contains ``tolerate`` is what re-running expects."""
+        log = self.log_dir / f"{name}.log"
+        try:
+            with open(log, "wb") as output:
+                result = subprocess.run(argv, cwd=PROJECT_ROOT, env=self.env, stdin=subprocess.DEVNULL,
+                                        stdout=output, stderr=subprocess.STDOUT,
+                                        timeout=max(1.0, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"`{' '.join(argv[1:])}` did not finish within the {START_TIMEOUT:.0f} s start budget",
+                             log_tail(log)) from None
+        if result.returncode != 0 and not (tolerate and tolerate in log.read_text(errors="replace")):
+            raise BenchError(f"`{' '.join(argv[1:])}` exited with code {result.returncode}", log_tail(log))
+
+    def wait_for(self, components: str | Iterable[str], milestone: str) -> None:
+        wait_healthy(self.ends, [components] if isinstance(components, str) else components, self.deadline,
+                     self.log_dir, self.alive)
+        self.mark(milestone)
+
+    def alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise BenchError(f"{name} exited with code {process.returncode}",
+                                 log_tail(self.log_dir / f"{name}.log"))
+
+    def roots(self) -> list[psutil.Process]:
+        return [psutil.Process(process.pid) for process in self.processes.values()]
+
+    def stop(self) -> tuple[float, int]:
+        """SIGTERM every session at once, as Ctrl-C in each terminal would; (seconds, survivors)."""
+        self.tree = [p for root in self.roots() for p in (root, *descendants(root.pid))]
+        began = time.monotonic()
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for name, process in self.processes.items():
+            try:
+                process.wait(timeout=max(0.1, began + STOP_TIMEOUT - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise BenchError(f"{name} still running {STOP_TIMEOUT:.0f} s after SIGTERM",
+                                 log_tail(self.log_dir / f"{name}.log")) from None
+        return time.monotonic() - began, sum(1 for p in self.tree if is_alive(p))
+
+    def kill(self) -> None:
+        """SIGKILL every session still led by its process (only then is the group surely still ours)."""
+        tree = [*self.tree, *(p for process in self.processes.values() for p in descendants(process.pid))]
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        kill_all(tree)
+        for log in self.logs:
+            log.close()
+
+
+def run_naive(home: Path) -> RunResult:
+    load = os.getloadavg()[0]
+    stack = HandStitched(home, free_endpoints())
+    try:
+        stack.start()
+        time.sleep(IDLE_SECONDS)
+        rss = rss_by_component(stack.roots())
+        stop_s, orphans = stack.stop()
+        return RunResult(stack.milestones["verified healthy"], round(stop_s, 2), orphans, rss, stack.milestones,
+                         load)
+    finally:
+        stack.kill()
+
+
+# --- report --------------------------------------------------------------------------------------
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
+            "max": round(max(values), 2)}
+
+
+def component_names(results: dict[str, list[RunResult]]) -> list[str]:
+    """ORCH's components in a fixed order first, then whatever else turned up (labelled by command)."""
+    seen = {name for runs in results.values() for run in runs for name in run.rss_mb} - {PREFECT_SERVER}
+    fixed = [name for name in (SUPERVISOR, "orch api", "worker") if name in seen]
+    return fixed + sorted(seen - set(fixed))
+
+
+def summarize(runs: list[RunResult], components: list[str]) -> dict[str, dict[str, float]]:
+    """Median/min/max per figure; a component absent from a scenario (no supervisor by hand) is left out."""
+    figures = {
+        "healthy_s": [r.healthy_s for r in runs],
+        "stop_s": [r.stop_s for r in runs],
+        "orphans": [float(r.orphans) for r in runs],
+        "rss_prefect_server_mb": [r.prefect_rss_mb for r in runs],
+        "rss_orch_own_mb": [r.own_rss_mb for r in runs],
+    }
+    for name in components:
+        if any(name in r.rss_mb for r in runs):
+            figures[f"rss_mb:{name}"] = [r.rss_mb.get(name, 0.0) for r in runs]
+    for name in sorted({name for r in runs for name in r.milestones_s}):
+        figures[f"milestone_s:{name}"] = [r.milestones_s[name] for r in runs if name in r.milestones_s]
+    return {key: spread(values) for key, values in figures.items()}
+
+
+def cell(summary: dict[str, dict[str, float]], key: str, decimals: int) -> str:
+    if key not in summary:
+        return "–"
+    median, low, high = (f"{summary[key][stat]:.{decimals}f}" for stat in ("median", "min", "max"))
+    return median if low == high else f"{median} ({low}–{high})"
+
+
+def markdown(summaries: dict[str, dict[str, dict[str, float]]], components: list[str],
+             machine: dict[str, object], counts: dict[str, int]) -> str:
+    rows = [("time to all healthy (s)", "healthy_s", 1), ("stop time (s)", "stop_s", 1),
+            ("orphans after stop", "orphans", 0), ("RSS Prefect server (MB)", "rss_prefect_server_mb", 0),
+            ("RSS ORCH's own processes (MB)", "rss_orch_own_mb", 0),
+            *((f"RSS {name} (MB)", f"rss_mb:{name}", 0) for name in components)]
+    header = ["| figure | " + " | ".join(f"{SCENARIOS[key]} ×{counts[key]}" for key in SCENARIOS) + " |",
+              "|---|" + "---|" * len(SCENARIOS)]
+    body = ["| " + " | ".join([label, *(cell(summaries[key], figure, decimals) for key in SCENARIOS)]) + " |"
+            for label, figure, decimals in rows]
+    return "\n".join([
+        "# ORCH-Next start-up benchmark", "",
+        f"{machine['cpu_count']} CPUs, Python {machine['python']}, Prefect {machine['prefect']}, "
+        f"{machine['timestamp']}, load average at start {machine['load_avg_1m']}. "
+        "Cells: median (min–max). ORCH's own processes = everything but the Prefect server.", "",
+        *header, *body, "", *goal_lines(summaries["fresh"]), "", "Milestones (median s after the first spawn):",
+        *(f"- {SCENARIOS[key]}: " + milestone_line(summaries[key]) for key in SCENARIOS), ""])
+
+
+def goal_lines(fresh: dict[str, dict[str, float]]) -> list[str]:
+    """Judged on the median of the fresh ``orch up`` runs; the worst run is shown beside it."""
+    healthy, own = fresh["healthy_s"], fresh["rss_orch_own_mb"]
+    verdict = {True: "PASS", False: "FAIL"}
+    return [f"Goal: healthy < {GOAL_HEALTHY_S:.0f} s; ORCH's own processes < {GOAL_OWN_RSS_MB:.0f} MB RSS at idle",
+            f"- healthy < {GOAL_HEALTHY_S:.0f} s: {verdict[healthy['median'] < GOAL_HEALTHY_S]} "
+            f"(fresh `orch up` median {healthy['median']:.1f} s, worst {healthy['max']:.1f} s)",
+            f"- ORCH's own processes < {GOAL_OWN_RSS_MB:.0f} MB RSS: {verdict[own['median'] < GOAL_OWN_RSS_MB]} "
+            f"(fresh `orch up` median {own['median']:.0f} MB, worst {own['max']:.0f} MB)"]
+
+
+def milestone_line(summary: dict[str, dict[str, float]]) -> str:
+    found = [(figure["median"], key.removeprefix("milestone_s:")) for key, figure in summary.items()
+             if key.startswith("milestone_s:")]
+    return " → ".join(f"{name} {at:.1f}" for at, name in sorted(found))
+
+
+def machine_info() -> dict[str, object]:
+    return {"cpu_count": os.cpu_count(), "python": platform.python_version(), "prefect": version("prefect"),
+            "orch_next": version("orch-next"), "platform": platform.platform(),
+            "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+def progress(scenario: str, number: int, result: RunResult) -> None:
+    print(f"{SCENARIOS[scenario]} run {number}: healthy in {result.healthy_s:.1f} s, stopped in "
+          f"{result.stop_s:.1f} s, {result.orphans} orphan(s), Prefect server {result.prefect_rss_mb:.0f} MB, "
+          f"ORCH's own {result.own_rss_mb:.0f} MB", file=sys.stderr, flush=True)
+
+
+def bench(runs: int, workdir: Path) -> dict[str, list[RunResult]]:
+    """Fresh and hand-stitched runs alternate so a busy neighbour on the machine hurts both alike; the
+    existing-data run restarts over the first fresh run's directory right after it."""
+    results: dict[str, list[RunResult]] = {key: [] for key in SCENARIOS}
+
+    def record(scenario: str, run: Callable[[Path], RunResult], home: Path) -> None:
+        try:
+            result = run(home)
+        except BenchError as exc:
+            raise BenchError(f"{SCENARIOS[scenario]} run {len(results[scenario]) + 1}: {exc.args[0]}",
+                             exc.tail) from None
+        results[scenario].append(result)
+        progress(scenario, len(results[scenario]), result)
+
+    for number in range(1, max(runs, MIN_BASELINE_RUNS) + 1):
+        if number <= runs:
+            fresh_home = workdir / f"orch-up-{number}"
+            fresh_home.mkdir()
+            record("fresh", run_orch_up, fresh_home)
+            if number == 1:
+                record("existing", run_orch_up, fresh_home)
+        record("naive", run_naive, workdir / f"naive-{number}")
+    return results
+
+
+def write_report(results: dict[str, list[RunResult]], machine: dict[str, object], runs: int, out: Path) -> str:
+    components = component_names(results)
+    summaries = {key: summarize(results[key], components) for key in SCENARIOS}
+    counts = {key: len(results[key]) for key in SCENARIOS}
+    table = markdown(summaries, components, machine, counts)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_startup.md").write_text(table, encoding="utf-8")
+    report = {"machine": machine, "runs_requested": runs,
+              "goals": {"healthy_s": GOAL_HEALTHY_S, "rss_orch_own_mb": GOAL_OWN_RSS_MB},
+              "scenarios": {key: {"label": SCENARIOS[key], "summary": summaries[key],
+                                  "runs": [r.as_json() for r in results[key]]} for key in SCENARIOS}}
+    (out / "bench_startup.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3,
+                        help=f"fresh starts and baseline starts (default 3; baseline at least {MIN_BASELINE_RUNS})")
+    parser.add_argument("--out", type=Path, default=Path("bench_results"), help="report directory")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    missing = [name for name in ("orch", "prefect") if not (BIN / name).is_file()]
+    if missing:
+        parser.error(f"{', '.join(missing)} not found next to {sys.executable}; run it with the project's venv")
+
+    machine = machine_info()
+    workdir = Path(tempfile.mkdtemp(prefix="orch-bench-"))
+    try:
+        warm_page_cache()
+        results = bench(args.runs, workdir)
+    except BenchError as exc:
+        print(f"error: {exc}\n(data and logs kept in {workdir})", file=sys.stderr)
+        return 1
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(write_report(results, machine, args.runs, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
