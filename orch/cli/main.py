@@ -39,18 +39,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the errors a user can cause into one line and exit 1; anything else is a real bug."""
-    from orch.config.loader import ConfigError
-    from orch.security.users import UserError
-    from orch.stack.preflight import PreflightError
-    from orch.stack.up import StackError
-    from orch.storage.engine import StorageError
+    from orch.errors import OrchError
 
     try:
         yield
-    except ConfigError as exc:
-        where = f"{exc.source}: " if exc.source else ""
-        fail(where + "; ".join(exc.errors))
-    except (StorageError, PreflightError, StackError, UserError) as exc:
+    except OrchError as exc:
         fail(str(exc))
 
 

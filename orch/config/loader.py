@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from orch.config.schema import Settings
+from orch.errors import OrchError
 
 CONFIG_PATH_ENV = "ORCH_CONFIG_PATH"
 HOME_ENV = "ORCH_HOME"
@@ -51,14 +52,13 @@ ENV_ALIASES: tuple[tuple[str, str], ...] = (
 _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
-class ConfigError(Exception):
+class ConfigError(OrchError):
     """Configuration is unusable. ``errors`` holds one ``key.path: problem`` line per mistake."""
 
     def __init__(self, errors: list[str], source: str | None = None) -> None:
         self.errors = errors
         self.source = source
-        where = f" in {source}" if source else ""
-        super().__init__(f"{len(errors)} configuration error(s){where}: " + "; ".join(errors))
+        super().__init__((f"{source}: " if source else "") + "; ".join(errors))
 
 
 def project_home(environ: Mapping[str, str] | None = None) -> Path:

@@ -273,8 +273,8 @@ class Settings(BaseSettings):
                       notifications.slack.webhook_url, notifications.email.password]
         values = [c.get_secret_value() for c in candidates if c is not None]
         if self.database.url and "@" in self.database.url:
-            from sqlalchemy import make_url
+            from urllib.parse import unquote, urlsplit
 
-            password = make_url(self.database.url).password
-            values += [str(password)] if password else []
+            password = urlsplit(self.database.url).password
+            values += [unquote(password)] if password else []
         return values

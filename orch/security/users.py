@@ -7,11 +7,12 @@ from sqlalchemy.orm import Session
 
 from orch.audit import record_audit
 from orch.config.schema import PasswordPolicySettings
+from orch.errors import OrchError
 from orch.security.passwords import hash_password, policy_problems
 from orch.storage.models import ROLES, User
 
 
-class UserError(ValueError):
+class UserError(OrchError, ValueError):
     """A user could not be created as asked; the message says why in one line."""
 
 

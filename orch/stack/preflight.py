@@ -8,8 +8,10 @@ import socket
 import tempfile
 from pathlib import Path
 
+from orch.errors import OrchError
 
-class PreflightError(Exception):
+
+class PreflightError(OrchError):
     """A condition the operator must fix before the stack can start."""
 
 

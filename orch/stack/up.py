@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from orch.config.loader import CONFIG_PATH_ENV, HOME_ENV, project_home, read_environ
 from orch.config.schema import Settings
-from orch.stack.preflight import PreflightError, ensure_port_free, ensure_writable_dir
+from orch.errors import OrchError
+from orch.stack.preflight import ensure_port_free, ensure_writable_dir
 from orch.stack.supervisor import Component, Running, Supervisor
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +38,7 @@ PREFECT_TUNING = {
 }
 
 
-class StackError(Exception):
+class StackError(OrchError):
     """The stack could not start or keep running; the message is one line."""
 
 
@@ -101,7 +103,6 @@ def components(settings: Settings, env: dict[str, str], pool: str) -> dict[str, 
 def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], None]) -> int:
     """Run until a signal; 0 after a clean stop, raises :class:`StackError` when it cannot run."""
     from deployments.apply import deployment_names, work_pools
-    from orch.storage.migrate import upgrade
 
     started = time.monotonic()
     data_dir = Path(settings.data_dir)
@@ -112,13 +113,12 @@ def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], 
     if settings.prefect.api_url is None:
         ensure_port_free(settings.prefect.server_host, settings.prefect.server_port, "Prefect server",
                          "PREFECT_SERVER_API_PORT")
-    migration = upgrade(settings.database, create_database=True)
-    say(f"database ready at schema {migration.after}"
-        + (f" (migrated from {migration.before or 'empty'})" if migration.changed else ""))
+    env = child_environment(settings, config_path)
+    say(_initialise_database(env))
 
     pool = work_pools()[0]
     urls = plan_urls(settings)
-    plan = components(settings, child_environment(settings, config_path), pool)
+    plan = components(settings, env, pool)
     supervisor = Supervisor(log_dir)
     stop = _install_signal_handlers()
     try:
@@ -145,6 +145,17 @@ def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], 
         leftovers = supervisor.stop_all(on_progress=say)
         say(f"stopped in {time.monotonic() - t0:.1f} s"
             + (f"; could not stop pids {leftovers}" if leftovers else ""))
+
+
+def _initialise_database(env: dict[str, str]) -> str:
+    """``orch db init`` in a short-lived child: the supervisor stays small (no SQLAlchemy/Alembic
+    resident for hours, about 30 MB) and the stack migrates exactly as an operator would."""
+    result = subprocess.run([sys.executable, "-m", "orch.cli.main", "db", "init"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()] or [f"exit {result.returncode}"]
+        raise StackError(lines[-1].removeprefix("error: "))
+    return result.stdout.strip()
 
 
 def _install_signal_handlers() -> threading.Event:
@@ -225,11 +236,3 @@ def _watch(plan: dict[str, Component], supervisor: Supervisor, stop: threading.E
             if stop.wait(delay):
                 return
             supervisor.start(plan[name], restarts=restarts)
-
-
-def preflight_error_types() -> tuple[type[Exception], ...]:
-    """Errors ``orch up`` reports as one line instead of a traceback."""
-    from orch.config.loader import ConfigError
-    from orch.storage.engine import StorageError
-
-    return (PreflightError, StackError, ConfigError, StorageError)

@@ -18,13 +18,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orch.config.schema import DatabaseSettings
+from orch.errors import OrchError
 
 _engines: dict[tuple[str, int, float], Engine] = {}
 _factories: dict[Engine, sessionmaker[Session]] = {}
 _guard = threading.Lock()
 
 
-class StorageError(Exception):
+class StorageError(OrchError):
     """A database problem a user can act on; the message is one line and names the database."""
 
 
