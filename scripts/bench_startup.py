@@ -314,7 +314,7 @@ class OrchUp:
             time.sleep(POLL_SECONDS)
         wait_healthy(self.ends, CHECKS, deadline, self.log_dir, self.alive)
         self.milestones["verified healthy"] = self.elapsed()
-        found = {"ready line": self._line_time(READY_LINE), "database ready": self._line_time("database ready"),
+        found = {"ready line": self._line_time(READY_LINE), "database ready": self._line_time(" at schema "),
                  "deployments applied": self._last_write("deployments.log")}
         self.milestones.update({name: at for name, at in found.items() if at is not None})
 
