@@ -608,15 +608,36 @@ def bench(runs: int, workdir: Path) -> dict[str, list[RunResult]]:
     return results
 
 
-def write_report(results: dict[str, list[RunResult]], machine: dict[str, object], runs: int, out: Path) -> str:
+def cli_help_seconds(repeats: int = 10) -> dict[str, dict[str, float]]:
+    """``orch --help`` must stay well under a second (lazy imports); ``prefect --help`` beside it is
+    the eager-import CLI an operator would otherwise type."""
+    timings: dict[str, dict[str, float]] = {}
+    for name in ("orch", "prefect"):
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            subprocess.run([str(BIN / name), "--help"], capture_output=True, check=True, env=clean_environ())
+            seconds.append(time.perf_counter() - started)
+        timings[name] = spread(seconds)
+    return timings
+
+
+def cli_help_lines(timings: dict[str, dict[str, float]]) -> list[str]:
+    return ["CLI start (`--help`, median of 10, s): " + ", ".join(
+        f"`{name} --help` {t['median']:.2f} ({t['min']:.2f}–{t['max']:.2f})" for name, t in timings.items()), ""]
+
+
+def write_report(results: dict[str, list[RunResult]], machine: dict[str, object], runs: int, out: Path,
+                 cli_help: dict[str, dict[str, float]]) -> str:
     components = component_names(results)
     summaries = {key: summarize(results[key], components) for key in SCENARIOS}
     counts = {key: len(results[key]) for key in SCENARIOS}
-    table = markdown(summaries, components, machine, counts)
+    table = markdown(summaries, components, machine, counts) + "\n".join(cli_help_lines(cli_help))
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_startup.md").write_text(table, encoding="utf-8")
     report = {"machine": machine, "runs_requested": runs,
               "goals": {"healthy_s": GOAL_HEALTHY_S, "rss_orch_own_mb": GOAL_OWN_RSS_MB},
+              "cli_help_s": cli_help,
               "scenarios": {key: {"label": SCENARIOS[key], "summary": summaries[key],
                                   "runs": [r.as_json() for r in results[key]]} for key in SCENARIOS}}
     (out / "bench_startup.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -640,11 +661,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         warm_page_cache()
         results = bench(args.runs, workdir)
+        cli_help = cli_help_seconds()
     except BenchError as exc:
         print(f"error: {exc}\n(data and logs kept in {workdir})", file=sys.stderr)
         return 1
     shutil.rmtree(workdir, ignore_errors=True)
-    print(write_report(results, machine, args.runs, args.out))
+    print(write_report(results, machine, args.runs, args.out, cli_help))
     return 0
 
 
