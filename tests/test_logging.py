@@ -363,6 +363,7 @@ def test_outside_pytest_settings_level_and_file_apply(
 # --- ownership, Prefect and idempotency ------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:Logger 'prefect.flow_runs' attempted to send logs")
 def test_prefect_and_root_loggers_are_left_alone(tmp_path: Path) -> None:
     watched = ("", *PREFECT_LOGGERS)
     before = {name: (list(logging.getLogger(name).handlers), logging.getLogger(name).propagate,

@@ -114,7 +114,7 @@ def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], 
         ensure_port_free(settings.prefect.server_host, settings.prefect.server_port, "Prefect server",
                          "PREFECT_SERVER_API_PORT")
     env = child_environment(settings, config_path)
-    say(_initialise_database(env))
+    say("database " + _initialise_database(env))
 
     pool = work_pools()[0]
     urls = plan_urls(settings)
