@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orch.config.schema import DatabaseSettings
 from orch.errors import OrchError
 
+SQLITE_IMMEDIATE = "orch_sqlite_immediate"  # execution option: begin SQLite transactions IMMEDIATE
 _engines: dict[tuple[str, int, float], Engine] = {}
 _factories: dict[Engine, sessionmaker[Session]] = {}
 _guard = threading.Lock()
@@ -66,9 +67,15 @@ def session_factory(database: DatabaseSettings) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(database: DatabaseSettings) -> Iterator[Session]:
-    """A session that commits on success and rolls back on any error: no half-written rows."""
+def session_scope(database: DatabaseSettings, *, write_lock: bool = False) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error: no half-written rows.
+
+    ``write_lock=True`` is for read-then-write transactions that must not interleave (claiming queued
+    tasks): SQLite begins IMMEDIATE; on PostgreSQL the caller locks rows (``FOR UPDATE``) itself.
+    """
     session = session_factory(database)()
+    if write_lock:
+        session.connection(execution_options={SQLITE_IMMEDIATE: True})
     try:
         yield session
         session.commit()
@@ -107,12 +114,22 @@ def _create(url: URL, database: DatabaseSettings) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            # SQLAlchemy's recipe: let SQLAlchemy, not the driver, emit BEGIN, so reads are inside the
+            # transaction too and a writer can take the write lock up front (see _begin).
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection) -> None:  # type: ignore[no-untyped-def]
+            # BEGIN IMMEDIATE takes the write lock at the start: a read-then-write transaction (a queue
+            # claim) then waits its turn instead of failing with "database is locked" at its first write.
+            immediate = connection.get_execution_options().get(SQLITE_IMMEDIATE, False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return create_engine(
