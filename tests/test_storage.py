@@ -19,7 +19,7 @@ from support import free_port, run_orch
 
 def new_task(task_id: str, **overrides: object) -> Task:
     fields: dict[str, object] = dict(task_id=task_id, core_id="WORK_AI_01", action="noop", priority=2,
-                                     timeout=300)
+                                     timeout=300, sort_key=0.0)
     fields.update(overrides)
     return Task(**fields)
 
@@ -210,3 +210,25 @@ def test_cli_read_only_data_directory(isolated_env: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: data_dir: cannot write "), lines
     assert str(target / "data") in lines[0]
+
+
+def test_upgrade_keeps_rows_written_by_the_previous_schema(database_url: str) -> None:
+    """Restores of older backups migrate forward: rows written at 0001 survive the upgrade to head."""
+    from alembic import command
+
+    from orch.storage.migrate import _alembic_config
+
+    settings = DatabaseSettings(url=database_url)
+    from orch.storage.migrate import ensure_database_exists
+
+    ensure_database_exists(settings)
+    with get_engine(settings).begin() as connection:
+        command.upgrade(_alembic_config(connection), "0001")
+        connection.execute(text(
+            "INSERT INTO tasks (task_id, core_id, action, params, priority, timeout, stay, metadata, owner,"
+            " max_retries, status, attempts, created_at, updated_at) VALUES ('old-1', 'WORK_AI_01', 'noop',"
+            " '{}', 1, 300, false, '{}', '', 0, 'queued', 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+    assert upgrade(settings).after == head_revision()
+    with session_scope(settings) as session:
+        task = session.get(Task, "old-1")
+        assert task is not None and task.locks == [] and task.sort_key == 0 and task.status == "queued"

@@ -220,6 +220,32 @@ class FeatureSettings(Section):
     task_timeout_default: int = Field(default=300, gt=0)
 
 
+class CoreSettings(Section):
+    concurrency: int | None = Field(default=None, gt=0, description="Overrides dispatch.core_concurrency.")
+    description: str = ""
+
+
+class DispatchSettings(Section):
+    """The task queue: ordering, limits, leases and what actions may touch."""
+
+    aging_seconds: float = Field(default=60, gt=0, description="One priority level gained per this many "
+                                 "seconds of waiting (bounds how long a low task can wait).")
+    max_queue_depth: int = Field(default=10000, gt=0, description="Queued tasks above which dispatch is refused.")
+    retry_after_seconds: int = Field(default=5, gt=0, description="What a refused dispatch is told to wait.")
+    core_concurrency: int = Field(default=1, gt=0, description="Running tasks per core unless the core says otherwise.")
+    cores: dict[str, CoreSettings] = Field(default_factory=dict, description="Declared cores; when any are "
+                                           "declared, dispatch to an undeclared core is refused.")
+    default_max_retries: int = Field(default=2, ge=0, le=20)
+    lease_seconds: float = Field(default=30, gt=0, description="A claimed task's lease; the dispatcher renews it. "
+                                 "A task whose lease expires (its dispatcher died) is retried or failed.")
+    stay_seconds: float = Field(default=300, gt=0, description="How long a `stay` task keeps its core reserved "
+                                "for the same owner after it ends.")
+    max_params_bytes: int = Field(default=65536, gt=0, description="Largest JSON size of a task's params.")
+    shell_allowlist: list[str] = Field(default_factory=list, description="Executables the shell action may run.")
+    http_allowlist: list[str] = Field(default_factory=list, description="Hosts the http action may call.")
+    max_output_bytes: int = Field(default=65536, gt=0, description="Captured output kept per shell/http task.")
+
+
 class ApiSettings(Section):
     host: str = Field(default="127.0.0.1", description="ORCH_HOST overrides it.")
     port: int = Field(default=8000, gt=0, lt=65536, description="ORCH_PORT overrides it.")
@@ -263,6 +289,7 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from orch.storage.types import UTCDateTime, utcnow
@@ -28,7 +28,8 @@ class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
         UniqueConstraint("owner", "idempotency_key", name="uq_tasks_owner_idempotency_key"),
-        Index("ix_tasks_queue", "status", "priority", "created_at"),
+        Index("ix_tasks_queue", "status", "sort_key"),
+        Index("ix_tasks_lease", "status", "lease_expires_at"),
         Index("ix_tasks_created_at", "created_at"),
         Index("ix_tasks_core_status", "core_id", "status"),
     )
@@ -44,6 +45,11 @@ class Task(Base):
     owner: Mapped[str] = mapped_column(String(128), default="")
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    locks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Queue order: the task's virtual deadline in epoch seconds (see orch.dispatch.ordering).
+    sort_key: Mapped[float] = mapped_column(Float)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[Any | None] = mapped_column(JSON)
@@ -71,6 +77,17 @@ class TaskEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     task: Mapped[Task] = relationship(back_populates="events")
+
+
+class CoreReservation(Base):
+    """A core kept for one owner after a ``stay`` task ended, until released or expired."""
+
+    __tablename__ = "core_reservations"
+
+    core_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    task_id: Mapped[str | None] = mapped_column(String(36))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class User(Base):
