@@ -1,0 +1,35 @@
+"""What can go wrong when dispatching, each a one-line message an operator or API client can act on."""
+
+from __future__ import annotations
+
+from orch.errors import OrchError
+
+
+class DispatchError(OrchError):
+    """Base of dispatch errors."""
+
+
+class InvalidTask(DispatchError):
+    """The request is not a task ORCH will queue; ``errors`` lists every problem with its field."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("invalid task: " + "; ".join(errors))
+
+
+class QueueFull(DispatchError):
+    """Backpressure: the queue is at ``dispatch.max_queue_depth``; try again after ``retry_after`` s."""
+
+    def __init__(self, depth: int, limit: int, retry_after: int) -> None:
+        self.depth, self.limit, self.retry_after = depth, limit, retry_after
+        super().__init__(f"queue full: {depth} tasks queued (limit {limit}); retry after {retry_after} s")
+
+
+class TaskNotFound(DispatchError):
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"no task {task_id}")
+
+
+class InvalidTransition(DispatchError):
+    """E.g. cancelling a task that already completed."""

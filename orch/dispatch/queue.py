@@ -1,0 +1,368 @@
+"""The task queue of record: enqueue, claim under limits and locks, leases, and every status move.
+
+Every move is one transaction that changes the task *and* writes its event, so the history can never
+disagree with the state. Moves out of ``running`` are conditional on the claim that started them
+(same attempt, same lease owner, still running): a dispatcher that lost its lease, a task cancelled
+meanwhile, or a duplicate report changes nothing, so a task is never completed twice.
+
+Claims are serialised: ``BEGIN IMMEDIATE`` on SQLite, a transaction-scoped advisory lock on PostgreSQL
+(rows are also taken ``FOR UPDATE SKIP LOCKED``). A claim is a few milliseconds, and serialising it is
+what makes the per-core and global limits exact with several dispatchers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from orch.config.schema import Settings
+from orch.dispatch.errors import InvalidTransition, QueueFull, TaskNotFound
+from orch.dispatch.ordering import Priority, sort_key
+from orch.dispatch.request import ValidTask
+from orch.logging_config import get_logger
+from orch.storage.engine import is_sqlite, session_scope
+from orch.storage.models import CoreReservation, Task, TaskEvent
+from orch.storage.types import utcnow
+
+log = get_logger(__name__)
+CLAIM_LOCK_KEY = 0x0_7C_4D_15  # pg_advisory_xact_lock key that serialises claims
+SCAN_BATCH = 500
+TERMINAL = ("completed", "failed", "timed_out", "cancelled")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One attempt of one task, held by ``lease_owner`` until it finishes or its lease expires."""
+
+    task_id: str
+    core_id: str
+    action: str
+    params: dict[str, Any]
+    priority: Priority
+    timeout: int
+    attempt: int
+    max_retries: int
+    lease_owner: str
+
+    @property
+    def retries_left(self) -> int:
+        return max(0, self.max_retries + 1 - self.attempt)
+
+
+def task_view(task: Task) -> dict[str, Any]:
+    """The task as the CLI and API show it."""
+    return {
+        "task_id": task.task_id, "core_id": task.core_id, "action": task.action, "params": task.params,
+        "priority": Priority(task.priority).label, "timeout": task.timeout, "stay": task.stay,
+        "metadata": task.meta, "locks": task.locks, "idempotency_key": task.idempotency_key,
+        "owner": task.owner, "max_retries": task.max_retries, "status": task.status,
+        "attempts": task.attempts, "result": task.result, "error": task.error,
+        "created_at": _iso(task.created_at), "started_at": _iso(task.started_at),
+        "finished_at": _iso(task.finished_at), "updated_at": _iso(task.updated_at),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def add_event(session: Session, task: Task, event_type: str, data: dict[str, Any]) -> None:
+    """Record the move and log it as one JSON line (``event_type``, ``task_id``, ``data``), which is
+    what the guide's log analysis and data-recovery scripts read."""
+    session.add(TaskEvent(task_id=task.task_id, event_type=event_type, data=data))
+    log.info(event_type, extra={"event_type": event_type, "task_id": task.task_id, "core_id": task.core_id,
+                                "data": data})
+
+
+class TaskQueue:
+    """The queue for one configuration; cheap to create, safe to share between threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database = settings.database
+        self.dispatch = settings.dispatch
+
+    # ---- enqueue -------------------------------------------------------------------------------
+    def enqueue(self, task: ValidTask, owner: str) -> tuple[dict[str, Any], bool]:
+        """Queue ``task``; returns ``(task, created)``. The same idempotency key from the same owner
+        returns the existing task and queues nothing. Raises :class:`QueueFull` above the depth limit."""
+        try:
+            with session_scope(self.database) as session:
+                return self._enqueue(session, [task], owner)[0]
+        except IntegrityError:  # a concurrent request with the same idempotency key won the race
+            with session_scope(self.database) as session:
+                existing = self._by_idempotency_key(session, owner, task.idempotency_key)
+                if existing is None:
+                    raise
+                return task_view(existing), False
+
+    def enqueue_many(self, tasks: list[ValidTask], owner: str) -> list[tuple[dict[str, Any], bool]]:
+        """All or nothing: one transaction, one depth check for the whole batch."""
+        with session_scope(self.database) as session:
+            return self._enqueue(session, tasks, owner)
+
+    def _enqueue(self, session: Session, tasks: list[ValidTask], owner: str) -> list[tuple[dict[str, Any], bool]]:
+        results: list[tuple[dict[str, Any], bool] | None] = []
+        fresh: list[ValidTask] = []
+        for task in tasks:
+            existing = self._by_idempotency_key(session, owner, task.idempotency_key)
+            results.append((task_view(existing), False) if existing else None)
+            if existing is None:
+                fresh.append(task)
+        if fresh:
+            depth = session.scalar(select(func.count()).select_from(Task).where(Task.status == "queued")) or 0
+            if depth + len(fresh) > self.dispatch.max_queue_depth:
+                raise QueueFull(depth, self.dispatch.max_queue_depth, self.dispatch.retry_after_seconds)
+        now, epoch = utcnow(), time.time()
+        created = iter(fresh)
+        out = []
+        for result in results:
+            if result is not None:
+                out.append(result)
+                continue
+            task = next(created)
+            row = Task(task_id=str(uuid4()), core_id=task.core_id, action=task.action, params=task.params,
+                       priority=int(task.priority), timeout=task.timeout, stay=task.stay, meta=task.metadata,
+                       owner=owner, idempotency_key=task.idempotency_key, max_retries=task.max_retries,
+                       locks=task.locks, sort_key=sort_key(epoch, task.priority, self.dispatch.aging_seconds),
+                       status="queued", attempts=0, created_at=now, updated_at=now)
+            session.add(row)
+            session.flush()
+            add_event(session, row, "task.created", {
+                "core_id": row.core_id, "action": row.action, "priority": task.priority.label,
+                "timeout": row.timeout, "metadata": row.meta, "owner": owner})
+            out.append((task_view(row), True))
+        return out
+
+    @staticmethod
+    def _by_idempotency_key(session: Session, owner: str, key: str | None) -> Task | None:
+        if key is None:
+            return None
+        return session.scalar(select(Task).where(Task.owner == owner, Task.idempotency_key == key))
+
+    # ---- claim ---------------------------------------------------------------------------------
+    def claim(self, lease_owner: str, limit: int, *, external_core: str | None = None) -> list[Claim]:
+        """Take up to ``limit`` queued tasks in queue order that fit every limit, and lease them.
+
+        Dispatchers claim everything but ``external`` tasks; an outside core claims its own
+        ``external`` tasks with ``external_core`` (their lease is the task's timeout).
+        """
+        if limit <= 0:
+            return []
+        with session_scope(self.database, write_lock=True) as session:
+            if not is_sqlite(self.database.url or ""):
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY})
+            now = utcnow()
+            self._recover_expired(session, now)
+            running = session.execute(select(Task.core_id, Task.locks).where(Task.status == "running")).all()
+            per_core = Counter(core for core, _ in running)
+            held_locks = {name for _, locks in running for name in (locks or [])}
+            free = self.settings.features.max_concurrent_tasks - len(running)
+            reserved = dict(session.execute(select(CoreReservation.core_id, CoreReservation.owner)
+                                            .where(CoreReservation.expires_at > now)).all())
+            picked: list[Task] = []
+            for task in self._queued(session, external_core):
+                if len(picked) >= min(limit, free):
+                    break
+                if per_core[task.core_id] >= self._core_limit(task.core_id):
+                    continue
+                if task.core_id in reserved and reserved[task.core_id] != task.owner:
+                    continue
+                if held_locks.intersection(task.locks or []):
+                    continue
+                picked.append(task)
+                per_core[task.core_id] += 1
+                held_locks.update(task.locks or [])
+            lease = timedelta(seconds=self.dispatch.lease_seconds)
+            claims = []
+            for task in picked:
+                task.status, task.attempts, task.lease_owner = "running", task.attempts + 1, lease_owner
+                task.started_at = task.started_at or now
+                task.lease_expires_at = now + (timedelta(seconds=task.timeout) if external_core else lease)
+                add_event(session, task, "task.started", {"attempt": task.attempts, "dispatcher": lease_owner})
+                claims.append(Claim(task.task_id, task.core_id, task.action, task.params, Priority(task.priority),
+                                    task.timeout, task.attempts, task.max_retries, lease_owner))
+            return claims
+
+    def _queued(self, session: Session, external_core: str | None):  # type: ignore[no-untyped-def]
+        """Queued tasks in queue order, in batches, rows locked (skipping rows another claim holds)."""
+        query = select(Task).where(Task.status == "queued")
+        if external_core is None:
+            query = query.where(Task.action != "external")
+        else:
+            query = query.where(Task.action == "external", Task.core_id == external_core)
+        offset = 0
+        while True:
+            batch = session.scalars(query.order_by(Task.sort_key).offset(offset).limit(SCAN_BATCH)
+                                    .with_for_update(skip_locked=True)).all()
+            yield from batch
+            if len(batch) < SCAN_BATCH:
+                return
+            offset += SCAN_BATCH
+
+    def _core_limit(self, core_id: str) -> int:
+        core = self.dispatch.cores.get(core_id)
+        return core.concurrency if core and core.concurrency else self.dispatch.core_concurrency
+
+    def _recover_expired(self, session: Session, now: datetime) -> None:
+        """Running tasks whose lease ran out (their dispatcher died, or an external core went silent)
+        go back to the queue at their old place while attempts remain, else end failed/timed out."""
+        expired = session.scalars(select(Task).where(Task.status == "running", Task.lease_expires_at < now)
+                                  .with_for_update(skip_locked=True)).all()
+        for task in expired:
+            reason = "timeout" if task.action == "external" else "lease expired"
+            if task.attempts <= task.max_retries:
+                add_event(session, task, "task.retrying", {"attempt": task.attempts, "reason": reason,
+                                                           "dispatcher": task.lease_owner})
+                task.status, task.lease_owner, task.lease_expires_at = "queued", None, None
+            else:
+                final = "timed_out" if task.action == "external" else "failed"
+                self._end(session, task, final, now, error=f"{reason} after {task.attempts} attempt(s)")
+
+    # ---- while running -------------------------------------------------------------------------
+    def renew(self, lease_owner: str, task_ids: list[str]) -> set[str]:
+        """Extend the leases this dispatcher still holds; the ids not returned were lost or cancelled."""
+        if not task_ids:
+            return set()
+        with session_scope(self.database) as session:
+            expires = utcnow() + timedelta(seconds=self.dispatch.lease_seconds)
+            rows = session.execute(update(Task).where(Task.task_id.in_(task_ids), Task.status == "running",
+                                                      Task.lease_owner == lease_owner)
+                                   .values(lease_expires_at=expires).returning(Task.task_id)).all()
+            return {row[0] for row in rows}
+
+    def retrying(self, claim: Claim, error: str, delay: float) -> Claim | None:
+        """Attempt ``claim.attempt`` failed and another follows after ``delay`` s; None if the claim was lost."""
+        with session_scope(self.database) as session:
+            task = self._held(session, claim)
+            if task is None:
+                return None
+            task.attempts += 1
+            task.error = error
+            task.lease_expires_at = utcnow() + timedelta(seconds=self.dispatch.lease_seconds + delay)
+            add_event(session, task, "task.retrying", {"attempt": task.attempts, "error": error, "delay": delay})
+            return Claim(claim.task_id, claim.core_id, claim.action, claim.params, claim.priority,
+                         claim.timeout, task.attempts, claim.max_retries, claim.lease_owner)
+
+    def finish(self, claim: Claim, status: str, *, result: Any = None, error: str | None = None) -> bool:
+        """End the attempt; False (and nothing changed) when the claim is stale, e.g. cancelled."""
+        if status not in ("completed", "failed", "timed_out"):
+            raise ValueError(f"cannot finish a task as {status!r}")
+        with session_scope(self.database) as session:
+            task = self._held(session, claim)
+            if task is None:
+                return False
+            self._end(session, task, status, utcnow(), result=result, error=error)
+            return True
+
+    @staticmethod
+    def _held(session: Session, claim: Claim) -> Task | None:
+        return session.scalar(select(Task).where(
+            Task.task_id == claim.task_id, Task.status == "running", Task.attempts == claim.attempt,
+            Task.lease_owner == claim.lease_owner).with_for_update())
+
+    def _end(self, session: Session, task: Task, status: str, now: datetime, *, result: Any = None,
+             error: str | None = None) -> None:
+        task.status, task.finished_at, task.lease_owner, task.lease_expires_at = status, now, None, None
+        task.result, task.error = result, error if status != "completed" else None
+        data: dict[str, Any] = {"attempts": task.attempts}
+        if task.started_at:
+            data["duration"] = round((now - task.started_at).total_seconds(), 3)
+        if error:
+            data["error"] = error
+        add_event(session, task, f"task.{status}", data)
+        if task.stay:
+            self._reserve(session, task, now)
+
+    def _reserve(self, session: Session, task: Task, now: datetime) -> None:
+        """``stay``: the core stays reserved for this task's owner for ``dispatch.stay_seconds``."""
+        expires = now + timedelta(seconds=self.dispatch.stay_seconds)
+        reservation = session.get(CoreReservation, task.core_id, with_for_update=True)
+        if reservation is None:
+            session.add(CoreReservation(core_id=task.core_id, owner=task.owner, task_id=task.task_id,
+                                        expires_at=expires))
+        elif reservation.owner == task.owner or reservation.expires_at <= now:
+            reservation.owner, reservation.task_id, reservation.expires_at = task.owner, task.task_id, expires
+
+    # ---- operator moves ------------------------------------------------------------------------
+    def cancel(self, task_id: str, actor: str) -> dict[str, Any]:
+        """Cancel a queued or running task (a running one's result, if it comes, is ignored)."""
+        with session_scope(self.database) as session:
+            task = session.get(Task, task_id, with_for_update=True)
+            if task is None:
+                raise TaskNotFound(task_id)
+            if task.status in TERMINAL:
+                raise InvalidTransition(f"task {task_id} is already {task.status}")
+            now = utcnow()
+            was = task.status
+            task.status, task.finished_at, task.lease_owner, task.lease_expires_at = "cancelled", now, None, None
+            add_event(session, task, "task.cancelled", {"by": actor, "was": was})
+            return task_view(task)
+
+    def reset_failed(self, actor: str, task_ids: list[str] | None = None) -> list[str]:
+        """Put failed and timed-out tasks back in the queue with fresh attempts (the guide's
+        ``reset_failed_tasks``); ``task_ids`` limits it to those tasks. Returns the ids re-queued."""
+        with session_scope(self.database) as session:
+            query = select(Task).where(Task.status.in_(("failed", "timed_out"))).with_for_update()
+            if task_ids is not None:
+                query = query.where(Task.task_id.in_(task_ids))
+            tasks = session.scalars(query).all()
+            epoch = time.time()
+            for task in tasks:
+                was = task.status
+                task.status, task.attempts, task.error, task.result = "queued", 0, None, None
+                task.started_at = task.finished_at = None
+                task.sort_key = sort_key(epoch, Priority(task.priority), self.dispatch.aging_seconds)
+                add_event(session, task, "task.retrying", {"reason": "reset-failed", "by": actor, "was": was})
+            return [task.task_id for task in tasks]
+
+    def release_core(self, core_id: str) -> bool:
+        """End a ``stay`` reservation early; False if the core was not reserved."""
+        with session_scope(self.database) as session:
+            reservation = session.get(CoreReservation, core_id)
+            if reservation is None:
+                return False
+            session.delete(reservation)
+            return True
+
+    # ---- reading -------------------------------------------------------------------------------
+    def get(self, task_id: str) -> dict[str, Any]:
+        with session_scope(self.database) as session:
+            task = session.get(Task, task_id)
+            if task is None:
+                raise TaskNotFound(task_id)
+            return task_view(task)
+
+    def events(self, task_id: str) -> list[dict[str, Any]]:
+        with session_scope(self.database) as session:
+            if session.get(Task, task_id) is None:
+                raise TaskNotFound(task_id)
+            rows = session.scalars(select(TaskEvent).where(TaskEvent.task_id == task_id)
+                                   .order_by(TaskEvent.event_id)).all()
+            return [{"event_id": e.event_id, "event_type": e.event_type, "timestamp": _iso(e.timestamp),
+                     "data": e.data} for e in rows]
+
+    def list(self, *, status: str | None = None, core_id: str | None = None, limit: int = 50,
+             offset: int = 0) -> list[dict[str, Any]]:
+        with session_scope(self.database) as session:
+            query = select(Task).order_by(Task.created_at.desc(), Task.task_id)
+            if status:
+                query = query.where(Task.status == status)
+            if core_id:
+                query = query.where(Task.core_id == core_id)
+            return [task_view(t) for t in session.scalars(query.offset(offset).limit(limit))]
+
+    def depth(self) -> dict[str, int]:
+        """Queued tasks per priority name (all four, zeros included)."""
+        with session_scope(self.database) as session:
+            counts = dict(session.execute(select(Task.priority, func.count()).where(Task.status == "queued")
+                                          .group_by(Task.priority)).all())
+        return {p.label: int(counts.get(int(p), 0)) for p in sorted(Priority, reverse=True)}

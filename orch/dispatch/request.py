@@ -1,0 +1,146 @@
+"""A request to dispatch a task, validated completely before anything is written.
+
+The body is the original system's (``coreId`` or ``core_id``, ``stay``, ``priority``, ``timeout``,
+``metadata``) plus ``action``, ``params``, ``locks``, ``idempotency_key`` and ``max_retries``. Without
+an ``action`` the task is ``external``: as in the original, the core does the work and reports back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orch.config.schema import Settings
+from orch.dispatch.actions import registry
+from orch.dispatch.errors import InvalidTask
+from orch.dispatch.ordering import Priority
+
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+LOCK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
+MAX_METADATA_BYTES = 8192
+
+
+class TaskMetadata(BaseModel):
+    """Who and what a task is for. Free-form keys beside these are kept (and size-capped)."""
+
+    model_config = ConfigDict(extra="allow")
+    source: str | None = Field(default=None, max_length=128)
+    user_id: str | None = Field(default=None, max_length=128)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+
+    @field_validator("tags")
+    @classmethod
+    def _short_tags(cls, tags: list[str]) -> list[str]:
+        if any(not tag or len(tag) > 64 for tag in tags):
+            raise ValueError("each tag must be 1-64 characters")
+        return tags
+
+
+class DispatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    core_id: str = Field(validation_alias=AliasChoices("core_id", "coreId"), pattern=IDENTIFIER)
+    action: str = "external"
+    params: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = Priority.NORMAL
+    timeout: int | None = Field(default=None, gt=0, le=7 * 86400, description="Seconds; default "
+                                "features.task_timeout_default.")
+    stay: bool = False
+    metadata: TaskMetadata = Field(default_factory=TaskMetadata)
+    locks: list[str] = Field(default_factory=list, max_length=16)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    max_retries: int | None = Field(default=None, ge=0, le=20)
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, value: object) -> Priority:
+        return Priority.parse(value)
+
+    @field_validator("locks")
+    @classmethod
+    def _locks(cls, locks: list[str]) -> list[str]:
+        import re
+
+        bad = [name for name in locks if not re.match(LOCK_NAME, name)]
+        if bad:
+            raise ValueError(f"lock names must match {LOCK_NAME}: {', '.join(map(repr, bad))}")
+        if len(set(locks)) != len(locks):
+            raise ValueError("must not name a lock twice")
+        return sorted(locks)  # one global order: two tasks never wait on each other's locks
+
+
+@dataclass(frozen=True)
+class ValidTask:
+    """A request that passed every check, with defaults filled from configuration."""
+
+    core_id: str
+    action: str
+    params: dict[str, Any]
+    priority: Priority
+    timeout: int
+    stay: bool
+    metadata: dict[str, Any]
+    locks: list[str]
+    idempotency_key: str | None
+    max_retries: int
+
+
+def validate(body: dict[str, Any] | DispatchRequest, settings: Settings) -> ValidTask:
+    """Every problem at once, as ``field: problem`` lines (raises :class:`InvalidTask`)."""
+    errors: list[str] = []
+    try:
+        request = body if isinstance(body, DispatchRequest) else DispatchRequest.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidTask(_lines(exc)) from None
+
+    dispatch = settings.dispatch
+    if dispatch.cores and request.core_id not in dispatch.cores:
+        errors.append(f"core_id: unknown core {request.core_id!r}; declared: {', '.join(sorted(dispatch.cores))}")
+    spec = registry().get(request.action)
+    params: dict[str, Any] = request.params
+    if spec is None:
+        errors.append(f"action: unknown action {request.action!r}; known: {', '.join(sorted(registry()))}")
+    else:
+        try:
+            parsed = spec.params.model_validate(request.params)
+            errors.extend(spec.check(parsed, dispatch))
+            params = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        except ValidationError as exc:
+            errors.extend(f"params.{line}" if not line.startswith("params") else line for line in _lines(exc))
+    if _json_size(request.params) > dispatch.max_params_bytes:
+        errors.append(f"params: {_json_size(request.params)} bytes of JSON, more than "
+                      f"dispatch.max_params_bytes ({dispatch.max_params_bytes})")
+    metadata = request.metadata.model_dump(mode="json", exclude_none=True)
+    if _json_size(metadata) > MAX_METADATA_BYTES:
+        errors.append(f"metadata: more than {MAX_METADATA_BYTES} bytes of JSON")
+    if errors:
+        raise InvalidTask(errors)
+    return ValidTask(
+        core_id=request.core_id, action=request.action, params=params, priority=request.priority,
+        timeout=request.timeout or settings.features.task_timeout_default, stay=request.stay,
+        metadata=metadata, locks=request.locks, idempotency_key=request.idempotency_key,
+        max_retries=dispatch.default_max_retries if request.max_retries is None else request.max_retries)
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), default=str).encode())
+
+
+def _lines(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(p) for p in error["loc"]) or "body"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        elif message.startswith("Input should be "):
+            message = "must be " + message[len("Input should be "):]
+        elif message.startswith("String should match pattern "):
+            message = "must match " + message[len("String should match pattern "):]
+        lines.append(f"{key}: {message}")
+    return lines

@@ -1,0 +1,241 @@
+"""The task queue on a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from orch.config.loader import load_settings
+from orch.config.schema import CoreSettings, Settings
+from orch.dispatch.errors import InvalidTask, InvalidTransition, QueueFull, TaskNotFound
+from orch.dispatch.queue import TaskQueue
+from orch.dispatch.request import validate
+from orch.storage.migrate import upgrade
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    loaded = load_settings(environ={"DATABASE_URL": database_url, "ORCH_HOME": "."}, generate_secrets=False)
+    loaded.dispatch.core_concurrency = 100
+    upgrade(loaded.database, create_database=True)
+    return loaded
+
+
+def put(queue: TaskQueue, owner: str = "alice", **body: Any) -> dict[str, Any]:
+    body.setdefault("core_id", "WORK_AI_01")
+    body.setdefault("action", "noop")
+    task, _ = queue.enqueue(validate(body, queue.settings), owner)
+    return task
+
+
+def claimed_ids(queue: TaskQueue, limit: int = 100, owner: str = "d1") -> list[str]:
+    return [claim.task_id for claim in queue.claim(owner, limit)]
+
+
+def event_types(queue: TaskQueue, task_id: str) -> list[str]:
+    return [event["event_type"] for event in queue.events(task_id)]
+
+
+def test_priority_order_then_fifo(settings: Settings) -> None:
+    queue = TaskQueue(settings)
+    low = put(queue, priority="low")
+    normal1 = put(queue, priority="normal")
+    high = put(queue, priority=2)
+    critical = put(queue, priority="critical")
+    normal2 = put(queue)
+    assert claimed_ids(queue) == [t["task_id"] for t in (critical, high, normal1, normal2, low)]
+
+
+def test_aging_lets_an_old_low_task_pass_newer_critical_ones(settings: Settings) -> None:
+    settings.dispatch.aging_seconds = 0.05
+    queue = TaskQueue(settings)
+    low = put(queue, priority="low")
+    time.sleep(0.2)  # more than 3 levels * 0.05 s
+    critical = put(queue, priority="critical")
+    assert claimed_ids(queue) == [low["task_id"], critical["task_id"]]
+
+
+def test_per_core_and_global_limits(settings: Settings) -> None:
+    settings.dispatch.core_concurrency = 1
+    settings.dispatch.cores = {"WORK_AI_01": CoreSettings(), "WORK_AI_02": CoreSettings(concurrency=2)}
+    queue = TaskQueue(settings)
+    a = [put(queue, core_id="WORK_AI_01") for _ in range(3)]
+    b = [put(queue, core_id="WORK_AI_02") for _ in range(3)]
+    first = queue.claim("d1", 10)
+    assert sorted(c.task_id for c in first) == sorted([a[0]["task_id"], b[0]["task_id"], b[1]["task_id"]])
+    assert queue.claim("d1", 10) == []  # both cores full
+    queue.finish(first[0], "completed")
+    assert len(queue.claim("d1", 10)) == 1
+
+    settings.features.max_concurrent_tasks = 4
+    settings.dispatch.cores = {}
+    settings.dispatch.core_concurrency = 100
+    for _ in range(5):
+        put(queue, core_id="WORK_AI_03")
+    running = len(queue.list(status="running"))
+    assert len(queue.claim("d1", 10)) == 4 - running
+
+
+def test_locks_make_tasks_wait_in_queue_order(settings: Settings) -> None:
+    queue = TaskQueue(settings)
+    first = put(queue, core_id="A", locks=["db:orders"])
+    second = put(queue, core_id="B", locks=["db:orders", "db:users"])
+    other = put(queue, core_id="C", locks=["db:users"])
+    claims = queue.claim("d1", 10)
+    assert [c.task_id for c in claims] == [first["task_id"], other["task_id"]]
+    for claim in claims:
+        queue.finish(claim, "completed")
+    assert claimed_ids(queue) == [second["task_id"]]
+
+
+def test_idempotency_key_per_owner(settings: Settings) -> None:
+    queue = TaskQueue(settings)
+    request = validate({"core_id": "WORK_AI_01", "action": "noop", "idempotency_key": "k-1"}, settings)
+    first, created = queue.enqueue(request, "alice")
+    again, created_again = queue.enqueue(request, "alice")
+    other, created_other = queue.enqueue(request, "bob")
+    assert created and not created_again and created_other
+    assert again["task_id"] == first["task_id"] != other["task_id"]
+    assert queue.depth()["normal"] == 2
+
+
+def test_backpressure_refuses_beyond_the_depth_limit(settings: Settings) -> None:
+    settings.dispatch.max_queue_depth = 2
+    queue = TaskQueue(settings)
+    put(queue)
+    put(queue)
+    with pytest.raises(QueueFull) as caught:
+        put(queue)
+    assert caught.value.retry_after == settings.dispatch.retry_after_seconds
+    assert str(caught.value) == "queue full: 2 tasks queued (limit 2); retry after 5 s"
+    with pytest.raises(QueueFull):  # a batch is all or nothing
+        queue.enqueue_many([validate({"core_id": "X", "action": "noop"}, settings)] * 2, "alice")
+    assert sum(queue.depth().values()) == 2
+
+
+@pytest.mark.parametrize("body, expected", [
+    ({"core_id": "W1", "action": "reboot"}, "action: unknown action 'reboot'"),
+    ({"core_id": "W1", "action": "noop", "timeout": -5}, "timeout: must be greater than 0"),
+    ({"core_id": "W1", "action": "sleep", "params": {"seconds": "soon"}}, "params.seconds: must be a valid number"),
+    ({"core_id": "W1", "action": "shell", "params": {"argv": ["rm", "-rf", "/"]}},
+     "params.argv.0: 'rm' is not allow-listed"),
+    ({"core_id": "W1", "action": "http", "params": {"url": "http://evil.example/"}},
+     "params.url: host 'evil.example' is not allow-listed"),
+    ({"core_id": "W1", "action": "external", "params": {"blob": "x" * 70000}}, "params: 700"),
+    ({"core_id": "bad core!", "action": "noop"}, "core_id: must match"),
+    ({"coreId": "W1", "action": "noop", "priority": "urgent"}, "priority: must be one of critical, high, normal, low"),
+    ({"core_id": "W1", "action": "noop", "locks": ["a", "a"]}, "locks: must not name a lock twice"),
+    ({"core_id": "W1", "action": "noop", "colour": "red"}, "colour: unknown field"),
+])
+def test_bad_input_is_refused_and_nothing_is_queued(settings: Settings, body: dict[str, Any],
+                                                    expected: str) -> None:
+    queue = TaskQueue(settings)
+    with pytest.raises(InvalidTask) as caught:
+        queue.enqueue(validate(body, settings), "alice")
+    assert any(line.startswith(expected) for line in caught.value.errors), caught.value.errors
+    assert queue.list() == []
+
+
+def test_unknown_core_refused_when_cores_are_declared(settings: Settings) -> None:
+    settings.dispatch.cores = {"WORK_AI_01": CoreSettings()}
+    with pytest.raises(InvalidTask) as caught:
+        validate({"core_id": "WORK_AI_09", "action": "noop"}, settings)
+    assert caught.value.errors == ["core_id: unknown core 'WORK_AI_09'; declared: WORK_AI_01"]
+
+
+def test_original_body_defaults_to_an_external_task(settings: Settings) -> None:
+    task = validate({"coreId": "WORK_AI_01", "stay": True, "priority": 1, "timeout": 300,
+                     "metadata": {"source": "ps", "user_id": "u1", "tags": ["a"]}}, settings)
+    assert (task.action, task.priority.label, task.stay, task.timeout) == ("external", "normal", True, 300)
+
+
+def test_lease_expiry_retries_and_completion_happens_once(settings: Settings) -> None:
+    settings.dispatch.lease_seconds = 0.05
+    queue = TaskQueue(settings)
+    task = put(queue, max_retries=1)
+    [dead] = queue.claim("dispatcher-that-dies", 1)
+    time.sleep(0.1)
+    [alive] = queue.claim("d2", 1)
+    assert (alive.task_id, alive.attempt) == (task["task_id"], 2)
+    assert queue.finish(dead, "completed", result={"late": True}) is False  # the dead one's report is stale
+    assert queue.finish(alive, "completed", result={"ok": True}) is True
+    assert queue.finish(alive, "completed") is False  # a duplicate report changes nothing
+    done = queue.get(task["task_id"])
+    assert (done["status"], done["attempts"], done["result"]) == ("completed", 2, {"ok": True})
+    assert event_types(queue, task["task_id"]) == [
+        "task.created", "task.started", "task.retrying", "task.started", "task.completed"]
+
+
+def test_lease_expiry_without_retries_left_fails(settings: Settings) -> None:
+    settings.dispatch.lease_seconds = 0.05
+    queue = TaskQueue(settings)
+    task = put(queue, max_retries=0)
+    queue.claim("d1", 1)
+    time.sleep(0.1)
+    assert queue.claim("d1", 1) == []
+    failed = queue.get(task["task_id"])
+    assert failed["status"] == "failed" and failed["error"] == "lease expired after 1 attempt(s)"
+
+
+def test_in_process_retry_counts_attempts(settings: Settings) -> None:
+    queue = TaskQueue(settings)
+    task = put(queue, max_retries=2)
+    [claim] = queue.claim("d1", 1)
+    second = queue.retrying(claim, "boom", delay=1.0)
+    assert second is not None and second.attempt == 2 and second.retries_left == 1
+    assert queue.retrying(claim, "stale", delay=1.0) is None  # the first attempt's claim is spent
+    assert queue.finish(second, "failed", error="boom again")
+    failed = queue.get(task["task_id"])
+    assert (failed["status"], failed["attempts"], failed["error"]) == ("failed", 2, "boom again")
+
+
+def test_cancel(settings: Settings) -> None:
+    queue = TaskQueue(settings)
+    queued = put(queue)
+    assert queue.cancel(queued["task_id"], "ops")["status"] == "cancelled"
+    running = put(queue)
+    [claim] = queue.claim("d1", 1)
+    queue.cancel(running["task_id"], "ops")
+    assert queue.finish(claim, "completed") is False
+    assert queue.get(running["task_id"])["status"] == "cancelled"
+    with pytest.raises(InvalidTransition, match="is already cancelled"):
+        queue.cancel(running["task_id"], "ops")
+    with pytest.raises(TaskNotFound):
+        queue.cancel("no-such-task", "ops")
+
+
+def test_reset_failed_requeues_with_fresh_attempts(settings: Settings) -> None:
+    queue = TaskQueue(settings)
+    task = put(queue, max_retries=0)
+    [claim] = queue.claim("d1", 1)
+    queue.finish(claim, "failed", error="disk full")
+    assert queue.reset_failed("ops") == [task["task_id"]]
+    again = queue.get(task["task_id"])
+    assert (again["status"], again["attempts"], again["error"]) == ("queued", 0, None)
+    assert queue.reset_failed("ops") == []
+    assert event_types(queue, task["task_id"])[-1] == "task.retrying"
+
+
+def test_stay_reserves_the_core_for_its_owner(settings: Settings) -> None:
+    settings.dispatch.core_concurrency = 1
+    queue = TaskQueue(settings)
+    put(queue, owner="alice", stay=True)
+    [claim] = queue.claim("d1", 1)
+    queue.finish(claim, "completed")
+    bobs = put(queue, owner="bob")
+    alices = put(queue, owner="alice")
+    [alice_claim] = queue.claim("d1", 10)
+    assert alice_claim.task_id == alices["task_id"]  # bob's is older, but the core stays alice's
+    queue.finish(alice_claim, "completed")
+    assert queue.release_core("WORK_AI_01") is True
+    assert claimed_ids(queue) == [bobs["task_id"]]
+
+
+def test_depth_by_priority(settings: Settings) -> None:
+    queue = TaskQueue(settings)
+    put(queue, priority="high")
+    put(queue, priority="high")
+    put(queue, priority="low")
+    assert queue.depth() == {"critical": 0, "high": 2, "normal": 0, "low": 1}
