@@ -239,3 +239,51 @@ def test_depth_by_priority(settings: Settings) -> None:
     put(queue, priority="high")
     put(queue, priority="low")
     assert queue.depth() == {"critical": 0, "high": 2, "normal": 0, "low": 1}
+
+
+CLAIMER = """
+import json, sys, time
+from orch.config.loader import load_settings
+from orch.dispatch.queue import TaskQueue
+
+settings = load_settings(environ={"DATABASE_URL": sys.argv[1], "ORCH_HOME": "."}, generate_secrets=False)
+settings.dispatch.core_concurrency = 1000
+settings.features.max_concurrent_tasks = 1000
+queue, me, done, idle = TaskQueue(settings), sys.argv[2], [], 0
+while idle < 20:
+    claims = queue.claim(me, 7)
+    idle = 0 if claims else idle + 1
+    for claim in claims:
+        if queue.finish(claim, "completed", result={"by": me}):
+            done.append(claim.task_id)
+    if not claims:
+        time.sleep(0.02)
+print(json.dumps(done))
+"""
+
+
+def test_two_dispatcher_processes_never_run_the_same_task(settings: Settings) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from sqlalchemy import func, select
+
+    from orch.storage.engine import session_scope
+    from orch.storage.models import TaskEvent
+
+    queue = TaskQueue(settings)
+    batch = [validate({"core_id": f"W{i % 5}", "action": "noop"}, settings) for i in range(300)]
+    ids = {task["task_id"] for task, _ in queue.enqueue_many(batch, "alice")}
+    workers = [subprocess.Popen([sys.executable, "-c", CLAIMER, settings.database.url, f"d{n}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in (1, 2)]
+    results = [worker.communicate(timeout=120) for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), [err for _, err in results]
+    done = [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
+    assert set(done[0]).isdisjoint(done[1])
+    assert set(done[0]) | set(done[1]) == ids
+    assert done[0] and done[1], "both dispatchers should have taken work"
+    with session_scope(settings.database) as session:
+        per_task = session.execute(select(TaskEvent.task_id, func.count()).where(
+            TaskEvent.event_type == "task.completed").group_by(TaskEvent.task_id)).all()
+    assert len(per_task) == 300 and {count for _, count in per_task} == {1}

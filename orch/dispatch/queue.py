@@ -5,8 +5,10 @@ disagree with the state. Moves out of ``running`` are conditional on the claim t
 (same attempt, same lease owner, still running): a dispatcher that lost its lease, a task cancelled
 meanwhile, or a duplicate report changes nothing, so a task is never completed twice.
 
-Claims are serialised: ``BEGIN IMMEDIATE`` on SQLite, a transaction-scoped advisory lock on PostgreSQL
-(rows are also taken ``FOR UPDATE SKIP LOCKED``). A claim is a few milliseconds, and serialising it is
+Every move begins ``IMMEDIATE`` on SQLite: a transaction that reads and then writes would otherwise
+fail at once with "database is locked" when another process wrote in between (WAL cannot upgrade a
+stale read). Claims are serialised: by that on SQLite, by a transaction-scoped advisory lock on
+PostgreSQL (rows are also taken ``FOR UPDATE SKIP LOCKED``). A claim is a few milliseconds, and serialising it is
 what makes the per-core and global limits exact with several dispatchers.
 """
 
@@ -95,10 +97,10 @@ class TaskQueue:
         """Queue ``task``; returns ``(task, created)``. The same idempotency key from the same owner
         returns the existing task and queues nothing. Raises :class:`QueueFull` above the depth limit."""
         try:
-            with session_scope(self.database) as session:
+            with session_scope(self.database, write_lock=True) as session:
                 return self._enqueue(session, [task], owner)[0]
         except IntegrityError:  # a concurrent request with the same idempotency key won the race
-            with session_scope(self.database) as session:
+            with session_scope(self.database, write_lock=True) as session:
                 existing = self._by_idempotency_key(session, owner, task.idempotency_key)
                 if existing is None:
                     raise
@@ -106,7 +108,7 @@ class TaskQueue:
 
     def enqueue_many(self, tasks: list[ValidTask], owner: str) -> list[tuple[dict[str, Any], bool]]:
         """All or nothing: one transaction, one depth check for the whole batch."""
-        with session_scope(self.database) as session:
+        with session_scope(self.database, write_lock=True) as session:
             return self._enqueue(session, tasks, owner)
 
     def _enqueue(self, session: Session, tasks: list[ValidTask], owner: str) -> list[tuple[dict[str, Any], bool]]:
@@ -232,7 +234,7 @@ class TaskQueue:
         """Extend the leases this dispatcher still holds; the ids not returned were lost or cancelled."""
         if not task_ids:
             return set()
-        with session_scope(self.database) as session:
+        with session_scope(self.database, write_lock=True) as session:
             expires = utcnow() + timedelta(seconds=self.dispatch.lease_seconds)
             rows = session.execute(update(Task).where(Task.task_id.in_(task_ids), Task.status == "running",
                                                       Task.lease_owner == lease_owner)
@@ -241,7 +243,7 @@ class TaskQueue:
 
     def retrying(self, claim: Claim, error: str, delay: float) -> Claim | None:
         """Attempt ``claim.attempt`` failed and another follows after ``delay`` s; None if the claim was lost."""
-        with session_scope(self.database) as session:
+        with session_scope(self.database, write_lock=True) as session:
             task = self._held(session, claim)
             if task is None:
                 return None
@@ -256,7 +258,7 @@ class TaskQueue:
         """End the attempt; False (and nothing changed) when the claim is stale, e.g. cancelled."""
         if status not in ("completed", "failed", "timed_out"):
             raise ValueError(f"cannot finish a task as {status!r}")
-        with session_scope(self.database) as session:
+        with session_scope(self.database, write_lock=True) as session:
             task = self._held(session, claim)
             if task is None:
                 return False
@@ -295,7 +297,7 @@ class TaskQueue:
     # ---- operator moves ------------------------------------------------------------------------
     def cancel(self, task_id: str, actor: str) -> dict[str, Any]:
         """Cancel a queued or running task (a running one's result, if it comes, is ignored)."""
-        with session_scope(self.database) as session:
+        with session_scope(self.database, write_lock=True) as session:
             task = session.get(Task, task_id, with_for_update=True)
             if task is None:
                 raise TaskNotFound(task_id)
@@ -310,7 +312,7 @@ class TaskQueue:
     def reset_failed(self, actor: str, task_ids: list[str] | None = None) -> list[str]:
         """Put failed and timed-out tasks back in the queue with fresh attempts (the guide's
         ``reset_failed_tasks``); ``task_ids`` limits it to those tasks. Returns the ids re-queued."""
-        with session_scope(self.database) as session:
+        with session_scope(self.database, write_lock=True) as session:
             query = select(Task).where(Task.status.in_(("failed", "timed_out"))).with_for_update()
             if task_ids is not None:
                 query = query.where(Task.task_id.in_(task_ids))
@@ -326,7 +328,7 @@ class TaskQueue:
 
     def release_core(self, core_id: str) -> bool:
         """End a ``stay`` reservation early; False if the core was not reserved."""
-        with session_scope(self.database) as session:
+        with session_scope(self.database, write_lock=True) as session:
             reservation = session.get(CoreReservation, core_id)
             if reservation is None:
                 return False
