@@ -88,7 +88,11 @@ def _run_noop(params: NoParams, ctx: ActionContext) -> dict[str, Any]:
 
 
 def _run_sleep(params: SleepParams, ctx: ActionContext) -> dict[str, Any]:
-    time.sleep(params.seconds)
+    # Short slices: Prefect's timeout interrupts a worker thread between Python bytecodes, not
+    # inside one long time.sleep(), so a timed-out sleep must wake up to notice.
+    deadline = time.monotonic() + params.seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
     return {"slept": params.seconds}
 
 

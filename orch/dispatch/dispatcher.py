@@ -1,0 +1,95 @@
+"""The dispatcher loop: claim in queue order, run each claim as a Prefect task, keep leases alive.
+
+It runs inside the ``dispatch`` flow, so every ORCH task becomes a task run of that flow run in the
+Prefect UI. Claiming happens only when a slot is free, so the queue of record stays in ORCH's
+database and Prefect only ever sees what is actually running: its backlog cannot grow without bound.
+"""
+
+from __future__ import annotations
+
+import os
+import queue as stdlib_queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import uuid4
+
+from orch.config.schema import Settings
+from orch.dispatch.queue import TaskQueue
+from orch.logging_config import get_logger
+
+log = get_logger(__name__)
+STOP = threading.Event()  # set by the dispatcher service on SIGTERM: stop claiming, finish what runs
+
+
+def dispatcher_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
+
+
+@dataclass
+class DispatchSummary:
+    dispatcher: str
+    claimed: int = 0
+    finished: int = 0
+    lost: int = 0
+    seconds: float = 0.0
+    in_flight_at_stop: list[str] = field(default_factory=list)
+
+
+def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: float, poll_seconds: float,
+                   grace_seconds: float = 5.0) -> DispatchSummary:
+    """Dispatch until the queue is empty (``run_for_seconds`` 0), the time is up, or :data:`STOP`."""
+    from tasks.dispatch import Attempt, for_claim
+
+    queue = TaskQueue(settings)
+    summary = DispatchSummary(dispatcher=dispatcher_id())
+    started = time.monotonic()
+    in_flight: dict[str, Attempt] = {}
+    done: stdlib_queue.SimpleQueue[str] = stdlib_queue.SimpleQueue()
+    renew_every = max(0.05, settings.dispatch.lease_seconds / 3)
+    last_renew = started
+    stop_began: float | None = None
+
+    def finished(task_id: str) -> None:
+        done.put(task_id)
+
+    while True:
+        while not done.empty():
+            task_id = done.get()
+            if in_flight.pop(task_id, None) is not None:
+                summary.finished += 1
+        now = time.monotonic()
+        stopping = STOP.is_set() or (run_for_seconds > 0 and now - started >= run_for_seconds)
+        if stopping and stop_began is None:
+            stop_began = now
+        claims = []
+        if not stopping and len(in_flight) < concurrency:
+            claims = queue.claim(summary.dispatcher, concurrency - len(in_flight))
+        for claim in claims:
+            attempt = Attempt(claim)
+            in_flight[claim.task_id] = attempt
+            future = for_claim(attempt).submit(queue, attempt)
+            future.add_done_callback(lambda _f, task_id=claim.task_id: finished(task_id))
+        summary.claimed += len(claims)
+        if time.monotonic() - last_renew >= renew_every and in_flight:
+            held = queue.renew(summary.dispatcher, [a.claim.task_id for a in in_flight.values()])
+            for task_id, attempt in in_flight.items():
+                if task_id not in held and not attempt.lost.is_set():
+                    attempt.lost.set()  # cancelled by an operator, or the lease was lost
+                    summary.lost += 1
+            last_renew = time.monotonic()
+        if not in_flight and (stopping or (run_for_seconds <= 0 and not claims)):
+            break
+        if stop_began is not None and time.monotonic() - stop_began > grace_seconds:
+            break  # what still runs keeps its lease until it expires, then is retried elsewhere
+        if not claims:
+            try:  # wake up as soon as a slot frees, else poll the queue again after poll_seconds
+                task_id = done.get(timeout=poll_seconds)
+                done.put(task_id)
+            except stdlib_queue.Empty:
+                pass
+    summary.in_flight_at_stop = sorted(in_flight)
+    summary.seconds = round(time.monotonic() - started, 3)
+    return summary

@@ -1,0 +1,98 @@
+"""The Prefect task that runs one ORCH task's action, attempt after attempt.
+
+Prefect does the retrying (exponential backoff) and enforces ``timeout_seconds``; this task keeps the
+ORCH queue of record in step with each attempt: ``task.retrying`` before Prefect retries, and the final
+``completed`` / ``failed`` / ``timed_out`` when it stops. Every queue move is conditional on the claim,
+so a task cancelled meanwhile, or whose lease was lost, is left alone and not retried.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import Task, task
+from prefect.cache_policies import NONE
+from prefect.tasks import exponential_backoff
+
+from orch.dispatch.actions import ActionContext, ActionFailed, registry
+from orch.dispatch.queue import Claim, TaskQueue
+
+BACKOFF_FACTOR = 1.0  # retry delays 1, 2, 4, 8 ... seconds
+
+
+@dataclass
+class Attempt:
+    """The live claim of one ORCH task while Prefect runs it; replaced as attempts move on."""
+
+    claim: Claim
+    lost: threading.Event = field(default_factory=threading.Event)  # cancelled or lease lost
+
+
+def retry_delays(retries: int) -> list[float]:
+    return [float(d) for d in exponential_backoff(backoff_factor=BACKOFF_FACTOR)(retries)] if retries else []
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, ActionFailed):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def execute(queue: TaskQueue, attempt: Attempt) -> Any:
+    """One attempt: run the action, then record the outcome (or the retry) in the queue."""
+    claim = attempt.claim
+    spec = registry()[claim.action]
+    if spec.run is None:
+        raise ActionFailed(f"action {claim.action!r} is run by its core, not by a dispatcher")
+    context = ActionContext(task_id=claim.task_id, core_id=claim.core_id, attempt=claim.attempt,
+                            timeout=claim.timeout, dispatch=queue.dispatch)
+    started = time.monotonic()
+    try:
+        result = spec.run(spec.params.model_validate(claim.params), context)
+    except BaseException as exc:
+        # Prefect interrupts a timed-out attempt with its own internal cancellation error (turned into
+        # TaskRunTimeoutError only outside this function), and actions raise their own kinds of timeout:
+        # an attempt that ends in an exception at or past its deadline timed out, whatever the type.
+        timed_out = isinstance(exc, (TimeoutError, subprocess.TimeoutExpired)) or (
+            time.monotonic() - started >= claim.timeout)
+        error = f"timed out after {claim.timeout} s" if timed_out else describe(exc)
+        if claim.retries_left > 0 and not attempt.lost.is_set():
+            delays = retry_delays(claim.max_retries + 1)
+            following = queue.retrying(claim, error, delays[min(claim.attempt - 1, len(delays) - 1)])
+            if following is None:
+                attempt.lost.set()
+            else:
+                attempt.claim = following
+        else:
+            status = "timed_out" if timed_out else "failed"
+            if not queue.finish(claim, status, error=error):
+                attempt.lost.set()
+        raise
+    if not queue.finish(claim, "completed", result=result):
+        attempt.lost.set()
+    return result
+
+
+@task(name="orch-task", cache_policy=NONE, persist_result=False)
+def run_orch_task(queue: TaskQueue, attempt: Attempt) -> Any:
+    """Run the ORCH task ``attempt`` holds (configured per task by :func:`for_claim`)."""
+    return execute(queue, attempt)
+
+
+def for_claim(attempt: Attempt) -> Task[..., Any]:
+    """The Prefect task for this claim: named and tagged with the ORCH task id so an operator finds it
+    in the UI, with the task's own timeout and the retries it has left."""
+    claim = attempt.claim
+    retries = claim.retries_left
+    return run_orch_task.with_options(
+        task_run_name=f"{claim.action} {claim.task_id}",
+        tags={"orch", f"orch-task:{claim.task_id}", f"core:{claim.core_id}", f"action:{claim.action}"},
+        timeout_seconds=claim.timeout,
+        retries=retries,
+        retry_delay_seconds=retry_delays(claim.max_retries + 1)[claim.attempt - 1:][:retries] or 0,
+        retry_condition_fn=lambda _task, _run, _state: not attempt.lost.is_set(),
+    )
