@@ -214,15 +214,19 @@ def configure_logging(
         _configured = True
 
 
-def configure_process_logging(settings: Settings, *, write_file: bool) -> None:
+def configure_process_logging(settings: Settings, *, write_file: bool, quiet: bool = False) -> None:
     """Mask this configuration's secrets, then configure logging; what every ORCH entry point calls.
 
-    Only long-running services pass ``write_file=True``: two processes rotating one file garble it, so
-    short CLI commands log to the terminal alone.
+    Only the long-running API passes ``write_file=True``: two processes rotating one file garble it.
+    ``quiet`` (CLI commands) logs WARNING and above unless ``ORCH_LOG_LEVEL``/``LOG_LEVEL`` say otherwise:
+    a person at a terminal wants the command's answer, not its event log.
     """
     for value in settings.secret_values():
         register_secret(value)
-    configure_logging(settings.logging if write_file else settings.logging.model_copy(update={"file": None}))
+    update: dict[str, object] = {} if write_file else {"file": None}
+    if quiet:
+        update["level"] = "WARNING"
+    configure_logging(settings.logging.model_copy(update=update) if update else settings.logging)
 
 
 def reset_logging() -> None:

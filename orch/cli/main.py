@@ -22,6 +22,10 @@ app = typer.Typer(name="orch", help="ORCH-Next: operations orchestrator on Prefe
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 db_app = typer.Typer(help="Create, upgrade and check the ORCH database.", no_args_is_help=True)
 user_app = typer.Typer(help="Manage API users.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Inspect and manage dispatched tasks.", no_args_is_help=True)
+cores_app = typer.Typer(help="Manage worker cores.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(cores_app, name="cores")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
@@ -53,7 +57,7 @@ def load(config: str | None, *, generate_secrets: bool = True) -> Any:
     from orch.logging_config import configure_process_logging
 
     settings = load_settings(config, generate_secrets=generate_secrets)
-    configure_process_logging(settings, write_file=False)
+    configure_process_logging(settings, write_file=False, quiet=True)
     return settings
 
 
@@ -176,6 +180,148 @@ def create_admin(
             create_user(session, username=username, password=password, role="admin",
                         policy=settings.security.password_policy, actor=f"cli:{_os_user()}")
         typer.echo(f"admin user {username!r} created")
+
+
+def _cli_owner() -> str:
+    return f"cli:{_os_user()}"
+
+
+def _parse_params(pairs: list[str], as_json: str | None) -> dict[str, Any]:
+    """``k=v`` pairs (v read as JSON when it parses, else as a string) over ``--params-json``."""
+    params: dict[str, Any] = {}
+    if as_json:
+        try:
+            loaded = json.loads(as_json)
+        except json.JSONDecodeError as exc:
+            fail(f"--params-json is not JSON: {exc.msg} at column {exc.colno}")
+        if not isinstance(loaded, dict):
+            fail("--params-json must be a JSON object")
+        params.update(loaded)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            fail(f"--param {pair!r} must look like key=value")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@app.command("dispatch")
+def dispatch_task(
+    core: Annotated[str, typer.Option("--core", help="The core to run on, e.g. WORK_AI_01.")],
+    action: Annotated[str, typer.Option(help="noop, sleep, shell, http, run-deployment, external or a plugin.")],
+    priority: Annotated[str, typer.Option(help="critical, high, normal, low (or 3-0).")] = "normal",
+    param: Annotated[Optional[list[str]], typer.Option("--param", help="key=value (value as JSON if it parses); repeatable.")] = None,
+    params_json: Annotated[Optional[str], typer.Option("--params-json", help="All params as a JSON object.")] = None,
+    timeout: Annotated[Optional[int], typer.Option(help="Seconds (default features.task_timeout_default).")] = None,
+    max_retries: Annotated[Optional[int], typer.Option(help="Retries after the first attempt.")] = None,
+    lock: Annotated[Optional[list[str]], typer.Option("--lock", help="A resource lock the task needs; repeatable.")] = None,
+    stay: Annotated[bool, typer.Option("--stay", help="Keep the core reserved for you after the task ends.")] = False,
+    idempotency_key: Annotated[Optional[str], typer.Option(help="Dispatching the same key again returns the same task.")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Metadata tag; repeatable.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the final state; exit 1 unless completed.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Queue a task for a core and print it (with --wait, its final state)."""
+    with user_errors():
+        settings = load(config)
+        from orch.dispatch.queue import TaskQueue
+        from orch.dispatch.request import validate
+
+        body: dict[str, Any] = {
+            "core_id": core, "action": action, "priority": priority, "params": _parse_params(param or [], params_json),
+            "timeout": timeout, "max_retries": max_retries, "locks": lock or [], "stay": stay,
+            "idempotency_key": idempotency_key, "metadata": {"source": "cli", "user_id": _os_user(), "tags": tag or []}}
+        queue = TaskQueue(settings)
+        task, created = queue.enqueue(validate(body, settings), _cli_owner())
+        if not wait:
+            _print_json({**task, "created": created})
+            return
+        final = _wait_for(queue, task["task_id"], task["timeout"] * (task["max_retries"] + 1) + 60)
+        _print_json(final)
+        raise typer.Exit(0 if final["status"] == "completed" else 1)
+
+
+def _wait_for(queue: Any, task_id: str, limit: float) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + limit
+    delay = 0.05
+    while True:
+        task: dict[str, Any] = queue.get(task_id)
+        if task["status"] in ("completed", "failed", "timed_out", "cancelled"):
+            return task
+        if time.monotonic() > deadline:
+            fail(f"task {task_id} still {task['status']} after {limit:.0f} s (is a dispatcher running? orch up)")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+
+
+@tasks_app.command("list")
+def tasks_list(
+    status: Annotated[Optional[str], typer.Option(help="queued, running, completed, failed, timed_out, cancelled.")] = None,
+    core: Annotated[Optional[str], typer.Option("--core", help="Only this core's tasks.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    config: ConfigOption = None,
+) -> None:
+    """Newest tasks first, one line each; queue depth by priority at the end."""
+    with user_errors():
+        from orch.dispatch.queue import TaskQueue
+
+        queue = TaskQueue(load(config))
+        for task in queue.list(status=status, core_id=core, limit=limit):
+            typer.echo(f"{task['task_id']}  {task['status']:<9}  {task['priority']:<8}  {task['core_id']:<14}  "
+                       f"{task['action']:<14}  {task['created_at']}")
+        typer.echo("queued: " + ", ".join(f"{name} {count}" for name, count in queue.depth().items()))
+
+
+@tasks_app.command("show")
+def tasks_show(task_id: str, config: ConfigOption = None) -> None:
+    """A task and its events as JSON."""
+    with user_errors():
+        from orch.dispatch.queue import TaskQueue
+
+        queue = TaskQueue(load(config))
+        _print_json({**queue.get(task_id), "events": queue.events(task_id)})
+
+
+@tasks_app.command("cancel")
+def tasks_cancel(task_id: str, config: ConfigOption = None) -> None:
+    """Cancel a queued or running task."""
+    with user_errors():
+        from orch.dispatch.queue import TaskQueue
+
+        task = TaskQueue(load(config)).cancel(task_id, _cli_owner())
+        typer.echo(f"task {task['task_id']} cancelled")
+
+
+@tasks_app.command("reset-failed")
+def tasks_reset_failed(
+    task_ids: Annotated[Optional[list[str]], typer.Argument(help="Only these tasks (default: every failed one).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Put failed and timed-out tasks back in the queue with fresh attempts."""
+    with user_errors():
+        from orch.dispatch.queue import TaskQueue
+
+        reset = TaskQueue(load(config)).reset_failed(_cli_owner(), task_ids or None)
+        typer.echo(f"re-queued {len(reset)} task(s)" + ("".join(f"\n  {t}" for t in reset)))
+
+
+@cores_app.command("release")
+def cores_release(core_id: str, config: ConfigOption = None) -> None:
+    """End a core's reservation left by a --stay task."""
+    with user_errors():
+        from orch.dispatch.queue import TaskQueue
+
+        released = TaskQueue(load(config)).release_core(core_id)
+        typer.echo(f"core {core_id} released" if released else f"core {core_id} was not reserved")
 
 
 def _read_password(from_stdin: bool) -> str:

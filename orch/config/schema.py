@@ -244,6 +244,9 @@ class DispatchSettings(Section):
     shell_allowlist: list[str] = Field(default_factory=list, description="Executables the shell action may run.")
     http_allowlist: list[str] = Field(default_factory=list, description="Hosts the http action may call.")
     max_output_bytes: int = Field(default=65536, gt=0, description="Captured output kept per shell/http task.")
+    concurrency: int = Field(default=16, gt=0, le=64, description="Tasks one dispatcher runs at once.")
+    poll_seconds: float = Field(default=0.05, gt=0, le=10, description="How often an idle dispatcher "
+                                "looks for work (bounds the wait from dispatch to start).")
 
 
 class ApiSettings(Section):

@@ -85,6 +85,7 @@ def components(settings: Settings, env: dict[str, str], pool: str) -> dict[str, 
     prefect = str(bin_dir / "prefect")
     found = {
         "api": Component("api", [sys.executable, "-m", "orch.api.server"], env, PROJECT_ROOT),
+        "dispatcher": Component("dispatcher", [sys.executable, "-m", "orch.dispatch.service"], env, PROJECT_ROOT),
         "deployments": Component("deployments", [sys.executable, "-m", "deployments.apply"], env,
                                  PROJECT_ROOT, oneshot=True),
         "worker": Component("worker", [prefect, "worker", "start", "--pool", pool, "--type", "process",
@@ -127,6 +128,7 @@ def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], 
                 supervisor.start(plan[name])
         _wait(lambda: _prefect_ready(urls.prefect_api), supervisor, stop, "Prefect server", started)
         supervisor.start(plan["worker"])
+        supervisor.start(plan["dispatcher"])
         _wait(lambda: _all_up(urls, pool, supervisor), supervisor, stop, "the stack", started)
         if stop.is_set():
             return 0
