@@ -161,6 +161,10 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
         assert wait_for(lambda: httpx.get(f"{stack.orch_api}/healthz", timeout=2).status_code == 200, 30)
 
         first_run = run_db_health(stack)
+        dispatched = run_orch("dispatch", "--core", "WORK_AI_01", "--action", "noop", "--wait",
+                              env={"ORCH_HOME": str(home)}, timeout=120)
+        assert dispatched.returncode == 0, dispatched.stderr
+        assert '"status": "completed"' in dispatched.stdout  # the stack's dispatcher ran it
         assert scheduled_runs(stack, hourly["id"], within=60), "the hourly schedule produced no runs"
         tree = descendants(stack.process.pid)
         assert len(tree) >= 3
@@ -235,6 +239,7 @@ def test_up_uses_an_existing_prefect_server(tmp_path: Path, prefect_server: str)
         commands = [" ".join(p.cmdline()) for p in descendants(stack.process.pid)]
         assert not any("server start" in c for c in commands), commands
         assert any("worker start" in c for c in commands) and any("orch.api.server" in c for c in commands)
+        assert any("orch.dispatch.service" in c for c in commands)
         assert deployment(stack, "hourly")["work_pool_name"] == "orch-process"
         assert httpx.get(f"{stack.orch_api}/health", timeout=10).json()["status"] == "ok"
         assert stack.stop() < 10 and stack.process.returncode == 0

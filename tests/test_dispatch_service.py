@@ -1,0 +1,124 @@
+"""Dispatcher service processes and the CLI, as an operator uses them: real processes, real Prefect
+server, SQLite and PostgreSQL. Includes a dispatcher killed with SIGKILL in the middle of a task."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from orch.config.loader import load_settings
+from orch.dispatch.queue import TaskQueue
+from orch.storage.migrate import upgrade
+from support import run_orch
+
+
+@pytest.fixture
+def env(prefect_server: str, database_url: str, isolated_env: Path) -> dict[str, str]:
+    values = {"DATABASE_URL": database_url, "PREFECT_API_URL": prefect_server,
+              "ORCH_DISPATCH__LEASE_SECONDS": "1", "ORCH_DISPATCH__SHELL_ALLOWLIST": "[/bin/false]"}
+    upgrade(load_settings(environ={**os.environ, **values}, generate_secrets=False).database)
+    return values
+
+
+def queue_for(env: dict[str, str]) -> TaskQueue:
+    return TaskQueue(load_settings(environ={**os.environ, **env}, generate_secrets=False))
+
+
+@contextmanager
+def dispatcher(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "orch.dispatch.service"], env={**os.environ, **env},
+                                   stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def wait_status(queue: TaskQueue, task_id: str, status: str, within: float) -> dict:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        task = queue.get(task_id)
+        if task["status"] == status:
+            return task
+        time.sleep(0.05)
+    raise AssertionError(f"task {task_id} not {status} within {within} s: {queue.get(task_id)}")
+
+
+def dispatch_json(env: dict[str, str], *args: str) -> tuple[int, dict]:
+    result = run_orch("dispatch", "--core", "WORK_AI_01", *args, env=env, timeout=120)
+    assert result.stdout.strip(), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_cli_dispatch_wait_and_manage(env: dict[str, str], tmp_path: Path) -> None:
+    code, queued = dispatch_json(env, "--action", "noop", "--priority", "high", "--idempotency-key", "k1",
+                                 "--tag", "nightly")
+    assert code == 0 and queued["status"] == "queued" and queued["created"] is True
+    assert (queued["priority"], queued["metadata"]["tags"]) == ("high", ["nightly"])
+    assert queued["owner"].startswith("cli:") and queued["metadata"]["source"] == "cli"
+    _, again = dispatch_json(env, "--action", "noop", "--idempotency-key", "k1")
+    assert again["task_id"] == queued["task_id"] and again["created"] is False
+
+    bad = run_orch("dispatch", "--core", "WORK_AI_01", "--action", "shell", "--param", 'argv=["rm", "-rf", "/"]',
+                   env=env)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == ("error: invalid task: params.argv.0: 'rm' is not allow-listed; "
+                                  "allowed: /bin/false")
+
+    with dispatcher(env, tmp_path / "dispatcher.log"):
+        code, done = dispatch_json(env, "--action", "sleep", "--param", "seconds=0.2", "--wait")
+        assert code == 0 and done["status"] == "completed" and done["result"] == {"slept": 0.2}
+        code, failed = dispatch_json(env, "--action", "shell", "--param", 'argv=["/bin/false"]',
+                                     "--max-retries", "0", "--wait")
+        assert code == 1 and failed["status"] == "failed" and failed["error"] == "exit code 1"
+        assert wait_status(queue_for(env), queued["task_id"], "completed", 30)
+
+    reset = run_orch("tasks", "reset-failed", env=env)
+    assert reset.returncode == 0 and reset.stdout.startswith("re-queued 1 task(s)")
+    assert failed["task_id"] in reset.stdout
+    cancelled = run_orch("tasks", "cancel", failed["task_id"], env=env)
+    assert cancelled.stdout.strip() == f"task {failed['task_id']} cancelled"
+    again = run_orch("tasks", "cancel", failed["task_id"], env=env)
+    assert again.returncode == 1 and again.stderr.strip() == f"error: task {failed['task_id']} is already cancelled"
+
+    shown = json.loads(run_orch("tasks", "show", failed["task_id"], env=env).stdout)
+    assert [e["event_type"] for e in shown["events"]] == [
+        "task.created", "task.started", "task.failed", "task.retrying", "task.cancelled"]
+    listing = run_orch("tasks", "list", "--status", "completed", env=env).stdout
+    assert queued["task_id"] in listing and listing.strip().endswith("queued: critical 0, high 0, normal 0, low 0")
+    assert run_orch("tasks", "show", "nope", env=env).stderr.strip() == "error: no task nope"
+
+
+def test_dispatcher_killed_mid_task_completes_it_exactly_once(env: dict[str, str], tmp_path: Path) -> None:
+    queue = queue_for(env)
+    code, task = dispatch_json(env, "--action", "sleep", "--param", "seconds=2", "--max-retries", "1")
+    assert code == 0
+    with dispatcher(env, tmp_path / "first.log") as first:
+        running = wait_status(queue, task["task_id"], "running", 60)
+        assert running["attempts"] == 1
+        first.send_signal(signal.SIGKILL)  # no goodbye: the lease is all that is left
+        first.wait(10)
+    time.sleep(1.5)  # the 1 s lease runs out
+    with dispatcher(env, tmp_path / "second.log"):
+        done = wait_status(queue, task["task_id"], "completed", 60)
+    assert done["attempts"] == 2
+    events = queue.events(task["task_id"])
+    assert [e["event_type"] for e in events] == [
+        "task.created", "task.started", "task.retrying", "task.started", "task.completed"]
+    assert events[2]["data"]["reason"] == "lease expired"
