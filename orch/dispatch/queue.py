@@ -21,17 +21,18 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orch.config.schema import Settings
 from orch.dispatch.errors import InvalidTransition, QueueFull, TaskNotFound
+from orch.dispatch.locks import expire_locks, record_acquisition
 from orch.dispatch.ordering import Priority, sort_key
 from orch.dispatch.request import ValidTask
 from orch.logging_config import get_logger
 from orch.storage.engine import is_sqlite, session_scope
-from orch.storage.models import CoreReservation, Task, TaskEvent
+from orch.storage.models import CoreReservation, LockWaiter, ResourceLock, Task, TaskEvent
 from orch.storage.types import utcnow
 
 log = get_logger(__name__)
@@ -164,9 +165,12 @@ class TaskQueue:
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY})
             now = utcnow()
             self._recover_expired(session, now)
-            running = session.execute(select(Task.core_id, Task.locks).where(Task.status == "running")).all()
-            per_core = Counter(core for core, _ in running)
-            held_locks = {name for _, locks in running for name in (locks or [])}
+            expire_locks(session, now)
+            running = session.scalars(select(Task.core_id).where(Task.status == "running")).all()
+            per_core = Counter(running)
+            held_locks = set(session.scalars(select(ResourceLock.resource)))
+            first_waiter = dict(session.execute(select(LockWaiter.resource, func.min(LockWaiter.sort_key))
+                                                .group_by(LockWaiter.resource)).all())
             free = self.settings.features.max_concurrent_tasks - len(running)
             reserved = dict(session.execute(select(CoreReservation.core_id, CoreReservation.owner)
                                             .where(CoreReservation.expires_at > now)).all())
@@ -178,8 +182,10 @@ class TaskQueue:
                     continue
                 if task.core_id in reserved and reserved[task.core_id] != task.owner:
                     continue
-                if held_locks.intersection(task.locks or []):
-                    continue
+                needs = task.locks or []
+                if held_locks.intersection(needs) or any(
+                        first_waiter.get(name, task.sort_key) < task.sort_key for name in needs):
+                    continue  # held, or a flow that sorts ahead of this task is waiting for it
                 picked.append(task)
                 per_core[task.core_id] += 1
                 held_locks.update(task.locks or [])
@@ -189,6 +195,10 @@ class TaskQueue:
                 task.status, task.attempts, task.lease_owner = "running", task.attempts + 1, lease_owner
                 task.started_at = task.started_at or now
                 task.lease_expires_at = now + (timedelta(seconds=task.timeout) if external_core else lease)
+                for name in task.locks or []:
+                    session.add(ResourceLock(resource=name, owner=f"task:{task.task_id}", priority=task.priority,
+                                             acquired_at=now, expires_at=task.lease_expires_at))
+                    record_acquisition(session, name, (now - task.created_at).total_seconds())
                 add_event(session, task, "task.started", {"attempt": task.attempts, "dispatcher": lease_owner})
                 claims.append(Claim(task.task_id, task.core_id, task.action, task.params, Priority(task.priority),
                                     task.timeout, task.attempts, task.max_retries, lease_owner))
@@ -225,6 +235,7 @@ class TaskQueue:
                 add_event(session, task, "task.retrying", {"attempt": task.attempts, "reason": reason,
                                                            "dispatcher": task.lease_owner})
                 task.status, task.lease_owner, task.lease_expires_at = "queued", None, None
+                self._release_locks(session, task)
             else:
                 final = "timed_out" if task.action == "external" else "failed"
                 self._end(session, task, final, now, error=f"{reason} after {task.attempts} attempt(s)")
@@ -239,7 +250,11 @@ class TaskQueue:
             rows = session.execute(update(Task).where(Task.task_id.in_(task_ids), Task.status == "running",
                                                       Task.lease_owner == lease_owner)
                                    .values(lease_expires_at=expires).returning(Task.task_id)).all()
-            return {row[0] for row in rows}
+            held = {row[0] for row in rows}
+            if held:
+                session.execute(update(ResourceLock).where(ResourceLock.owner.in_([f"task:{t}" for t in held]))
+                                .values(expires_at=expires))
+            return held
 
     def retrying(self, claim: Claim, error: str, delay: float) -> Claim | None:
         """Attempt ``claim.attempt`` failed and another follows after ``delay`` s; None if the claim was lost."""
@@ -250,6 +265,8 @@ class TaskQueue:
             task.attempts += 1
             task.error = error
             task.lease_expires_at = utcnow() + timedelta(seconds=self.dispatch.lease_seconds + delay)
+            session.execute(update(ResourceLock).where(ResourceLock.owner == f"task:{task.task_id}")
+                            .values(expires_at=task.lease_expires_at))
             add_event(session, task, "task.retrying", {"attempt": task.attempts, "error": error, "delay": delay})
             return Claim(claim.task_id, claim.core_id, claim.action, claim.params, claim.priority,
                          claim.timeout, task.attempts, claim.max_retries, claim.lease_owner)
@@ -275,6 +292,7 @@ class TaskQueue:
              error: str | None = None) -> None:
         task.status, task.finished_at, task.lease_owner, task.lease_expires_at = status, now, None, None
         task.result, task.error = result, error if status != "completed" else None
+        self._release_locks(session, task)
         data: dict[str, Any] = {"attempts": task.attempts}
         if task.started_at:
             data["duration"] = round((now - task.started_at).total_seconds(), 3)
@@ -283,6 +301,11 @@ class TaskQueue:
         add_event(session, task, f"task.{status}", data)
         if task.stay:
             self._reserve(session, task, now)
+
+    @staticmethod
+    def _release_locks(session: Session, task: Task) -> None:
+        if task.locks:
+            session.execute(delete(ResourceLock).where(ResourceLock.owner == f"task:{task.task_id}"))
 
     def _reserve(self, session: Session, task: Task, now: datetime) -> None:
         """``stay``: the core stays reserved for this task's owner for ``dispatch.stay_seconds``."""
@@ -306,6 +329,7 @@ class TaskQueue:
             now = utcnow()
             was = task.status
             task.status, task.finished_at, task.lease_owner, task.lease_expires_at = "cancelled", now, None, None
+            self._release_locks(session, task)
             add_event(session, task, "task.cancelled", {"by": actor, "was": was})
             return task_view(task)
 

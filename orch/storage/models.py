@@ -90,6 +90,46 @@ class CoreReservation(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ResourceLock(Base):
+    """A held lock: by a running task (owner ``task:<id>``, expiring with its lease) or by a flow."""
+
+    __tablename__ = "resource_locks"
+
+    resource: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    priority: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LockWaiter(Base):
+    """Someone (not a queued task: those wait in the queue) waiting for a lock, in ``sort_key`` order."""
+
+    __tablename__ = "lock_waiters"
+    __table_args__ = (Index("ix_lock_waiters_order", "resource", "sort_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource: Mapped[str] = mapped_column(String(128))
+    owner: Mapped[str] = mapped_column(String(128))
+    priority: Mapped[int] = mapped_column(Integer)
+    sort_key: Mapped[float] = mapped_column(Float)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)  # a waiter that stops polling is dropped
+
+
+class LockStats(Base):
+    """Per-resource counters for ``orch locks list``: how often and how long people waited."""
+
+    __tablename__ = "lock_stats"
+
+    resource: Mapped[str] = mapped_column(String(128), primary_key=True)
+    acquisitions: Mapped[int] = mapped_column(Integer, default=0)
+    total_wait_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    max_wait_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    timeouts: Mapped[int] = mapped_column(Integer, default=0)
+    expirations: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class User(Base):
     """A person or service that may call the API, with one role."""
 
