@@ -121,3 +121,18 @@ def test_task_locks_expire_with_the_lease(settings: Settings) -> None:
     [again] = queue.claim("d2", 1)  # lease expired: the task and its lock move on together
     assert again.task_id == task["task_id"]
     assert LockManager(settings).list()[0]["held"]["owner"] == f"task:{task['task_id']}"
+
+
+def test_cli_locks(settings: Settings) -> None:
+    from support import run_orch
+
+    env = {"DATABASE_URL": settings.database.url}
+    assert run_orch("locks", "list", env=env).stdout.strip() == "no locks"
+    held = LockManager(settings).acquire("db:orders", "backup-7", ttl=3)
+    listing = run_orch("locks", "list", env=env).stdout
+    assert listing.startswith(f"db:orders: held by backup-7 until {held['expires_at']}") and "1 acquisitions" in listing
+    time.sleep(3.1)
+    assert run_orch("locks", "cleanup", env=env).stdout.strip() == "removed 1 expired lock(s)"
+    LockManager(settings).acquire("db:orders", "stuck", ttl=600)
+    assert run_orch("locks", "release", "db:orders", env=env).stdout.strip() == "lock db:orders released"
+    assert run_orch("locks", "release", "db:orders", env=env).stdout.strip() == "lock db:orders was not held"

@@ -24,7 +24,9 @@ db_app = typer.Typer(help="Create, upgrade and check the ORCH database.", no_arg
 user_app = typer.Typer(help="Manage API users.", no_args_is_help=True)
 tasks_app = typer.Typer(help="Inspect and manage dispatched tasks.", no_args_is_help=True)
 cores_app = typer.Typer(help="Manage worker cores.", no_args_is_help=True)
+locks_app = typer.Typer(help="Inspect and release resource locks.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(locks_app, name="locks")
 app.add_typer(cores_app, name="cores")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
@@ -322,6 +324,48 @@ def cores_release(core_id: str, config: ConfigOption = None) -> None:
 
         released = TaskQueue(load(config)).release_core(core_id)
         typer.echo(f"core {core_id} released" if released else f"core {core_id} was not reserved")
+
+
+@locks_app.command("list")
+def locks_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+               config: ConfigOption = None) -> None:
+    """Held locks, who waits for them, and wait statistics."""
+    with user_errors():
+        from orch.dispatch.locks import LockManager
+
+        entries = LockManager(load(config)).list()
+        if as_json:
+            _print_json(entries)
+            return
+        for entry in entries:
+            held = entry["held"]
+            stats = entry["stats"]
+            typer.echo(f"{entry['resource']}: " + (f"held by {held['owner']} until {held['expires_at']}" if held
+                                                    else "free")
+                       + f"; {len(entry['waiting'])} waiting; {stats['acquisitions']} acquisitions, "
+                       f"avg wait {stats['avg_wait_seconds']} s, max {stats['max_wait_seconds']} s, "
+                       f"{stats['timeouts']} timeouts, {stats['expirations']} expired")
+        if not entries:
+            typer.echo("no locks")
+
+
+@locks_app.command("release")
+def locks_release(resource: str, config: ConfigOption = None) -> None:
+    """Force-release a lock whatever holds it (for an operator clearing a stuck holder)."""
+    with user_errors():
+        from orch.dispatch.locks import LockManager
+
+        released = LockManager(load(config)).release(resource)
+        typer.echo(f"lock {resource} released" if released else f"lock {resource} was not held")
+
+
+@locks_app.command("cleanup")
+def locks_cleanup(config: ConfigOption = None) -> None:
+    """Drop locks past their TTL and waiters that stopped waiting (the guide's cleanup_expired_locks)."""
+    with user_errors():
+        from orch.dispatch.locks import LockManager
+
+        typer.echo(f"removed {LockManager(load(config)).cleanup_expired()} expired lock(s)")
 
 
 def _read_password(from_stdin: bool) -> str:
