@@ -82,3 +82,78 @@ def test_cancelled_while_running_is_not_completed(queue: TaskQueue, monkeypatch:
     assert summary["lost"] == 1
     assert queue.get(task_id)["status"] == "cancelled"
     assert events(queue, task_id) == ["task.created", "task.started", "task.cancelled"]
+
+
+def test_http_action_against_a_loopback_server(queue: TaskQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.server
+
+    from flows.dispatch import dispatch
+    from orch.config.runtime import reset_settings_cache
+    from support import free_port
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            status = 200 if self.path == "/ok" else 503
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(b"pong" if status == 200 else b"down")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ORCH_DISPATCH__HTTP_ALLOWLIST", "[127.0.0.1]")
+    reset_settings_cache()
+    queue = TaskQueue(get_settings())
+    try:
+        ok = put(queue, action="http", params={"url": f"http://127.0.0.1:{port}/ok"})
+        down = put(queue, action="http", params={"url": f"http://127.0.0.1:{port}/down"}, max_retries=0)
+        dispatch(run_for_seconds=0, concurrency=4)
+    finally:
+        server.shutdown()
+    result = queue.get(ok)["result"]
+    assert queue.get(ok)["status"] == "completed" and (result["status"], result["body"]) == (200, "pong")
+    failed = queue.get(down)
+    assert failed["status"] == "failed" and failed["error"] == f"HTTP 503 from http://127.0.0.1:{port}/down"
+
+
+PLUGIN = '''
+from orch.dispatch.actions import ActionSpec, Params
+
+class GreetParams(Params):
+    name: str
+
+def greet(params, ctx):
+    return {"greeting": f"hello {params.name}"}
+
+SPEC = ActionSpec("greet", GreetParams, greet)
+CLASH = ActionSpec("noop", GreetParams, greet)
+'''
+
+
+def test_plugin_actions_come_from_entry_points(tmp_path, isolated_env) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    def install(group_line: str) -> dict[str, str]:
+        site = tmp_path / group_line.split(" ")[0]
+        (site / "orch_greet-0.1.dist-info").mkdir(parents=True)
+        (site / "orch_greet.py").write_text(PLUGIN)
+        (site / "orch_greet-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: orch-greet\nVersion: 0.1\n")
+        (site / "orch_greet-0.1.dist-info" / "entry_points.txt").write_text(f"[orch_next.actions]\n{group_line}\n")
+        return {**os.environ, "PYTHONPATH": str(site)}
+
+    probe = ("from orch.dispatch.actions import registry\n"
+             "spec = registry()['greet']\n"
+             "print(spec.run(spec.params.model_validate({'name': 'ops'}), None)['greeting'])")
+    result = subprocess.run([sys.executable, "-c", probe], env=install("greet = orch_greet:SPEC"),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hello ops"
+
+    clash = subprocess.run([sys.executable, "-c", "from orch.dispatch.actions import registry; registry()"],
+                           env=install("noop = orch_greet:CLASH"), capture_output=True, text=True, timeout=60)
+    assert "plugin action 'noop' would replace a built-in action" in clash.stderr

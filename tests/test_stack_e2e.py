@@ -165,6 +165,10 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
                               env={"ORCH_HOME": str(home)}, timeout=120)
         assert dispatched.returncode == 0, dispatched.stderr
         assert '"status": "completed"' in dispatched.stdout  # the stack's dispatcher ran it
+        chained = run_orch("dispatch", "--core", "WORK_AI_01", "--action", "run-deployment",
+                           "--param", "name=db-health/hourly", "--wait", env={"ORCH_HOME": str(home)}, timeout=180)
+        assert chained.returncode == 0, chained.stdout + chained.stderr
+        assert '"state": "COMPLETED"' in chained.stdout  # a task that ran a deployment, through the worker
         assert scheduled_runs(stack, hourly["id"], within=60), "the hourly schedule produced no runs"
         tree = descendants(stack.process.pid)
         assert len(tree) >= 3
