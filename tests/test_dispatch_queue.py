@@ -298,3 +298,17 @@ def test_two_dispatcher_processes_never_run_the_same_task(settings: Settings, tm
         per_task = session.execute(select(TaskEvent.task_id, func.count()).where(
             TaskEvent.event_type == "task.completed").group_by(TaskEvent.task_id)).all()
     assert len(per_task) == 300 and {count for _, count in per_task} == {1}
+
+
+def test_external_tasks_are_claimed_by_their_core_and_time_out(settings: Settings) -> None:
+    queue = TaskQueue(settings)
+    task = put(queue, action="external", core_id="WORK_AI_07", timeout=1, max_retries=0)
+    assert queue.claim("dispatcher", 10) == []  # a dispatcher never runs external work
+    assert queue.claim("core", 10, external_core="WORK_AI_08") == []
+    [claim] = queue.claim("core:WORK_AI_07", 10, external_core="WORK_AI_07")
+    assert claim.task_id == task["task_id"]
+    time.sleep(1.1)  # the core went silent past the task's timeout
+    queue.claim("dispatcher", 10)  # any dispatcher's sweep enforces it
+    timed_out = queue.get(task["task_id"])
+    assert (timed_out["status"], timed_out["error"]) == ("timed_out", "timeout after 1 attempt(s)")
+    assert queue.finish(claim, "completed") is False  # a late report changes nothing
