@@ -205,7 +205,7 @@ class Processes:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.running: dict[str, subprocess.Popen[bytes]] = {}
-        self.seen: list[psutil.Process] = []
+        self.trees: dict[str, list[psutil.Process]] = {}  # by name: the process and every descendant seen
         self.logs: list[IO[bytes]] = []
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
@@ -214,7 +214,7 @@ class Processes:
         process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.running[name] = process
-        self.seen.append(psutil.Process(process.pid))
+        self.trees[name] = [psutil.Process(process.pid)]
         return process
 
     def log(self, name: str) -> Path:
@@ -227,17 +227,17 @@ class Processes:
                 raise BenchError(f"{name} exited with code {process.returncode}", log_tail(self.log(name)))
         return check
 
-    def _remember_descendants(self, pid: int) -> None:
+    def _remember_descendants(self, name: str) -> None:
         try:
-            self.seen.extend(psutil.Process(pid).children(recursive=True))
+            self.trees[name].extend(self.trees[name][0].children(recursive=True))
         except psutil.Error:
             pass
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> tuple[int | None, float]:
         """Signal the process (not its group: a flow-run child gets its own session anyway); returns its
-        exit code and seconds to exit, SIGKILLing it and its descendants after STOP_TIMEOUT."""
+        exit code and seconds to exit. SIGKILLs it after STOP_TIMEOUT, and then whatever it started."""
         process = self.running.pop(name)
-        self._remember_descendants(process.pid)
+        self._remember_descendants(name)
         began = time.monotonic()
         if process.poll() is None:
             process.send_signal(sig)
@@ -246,25 +246,9 @@ class Processes:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        self.kill_survivors()
-        return process.returncode, round(time.monotonic() - began, 2)
-
-    def kill_survivors(self) -> None:
-        """SIGKILL whatever we started that is still alive; psutil checks creation times, so a recycled
-        pid is never hit."""
-        survivors = []
-        for proc in self.seen:
-            try:
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                    survivors.append(proc)
-            except psutil.Error:
-                pass
-        for proc in survivors:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(survivors, timeout=5)
+        seconds = round(time.monotonic() - began, 2)
+        kill_survivors(self.trees[name])
+        return process.returncode, seconds
 
     def stop_all(self) -> None:
         for name in list(self.running):
@@ -272,9 +256,26 @@ class Processes:
                 self.stop(name)
             except Exception:  # noqa: BLE001 - cleanup goes on whatever happened
                 pass
-        self.kill_survivors()
+        kill_survivors([proc for tree in self.trees.values() for proc in tree])
         for log in self.logs:
             log.close()
+
+
+def kill_survivors(procs: list[psutil.Process]) -> None:
+    """SIGKILL those still alive; psutil checks creation times, so a recycled pid is never hit."""
+    survivors = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                survivors.append(proc)
+        except psutil.Error:
+            pass
+    for proc in survivors:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(survivors, timeout=5)
 
 
 # --- the Prefect server and its API --------------------------------------------------------------
@@ -796,11 +797,11 @@ def git_state() -> dict[str, Any]:
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+                                  timeout=10).stdout
         except (OSError, subprocess.TimeoutExpired):
             return ""
     dirty = [line[3:] for line in git("status", "--porcelain").splitlines() if line.strip()]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": dirty}
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted": dirty}
 
 
 def machine_info() -> dict[str, object]:
@@ -926,8 +927,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"CPU-s in {load['wall_s']:.0f} s wall on {machine['cpu_count']} CPUs; dispatcher threads "
         f"{load['dispatcher_threads']['before']} → {load['dispatcher_threads']['after']}, RSS "
         f"{load['dispatcher_rss_mb']['before']:.0f} → {load['dispatcher_rss_mb']['after']:.0f} MB. "
-        f"Accept, one at a time: {accept['single_last_tenth_per_s']['median']:,.0f}/s over the last tenth "
-        f"against {accept['single_first_tenth_per_s']['median']:,.0f}/s over the first (queue depth grows).",
+        f"Accept, one at a time: {accept['single_first_tenth_per_s']['median']:,.0f}/s over the first tenth, "
+        f"{accept['single_last_tenth_per_s']['median']:,.0f}/s over the last (queue depth 0 → {sizes['single']:,}).",
         f"Dispatcher stop (SIGTERM, as `orch up` stops it): exit code {stop.get('exit_code')} in "
         f"{stop.get('seconds')} s, {stop.get('left_running')} ORCH task(s) left running"
         + ("; the dispatch flow run ended Crashed" if stop.get("log_says_crashed") else "") + ".",

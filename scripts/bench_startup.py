@@ -247,8 +247,8 @@ def component_label(proc: psutil.Process) -> str:
         return PREFECT_SERVER
     if "orch.api.server" in command:
         return "orch api"
-    if "worker start" in command:
-        return "worker"
+    if "worker start" in command or "orch.stack.worker" in command:
+        return "worker"  # orch up's worker also hosts the ORCH dispatcher; the baseline's is Prefect's alone
     return " ".join([Path(argv[0]).name, *argv[1:3]]) if argv else proc.name()
 
 

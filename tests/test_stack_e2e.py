@@ -242,8 +242,7 @@ def test_up_uses_an_existing_prefect_server(tmp_path: Path, prefect_server: str)
         assert "Prefect UI" not in output and f"Prefect API:  {prefect_server}" in output
         commands = [" ".join(p.cmdline()) for p in descendants(stack.process.pid)]
         assert not any("server start" in c for c in commands), commands
-        assert any("worker start" in c for c in commands) and any("orch.api.server" in c for c in commands)
-        assert any("orch.dispatch.service" in c for c in commands)
+        assert any("orch.stack.worker" in c for c in commands) and any("orch.api.server" in c for c in commands)
         assert deployment(stack, "hourly")["work_pool_name"] == "orch-process"
         assert httpx.get(f"{stack.orch_api}/health", timeout=10).json()["status"] == "ok"
         assert stack.stop() < 10 and stack.process.returncode == 0

@@ -1,4 +1,5 @@
-"""The dispatcher service: ``python -m orch.dispatch.service`` (``orch up`` runs one).
+"""The dispatcher on its own: ``python -m orch.dispatch.service`` (a host that runs Prefect's worker
+separately, or extra dispatchers). ``orch up`` runs it inside its worker process (orch.stack.worker).
 
 It runs the ``dispatch`` flow for an hour at a time, back to back, so each hour is one flow run in the
 Prefect UI with the ORCH tasks it ran as its task runs. SIGTERM/SIGINT stop claiming, give running
@@ -16,19 +17,25 @@ from orch.dispatch.dispatcher import STOP
 RUN_FOR_SECONDS = 3600.0
 
 
+def run_until_stopped() -> None:
+    """Back-to-back ``dispatch`` flow runs until :data:`STOP` is set."""
+    from flows.dispatch import dispatch
+    from orch.config.runtime import get_settings
+
+    settings = get_settings()
+    while not STOP.is_set():
+        dispatch(run_for_seconds=RUN_FOR_SECONDS, concurrency=settings.dispatch.concurrency,
+                 poll_seconds=settings.dispatch.poll_seconds)
+
+
 def main() -> int:
     from orch.config.runtime import get_settings
     from orch.logging_config import configure_process_logging
 
-    settings = get_settings()
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     signal.signal(signal.SIGINT, lambda *_: STOP.set())
-    from flows.dispatch import dispatch  # after the handlers: importing Prefect takes a few seconds
-
-    configure_process_logging(settings, write_file=False)
-    while not STOP.is_set():
-        dispatch(run_for_seconds=RUN_FOR_SECONDS, concurrency=settings.dispatch.concurrency,
-                 poll_seconds=settings.dispatch.poll_seconds)
+    configure_process_logging(get_settings(), write_file=False)
+    run_until_stopped()
     return 0
 
 

@@ -85,12 +85,11 @@ def components(settings: Settings, env: dict[str, str], pool: str) -> dict[str, 
     prefect = str(bin_dir / "prefect")
     found = {
         "api": Component("api", [sys.executable, "-m", "orch.api.server"], env, PROJECT_ROOT),
-        "dispatcher": Component("dispatcher", [sys.executable, "-m", "orch.dispatch.service"], env, PROJECT_ROOT),
         "deployments": Component("deployments", [sys.executable, "-m", "deployments.apply"], env,
                                  PROJECT_ROOT, oneshot=True),
-        "worker": Component("worker", [prefect, "worker", "start", "--pool", pool, "--type", "process",
-                                       "--name", f"orch-worker-{socket.gethostname()}",
-                                       "--install-policy", "never"], env, PROJECT_ROOT),
+        # Prefect's process worker and ORCH's dispatcher share one process (one Prefect import).
+        "worker": Component("worker", [sys.executable, "-m", "orch.stack.worker", "--pool", pool,
+                                       "--name", f"orch-worker-{socket.gethostname()}"], env, PROJECT_ROOT),
     }
     if settings.prefect.api_url is None:
         found["prefect-server"] = Component(
@@ -128,7 +127,6 @@ def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], 
                 supervisor.start(plan[name])
         _wait(lambda: _prefect_ready(urls.prefect_api), supervisor, stop, "Prefect server", started)
         supervisor.start(plan["worker"])
-        supervisor.start(plan["dispatcher"])
         _wait(lambda: _all_up(urls, pool, supervisor), supervisor, stop, "the stack", started)
         if stop.is_set():
             return 0
