@@ -15,9 +15,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from support import BIN, free_port
+
+if TYPE_CHECKING:
+    from orch.config.schema import Settings
 
 # Variables that would make a test read the developer's own setup instead of its own.
 _LEAKY_ENV = [
@@ -125,3 +129,15 @@ def database_url(request: pytest.FixtureRequest, isolated_env: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{isolated_env / 'data' / 'orch.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def settings(database_url: str) -> "Settings":
+    """Settings on a migrated database (SQLite and PostgreSQL), with room for many tasks per core."""
+    from orch.config.loader import load_settings
+    from orch.storage.migrate import upgrade
+
+    loaded = load_settings(environ={"DATABASE_URL": database_url, "ORCH_HOME": "."}, generate_secrets=False)
+    loaded.dispatch.core_concurrency = 100
+    upgrade(loaded.database, create_database=True)
+    return loaded

@@ -8,21 +8,12 @@ import time
 
 import pytest
 
-from orch.config.loader import load_settings
 from orch.config.schema import Settings
 from orch.dispatch.locks import LockManager, LockNotHeld, LockTimeout
 from orch.dispatch.ordering import Priority
 from orch.dispatch.queue import TaskQueue
 from orch.dispatch.request import validate
-from orch.storage.migrate import upgrade
 
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    loaded = load_settings(environ={"DATABASE_URL": database_url, "ORCH_HOME": "."}, generate_secrets=False)
-    loaded.dispatch.core_concurrency = 100
-    upgrade(loaded.database, create_database=True)
-    return loaded
 
 
 def test_ttl_expiry_frees_a_dead_holders_lock(settings: Settings) -> None:

@@ -7,20 +7,11 @@ from typing import Any
 
 import pytest
 
-from orch.config.loader import load_settings
 from orch.config.schema import CoreSettings, Settings
 from orch.dispatch.errors import InvalidTask, InvalidTransition, QueueFull, TaskNotFound
 from orch.dispatch.queue import TaskQueue
 from orch.dispatch.request import validate
-from orch.storage.migrate import upgrade
 
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    loaded = load_settings(environ={"DATABASE_URL": database_url, "ORCH_HOME": "."}, generate_secrets=False)
-    loaded.dispatch.core_concurrency = 100
-    upgrade(loaded.database, create_database=True)
-    return loaded
 
 
 def put(queue: TaskQueue, owner: str = "alice", **body: Any) -> dict[str, Any]:
