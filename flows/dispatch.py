@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from typing import Any
 
@@ -12,6 +13,22 @@ from orch.config.runtime import get_settings
 from orch.dispatch.dispatcher import run_dispatcher
 
 MAX_CONCURRENCY = 64
+
+
+class _ThreadTimeoutNotice(logging.Filter):
+    """Drop Prefect's per-run notice that a thread timeout cannot interrupt blocking calls.
+
+    ORCH's actions enforce their own deadline (subprocess and HTTP timeouts, sleeps in slices), with
+    Prefect's ``timeout_seconds`` as the backstop, so the notice says nothing new, and at a hundred
+    tasks a second it would be a hundred log records a second shipped to the Prefect server.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Timeout of") and "worker thread" in message)
+
+
+logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
 
 
 @flow(name="dispatch", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY))

@@ -76,7 +76,7 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
         if time.monotonic() - last_renew >= renew_every and in_flight:
             held = queue.renew(summary.dispatcher, [a.claim.task_id for a in in_flight.values()])
             for task_id, attempt in in_flight.items():
-                if task_id not in held and not attempt.lost.is_set():
+                if task_id not in held and not attempt.lost.is_set() and not attempt.ended.is_set():
                     attempt.lost.set()  # cancelled by an operator, or the lease was lost
                     summary.lost += 1
             last_renew = time.monotonic()
