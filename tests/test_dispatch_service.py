@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from orch.config.loader import load_settings
@@ -115,8 +116,13 @@ def test_dispatcher_killed_mid_task_completes_it_exactly_once(env: dict[str, str
         first.send_signal(signal.SIGKILL)  # no goodbye: the lease is all that is left
         first.wait(10)
     time.sleep(1.5)  # the 1 s lease runs out
-    with dispatcher(env, tmp_path / "second.log"):
+    with dispatcher(env, tmp_path / "second.log") as second:
         done = wait_status(queue, task["task_id"], "completed", 60)
+        second.send_signal(signal.SIGTERM)  # as a service manager stops it: finish, then exit cleanly
+        assert second.wait(15) == 0
+    flow_runs = httpx.post(f"{env['PREFECT_API_URL']}/flow_runs/filter", json={
+        "flows": {"name": {"any_": ["dispatch"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1}, timeout=10).json()
+    assert flow_runs[0]["state"]["type"] == "COMPLETED", flow_runs[0]["state"]
     assert done["attempts"] == 2
     events = queue.events(task["task_id"])
     assert [e["event_type"] for e in events] == [

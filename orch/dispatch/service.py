@@ -29,13 +29,32 @@ def run_until_stopped() -> None:
 
 
 def main() -> int:
+    """The flows run in a thread: in the main thread Prefect's flow engine takes SIGTERM over for the
+    run (and records it Crashed); here SIGTERM is ours, and means "finish and stop"."""
+    import threading
+
     from orch.config.runtime import get_settings
     from orch.logging_config import configure_process_logging
 
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     signal.signal(signal.SIGINT, lambda *_: STOP.set())
     configure_process_logging(get_settings(), write_file=False)
-    run_until_stopped()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_until_stopped()
+        except BaseException as exc:  # noqa: BLE001 - reported below, and the exit code says so
+            failed.append(exc)
+            STOP.set()
+
+    worker = threading.Thread(target=run, name="orch-dispatcher")
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.5)
+    if failed:
+        print(f"error: dispatcher stopped: {failed[0]!r}", file=sys.stderr)
+        return 1
     return 0
 
 
