@@ -303,3 +303,15 @@ def test_external_tasks_are_claimed_by_their_core_and_time_out(settings: Setting
     timed_out = queue.get(task["task_id"])
     assert (timed_out["status"], timed_out["error"]) == ("timed_out", "timeout after 1 attempt(s)")
     assert queue.finish(claim, "completed") is False  # a late report changes nothing
+
+
+def test_completed_duration_is_the_last_attempts(settings: Settings) -> None:
+    settings.dispatch.lease_seconds = 0.2
+    queue = TaskQueue(settings)
+    task = put(queue, max_retries=1)
+    queue.claim("dies", 1)
+    time.sleep(0.3)
+    [second] = queue.claim("d2", 1)
+    queue.finish(second, "completed")
+    [done] = [e for e in queue.events(task["task_id"]) if e["event_type"] == "task.completed"]
+    assert done["data"]["duration"] < 0.2  # the first, abandoned attempt is not counted

@@ -38,9 +38,15 @@ class DispatchSummary:
     in_flight_at_stop: list[str] = field(default_factory=list)
 
 
-def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: float, poll_seconds: float,
-                   grace_seconds: float = 5.0) -> DispatchSummary:
-    """Dispatch until the queue is empty (``run_for_seconds`` 0), the time is up, or :data:`STOP`."""
+def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: float,
+                   poll_seconds: float) -> DispatchSummary:
+    """Dispatch until the queue is empty (``run_for_seconds`` 0), the time is up, or :data:`STOP`.
+
+    Stopping means: claim nothing more, and keep renewing the leases of what still runs until it ends.
+    A lease must not lapse while its task is alive here, or another dispatcher would run it a second
+    time alongside; if this process is killed instead, the leases lapse and the tasks are retried,
+    which cannot overlap a run that died with the process.
+    """
     from tasks.dispatch import Attempt, for_claim
 
     queue = TaskQueue(settings)
@@ -50,7 +56,6 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
     done: stdlib_queue.SimpleQueue[str] = stdlib_queue.SimpleQueue()
     renew_every = max(0.05, settings.dispatch.lease_seconds / 3)
     last_renew = started
-    stop_began: float | None = None
 
     def finished(task_id: str) -> None:
         done.put(task_id)
@@ -60,10 +65,7 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
             task_id = done.get()
             if in_flight.pop(task_id, None) is not None:
                 summary.finished += 1
-        now = time.monotonic()
-        stopping = STOP.is_set() or (run_for_seconds > 0 and now - started >= run_for_seconds)
-        if stopping and stop_began is None:
-            stop_began = now
+        stopping = STOP.is_set() or (run_for_seconds > 0 and time.monotonic() - started >= run_for_seconds)
         claims = []
         if not stopping and len(in_flight) < concurrency:
             claims = queue.claim(summary.dispatcher, concurrency - len(in_flight))
@@ -82,8 +84,6 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
             last_renew = time.monotonic()
         if not in_flight and (stopping or (run_for_seconds <= 0 and not claims)):
             break
-        if stop_began is not None and time.monotonic() - stop_began > grace_seconds:
-            break  # what still runs keeps its lease until it expires, then is retried elsewhere
         if not claims:
             try:  # wake up as soon as a slot frees, else poll the queue again after poll_seconds
                 task_id = done.get(timeout=poll_seconds)

@@ -192,7 +192,7 @@ class TaskQueue:
             reserved = dict(session.execute(select(CoreReservation.core_id, CoreReservation.owner)
                                             .where(CoreReservation.expires_at > now)).all())
             picked: list[Task] = []
-            for task in self._queued(session, external_core):
+            for task in self._queued(session, external_core, batch=min(SCAN_BATCH, max(16, 4 * limit))):
                 if len(picked) >= min(limit, free):
                     break
                 if per_core[task.core_id] >= self._core_limit(task.core_id):
@@ -221,8 +221,9 @@ class TaskQueue:
                                     task.timeout, task.attempts, task.max_retries, lease_owner))
             return claims
 
-    def _queued(self, session: Session, external_core: str | None):  # type: ignore[no-untyped-def]
-        """Queued tasks in queue order, in batches, rows locked (skipping rows another claim holds)."""
+    def _queued(self, session: Session, external_core: str | None, batch: int):  # type: ignore[no-untyped-def]
+        """Queued tasks in queue order, ``batch`` rows at a time (a claim of one task reads a few rows,
+        not hundreds, while it holds the write lock), rows locked, skipping rows another claim holds."""
         query = select(Task).where(Task.status == "queued")
         if external_core is None:
             query = query.where(Task.action != "external")
@@ -230,12 +231,12 @@ class TaskQueue:
             query = query.where(Task.action == "external", Task.core_id == external_core)
         offset = 0
         while True:
-            batch = session.scalars(query.order_by(Task.sort_key).offset(offset).limit(SCAN_BATCH)
-                                    .with_for_update(skip_locked=True)).all()
-            yield from batch
-            if len(batch) < SCAN_BATCH:
+            rows = session.scalars(query.order_by(Task.sort_key).offset(offset).limit(batch)
+                                   .with_for_update(skip_locked=True)).all()
+            yield from rows
+            if len(rows) < batch:
                 return
-            offset += SCAN_BATCH
+            offset += batch
 
     def _core_limit(self, core_id: str) -> int:
         core = self.dispatch.cores.get(core_id)
@@ -311,8 +312,10 @@ class TaskQueue:
         task.result, task.error = result, error if status != "completed" else None
         self._release_locks(session, task)
         data: dict[str, Any] = {"attempts": task.attempts}
-        if task.started_at:
-            data["duration"] = round((now - task.started_at).total_seconds(), 3)
+        attempt_started = session.scalar(select(func.max(TaskEvent.timestamp)).where(
+            TaskEvent.task_id == task.task_id, TaskEvent.event_type == "task.started"))
+        if attempt_started:  # the duration of the attempt that ended, not of all attempts together
+            data["duration"] = round((now - attempt_started).total_seconds(), 3)
         if error:
             data["error"] = error
         add_event(session, task, f"task.{status}", data)
