@@ -128,3 +128,19 @@ def test_dispatcher_killed_mid_task_completes_it_exactly_once(env: dict[str, str
     assert [e["event_type"] for e in events] == [
         "task.created", "task.started", "task.retrying", "task.started", "task.completed"]
     assert events[2]["data"]["reason"] == "lease expired"
+
+
+def test_stopping_dispatcher_keeps_its_leases_so_nothing_runs_twice(env: dict[str, str], tmp_path: Path) -> None:
+    """SIGTERM: the stopping dispatcher finishes its running task, renewing the lease meanwhile, so a
+    second dispatcher never starts the same task alongside it."""
+    queue = queue_for(env)
+    _, task = dispatch_json(env, "--action", "sleep", "--param", "seconds=4", "--max-retries", "1")
+    with dispatcher(env, tmp_path / "first.log") as first:
+        wait_status(queue, task["task_id"], "running", 60)
+        with dispatcher(env, tmp_path / "second.log"):
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(30) == 0  # it waited for its task, then exited cleanly
+            done = wait_status(queue, task["task_id"], "completed", 30)
+    assert done["attempts"] == 1
+    assert [e["event_type"] for e in queue.events(task["task_id"])] == [
+        "task.created", "task.started", "task.completed"]
