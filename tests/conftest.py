@@ -8,9 +8,7 @@ and dropped afterwards. A PostgreSQL that cannot be reached fails the tests that
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator

@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 from uuid import uuid4
 
 from orch.config.schema import Settings
