@@ -12,7 +12,7 @@ import queue as stdlib_queue
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from uuid import uuid4
 
 from orch.config.schema import Settings
@@ -34,7 +34,6 @@ class DispatchSummary:
     finished: int = 0
     lost: int = 0
     seconds: float = 0.0
-    in_flight_at_stop: list[str] = field(default_factory=list)
 
 
 def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: float,
@@ -89,6 +88,5 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
                 done.put(task_id)
             except stdlib_queue.Empty:
                 pass
-    summary.in_flight_at_stop = sorted(in_flight)
     summary.seconds = round(time.monotonic() - started, 3)
     return summary
