@@ -7,6 +7,7 @@ applied by ``prefect deploy --all``: the file stays the one source of truth a Pr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -71,12 +72,10 @@ def ensure_work_pools(names: list[str]) -> None:
 
     with get_client(sync_client=True) as client:
         for name in names:
-            try:
+            with contextlib.suppress(ObjectAlreadyExists):  # an existing pool keeps its settings
                 client.create_work_pool(WorkPoolCreate(
                     name=name, type="process",
                     base_job_template=ProcessWorker.get_default_base_job_template()))
-            except ObjectAlreadyExists:
-                pass
 
 
 def apply_deployments() -> None:

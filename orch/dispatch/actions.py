@@ -53,7 +53,7 @@ class ActionSpec:
 
 
 class NoParams(Params):
-    pass
+    """``noop`` takes no params; any given are an error."""
 
 
 class SleepParams(Params):

@@ -7,6 +7,7 @@ database and Prefect only ever sees what is actually running: its backlog cannot
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue as stdlib_queue
 import socket
@@ -83,10 +84,8 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
         if not in_flight and (stopping or (run_for_seconds <= 0 and not claims)):
             break
         if not claims:
-            try:  # wake up as soon as a slot frees, else poll the queue again after poll_seconds
-                task_id = done.get(timeout=poll_seconds)
-                done.put(task_id)
-            except stdlib_queue.Empty:
-                pass
+            # wake up as soon as a slot frees, else poll the queue again after poll_seconds
+            with contextlib.suppress(stdlib_queue.Empty):
+                done.put(done.get(timeout=poll_seconds))
     summary.seconds = round(time.monotonic() - started, 3)
     return summary

@@ -34,8 +34,7 @@ def ensure_writable_dir(path: Path, what: str) -> None:
     """Create ``path`` if needed and prove a file can be written there (read-only mounts, permissions)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-", delete=True):
-            pass
+        tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-", delete=True).close()
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise PreflightError(f"{what} {path} is not writable: {reason}") from None

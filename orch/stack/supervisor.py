@@ -10,6 +10,7 @@ period, then SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -50,10 +51,8 @@ class Running:
 def _libc_prctl(option: int, value: int) -> None:
     if not sys.platform.startswith("linux"):
         return
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # best effort: no libc prctl, no extra safety
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _child_setup() -> None:  # runs in the child between fork and exec
@@ -114,10 +113,8 @@ class Supervisor:
             _signal(proc, terminate=False)
         _, still = psutil.wait_procs(leftovers, timeout=hard)
         for running in self.running.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 running.process.wait(timeout=0.1)
-            except subprocess.TimeoutExpired:
-                pass
             running.log.close()
         self.running.clear()
         self._reap_orphans()
@@ -136,11 +133,9 @@ class Supervisor:
             return
         managed = {r.process.pid for r in self.running.values()}
         for child in self._descendants(psutil.Process()):
-            try:
+            with contextlib.suppress(psutil.Error, ChildProcessError):  # it may be gone already
                 if child.pid not in managed and child.status() == psutil.STATUS_ZOMBIE:
                     os.waitpid(child.pid, os.WNOHANG)
-            except (psutil.Error, ChildProcessError):
-                pass
 
 
 def tail_lines(path: Path, lines: int) -> list[str]:
@@ -155,7 +150,5 @@ def tail_lines(path: Path, lines: int) -> list[str]:
 
 
 def _signal(proc: psutil.Process, *, terminate: bool) -> None:
-    try:
+    with contextlib.suppress(psutil.Error):  # already gone is what we wanted
         proc.terminate() if terminate else proc.kill()
-    except psutil.Error:
-        pass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 import threading
@@ -51,10 +52,8 @@ async def _serve(pool: str, name: str, with_dispatcher: bool) -> int:
         watcher = asyncio.create_task(_until(stopping, failed))
         await asyncio.wait({serving, watcher}, return_when=asyncio.FIRST_COMPLETED)
         serving.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await serving
-        except asyncio.CancelledError:
-            pass
     STOP.set()
     if with_dispatcher:
         await asyncio.to_thread(dispatcher.join, 6.0)
@@ -63,10 +62,8 @@ async def _serve(pool: str, name: str, with_dispatcher: bool) -> int:
 
 async def _until(stopping: asyncio.Event, failed: threading.Event) -> None:
     while not stopping.is_set() and not failed.is_set():
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stopping.wait(), timeout=0.5)
-        except asyncio.TimeoutError:
-            pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ ROLES = ("admin", "operator", "viewer", "system")
 
 
 class Base(DeclarativeBase):
-    pass
+    """The metadata Alembic compares the migrations against."""
 
 
 class Task(Base):
