@@ -29,24 +29,23 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
-from importlib.metadata import version
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 import psutil
+
+from bench_common import BenchError, clean_environ, log_tail, machine_info as _machine_info, spread
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the virtualenv's bin: prefect
@@ -94,17 +93,6 @@ DEPLOY_SNIPPET = (
 )
 
 
-class BenchError(Exception):
-    """Something did not start, finish or answer as it should: one line, then the log lines saying why."""
-
-    def __init__(self, message: str, tail: Iterable[str] = ()) -> None:
-        super().__init__(message)
-        self.tail = list(tail)
-
-    def __str__(self) -> str:
-        return "\n".join([self.args[0], *(f"    | {line}" for line in self.tail)])
-
-
 @dataclass(frozen=True)
 class Sizes:
     single: int  # accept: single enqueues
@@ -138,17 +126,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def clean_environ() -> dict[str, str]:
-    """This shell's environment minus anything that would point at someone else's server or database."""
-    from orch.config.loader import ENV_ALIASES
-
-    aliases = {name for name, _ in ENV_ALIASES}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ORCH_")) and k not in aliases}
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def server_tuning() -> dict[str, str]:
     """What ``orch up`` sets for its own Prefect server (task-run recorder batching), taken from it."""
     from orch.stack.up import PREFECT_TUNING
@@ -170,19 +147,6 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
     return {"n": len(data), "p50": round(at(0.50), 1), "p95": round(at(0.95), 1), "p99": round(at(0.99), 1),
             "min": round(data[0], 1), "max": round(data[-1], 1)}
-
-
-def spread(values: list[float], decimals: int = 1) -> dict[str, float]:
-    return {"median": round(statistics.median(values), decimals), "min": round(min(values), decimals),
-            "max": round(max(values), decimals)}
-
-
-def log_tail(path: Path, lines: int = 8) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return [f"(no log at {path})"]
-    return [line for line in text.splitlines() if line.strip()][-lines:] or [f"({path} is empty)"]
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, alive: Callable[[], None] = lambda: None,
@@ -807,14 +771,6 @@ def git_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted": dirty}
 
 
-def machine_info() -> dict[str, object]:
-    return {"cpu_count": os.cpu_count(), "python": platform.python_version(), "prefect": version("prefect"),
-            "orch_next": version("orch-next"), "platform": platform.platform(),
-            "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
-            "load_avg_1m": round(os.getloadavg()[0], 2),
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git": git_state()}
-
-
 def fmt(value: float | None, decimals: int = 0) -> str:
     return "–" if value is None else f"{value:,.{decimals}f}"
 
@@ -1040,6 +996,11 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     print(write_report(report, args.out))
     return 0
+
+
+
+def machine_info() -> dict[str, object]:
+    return {**_machine_info(), "git": git_state()}
 
 
 if __name__ == "__main__":

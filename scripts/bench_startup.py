@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,13 +26,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
 from typing import IO
 
 import httpx
 import psutil
+
+from bench_common import BenchError, clean_environ, log_tail, machine_info, spread
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the virtualenv's bin: orch, prefect
@@ -51,17 +49,6 @@ GOAL_OWN_RSS_MB = 300.0
 PREFECT_SERVER = "prefect server"
 SUPERVISOR = "supervisor"
 SCENARIOS = {"fresh": "`orch up` (fresh)", "existing": "`orch up` (existing data)", "naive": "naive baseline"}
-
-
-class BenchError(Exception):
-    """A stack did not start or stop as it should: one line saying what, then the log lines saying why."""
-
-    def __init__(self, message: str, tail: Iterable[str] = ()) -> None:
-        super().__init__(message)
-        self.tail = list(tail)
-
-    def __str__(self) -> str:
-        return "\n".join([self.args[0], *(f"    | {line}" for line in self.tail)])
 
 
 @dataclass(frozen=True)
@@ -110,17 +97,6 @@ def free_endpoints() -> Endpoints:
         first.bind(("127.0.0.1", 0))
         second.bind(("127.0.0.1", 0))
         return Endpoints(first.getsockname()[1], second.getsockname()[1])
-
-
-def clean_environ() -> dict[str, str]:
-    """This shell's environment minus anything that would point the stack at someone else's server or DB."""
-    from orch.config.loader import ENV_ALIASES
-
-    aliases = {name for name, _ in ENV_ALIASES}  # DATABASE_URL, JWT_SECRET, ... are read by ORCH too
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ORCH_")) and k not in aliases}
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    env["PYTHONUNBUFFERED"] = "1"  # output lines are timestamped when they arrive
-    return env
 
 
 def warm_page_cache() -> None:
@@ -192,17 +168,6 @@ def wait_healthy(ends: Endpoints, components: Iterable[str], deadline: float, lo
                              log_tail(log_dir / f"{component}.log"))
         time.sleep(POLL_SECONDS)
 
-
-def log_tail(path: Path, lines: int = 8) -> list[str]:
-    """The last non-empty lines of a log: usually the reason a component did not come up."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return [f"(no log at {path})"]
-    return [line for line in text.splitlines() if line.strip()][-lines:] or [f"({path} is empty)"]
-
-
-# --- processes -------------------------------------------------------------------------------------
 
 def is_alive(proc: psutil.Process) -> bool:
     try:
@@ -495,11 +460,6 @@ def run_naive(home: Path) -> RunResult:
 
 # --- report --------------------------------------------------------------------------------------
 
-def spread(values: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
-            "max": round(max(values), 2)}
-
-
 def component_names(results: dict[str, list[RunResult]]) -> list[str]:
     """ORCH's components in a fixed order first, then whatever else turned up (labelled by command)."""
     seen = {name for runs in results.values() for run in runs for name in run.rss_mb} - {PREFECT_SERVER}
@@ -566,16 +526,6 @@ def milestone_line(summary: dict[str, dict[str, float]]) -> str:
              if key.startswith("milestone_s:")]
     return " → ".join(f"{name} {at:.1f}" for at, name in sorted(found))
 
-
-def machine_info() -> dict[str, object]:
-    return {"cpu_count": os.cpu_count(), "python": platform.python_version(), "prefect": version("prefect"),
-            "orch_next": version("orch-next"), "platform": platform.platform(),
-            "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
-            "load_avg_1m": round(os.getloadavg()[0], 2),
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-# --- main ----------------------------------------------------------------------------------------
 
 def progress(scenario: str, number: int, result: RunResult) -> None:
     print(f"{SCENARIOS[scenario]} run {number}: healthy in {result.healthy_s:.1f} s, stopped in "
