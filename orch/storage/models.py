@@ -164,3 +164,18 @@ class AuditRecord(Base):
     user_agent: Mapped[str | None] = mapped_column(String(255))
     success: Mapped[bool] = mapped_column(Boolean, default=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class WebhookDelivery(Base):
+    """A signed webhook delivery already accepted, so a replay of it is refused on every API replica.
+
+    Rows older than the signature tolerance are useless (the timestamp check refuses those already)
+    and are purged as new deliveries arrive.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_received", "received_at"),)
+
+    signature: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,34 @@
+"""webhook deliveries (replay protection shared by API replicas)
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-26 21:05:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+import orch.storage.types
+
+
+revision = '0004'
+down_revision = '0003'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table('webhook_deliveries',
+    sa.Column('signature', sa.String(length=64), nullable=False),
+    sa.Column('event', sa.String(length=64), nullable=False),
+    sa.Column('received_at', orch.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('signature')
+    )
+    op.create_index('ix_webhook_deliveries_received', 'webhook_deliveries', ['received_at'], unique=False)
+
+
+def downgrade() -> None:
+    op.drop_index('ix_webhook_deliveries_received', table_name='webhook_deliveries')
+    op.drop_table('webhook_deliveries')
