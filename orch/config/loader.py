@@ -47,6 +47,7 @@ ENV_ALIASES: tuple[tuple[str, str], ...] = (
     ("PREFECT_API_URL", "prefect.api_url"),
     ("PREFECT_SERVER_API_HOST", "prefect.server_host"),
     ("PREFECT_SERVER_API_PORT", "prefect.server_port"),
+    ("MAINTENANCE_MODE", "features.maintenance_mode"),
 )
 
 _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")

@@ -218,6 +218,9 @@ class FeatureSettings(Section):
     enable_self_healing: bool = True
     max_concurrent_tasks: int = Field(default=100, gt=0)
     task_timeout_default: int = Field(default=300, gt=0)
+    maintenance_mode: bool = Field(default=False, description="MAINTENANCE_MODE: state-changing API calls "
+                                   "answer 503 and self-healing pauses; reads and health keep working.")
+    docs: bool = Field(default=True, description="Serve /docs and the OpenAPI schema (turn off in production).")
 
 
 class CoreSettings(Section):
