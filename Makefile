@@ -28,6 +28,7 @@ doctor: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_startup.py
 	$(BIN)/python scripts/bench_dispatch.py
+	$(BIN)/python scripts/bench_analysis.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -90,6 +90,7 @@ def apply_deployments() -> None:
 def main() -> int:
     from orch.config.runtime import get_settings
     from blocks.register import register_blocks
+    from deployments.automations import apply_automations
 
     settings = get_settings()
     api_url = settings.prefect.resolved_api_url()
@@ -98,6 +99,7 @@ def main() -> int:
     ensure_work_pools(work_pools())
     register_blocks(settings)
     apply_deployments()
+    apply_automations(settings)
     print("applied: " + ", ".join(deployment_names()))
     return 0
 

@@ -2,22 +2,92 @@
 
 Writing the record in the caller's session means an act and its audit entry commit or roll back
 together: there is never an unaudited change nor an entry for a change that did not happen.
+
+The same entry is also appended to ``logging.audit_file`` (``logs/audit.log``) as one JSON line with
+the guide's ``AuditEvent`` fields, but only once the transaction has committed, so the file never
+claims an act the database rolled back. The file handler reopens the file when logrotate moves it
+(``WatchedFileHandler``) and never rotates it itself, so several processes can append to one file.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import logging.handlers
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from orch.logging_config import RedactingFilter
 from orch.storage.models import AuditRecord
+from orch.storage.types import utcnow
+
+_PENDING = "orch_audit_pending"
+_trail = logging.getLogger("orch.audit.trail")
+_trail.propagate = False  # the trail has its own file; it is not part of the operational log
+_trail.setLevel(logging.INFO)
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Where a request came from, for the audit trail (the CLI leaves both unset)."""
+
+    ip_address: str | None = None
+    user_agent: str | None = None
 
 
 def record_audit(session: Session, *, actor: str, action: str, resource: str,
                  resource_id: str | None = None, success: bool = True, ip_address: str | None = None,
                  user_agent: str | None = None, details: dict[str, Any] | None = None) -> AuditRecord:
-    entry = AuditRecord(actor=actor, action=action, resource=resource, resource_id=resource_id,
-                        success=success, ip_address=ip_address, user_agent=user_agent,
-                        details=details or {})
+    entry = AuditRecord(timestamp=utcnow(), actor=actor[:64], action=action, resource=resource,
+                        resource_id=resource_id, success=success, ip_address=ip_address,
+                        user_agent=(user_agent or None) and user_agent[:255], details=details or {})
     session.add(entry)
+    if _trail.handlers:
+        session.info.setdefault(_PENDING, []).append(_line(entry))
     return entry
+
+
+def configure_audit_log(path: str | None) -> None:
+    """Send committed audit entries to ``path`` too (None: database only). Idempotent per path."""
+    with _lock:
+        current = [h for h in _trail.handlers if isinstance(h, logging.FileHandler)]
+        if path and current and Path(current[0].baseFilename) == Path(path).resolve():
+            return
+        for handler in list(_trail.handlers):
+            _trail.removeHandler(handler)
+            handler.close()
+        if not path:
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(RedactingFilter())
+        _trail.addHandler(handler)
+        _trail.propagate = False
+
+
+def _line(entry: AuditRecord) -> str:
+    """The guide's ``AuditEvent`` as one JSON line."""
+    return json.dumps({
+        "timestamp": entry.timestamp.isoformat(), "user_id": entry.actor, "username": entry.actor,
+        "action": entry.action, "resource": entry.resource, "resource_id": entry.resource_id,
+        "ip_address": entry.ip_address, "user_agent": entry.user_agent, "success": entry.success,
+        "details": entry.details, "event_type": "audit",
+    }, default=str, separators=(",", ":"))
+
+
+@event.listens_for(Session, "after_commit")
+def _write_committed(session: Session) -> None:
+    for line in session.info.pop(_PENDING, ()):
+        _trail.info(line)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_rolled_back(session: Session) -> None:
+    session.info.pop(_PENDING, None)

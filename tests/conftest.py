@@ -30,6 +30,7 @@ _LEAKY_ENV = [
 ]
 PG_ADMIN_URL = os.environ.get("ORCH_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+pytest_plugins = ["api_fixtures"]
 
 
 @pytest.fixture(scope="session")

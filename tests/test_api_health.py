@@ -38,16 +38,20 @@ def serve(**environ: str) -> Iterator[str]:
         thread.join(10)
 
 
-def test_health_ok_with_database_and_prefect(database_url: str, prefect_server: str) -> None:
+def test_health_with_database_and_prefect_but_no_dispatcher(database_url: str, prefect_server: str) -> None:
+    """Database and Prefect fine, no worker online in the ORCH pool: degraded (200), and it says why.
+    (The all-ok answer, with a worker running, is checked by the `orch up` end-to-end test.)"""
     upgrade(load_settings(environ={"DATABASE_URL": database_url}, generate_secrets=False).database)
     with serve(DATABASE_URL=database_url, PREFECT_API_URL=prefect_server) as url:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
         response = httpx.get(f"{url}/health")
         body = response.json()
-        assert response.status_code == 200 and body["status"] == "ok", body
+        assert response.status_code == 200 and body["status"] == "degraded", body
         assert set(body) == {"status", "timestamp", "version", "uptime_seconds", "components"}
-        assert body["components"]["database"]["status"] == "ok"
-        assert body["components"]["prefect"]["status"] == "ok"
+        components = body["components"]
+        assert components["database"]["status"] == "ok" and components["prefect"]["status"] == "ok"
+        assert components["dispatcher"]["status"] == "degraded"
+        assert "no online worker in work pool 'orch-process'" in components["dispatcher"]["detail"]
 
 
 def test_health_degraded_without_prefect(isolated_env) -> None:  # type: ignore[no-untyped-def]

@@ -13,12 +13,12 @@ def test_nothing_configured_registers_nothing(prefect_server: str) -> None:
 
 
 def test_slack_block_saved_and_overwritten(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prefect.blocks.notifications import SlackWebhook
+    from blocks.notifications import OrchSlackWebhook
 
     monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T000/B000/first0000000")
-    assert register_blocks(load_settings(generate_secrets=False)) == [f"slack-webhook/{SLACK_BLOCK}"]
+    assert register_blocks(load_settings(generate_secrets=False)) == [f"orch-slack-webhook/{SLACK_BLOCK}"]
     monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T000/B000/second000000")
     register_blocks(load_settings(generate_secrets=False))
-    block = SlackWebhook.load(SLACK_BLOCK)
+    block = OrchSlackWebhook.load(SLACK_BLOCK)
     assert block.url.get_secret_value().endswith("/second000000")
     assert "second000000" not in repr(block)

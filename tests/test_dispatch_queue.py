@@ -220,7 +220,7 @@ def test_stay_reserves_the_core_for_its_owner(settings: Settings) -> None:
     [alice_claim] = queue.claim("d1", 10)
     assert alice_claim.task_id == alices["task_id"]  # bob's is older, but the core stays alice's
     queue.finish(alice_claim, "completed")
-    assert queue.release_core("WORK_AI_01") is True
+    assert queue.release_core("WORK_AI_01", "ops") is True
     assert claimed_ids(queue) == [bobs["task_id"]]
 
 

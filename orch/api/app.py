@@ -1,13 +1,31 @@
-"""The FastAPI application factory. One router module per resource; this file only assembles them."""
+"""The FastAPI application factory. One router module per resource; this file only assembles them.
+
+Middleware, outermost first: trusted hosts, access log and metrics, CORS, maintenance mode, body size
+limit, GZip. Host checking comes first so nothing else runs for a forged Host header; CORS sits
+outside maintenance mode so a browser's preflight still gets its answer during maintenance.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from orch import __version__
 from orch.config.schema import Settings
+
+GZIP_MINIMUM_BYTES = 1024
+CORS_MAX_AGE_SECONDS = 600
+
+
+def docs_enabled(settings: Settings) -> bool:
+    """``features.docs``; unset means on locally and off in production, as the guide runs it."""
+    return settings.features.docs if settings.features.docs is not None else settings.environment == "local"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -16,11 +34,72 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from orch.config.runtime import get_settings
 
         settings = get_settings()
-    from orch.api import health
+    from orch.api.errors import install_error_handlers
+    from orch.api.events import EventHub
+    from orch.api.metrics import ApiMetrics
+    from orch.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, MaintenanceMiddleware
+    from orch.api.routes import auth, cores, deployments, health, locks, mcp, sse, tasks, users, webhook
+    from orch.api.metrics import router as metrics_router
+    from orch.audit import configure_audit_log
+    from orch.security.ratelimit import RateLimiter
 
-    app = FastAPI(title="ORCH-Next", version=__version__,
-                  description="Task dispatch, operations and health for ORCH-Next.")
+    configure_audit_log(settings.logging.audit_file)
+    hub = EventHub(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    docs = docs_enabled(settings)
+    app = FastAPI(title="ORCH-Next", version=__version__, lifespan=lifespan,
+                  description="Task dispatch, operations and health for ORCH-Next. Authenticate with "
+                              "POST /auth/token and send `Authorization: Bearer <token>`.",
+                  docs_url="/docs" if docs else None, redoc_url=None,
+                  openapi_url="/openapi.json" if docs else None)
     app.state.settings = settings
     app.state.started = time.monotonic()
-    app.include_router(health.router)
+    app.state.metrics = ApiMetrics()
+    app.state.rate_limiter = RateLimiter(settings.security.rate_limit)
+    app.state.event_hub = hub
+    app.state.health_cache = health._Cache(settings.api.health_cache_seconds)
+    app.state.last_purge = 0.0
+    _register_domain_metrics(app, settings)
+
+    install_error_handlers(app)
+    for module in (health, auth, tasks, cores, webhook, sse, locks, deployments, users, mcp):
+        app.include_router(module.router)
+    app.include_router(metrics_router)
+    _include_optional_routers(app)
+
+    # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.api.max_body_bytes)
+    app.add_middleware(MaintenanceMiddleware, settings=settings)
+    app.add_middleware(CORSMiddleware, allow_origins=settings.api.cors_origins, allow_credentials=True,
+                       allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                       allow_headers=["Authorization", "Content-Type", "X-Signature", "Last-Event-ID"],
+                       max_age=CORS_MAX_AGE_SECONDS)
+    app.add_middleware(AccessLogMiddleware, metrics=app.state.metrics)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api.trusted_hosts)
     return app
+
+
+def _register_domain_metrics(app: FastAPI, settings: Settings) -> None:
+    """Queue, system, alert and healing metrics from the monitoring collector, when this build has it."""
+    try:
+        from orch.monitoring.collector import DomainCollector
+    except ImportError:
+        return
+    app.state.metrics.registry.register(DomainCollector(settings))
+
+
+def _include_optional_routers(app: FastAPI) -> None:
+    try:
+        from orch.api.routes import monitoring
+    except ImportError:
+        return
+    app.include_router(monitoring.router)

@@ -322,7 +322,7 @@ def cores_release(core_id: str, config: ConfigOption = None) -> None:
     with user_errors():
         from orch.dispatch.queue import TaskQueue
 
-        released = TaskQueue(load(config)).release_core(core_id)
+        released = TaskQueue(load(config)).release_core(core_id, _cli_owner())
         typer.echo(f"core {core_id} released" if released else f"core {core_id} was not reserved")
 
 
@@ -355,7 +355,7 @@ def locks_release(resource: str, config: ConfigOption = None) -> None:
     with user_errors():
         from orch.dispatch.locks import LockManager
 
-        released = LockManager(load(config)).release(resource)
+        released = LockManager(load(config)).release(resource, actor=_cli_owner())
         typer.echo(f"lock {resource} released" if released else f"lock {resource} was not held")
 
 
@@ -386,6 +386,25 @@ def _os_user() -> str:
         return getpass.getuser()
     except Exception:  # noqa: BLE001 - no login name in some containers
         return "unknown"
+
+
+# Sub-apps in their own modules import fail/load/user_errors from here, so they are added last.
+from orch.cli.analysis import logs_app, perf_app  # noqa: E402
+
+app.add_typer(logs_app, name="logs")
+app.add_typer(perf_app, name="perf")
+from orch.cli.backup import backup_app, db_maintain, recover_app  # noqa: E402
+
+app.add_typer(backup_app, name="backup")
+app.add_typer(recover_app, name="recover")
+db_app.command("maintain")(db_maintain)
+from orch.cli.supply_chain import sbom_app, scan  # noqa: E402
+
+app.add_typer(sbom_app, name="sbom")
+app.command("scan")(scan)
+from orch.cli.monitoring import register as register_monitoring  # noqa: E402
+
+register_monitoring(app)  # orch alerts | silence | maintenance | monitor
 
 
 def main() -> None:

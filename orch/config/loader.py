@@ -277,6 +277,11 @@ def _resolve_paths(settings: Settings, home: Path) -> None:
             db.url = f"sqlite:///{_absolute(relative, home)}"
     if settings.logging.file:
         settings.logging.file = str(_absolute(settings.logging.file, home))
+    if settings.logging.audit_file:
+        settings.logging.audit_file = str(_absolute(settings.logging.audit_file, home))
+    for key in ("tls_cert_file", "tls_key_file"):
+        if getattr(settings.api, key):
+            setattr(settings.api, key, str(_absolute(getattr(settings.api, key), home)))
 
 
 def _absolute(path: str, home: Path) -> Path:

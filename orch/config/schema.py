@@ -78,8 +78,24 @@ class DatabaseSettings(Section):
 
 
 class RateLimitSettings(Section):
-    requests_per_minute: int = Field(default=100, gt=0)
-    burst_size: int = Field(default=20, gt=0)
+    requests_per_minute: int = Field(default=100, gt=0, description="Per user (per address when anonymous).")
+    burst_size: int = Field(default=20, gt=0, description="At most this many of them in any one second.")
+    storage_url: str | None = Field(default=None, description="redis://host:6379/0 to share the limit "
+                                    "between API replicas; unset: this process's memory.")
+
+    @field_validator("storage_url")
+    @classmethod
+    def _redis_or_memory(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "memory://")):
+            raise ValueError(f"must be a redis://, rediss:// or memory:// URL, got {value!r}")
+        return value
+
+
+class LockoutSettings(Section):
+    max_failures: int = Field(default=5, gt=0, description="Failed logins within window_seconds that lock "
+                              "the account.")
+    window_seconds: int = Field(default=900, gt=0)
+    lockout_seconds: int = Field(default=900, gt=0, description="How long a locked account stays locked.")
 
 
 class PasswordPolicySettings(Section):
@@ -97,6 +113,9 @@ class SecuritySettings(Section):
     mcp_token: SecretStr | None = Field(default=None, description="ORCH_MCP_TOKEN; generated locally.")
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     password_policy: PasswordPolicySettings = Field(default_factory=PasswordPolicySettings)
+    lockout: LockoutSettings = Field(default_factory=LockoutSettings)
+    webhook_tolerance_seconds: int = Field(default=300, gt=0, le=3600, description="Oldest webhook "
+                                           "signature timestamp accepted.")
 
     @field_validator("jwt_secret", "webhook_secret", "mcp_token")
     @classmethod
@@ -114,20 +133,136 @@ class AlertThresholds(Section):
     error_rate_percent: float = Field(default=5, gt=0, le=100)
 
 
+HealAction = Literal["restart", "isolate", "rollback"]
+SupervisedProcess = Literal["api", "worker"]
+
+
+def _no_repeated_actions(value: list[str] | None) -> list[str] | None:
+    if value is not None and len(set(value)) != len(value):
+        raise ValueError("must not list an action twice")
+    return value
+
+
 class SelfHealingSettings(Section):
     enabled: bool = True
-    max_retries: int = Field(default=3, ge=0, le=100)
+    max_retries: int = Field(default=3, ge=0, le=100, description="Attempts per action before escalating.")
     backoff_multiplier: float = Field(default=2, ge=1)
-    actions: list[Literal["restart", "isolate", "rollback"]] = Field(
-        default_factory=lambda: ["restart", "isolate", "rollback"]
-    )
+    backoff_seconds: float = Field(default=1, ge=0, description="Wait before the second attempt of an action; "
+                                   "multiplied by backoff_multiplier for each further one.")
+    actions: list[HealAction] = Field(default_factory=lambda: ["restart", "isolate", "rollback"])
+    settle_seconds: float = Field(default=15, gt=0, description="After an attempt, how long the target's health "
+                                  "check is retried before the attempt counts as failed.")
+    max_runs_per_hour: int = Field(default=3, gt=0, description="Circuit breaker: healing runs per target per "
+                                   "hour; beyond it healing stops and a human is paged.")
+    require_approval: list[HealAction] = Field(default_factory=list, description="Actions that pause for "
+                                               "approval in the Prefect UI (isolate, rollback are destructive).")
+    approval_timeout: int = Field(default=300, gt=0, description="Seconds to wait for approval; timeout = no.")
+    dry_run: bool = Field(default=False, description="Log and audit the plan, change nothing.")
+
+    @field_validator("actions", "require_approval")
+    @classmethod
+    def _no_repeats(cls, value: list[str]) -> list[str]:
+        return _no_repeated_actions(value) or []
+
+
+def _argv(value: Any) -> Any:
+    """Commands may be written as one string (split like a shell would, but run without one) or a list."""
+    if isinstance(value, str):
+        import shlex
+
+        return shlex.split(value)
+    return value
+
+
+class _OneOf(Section):
+    """An action or check configured in exactly one way; which ways exist is the model's fields."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "_OneOf":
+        ways = [name for name in self._ways() if getattr(self, name)]
+        if len(ways) != 1:
+            raise ValueError(f"needs exactly one of {', '.join(self._ways())}"
+                             + (f" (got {', '.join(ways)})" if ways else " (missing command)"))
+        return self
+
+    @classmethod
+    def _ways(cls) -> list[str]:
+        return [name for name in cls.model_fields if name not in ("expected_status", "timeout")]
+
+    @field_validator("command", mode="before", check_fields=False)
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _argv(value)
+
+
+class TargetHealthCheck(_OneOf):
+    url: str | None = Field(default=None, description="HTTP(S) URL answered with expected_status when healthy.")
+    command: list[str] | None = Field(default=None, description="Healthy when it exits 0 within timeout.")
+    supervised: SupervisedProcess | None = Field(default=None, description="Healthy while that `orch up` "
+                                                 "process is alive.")
+    expected_status: int = Field(default=200, ge=100, le=599)
+    timeout: float = Field(default=5, gt=0, le=300)
+
+
+class RestartAction(_OneOf):
+    command: list[str] | None = None
+    systemd_unit: str | None = Field(default=None, description="systemctl restart UNIT.")
+    windows_service: str | None = Field(default=None, description="Restart-Service NAME (PowerShell).")
+    supervised: SupervisedProcess | None = Field(default=None, description="An `orch up` process: stopped, "
+                                                 "then restarted by the stack's supervisor.")
+
+
+class IsolateAction(_OneOf):
+    core: str | None = Field(default=None, description="Stop dispatching ORCH tasks to this core.")
+    command: list[str] | None = Field(default=None, description="Takes the target out of rotation.")
+
+
+class RollbackAction(_OneOf):
+    command: list[str] | None = None
+    deployment: str | None = Field(default=None, description="`flow/deployment` that restores the previous "
+                                   "known-good version; run and waited for.")
+
+
+class TargetSettings(Section):
+    """Something ORCH watches and heals: how to tell it is healthy and how to act on it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    health_check: TargetHealthCheck
+    restart: RestartAction | None = None
+    isolate: IsolateAction | None = None
+    rollback: RollbackAction | None = None
+    actions: list[HealAction] | None = Field(default=None, description="Order of healing actions for this "
+                                             "target; default: self_healing.actions that it configures.")
+    severity: Literal["warning", "critical"] = "critical"
 
     @field_validator("actions")
     @classmethod
-    def _no_repeats(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("must not list an action twice")
-        return value
+    def _no_repeats(cls, value: list[str] | None) -> list[str] | None:
+        return _no_repeated_actions(value)
+
+    @model_validator(mode="after")
+    def _listed_actions_are_configured(self) -> "TargetSettings":
+        missing = [action for action in self.actions or [] if getattr(self, action) is None]
+        if missing:
+            raise ValueError(f"actions lists {', '.join(missing)} but the target does not configure it")
+        return self
+
+
+class AlertingSettings(Section):
+    for_seconds: float = Field(default=120, ge=0, description="A threshold must be crossed this long before "
+                               "its alert fires (pending until then).")
+    target_for_seconds: float = Field(default=0, ge=0, description="Same for a failing target health check.")
+    repeat_interval: int = Field(default=3600, gt=0, description="Seconds between reminders of a firing alert.")
+    flap_window: int = Field(default=900, gt=0, description="Window in which state changes are counted.")
+    flap_threshold: int = Field(default=4, ge=2, description="This many fire/resolve changes in flap_window "
+                                "hold the alert as flapping (one notification, no healing) until it settles.")
+    ewma_metrics: list[str] = Field(default_factory=lambda: ["cpu_percent", "memory_percent",
+                                                             "api_response_time_ms"],
+                                    description="Metrics also watched for anomalies (EWMA).")
+    ewma_alpha: float = Field(default=0.3, gt=0, lt=1, description="Weight of the newest sample.")
+    ewma_deviations: float = Field(default=4, gt=0, description="Anomaly: this many standard deviations "
+                                   "from the EWMA.")
+    ewma_min_samples: int = Field(default=20, ge=3, description="Samples needed before anomalies are judged.")
 
 
 class MonitoringSettings(Section):
@@ -135,6 +270,20 @@ class MonitoringSettings(Section):
     metrics_retention: int = Field(default=2592000, gt=0, description="Seconds samples are kept.")
     alert_thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
     self_healing: SelfHealingSettings = Field(default_factory=SelfHealingSettings)
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
+    disk_paths: list[str] = Field(default_factory=lambda: ["/"], description="Mount points whose usage is sampled.")
+    orch_targets: bool = Field(default=True, description="Watch ORCH's own API and worker as targets "
+                               "(restarted through `orch up`'s supervisor).")
+    targets: list[TargetSettings] = Field(default_factory=list)
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_names(cls, value: list[TargetSettings]) -> list[TargetSettings]:
+        names = [target.name for target in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"target names must be unique: {', '.join(repeated)}")
+        return value
 
 
 class SlackSettings(Section):
@@ -167,9 +316,17 @@ class EmailSettings(Section):
         return value
 
 
+class WebhookNotificationSettings(Section):
+    url: SecretStr | None = Field(default=None, description="Receiver of Alertmanager-format webhook JSON; "
+                                  "unset: none.")
+    receiver: str = Field(default="orch-next", description="The payload's `receiver` field.")
+    external_url: str = Field(default="", description="The payload's `externalURL` (e.g. the Prefect UI).")
+
+
 class NotificationSettings(Section):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     email: EmailSettings = Field(default_factory=EmailSettings)
+    webhook: WebhookNotificationSettings = Field(default_factory=WebhookNotificationSettings)
     mention_on_critical: bool = True
 
 
@@ -177,6 +334,8 @@ class LoggingSettings(Section):
     level: str = "INFO"
     format: Literal["json", "text"] = "json"
     file: str | None = Field(default="logs/orch-next.log", description="Empty or null: no log file.")
+    audit_file: str | None = Field(default="logs/audit.log", description="Audit trail as JSON lines "
+                                   "(beside the database copy); empty or null: database only.")
     max_size: int = Field(default=100 * 1024**2, description="Bytes, or a string such as 100MB.")
     backup_count: int = Field(default=10, ge=0)
     loggers: dict[str, str] = Field(default_factory=lambda: {"uvicorn": "WARNING"})
@@ -205,7 +364,7 @@ class LoggingSettings(Section):
     def _size(cls, value: int | str) -> int:
         return parse_size(value)
 
-    @field_validator("file")
+    @field_validator("file", "audit_file")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
@@ -220,7 +379,8 @@ class FeatureSettings(Section):
     task_timeout_default: int = Field(default=300, gt=0)
     maintenance_mode: bool = Field(default=False, description="MAINTENANCE_MODE: state-changing API calls "
                                    "answer 503 and self-healing pauses; reads and health keep working.")
-    docs: bool = Field(default=True, description="Serve /docs and the OpenAPI schema (turn off in production).")
+    docs: bool | None = Field(default=None, description="Serve /docs and the OpenAPI schema; unset: on "
+                              "locally, off in production.")
 
 
 class CoreSettings(Section):
@@ -252,12 +412,102 @@ class DispatchSettings(Section):
                                 "looks for work (bounds the wait from dispatch to start).")
 
 
+class BackupSettings(Section):
+    """Verified backups of the ORCH database, their catalog and their retention."""
+
+    directory: str | None = Field(default=None, description="Where backups and catalog.json live. "
+                                  "Default: <data_dir>/backups.")
+    retention_days: int = Field(default=30, gt=0, description="Backups older than this are pruned ...")
+    keep_last: int = Field(default=7, ge=1, description="... except the newest this many verified ones.")
+    compression_level: int = Field(default=1, ge=1, le=9, description="gzip level of SQLite backups.")
+    lock_timeout: float = Field(default=300, gt=0, description="Seconds a backup or restore waits for the "
+                                "orch:database lock (held by another backup, restore or maintenance).")
+    pg_dump: str = Field(default="pg_dump", description="pg_dump executable (same major as the server).")
+    pg_restore: str = Field(default="pg_restore", description="pg_restore executable.")
+
+
+class MaintenanceSettings(Section):
+    """Weekly database upkeep and what it purges."""
+
+    events_retention_days: int = Field(default=90, gt=0, description="Events of finished tasks older than "
+                                       "this are purged (the task rows stay).")
+    audit_retention_days: int = Field(default=730, gt=0, description="Audit records older than this are "
+                                      "purged; long by default, since audits answer questions late.")
+    log_retention_days: int = Field(default=7, gt=0, description="Rotated logs older than this are removed "
+                                    "by recovery when the disk is low (the guide's find -mtime +7).")
+
+
+class ResourceGuardSettings(Section):
+    """The guide's resource guard: warn (or fail, when strict) on a busy CPU or a nearly full disk."""
+
+    cpu_percent: float = Field(default=80, gt=0, le=100, description="CPU use above which the guard trips.")
+    min_free_disk: int = Field(default=1024**3, description="Free bytes (or a size such as 1GB) below which "
+                               "the guard trips, on the disk holding data_dir.")
+    strict: bool = Field(default=False, description="Fail instead of warn; RESOURCE_GUARD_STRICT=true also "
+                         "turns it on.")
+
+    @field_validator("min_free_disk", mode="before")
+    @classmethod
+    def _size(cls, value: int | str) -> int:
+        return parse_size(value)
+
+
+class SupplyChainSettings(Section):
+    """SBOM, its signature, and the security scan (paths resolve against ORCH_HOME, the checkout)."""
+
+    sbom_path: str = Field(default="observability/sbom/sbom.json", description="Where the SBOM is written "
+                           "(sbom.sig and sbom.pub.pem go beside it).")
+    keys_dir: str = Field(default="observability/sbom/keys", description="private_key.pem (mode 0600) and "
+                          "public_key.pem used to sign and verify the SBOM.")
+    signing_key_block: str | None = Field(default=None, description="Name of a Prefect Secret block holding "
+                                          "the PEM private key; when set, the sbom flow signs with it.")
+    reports_dir: str = Field(default="security_reports", description="Security reports and scanner output.")
+    repo_dir: str = Field(default=".", description="The repository the secret scan and bandit look at.")
+    code_paths: list[str] = Field(default_factory=lambda: ["orch", "flows", "tasks", "blocks", "deployments",
+                                                           "scripts"],
+                                  description="Directories of repo_dir that bandit and semgrep scan.")
+    secrets_baseline: str = Field(default=".secrets.baseline", description="Accepted secret-scan findings "
+                                  "(detect-secrets baseline format), relative to repo_dir.")
+    eol_table: str = Field(default="security/eol.yaml", description="The dated EOL table, relative to repo_dir.")
+    semgrep_rules: str = Field(default="security/semgrep", description="Semgrep rules, relative to repo_dir.")
+    osv_db_dir: str | None = Field(default=None, description="An offline OSV database (PyPI advisories as "
+                                   "JSON files or all.zip) for the dependency audit; unset: pip-audit online.")
+    audit_timeout: int = Field(default=120, gt=0, description="Seconds the dependency audit may take.")
+    fail_on_severity: Literal["low", "medium", "high"] = Field(default="medium", description="Lowest bandit/"
+                                                               "semgrep severity that fails the scan.")
+    resource_guard: ResourceGuardSettings = Field(default_factory=ResourceGuardSettings)
+
+
 class ApiSettings(Section):
     host: str = Field(default="127.0.0.1", description="ORCH_HOST overrides it.")
     port: int = Field(default=8000, gt=0, lt=65536, description="ORCH_PORT overrides it.")
     cors_origins: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:5001", "http://localhost:5001"]
     )
+    trusted_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+        description="Host headers the API answers (TrustedHostMiddleware); add the name clients use, "
+                    "or '*' behind a proxy that checks it.")
+    max_body_bytes: int = Field(default=1024**2, gt=0, description="Larger request bodies get 413. Bytes or "
+                                "a size such as 1MB.")
+    tls_cert_file: str | None = Field(default=None, description="With tls_key_file: serve HTTPS (TLS 1.2+).")
+    tls_key_file: str | None = None
+    sse_heartbeat_seconds: float = Field(default=15, gt=0, le=300, description="Keep-alive on SSE streams.")
+    sse_poll_seconds: float = Field(default=0.25, gt=0, le=10, description="How often new events are "
+                                    "looked for (one query per API process, whatever the client count).")
+    health_cache_seconds: float = Field(default=2, ge=0, le=60, description="How long /health reuses a "
+                                        "component check, so probes at any rate cost one check per period.")
+
+    @field_validator("max_body_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: int | str) -> int:
+        return parse_size(value)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "ApiSettings":
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
 
 
 class PrefectSettings(Section):
@@ -298,12 +548,16 @@ class Settings(BaseSettings):
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    supply_chain: SupplyChainSettings = Field(default_factory=SupplyChainSettings)
 
     def secret_values(self) -> list[str]:
         """Every secret this configuration holds, so logging can mask them wherever they appear."""
         security, notifications = self.security, self.notifications
         candidates = [security.jwt_secret, security.webhook_secret, security.mcp_token,
-                      notifications.slack.webhook_url, notifications.email.password]
+                      notifications.slack.webhook_url, notifications.email.password,
+                      notifications.webhook.url]
         values = [c.get_secret_value() for c in candidates if c is not None]
         if self.database.url and "@" in self.database.url:
             from urllib.parse import unquote, urlsplit

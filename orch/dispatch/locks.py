@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from orch.audit import Caller, record_audit
 from orch.config.schema import Settings
 from orch.dispatch.errors import DispatchError
 from orch.dispatch.ordering import Priority, sort_key
@@ -129,8 +130,10 @@ class LockManager:
             lock.expires_at = now + timedelta(seconds=ttl)
             return _view(lock)
 
-    def release(self, resource: str, owner: str | None = None) -> bool:
-        """Release (``owner`` None: an operator forcing it). False when nothing was held."""
+    def release(self, resource: str, owner: str | None = None, *, actor: str | None = None,
+                caller: Caller | None = None) -> bool:
+        """Release (``owner`` None: ``actor``, an operator, forcing it, which is audited). False when
+        nothing was held."""
         with session_scope(self.database, write_lock=True) as session:
             lock = session.get(ResourceLock, resource)
             if lock is None:
@@ -138,6 +141,11 @@ class LockManager:
             if owner is not None and lock.owner != owner:
                 raise LockNotHeld(resource, owner)
             session.delete(lock)
+            if owner is None:
+                caller = caller or Caller()
+                record_audit(session, actor=actor or "unknown", action="lock.release", resource="lock",
+                             resource_id=resource, ip_address=caller.ip_address, user_agent=caller.user_agent,
+                             details={"holder": lock.owner})
             return True
 
     def cleanup_expired(self) -> int:

@@ -27,6 +27,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from orch.audit import Caller, record_audit
 from orch.config.schema import Settings
 from orch.dispatch.errors import InvalidTransition, QueueFull, TaskNotFound
 from orch.dispatch.locks import expire_locks, record_acquisition
@@ -41,6 +42,9 @@ log = get_logger(__name__)
 CLAIM_LOCK_KEY = 0x0_7C_4D_15  # pg_advisory_xact_lock key that serialises claims
 SCAN_BATCH = 500
 TERMINAL = ("completed", "failed", "timed_out", "cancelled")
+# Held by a restore (orch.backup.guard): while it is, claims take nothing. The check reads the held-lock
+# names the claim loads anyway, so it costs nothing per claim; the TTL frees it if the restorer dies.
+DISPATCH_PAUSE_LOCK = "orch:dispatch-paused"
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,13 @@ def log_event(event_type: str, task_id: str, core_id: str, data: dict[str, Any])
                                     "data": data})
 
 
+def _audit(session: Session, actor: str, action: str, resource_id: str | None, caller: Caller | None,
+           details: dict[str, Any], resource: str = "task") -> None:
+    caller = caller or Caller()
+    record_audit(session, actor=actor, action=action, resource=resource, resource_id=resource_id,
+                 ip_address=caller.ip_address, user_agent=caller.user_agent, details=details)
+
+
 class TaskQueue:
     """The queue for one configuration; cheap to create, safe to share between threads."""
 
@@ -108,12 +119,12 @@ class TaskQueue:
         self.dispatch = settings.dispatch
 
     # ---- enqueue -------------------------------------------------------------------------------
-    def enqueue(self, task: ValidTask, owner: str) -> tuple[dict[str, Any], bool]:
+    def enqueue(self, task: ValidTask, owner: str, caller: Caller | None = None) -> tuple[dict[str, Any], bool]:
         """Queue ``task``; returns ``(task, created)``. The same idempotency key from the same owner
         returns the existing task and queues nothing. Raises :class:`QueueFull` above the depth limit."""
         try:
             with session_scope(self.database, write_lock=True) as session:
-                return self._enqueue(session, [task], owner)[0]
+                return self._enqueue(session, [task], owner, caller)[0]
         except IntegrityError:  # a concurrent request with the same idempotency key won the race
             with session_scope(self.database, write_lock=True) as session:
                 existing = self._by_idempotency_key(session, owner, task.idempotency_key)
@@ -121,12 +132,14 @@ class TaskQueue:
                     raise
                 return task_view(existing), False
 
-    def enqueue_many(self, tasks: list[ValidTask], owner: str) -> list[tuple[dict[str, Any], bool]]:
+    def enqueue_many(self, tasks: list[ValidTask], owner: str,
+                     caller: Caller | None = None) -> list[tuple[dict[str, Any], bool]]:
         """All or nothing: one transaction, one depth check for the whole batch."""
         with session_scope(self.database, write_lock=True) as session:
-            return self._enqueue(session, tasks, owner)
+            return self._enqueue(session, tasks, owner, caller)
 
-    def _enqueue(self, session: Session, tasks: list[ValidTask], owner: str) -> list[tuple[dict[str, Any], bool]]:
+    def _enqueue(self, session: Session, tasks: list[ValidTask], owner: str,
+                 caller: Caller | None) -> list[tuple[dict[str, Any], bool]]:
         results: list[tuple[dict[str, Any], bool] | None] = []
         fresh: list[ValidTask] = []
         for task in tasks:
@@ -152,11 +165,14 @@ class TaskQueue:
                     "timeout": task.timeout, "metadata": task.metadata, "owner": owner}
             events.append({"task_id": row["task_id"], "event_type": "task.created", "timestamp": now, "data": data})
         if rows:
-            # Two executemany statements for the whole batch: a flush per ORM object was the cost.
             # Core inserts, one executemany each for the batch: the ORM's per-object (or bulk) machinery
-            # was most of the cost of accepting a task.
+            # was most of the cost of accepting a task. One audit entry per call, not per task.
             session.execute(insert(Task.__table__), rows)
             session.execute(insert(TaskEvent.__table__), events)
+            ids = [row["task_id"] for row in rows]
+            _audit(session, owner, "task.create", ids[0] if len(ids) == 1 else None, caller,
+                   {"count": len(ids), "task_ids": ids[:100],
+                    "core_ids": sorted({row["core_id"] for row in rows})[:20]})
             for event in events:
                 log_event(event["event_type"], event["task_id"], event["data"]["core_id"], event["data"])
         created = iter(rows)
@@ -186,6 +202,8 @@ class TaskQueue:
             running = session.scalars(select(Task.core_id).where(Task.status == "running")).all()
             per_core = Counter(running)
             held_locks = set(session.scalars(select(ResourceLock.resource)))
+            if DISPATCH_PAUSE_LOCK in held_locks:
+                return []
             first_waiter = dict(session.execute(select(LockWaiter.resource, func.min(LockWaiter.sort_key))
                                                 .group_by(LockWaiter.resource)).all())
             free = self.settings.features.max_concurrent_tasks - len(running)
@@ -338,7 +356,7 @@ class TaskQueue:
             reservation.owner, reservation.task_id, reservation.expires_at = task.owner, task.task_id, expires
 
     # ---- operator moves ------------------------------------------------------------------------
-    def cancel(self, task_id: str, actor: str) -> dict[str, Any]:
+    def cancel(self, task_id: str, actor: str, caller: Caller | None = None) -> dict[str, Any]:
         """Cancel a queued or running task (a running one's result, if it comes, is ignored)."""
         with session_scope(self.database, write_lock=True) as session:
             task = session.get(Task, task_id, with_for_update=True)
@@ -351,9 +369,11 @@ class TaskQueue:
             task.status, task.finished_at, task.lease_owner, task.lease_expires_at = "cancelled", now, None, None
             self._release_locks(session, task)
             add_event(session, task, "task.cancelled", {"by": actor, "was": was})
+            _audit(session, actor, "task.cancel", task_id, caller, {"was": was})
             return task_view(task)
 
-    def reset_failed(self, actor: str, task_ids: list[str] | None = None) -> list[str]:
+    def reset_failed(self, actor: str, task_ids: list[str] | None = None,
+                     caller: Caller | None = None) -> list[str]:
         """Put failed and timed-out tasks back in the queue with fresh attempts (the guide's
         ``reset_failed_tasks``); ``task_ids`` limits it to those tasks. Returns the ids re-queued."""
         with session_scope(self.database, write_lock=True) as session:
@@ -368,16 +388,55 @@ class TaskQueue:
                 task.started_at = task.finished_at = None
                 task.sort_key = sort_key(epoch, Priority(task.priority), self.dispatch.aging_seconds)
                 add_event(session, task, "task.retrying", {"reason": "reset-failed", "by": actor, "was": was})
-            return [task.task_id for task in tasks]
+            reset = [task.task_id for task in tasks]
+            if reset:
+                _audit(session, actor, "task.retry", reset[0] if len(reset) == 1 else None, caller,
+                       {"count": len(reset), "task_ids": reset[:100]})
+            return reset
 
-    def release_core(self, core_id: str) -> bool:
+    def release_core(self, core_id: str, actor: str, caller: Caller | None = None) -> bool:
         """End a ``stay`` reservation early; False if the core was not reserved."""
         with session_scope(self.database, write_lock=True) as session:
             reservation = session.get(CoreReservation, core_id)
             if reservation is None:
                 return False
             session.delete(reservation)
+            _audit(session, actor, "core.release", core_id, caller, {"owner": reservation.owner}, resource="core")
             return True
+
+    # ---- outside cores -------------------------------------------------------------------------
+    def report(self, task_id: str, core_id: str, status: str, *, attempt: int | None = None, result: Any = None,
+               error: str | None = None, caller: Caller | None = None) -> dict[str, Any]:
+        """An outside core reports on an ``external`` task it claimed: ``running`` renews its lease
+        (a heartbeat), ``completed``/``failed`` end the attempt. Only the core holding the task may
+        report, and only for the current attempt when ``attempt`` is given, so a late or replayed
+        report changes nothing (:class:`InvalidTransition`)."""
+        if status not in ("running", "completed", "failed"):
+            raise InvalidTransition(f"status must be running, completed or failed, not {status!r}")
+        with session_scope(self.database, write_lock=True) as session:
+            task = session.get(Task, task_id, with_for_update=True)
+            if task is None:
+                raise TaskNotFound(task_id)
+            if task.action != "external":
+                raise InvalidTransition(f"task {task_id} is run by ORCH's dispatcher ({task.action}); "
+                                        "only external tasks are reported by cores")
+            if task.status != "running" or task.lease_owner != f"core:{core_id}":
+                raise InvalidTransition(f"task {task_id} is {task.status}"
+                                        + (f" on core {task.core_id}" if task.core_id != core_id else "")
+                                        + f", not running on core {core_id}; claim it first")
+            if attempt is not None and attempt != task.attempts:
+                raise InvalidTransition(f"attempt {attempt} of task {task_id} is over; the current attempt "
+                                        f"is {task.attempts}")
+            now = utcnow()
+            if status == "running":
+                task.lease_expires_at = now + timedelta(seconds=task.timeout)
+                session.execute(update(ResourceLock).where(ResourceLock.owner == f"task:{task.task_id}")
+                                .values(expires_at=task.lease_expires_at))
+            else:
+                self._end(session, task, status, now, result=result, error=error)
+                _audit(session, f"core:{core_id}", f"task.{status}", task_id, caller,
+                       {"attempt": task.attempts})
+            return task_view(task)
 
     # ---- reading -------------------------------------------------------------------------------
     def get(self, task_id: str) -> dict[str, Any]:
@@ -405,6 +464,28 @@ class TaskQueue:
             if core_id:
                 query = query.where(Task.core_id == core_id)
             return [task_view(t) for t in session.scalars(query.offset(offset).limit(limit))]
+
+    def estimated_wait(self, task_id: str, default_duration: float = 1.0) -> float:
+        """Seconds until a queued task should start: the tasks ahead of it on its core (and those
+        running there) divided among the core's slots, times the core's recent task duration.
+        An estimate for the caller's planning, not a promise: higher priorities may still overtake."""
+        with session_scope(self.database) as session:
+            task = session.get(Task, task_id)
+            if task is None or task.status != "queued":
+                return 0.0
+            on_core = select(func.count()).select_from(Task).where(Task.core_id == task.core_id)
+            ahead = session.scalar(on_core.where(Task.status == "queued", Task.sort_key < task.sort_key)) or 0
+            running = session.scalar(on_core.where(Task.status == "running")) or 0
+            slots = self._core_limit(task.core_id)
+            if ahead + running < slots:
+                return 0.0
+            recent = session.execute(select(Task.started_at, Task.finished_at).where(
+                Task.core_id == task.core_id, Task.status == "completed", Task.started_at.is_not(None))
+                .order_by(Task.finished_at.desc()).limit(20)).all()
+        durations = [(end - start).total_seconds() for start, end in recent if end and start]
+        typical = sum(durations) / len(durations) if durations else default_duration
+        rounds = (ahead + running - slots) // slots + 1
+        return round(rounds * typical, 3)
 
     def depth(self) -> dict[str, int]:
         """Queued tasks per priority name (all four, zeros included)."""

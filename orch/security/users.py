@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from orch.audit import record_audit
+from orch.audit import Caller, record_audit
 from orch.config.schema import PasswordPolicySettings
 from orch.errors import OrchError
 from orch.security.passwords import hash_password, policy_problems
@@ -17,7 +17,7 @@ class UserError(OrchError, ValueError):
 
 
 def create_user(session: Session, *, username: str, password: str, role: str,
-                policy: PasswordPolicySettings, actor: str) -> User:
+                policy: PasswordPolicySettings, actor: str, caller: Caller | None = None) -> User:
     username = username.strip()
     if not username or len(username) > 64 or not username.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UserError("username must be 1-64 letters, digits, '-', '_' or '.'")
@@ -31,6 +31,7 @@ def create_user(session: Session, *, username: str, password: str, role: str,
     user = User(username=username, password_hash=hash_password(password), role=role)
     session.add(user)
     session.flush()
+    caller = caller or Caller()
     record_audit(session, actor=actor, action="user.create", resource="user", resource_id=username,
-                 details={"role": role})
+                 ip_address=caller.ip_address, user_agent=caller.user_agent, details={"role": role})
     return user

@@ -82,6 +82,9 @@ class Supervisor:
             stdout=log, stderr=subprocess.STDOUT, **kwargs)  # type: ignore[call-overload]
         running = Running(component, process, log, restarts=restarts)
         self.running[component.name] = running
+        # Self-healing restarts "a process the stack supervises" by stopping the pid recorded here;
+        # the watch loop then restarts it (orch.monitoring.targets reads <log_dir>/<name>.pid).
+        (self.log_dir / f"{component.name}.pid").write_text(f"{process.pid}\n", encoding="utf-8")
         return running
 
     def exited(self) -> list[Running]:

@@ -142,6 +142,7 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -179,3 +180,99 @@ class WebhookDelivery(Base):
     signature: Mapped[str] = mapped_column(String(64), primary_key=True)
     event: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MonitorSample(Base):
+    """One measurement of one sweep: ``metric`` about ``subject`` (``host``, a disk path, a target, a priority).
+
+    Kept ``monitoring.metrics_retention`` seconds; the alert rules (for-durations, EWMA) and the Prometheus
+    collector read them, so every process reports the same values.
+    """
+
+    __tablename__ = "monitor_samples"
+    __table_args__ = (Index("ix_monitor_samples_series", "metric", "subject", "timestamp"),
+                      Index("ix_monitor_samples_timestamp", "timestamp"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    metric: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255), default="host")
+    value: Mapped[float] = mapped_column(Float)
+
+
+class Alert(Base):
+    """The current state of one alert (rule ``alert_name`` about ``target``): one row per pair, de-duplicated."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("alert_name", "target", name="uq_alerts_name_target"),
+                      Index("ix_alerts_state", "state"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_name: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))  # pending, firing, flapping, resolved
+    severity: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    transitions: Mapped[list[str]] = mapped_column(JSON, default=list)  # ISO times of fire/resolve changes
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AlertEvent(Base):
+    """Every alert state change, in order; the API's SSE stream reads it by ``id``."""
+
+    __tablename__ = "alert_events"
+    __table_args__ = (Index("ix_alert_events_timestamp", "timestamp"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    alert_name: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+
+
+class Silence(Base):
+    """A silence (some alerts) or maintenance window (every alert) on targets matching ``target`` (a glob).
+
+    While active it suppresses notifications and healing for what matches; ``ended_at`` ends it early.
+    """
+
+    __tablename__ = "silences"
+    __table_args__ = (Index("ix_silences_ends_at", "ends_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # silence, maintenance
+    target: Mapped[str] = mapped_column(String(255))
+    alert_name: Mapped[str] = mapped_column(String(64), default="*")
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class HealRun(Base):
+    """One self-heal flow run on a target: what it did and how it ended (the circuit breaker counts these)."""
+
+    __tablename__ = "heal_runs"
+    __table_args__ = (Index("ix_heal_runs_target", "target", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(String(255))
+    alert_name: Mapped[str] = mapped_column(String(64))
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # running, healed, failed, circuit_open, dry_run, skipped
+    outcome: Mapped[str] = mapped_column(String(16), default="running")
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

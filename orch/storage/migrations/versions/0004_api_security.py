@@ -1,4 +1,4 @@
-"""webhook deliveries (replay protection shared by API replicas)
+"""webhook deliveries (replay protection shared by API replicas), users.last_failed_at (lockout window)
 
 Revision ID: 0004
 Revises: 0003
@@ -27,8 +27,12 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('signature')
     )
     op.create_index('ix_webhook_deliveries_received', 'webhook_deliveries', ['received_at'], unique=False)
+    with op.batch_alter_table('users') as batch:
+        batch.add_column(sa.Column('last_failed_at', orch.storage.types.UTCDateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('users') as batch:
+        batch.drop_column('last_failed_at')
     op.drop_index('ix_webhook_deliveries_received', table_name='webhook_deliveries')
     op.drop_table('webhook_deliveries')

@@ -1,0 +1,78 @@
+"""The monitoring sweep: measure, store, evaluate the alert rules, and act on what changed.
+
+Scheduled every ``monitoring.interval`` seconds (``prefect.yaml``). A firing target alert becomes the
+Prefect event ``orch.alert.firing`` about ``orch.target.<name>``; the automation ``deployments/`` creates
+runs ``self-heal`` for it, and that run tells a human what fired and what healing did. Everything else
+that changed (thresholds, anomalies, resolutions, flapping) is notified here, one message per target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, runtime
+
+from orch.config.runtime import get_settings
+from orch.monitoring import messages, targets
+from orch.monitoring.alerts import Notice
+from orch.notify import send_notification
+from tasks import monitoring
+
+COLLECTORS = (monitoring.system_metrics, monitoring.api_metrics, monitoring.queue_metrics, monitoring.lock_metrics,
+              monitoring.database_metrics, monitoring.prefect_metrics)
+
+
+def healing_will_report(settings: Any) -> bool:
+    """Whether a self-heal run will notify for a firing target alert (else this sweep must)."""
+    return (settings.features.enable_self_healing and settings.monitoring.self_healing.enabled
+            and not settings.features.maintenance_mode)
+
+
+def emit_alert_event(notice: Notice) -> None:
+    """``orch.alert.<kind>`` about ``orch.target.<name>``: what the self-heal automation listens for."""
+    from prefect.events import emit_event
+
+    alert = notice.alert
+    emit_event(event=f"orch.alert.{notice.kind}",
+               resource={"prefect.resource.id": f"orch.target.{alert['target']}",
+                         "prefect.resource.name": alert["target"]},
+               payload={key: alert[key] for key in ("alert_name", "target", "severity", "summary", "value",
+                                                    "threshold", "state")})
+
+
+@flow(name="monitor-sweep")
+def monitor_sweep() -> dict[str, Any]:
+    """System, API, queue, locks, database, Prefect and every target; then alerts, events and messages."""
+    logger = get_run_logger()
+    settings = get_settings()
+    if not settings.features.enable_monitoring:
+        logger.info("monitoring is turned off (features.enable_monitoring: false); nothing measured")
+        return {"skipped": "features.enable_monitoring is false"}
+    names = [target.name for target in targets.configured_targets(settings)]
+    futures = [collector.submit() for collector in COLLECTORS] + [monitoring.target_health.submit(n) for n in names]
+    found = []
+    for future in futures:
+        future.wait()
+        if future.state.is_completed():
+            found += future.result()
+        else:  # one broken collector must not blind the sweep to everything else
+            logger.warning("a collector failed after its retries: %s", future.state.message)
+    monitoring.store_samples(found)
+    notices = monitoring.evaluate_alerts(names)
+    to_say = []
+    for notice in notices:
+        if notice.kind in ("firing", "resolved") and notice.alert["alert_name"] == "target_down":
+            emit_alert_event(notice)
+        if notice.heal and healing_will_report(settings):
+            continue  # the self-heal run says what fired and what it did, in one message
+        to_say.append(notice)
+    note = "Self-healing is turned off; nothing was done." if not healing_will_report(settings) else ""
+    run_url = messages.flow_run_url(settings, str(runtime.flow_run.id) if runtime.flow_run.id else None)
+    sent = []
+    for message in messages.group_by_target(to_say, run_url=run_url, note=note):
+        sent += send_notification(settings, message.title, message.body, message.severity, labels=message.labels,
+                                  resolved=message.resolved)
+    summary = {"samples": len(found), "notices": [f"{n.kind}:{n.alert['alert_name']}@{n.alert['target']}"
+                                                   for n in notices], "notified": len(sent)}
+    logger.info("sweep: %s samples, %s", summary["samples"], ", ".join(summary["notices"]) or "no alert changes")
+    return summary

@@ -1,0 +1,75 @@
+"""Errors as JSON with the right 4xx status: the API never answers a caller's mistake with a 500.
+
+Domain errors (:class:`orch.errors.OrchError` subclasses) map to statuses here, in one table, so a
+route raises the domain's own exception and never builds an HTTP error by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
+
+from orch.dispatch.errors import InvalidTask, InvalidTransition, QueueFull, TaskNotFound
+from orch.dispatch.locks import LockNotHeld
+from orch.errors import OrchError
+from orch.logging_config import get_logger
+from orch.security.users import UserError
+from orch.storage.engine import StorageError
+
+log = get_logger(__name__)
+DATABASE_RETRY_AFTER = 5
+
+
+def _lines(exc: RequestValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        lines.append(f"{where}: {error.get('msg', 'invalid')}")
+    return lines
+
+
+def _json(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _json(422, "invalid request", errors=_lines(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _json(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(OrchError)
+    async def domain_error(request: Request, exc: OrchError) -> JSONResponse:
+        if isinstance(exc, InvalidTask):
+            return _json(422, "invalid task", errors=exc.errors)
+        if isinstance(exc, QueueFull):
+            return _json(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
+        if isinstance(exc, TaskNotFound):
+            return _json(404, str(exc))
+        if isinstance(exc, InvalidTransition | LockNotHeld):
+            return _json(409, str(exc))
+        if isinstance(exc, UserError):
+            return _json(409 if "already exists" in str(exc) else 422, str(exc))
+        if isinstance(exc, StorageError):
+            return _json(503, f"database unavailable: {exc}", headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
+        return _json(400, str(exc))
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.error("database error answering %s %s: %s", request.method, request.url.path, exc.__class__.__name__,
+                  exc_info=exc)
+        return _json(503, "database unavailable; the API log has the cause",
+                     headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error answering %s %s", request.method, request.url.path, exc_info=exc)
+        return _json(500, "internal error; the API log has the traceback")

@@ -1,0 +1,1 @@
+"""One router module per resource; ``orch.api.app`` includes them."""

@@ -1,0 +1,117 @@
+"""``POST /webhook``: signed event deliveries from cores and other systems.
+
+Checks, in order: the ``X-Signature`` HMAC over ``f"{t}.{raw body}"`` with ``security.webhook_secret``,
+the timestamp (not older than ``security.webhook_tolerance_seconds``, not in the future), then the
+delivery's digest is recorded in ``webhook_deliveries`` before its effect, so a replay is refused on
+every API replica; when the effect is refused the record is removed again, so the sender may retry.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+
+from orch.api.deps import caller_of
+from orch.api.schemas import errors
+from orch.audit import Caller
+from orch.config.schema import Settings
+from orch.dispatch.errors import InvalidTask
+from orch.dispatch.queue import TaskQueue
+from orch.security.webhook_signature import SignatureError, verify
+from orch.storage.engine import session_scope
+from orch.storage.models import WebhookDelivery
+from orch.storage.types import utcnow
+
+router = APIRouter(tags=["webhooks"])
+TASK_EVENTS = {"task.started": "running", "task.progress": "running", "task.completed": "completed",
+               "task.failed": "failed"}
+PURGE_EVERY_SECONDS = 60
+
+
+class WebhookEvent(BaseModel):
+    event: Literal["ping", "task.started", "task.progress", "task.completed", "task.failed"]
+    task_id: str | None = Field(default=None, max_length=64)
+    attempt: int | None = Field(default=None, ge=1)
+    result: Any = None
+    error: str | None = Field(default=None, max_length=10_000)
+
+
+class WebhookAccepted(BaseModel):
+    accepted: bool = True
+    event: str
+    task_status: str | None = None
+
+
+def _record(settings: Settings, digest: str, event: WebhookEvent, caller: Caller, state: Any) -> WebhookAccepted:
+    """Remember the delivery and apply it in one transaction (a replay hits the primary key)."""
+    now = utcnow()
+    if time.monotonic() - state.last_purge > PURGE_EVERY_SECONDS:
+        state.last_purge = time.monotonic()
+        horizon = now - timedelta(seconds=2 * settings.security.webhook_tolerance_seconds)
+        with session_scope(settings.database, write_lock=True) as session:
+            session.execute(delete(WebhookDelivery).where(WebhookDelivery.received_at < horizon))
+    if event.event == "ping":
+        with session_scope(settings.database, write_lock=True) as session:
+            session.add(WebhookDelivery(signature=digest, event=event.event, received_at=now))
+        return WebhookAccepted(event="ping")
+    if not event.task_id:
+        raise InvalidTask([f"task_id: required for {event.event}"])
+    with session_scope(settings.database, write_lock=True) as session:  # a replay fails here
+        session.add(WebhookDelivery(signature=digest, event=event.event, received_at=now))
+    queue = TaskQueue(settings)
+    try:
+        task = queue.get(event.task_id)
+        view = queue.report(event.task_id, task["core_id"], TASK_EVENTS[event.event], attempt=event.attempt,
+                            result=event.result, error=event.error, caller=caller)
+    except Exception:  # refused or failed: forget the delivery so that it may be sent again
+        with session_scope(settings.database, write_lock=True) as session:
+            session.execute(delete(WebhookDelivery).where(WebhookDelivery.signature == digest))
+        raise
+    return WebhookAccepted(event=event.event, task_status=view["status"])
+
+
+@router.post("/webhook", response_model=WebhookAccepted, responses=errors(404, 409))
+async def webhook(request: Request) -> WebhookAccepted:
+    """Accept a signed event: ``ping`` is answered; ``task.*`` events from a core update its task
+    (``task.started``/``task.progress`` renew its lease). 401 for a bad, stale or future signature,
+    409 for a replayed delivery or a report the task's state refuses."""
+    app = request.app
+    settings: Settings = app.state.settings
+    metrics = app.state.metrics
+    if not settings.features.enable_webhooks:
+        raise HTTPException(404, "webhooks are turned off (features.enable_webhooks)")
+    body = await request.body()
+    secret = settings.security.webhook_secret
+    if secret is None:
+        raise HTTPException(503, "security.webhook_secret is not configured")
+    try:
+        digest = verify(secret.get_secret_value(), request.headers.get("x-signature"), body,
+                        tolerance=settings.security.webhook_tolerance_seconds)
+    except SignatureError as exc:
+        metrics.webhooks.labels("unknown", "bad_signature").inc()
+        raise HTTPException(401, f"webhook refused: {exc}") from None
+    try:
+        event = WebhookEvent.model_validate(json.loads(body))
+    except (ValueError, ValidationError) as exc:
+        metrics.webhooks.labels("unknown", "invalid").inc()
+        lines = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()] \
+            if isinstance(exc, ValidationError) else [f"body: not JSON ({exc})"]
+        raise InvalidTask(lines) from None
+    try:
+        accepted = await run_in_threadpool(_record, settings, digest, event, caller_of(request), app.state)
+    except IntegrityError:
+        metrics.webhooks.labels(event.event, "replayed").inc()
+        raise HTTPException(409, "webhook refused: this delivery was already accepted (replay)") from None
+    except Exception:
+        metrics.webhooks.labels(event.event, "refused").inc()
+        raise
+    metrics.webhooks.labels(event.event, "accepted").inc()
+    return accepted

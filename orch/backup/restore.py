@@ -1,0 +1,280 @@
+"""Verify and restore a backup: everything is checked on a copy before the live database is touched.
+
+Order (the issue's and the guide's procedure, made safe): checksum against the catalog, decompress to a
+temporary file, integrity check, data-quality suite, migrate the *copy* if its schema is older (so a
+migration that fails refuses the backup instead of half-upgrading the live data), then stop dispatch and
+take the database lock, keep a pre-restore copy of the live database, swap in one transaction, check
+the result, release. If the swap or the check fails, the pre-restore copy is put back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from orch.backup import postgres, sqlite
+from orch.backup.catalog import Catalog
+from orch.backup.create import _remove_db
+from orch.backup.files import (PARTIAL, BackupError, backup_dir, gunzip_file, remove_quietly, require_free_space,
+                               sha256_file, timestamp)
+from orch.backup.validation import describe_failure, validate
+from orch.config.schema import DatabaseSettings, Settings
+from orch.logging_config import get_logger
+from orch.storage.engine import dispose_engines, is_sqlite, safe_url
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Candidate:
+    """A backup decompressed and checked, ready to replace the live database (not yet touching it)."""
+
+    source: str
+    engine: str
+    path: str                       # SQLite: the checked copy; PostgreSQL: the dump itself
+    facts: dict[str, Any]
+    in_catalog: bool
+    steps: list[str] = field(default_factory=list)
+
+
+def resolve(settings: Settings, ref: str) -> tuple[Path, dict[str, Any] | None]:
+    """``latest`` (newest verified backup of this database's engine), a catalog name, or a path."""
+    directory = backup_dir(settings)
+    catalog = Catalog(directory)
+    engine = "sqlite" if is_sqlite(settings.database.url or "") else "postgresql"
+    if ref == "latest":
+        entry = catalog.newest_verified(engine)
+        if entry is None:
+            raise BackupError(f"no verified {engine} backup in {catalog.path} (run: orch backup create)")
+        return directory / entry["file"], entry
+    path = Path(ref) if Path(ref).exists() else directory / ref
+    if not path.is_file():
+        raise BackupError(f"backup file not found: {ref}")
+    entry = catalog.find(path.name) if path.resolve().parent == directory.resolve() else None
+    return path, entry
+
+
+def check(settings: Settings, ref: str, *, migrate: bool = False) -> Candidate:
+    """Everything that can refuse a backup, on a copy. With ``migrate``, bring the copy to head."""
+    from orch.storage.migrate import head_revision
+
+    path, entry = resolve(settings, ref)
+    steps = []
+    if entry is not None:
+        actual = sha256_file(path)
+        if actual != entry["sha256"] or path.stat().st_size != entry["size_bytes"]:
+            raise BackupError(f"{path.name} does not match its catalog checksum (corrupt or altered); refusing it")
+        steps.append("checksum matches the catalog")
+    else:
+        steps.append("not in the catalog: no checksum to compare")
+    engine = "postgresql" if path.name.endswith(".dump") else "sqlite"
+    live_engine = "sqlite" if is_sqlite(settings.database.url or "") else "postgresql"
+    if engine != live_engine:
+        raise BackupError(f"{path.name} is a {engine} backup; the configured database is {live_engine}")
+    if engine == "postgresql":
+        from orch.backup.create import verify_dump
+
+        facts = verify_dump(settings, path)
+        candidate = Candidate(str(path), engine, str(path), facts, entry is not None, steps)
+    else:
+        copy = backup_dir(settings) / f".restore_{timestamp()}_{int(time.time() * 1000) % 1000}.db{PARTIAL}"
+        require_free_space(copy.parent, path.stat().st_size * 8)
+        try:
+            gunzip_file(path, copy)
+            facts = sqlite.inspect(copy, settings.database.timeout)
+            if facts["integrity"] != "ok":
+                raise BackupError(f"{path.name} failed the integrity check ({facts['integrity']}); refusing it")
+            facts["validation"] = validate(f"sqlite:///{copy}", set(facts["row_counts"]))
+        except BaseException:
+            _remove_db(copy)
+            raise
+        candidate = Candidate(str(path), engine, str(copy), facts, entry is not None, steps)
+    try:
+        steps.append(f"integrity {facts['integrity']}")
+        if not facts["validation"]["success"]:
+            raise BackupError(f"{path.name}: {describe_failure(facts['validation'])}; refusing it")
+        steps.append(f"data-quality suite passed ({facts['validation']['evaluated']} expectations)")
+        revision, head = facts["schema_revision"], head_revision()
+        if revision is None:
+            raise BackupError(f"{path.name} has no schema revision; it is not an ORCH database")
+        if revision != head:
+            if not _known_revision(revision):
+                raise BackupError(f"{path.name} is at schema {revision}, unknown to this code (head {head}): "
+                                  "restore it with the ORCH version that wrote it")
+            if migrate and engine == "sqlite":
+                _migrate_copy(Path(candidate.path))
+                steps.append(f"copy migrated {revision} -> {head}")
+    except BaseException:
+        discard(candidate)
+        raise
+    return candidate
+
+
+def restore_backup(settings: Settings, ref: str, owner: str = "restore") -> dict[str, Any]:
+    """The whole restore (CLI, scripts and the ``restore`` flow's tasks share these functions)."""
+    candidate = check(settings, ref, migrate=True)
+    try:
+        return swap(settings, candidate, owner)
+    finally:
+        discard(candidate)
+
+
+def swap(settings: Settings, candidate: Candidate, owner: str) -> dict[str, Any]:
+    """Pause dispatch, keep a pre-restore copy, replace the live data, check it; roll back on failure."""
+    from orch.backup.guard import restore_locks
+
+    started = time.monotonic()
+    steps = list(candidate.steps)
+    with contextlib.ExitStack() as stack:
+        held = None
+        try:
+            held = stack.enter_context(restore_locks(settings, owner))
+            steps.append("dispatch paused, orch:database held")
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+            if "locked" in reason or "could not" in reason:
+                raise BackupError(f"the live database is busy ({reason}); nothing was changed, retry") from None
+            # a corrupt database cannot record the pause; it is what a restore is for, so go on
+            steps.append(f"live database unusable ({reason}): no pause recorded in it")
+        try:
+            if candidate.engine == "sqlite":
+                pre = _swap_sqlite(settings, candidate, owner if held else None, steps)
+            else:
+                pre = _swap_postgres(settings, candidate, held, steps)
+        finally:
+            dispose_engines()
+    if held is not None:
+        steps.append("dispatch resumed")
+    report = {"restored": Path(candidate.source).name, "database": safe_url(settings.database.url or ""),
+              "pre_restore_copy": str(pre), "schema_revision_of_backup": candidate.facts["schema_revision"],
+              "row_counts": candidate.facts["row_counts"], "seconds": round(time.monotonic() - started, 3),
+              "steps": steps}
+    log.info("restored %s into %s", report["restored"], report["database"], extra={"event_type": "backup.restored"})
+    return report
+
+
+def _swap_sqlite(settings: Settings, candidate: Candidate, owner: str | None, steps: list[str]) -> Path:
+    live = sqlite.sqlite_path(settings.database.url or "")
+    pre = _pre_restore_dir(settings) / f"orch_pre_restore_{timestamp()}.db"
+    if live.exists():
+        try:
+            sqlite.copy(live, pre, settings.database.timeout)
+        except BackupError:  # a damaged file may not copy page by page; keep its bytes for forensics
+            for suffix in ("", "-wal"):
+                if live.with_name(live.name + suffix).exists():
+                    shutil.copy2(live.with_name(live.name + suffix), pre.with_name(pre.name + suffix))
+        steps.append(f"pre-restore copy {pre}")
+    if owner is not None:
+        _carry_locks(live, Path(candidate.path), owner, settings.database.timeout)
+    try:
+        sqlite.copy(Path(candidate.path), live, settings.database.timeout)
+    except BackupError as exc:  # one transaction: when it fails, the live database is as it was
+        raise BackupError(f"restore of {Path(candidate.source).name} failed, the live database is unchanged: "
+                          f"{exc}") from None
+    steps.append("live database replaced in one transaction")
+    try:
+        _require_restored(sqlite.inspect(live, settings.database.timeout, thorough=False))
+        steps.append("restored database checked")
+    except BaseException as exc:
+        if pre.exists():
+            sqlite.copy(pre, live, settings.database.timeout)
+            steps.append("rolled back to the pre-restore copy")
+        raise BackupError(f"restore of {Path(candidate.source).name} failed and was rolled back: {exc}") from None
+    return pre
+
+
+def _swap_postgres(settings: Settings, candidate: Candidate, held: Any, steps: list[str]) -> Path:
+    from orch.storage.migrate import upgrade
+
+    url = settings.database.url or ""
+    pre = _pre_restore_dir(settings) / f"orch_pre_restore_{timestamp()}.dump"
+    postgres.dump(settings, url, pre)
+    steps.append(f"pre-restore copy {pre}")
+    try:
+        postgres.restore(settings, url, Path(candidate.path))
+        dispose_engines()
+        if held is not None:
+            held.reassert(take_over=True)
+        steps.append("live database replaced in one transaction")
+        result = upgrade(DatabaseSettings(url=url, timeout=settings.database.timeout))
+        if result.changed:
+            steps.append(f"migrated {result.before} -> {result.after}")
+        _require_restored(postgres.inspect(url))
+        steps.append("restored database checked")
+    except BaseException as exc:
+        postgres.restore(settings, url, pre)
+        dispose_engines()
+        if held is not None:
+            held.reassert(take_over=True)
+        steps.append("rolled back to the pre-restore copy")
+        raise BackupError(f"restore of {Path(candidate.source).name} failed and was rolled back: {exc}") from None
+    return pre
+
+
+def discard(candidate: Candidate) -> None:
+    if candidate.engine == "sqlite":
+        _remove_db(Path(candidate.path))
+
+
+def _require_restored(facts: dict[str, Any]) -> None:
+    from orch.storage.migrate import head_revision
+
+    if facts["integrity"] != "ok":
+        raise BackupError(f"the restored database failed its check: {facts['integrity']}")
+    if facts["schema_revision"] != head_revision():
+        raise BackupError(f"the restored database is at schema {facts['schema_revision']}, not {head_revision()}")
+
+
+def _pre_restore_dir(settings: Settings) -> Path:
+    directory = backup_dir(settings) / "pre_restore"
+    directory.mkdir(exist_ok=True)
+    return directory
+
+
+def _carry_locks(live: Path, copy: Path, owner: str, timeout: float) -> None:
+    """Put our lock rows into the copy, so the restored database is still paused and locked for us."""
+    source = sqlite.connect(live, timeout)
+    try:
+        rows = source.execute("SELECT resource, owner, priority, acquired_at, expires_at FROM resource_locks "
+                              "WHERE owner = ?", (owner,)).fetchall()
+    finally:
+        source.close()
+    target = sqlite.connect(copy, timeout)
+    try:
+        target.execute("BEGIN IMMEDIATE")
+        target.executemany("INSERT OR REPLACE INTO resource_locks (resource, owner, priority, acquired_at, "
+                           "expires_at) VALUES (?, ?, ?, ?, ?)", rows)
+        target.execute("COMMIT")
+    finally:
+        target.close()
+
+
+def _known_revision(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+
+    from alembic.config import Config
+    from orch.storage.migrate import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        return ScriptDirectory.from_config(config).get_revision(revision) is not None
+    except Exception:  # alembic raises several kinds for a revision it has never heard of
+        return False
+
+
+def _migrate_copy(copy: Path) -> None:
+    from orch.storage.migrate import upgrade
+
+    try:
+        upgrade(DatabaseSettings(url=f"sqlite:///{copy}"))
+    except Exception as exc:
+        raise BackupError(f"migrating the backup's schema failed ({exc}); refusing it, nothing was changed") from None
+    finally:
+        dispose_engines()

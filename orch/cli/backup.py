@@ -1,0 +1,160 @@
+"""``orch backup``, ``orch db maintain`` and ``orch recover``: the same code the flows run, from a shell.
+
+They need no Prefect server, because recovery is exactly when it may be down; the flows are what the
+schedules and the Prefect UI run.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Optional
+
+import typer
+
+from orch.cli.main import ConfigOption, fail, load, user_errors
+
+backup_app = typer.Typer(help="Create, list, verify, restore and prune verified backups.", no_args_is_help=True)
+recover_app = typer.Typer(help="Service and emergency recovery; rebuilding tasks from logs.",
+                          invoke_without_command=True)
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@backup_app.command("create")
+def backup_create(kind: Annotated[str, typer.Option(help="manual, daily or full (full adds the Prefect "
+                                                   "database, config without secrets and SBOM evidence).")] = "manual",
+                  as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """Back up the database now; it is cataloged only once verified."""
+    with user_errors():
+        settings = load(config)
+        from orch.backup.create import create_backup
+
+        entry = create_backup(settings, kind)
+    if as_json:
+        _print_json(entry)
+        return
+    typer.echo(f"backup {entry['file']}: verified ({entry['integrity']}, "
+               f"{entry['validation']['evaluated']} expectations), {entry['size_bytes']} bytes, "
+               f"sha256 {entry['sha256']}")
+
+
+@backup_app.command("list")
+def backup_list(as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """The catalog, oldest first."""
+    with user_errors():
+        settings = load(config)
+        from orch.backup.catalog import Catalog
+        from orch.backup.files import backup_dir
+
+        directory = backup_dir(settings)
+        entries = Catalog(directory).entries()
+    if as_json:
+        _print_json(entries)
+        return
+    if not entries:
+        typer.echo(f"no backups in {directory}")
+        return
+    for entry in entries:
+        present = "" if (directory / entry["file"]).exists() else "  (file missing)"
+        typer.echo(f"{entry['created_at'][:19]}  {entry['kind']:<6} {entry['engine']:<10} "
+                   f"{entry['size_bytes']:>12} B  tasks {entry['row_counts'].get('tasks', 0):>9}  "
+                   f"{entry['file']}{present}")
+
+
+@backup_app.command("verify")
+def backup_verify(backup: Annotated[str, typer.Argument(help="A backup file, its catalog name, or 'latest'.")],
+                  config: ConfigOption = None) -> None:
+    """Checksum, decompress, integrity check and data-quality suite, without restoring anything."""
+    with user_errors():
+        settings = load(config)
+        from orch.backup.restore import check, discard
+
+        candidate = check(settings, backup)
+        discard(candidate)
+    typer.echo(f"{backup}: verified - " + "; ".join(candidate.steps))
+
+
+@backup_app.command("restore")
+def backup_restore(backup: Annotated[str, typer.Argument(help="A backup file, its catalog name, or 'latest'.")],
+                   config: ConfigOption = None) -> None:
+    """Replace the database with a verified backup (the current one is kept as a pre-restore copy)."""
+    with user_errors():
+        settings = load(config)
+        from orch.backup.restore import restore_backup
+
+        report = restore_backup(settings, backup, owner="restore:cli")
+    for step in report["steps"]:
+        typer.echo(f"- {step}")
+    typer.echo(f"restored {report['restored']} into {report['database']} in {report['seconds']} s")
+
+
+@backup_app.command("prune")
+def backup_prune(dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; delete nothing.")]
+                 = False, config: ConfigOption = None) -> None:
+    """Remove backups past backup.retention_days, always keeping the newest backup.keep_last verified."""
+    with user_errors():
+        settings = load(config)
+        from orch.backup.retention import prune
+
+        result = prune(settings, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for item in result["remove"]:
+        typer.echo(f"{verb} {item['file']} ({item['reason']})")
+    typer.echo(f"{verb} {len(result['remove'])}, kept {len(result['keep'])}")
+
+
+def db_maintain(config: ConfigOption = None) -> None:
+    """Purge what is past retention, then ANALYZE, REINDEX, VACUUM, PRAGMA optimize (VACUUM ANALYZE on PostgreSQL)."""
+    with user_errors():
+        settings = load(config)
+        from orch.maintenance import maintain
+
+        _print_json(maintain(settings))
+
+
+@recover_app.callback()
+def recover(ctx: typer.Context,
+            emergency: Annotated[bool, typer.Option("--emergency", help="Also free disk space when it is "
+                                                    "low (old rotated logs, backups past retention).")] = False,
+            config: ConfigOption = None) -> None:
+    """Service recovery: restore the newest verified backup if the database is corrupt, clear stale locks,
+    re-queue failed tasks, check health, notify. Exit 1 when a step failed."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with user_errors():
+        settings = load(config)
+        from orch.recovery.procedures import run
+
+        result = run(settings, "emergency-recovery" if emergency else "service-recovery")
+    for report in result["steps"]:
+        typer.echo(f"{'ok  ' if report['ok'] else 'FAIL'} {report['step']}: found {report['found']}; "
+                   f"did {report['did']}")
+    if not result["ok"]:
+        fail(f"{result['procedure']} failed: manual intervention required")
+    typer.echo(f"{result['procedure']} completed")
+
+
+@recover_app.command("tasks-from-logs")
+def recover_tasks_from_logs(
+        apply: Annotated[bool, typer.Option("--apply", help="Insert the tasks missing from the database.")] = False,
+        log: Annotated[Optional[list[str]], typer.Option("--log", help="Log file to read (repeatable; "
+                                                          "default: the API log and data/logs/*.log).")] = None,
+        config: ConfigOption = None) -> None:
+    """Rebuild tasks from task.created log lines into data/recovered_tasks_<time>.json."""
+    with user_errors():
+        settings = load(config)
+        from pathlib import Path
+
+        from orch.recovery.from_logs import recover as recover_tasks
+
+        if log:
+            missing = [path for path in log if not Path(path).is_file()]
+            if missing:
+                fail(f"log file not found: {', '.join(missing)}")
+        result = recover_tasks(settings, apply=apply, log_files=[Path(p) for p in log] if log else None)
+    typer.echo(f"found {result['found']} task(s) in {len(result['logs'])} log file(s), {result['missing']} missing "
+               f"from the database; written to {result['file']}")
+    typer.echo(f"inserted {result['inserted']}" if apply else "nothing inserted (use --apply)")

@@ -1,0 +1,1 @@
+"""Monitoring and self-healing: samples, alert rules and states, silences, targets and their actions."""

@@ -1,0 +1,145 @@
+"""Alert states: pending -> firing -> resolved, de-duplicated, reminded, held as flapping, silenced.
+
+One row per (alert, target) holds the state; every change is also an ``alert_events`` row (the API's
+SSE stream reads those by id). :func:`apply` turns one sweep's observations into state changes and
+returns the :class:`Notice` list of what must be said or healed, so the flow decides how to say it.
+
+Flapping: every flip of the underlying condition (bad/good) is remembered for ``flap_window``; with
+``flap_threshold`` flips in the window the alert is held as ``flapping``: one notice, no healing and no
+further paging until the condition stays put long enough for the count to fall.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from orch.config.schema import Settings
+from orch.monitoring import silences
+from orch.monitoring.rules import Observation
+from orch.storage.engine import session_scope
+from orch.storage.models import Alert, AlertEvent
+from orch.storage.types import utcnow
+
+STATES = ("pending", "firing", "flapping", "resolved", "inactive")
+ACTIVE_STATES = ("pending", "firing", "flapping")
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something to tell a human (and, for ``firing`` with ``heal``, to heal)."""
+
+    kind: str  # firing, reminder, resolved, flapping
+    alert: dict[str, Any]
+    heal: bool = False
+
+
+def alert_view(row: Alert) -> dict[str, Any]:
+    iso = (lambda value: value.isoformat() if value else None)  # noqa: E731
+    return {"id": row.id, "alert_name": row.alert_name, "target": row.target, "state": row.state,
+            "severity": row.severity, "summary": row.summary, "value": row.value, "threshold": row.threshold,
+            "pending_since": iso(row.pending_since), "fired_at": iso(row.fired_at),
+            "resolved_at": iso(row.resolved_at), "last_notified_at": iso(row.last_notified_at)}
+
+
+def _flips(row: Alert, active: bool, now: datetime, window: int) -> int:
+    """Record a flip of the condition (kept as ``bad@time``/``good@time``); return flips within the window."""
+    kept = [entry for entry in row.transitions or []
+            if datetime.fromisoformat(entry.split("@", 1)[1]) > now - timedelta(seconds=window)]
+    last = (row.transitions or [""])[-1].split("@", 1)[0] if row.transitions else "good"
+    if ("bad" if active else "good") != last:
+        kept.append(f"{'bad' if active else 'good'}@{now.isoformat()}")
+    # Always keep the newest entry: it says what the condition currently is, even past the window.
+    if not kept and row.transitions:
+        kept = [row.transitions[-1]]
+    row.transitions = kept
+    return sum(1 for entry in kept if datetime.fromisoformat(entry.split("@", 1)[1]) > now - timedelta(seconds=window))
+
+
+def apply(settings: Settings, observations: list[Observation], now: datetime | None = None) -> list[Notice]:
+    """Move every alert to what this sweep observed; return what must be notified or healed."""
+    now = now or utcnow()
+    alerting = settings.monitoring.alerting
+    quiet = silences.active(settings, now)
+    notices: list[Notice] = []
+    with session_scope(settings.database, write_lock=True) as session:
+        rows = {(row.alert_name, row.target): row for row in session.scalars(select(Alert).with_for_update())}
+        for obs in observations:
+            row = rows.get((obs.alert_name, obs.target))
+            if row is None:
+                if obs.state == "ok":
+                    continue  # nothing ever went wrong here: no row, no event
+                row = Alert(alert_name=obs.alert_name, target=obs.target, state="inactive", severity=obs.severity,
+                            summary=obs.summary, transitions=[])
+                session.add(row)
+                rows[(obs.alert_name, obs.target)] = row
+            before = row.state
+            row.summary, row.value, row.threshold, row.severity = obs.summary, obs.value, obs.threshold, obs.severity
+            flips = _flips(row, obs.state == "firing", now, alerting.flap_window)
+            after = _next_state(before, obs.state, flips >= alerting.flap_threshold)
+            if after != before:
+                row.state = after
+                if after == "pending":
+                    row.pending_since = obs.since or now
+                if after == "firing":
+                    row.fired_at, row.last_notified_at = now, None
+                if after in ("resolved", "inactive"):
+                    row.resolved_at = now
+                session.add(AlertEvent(timestamp=now, alert_name=row.alert_name, target=row.target, state=after,
+                                       severity=row.severity, summary=row.summary, value=row.value,
+                                       threshold=row.threshold))
+            notice = _notice(row, before, after, obs, now, alerting.repeat_interval)
+            if notice is None:
+                continue
+            silenced = silences.suppressing(quiet, row.target, row.alert_name)
+            if silenced is not None and notice.kind != "resolved":
+                continue  # said (and healed) when the silence ends, if it still fires
+            if notice.kind in ("firing", "reminder", "flapping"):
+                row.last_notified_at = now
+            notices.append(Notice(notice.kind, alert_view(row), notice.heal))
+    return notices
+
+
+def _next_state(before: str, observed: str, flapping: bool) -> str:
+    if flapping and (before in ("firing", "flapping") or observed == "firing"):
+        return "flapping"
+    if observed == "firing":
+        return "firing"
+    if observed == "pending":
+        return before if before in ("firing", "flapping") else "pending"
+    if before in ("firing", "flapping"):
+        return "resolved"
+    return "inactive" if before == "pending" else before
+
+
+def _notice(row: Alert, before: str, after: str, obs: Observation, now: datetime, repeat: int) -> Notice | None:
+    if after == "flapping" and before != "flapping":
+        return Notice("flapping", {})
+    if after == "firing" and (before != "firing" or row.last_notified_at is None):
+        return Notice("firing", {}, heal=obs.heal)
+    if after == "firing" and row.last_notified_at and now - row.last_notified_at >= timedelta(seconds=repeat):
+        return Notice("reminder", {})
+    if after == "resolved" and before in ("firing", "flapping"):
+        return Notice("resolved", {}) if before == "flapping" or row.last_notified_at else None
+    return None
+
+
+def list_alerts(settings: Settings, *, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    with session_scope(settings.database) as session:
+        query = select(Alert).order_by(Alert.updated_at.desc()).limit(limit)
+        if state:
+            query = query.where(Alert.state == state)
+        return [alert_view(row) for row in session.scalars(query)]
+
+
+def events_after(settings: Settings, after_id: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+    """Alert state changes with ``id`` above ``after_id``, oldest first (for streams and pollers)."""
+    with session_scope(settings.database) as session:
+        rows = session.scalars(select(AlertEvent).where(AlertEvent.id > after_id).order_by(AlertEvent.id)
+                               .limit(limit))
+        return [{"id": row.id, "timestamp": row.timestamp.isoformat(), "alert_name": row.alert_name,
+                 "target": row.target, "state": row.state, "severity": row.severity, "summary": row.summary,
+                 "value": row.value, "threshold": row.threshold} for row in rows]

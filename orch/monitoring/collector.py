@@ -1,0 +1,174 @@
+"""Prometheus metrics of ORCH's domain, read from the database at scrape time.
+
+``DomainCollector(settings)`` is registered in the API's ``/metrics`` registry. Everything here comes from
+the database (latest sweep samples, the queue, tasks, locks, alerts, heal runs), so every API process and
+replica reports the same values, and nothing is lost when one restarts. Labels are bounded: priorities,
+task statuses, core ids, configured targets and paths, alert rule names, lock resource *types* (the part
+before ``:``), heal outcomes; never task ids or raw resource names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
+                                    SummaryMetricFamily)
+from prometheus_client.registry import Collector
+from sqlalchemy import Float, case, cast, func, select
+
+from orch.config.schema import Settings
+from orch.logging_config import get_logger
+from orch.storage.engine import is_sqlite, session_scope
+from orch.storage.models import Alert, HealRun, LockStats, ResourceLock, Task
+from orch.storage.types import utcnow
+
+log = get_logger(__name__)
+TASK_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+PRIORITY_NAMES = {3: "critical", 2: "high", 1: "normal", 0: "low"}
+# (metric, Prometheus name, help, label name or None) for the newest sweep samples.
+SAMPLE_GAUGES = (
+    ("cpu_percent", "orch_system_cpu_percent", "Host CPU use, percent (average since the previous sweep).", None),
+    ("memory_percent", "orch_system_memory_percent", "Host memory use, percent.", None),
+    ("disk_used_bytes", "orch_system_disk_usage_bytes", "Bytes used on each configured path.", "path"),
+    ("disk_usage_percent", "orch_system_disk_usage_percent", "Disk use on each configured path, percent.", "path"),
+    ("network_sent_bytes", "orch_system_network_sent_bytes", "Bytes sent by the host (counter as sampled).", None),
+    ("network_recv_bytes", "orch_system_network_recv_bytes", "Bytes received by the host (as sampled).", None),
+    ("api_response_time_ms", "orch_api_probe_response_ms", "The sweep's probe of the API's /health, ms.", None),
+    ("api_error_rate_percent", "orch_api_error_rate_percent", "5xx share of API requests in the last interval.",
+     None),
+    ("database_up", "orch_database_up", "1 when ORCH's database answered the last sweep.", None),
+    ("prefect_up", "orch_prefect_up", "1 when the Prefect server was ready at the last sweep.", None),
+    ("prefect_lag_seconds", "orch_prefect_lag_seconds", "How late the most overdue scheduled flow run is.", None),
+    ("target_up", "orch_target_up", "1 when the target passed its health check at the last sweep.", "target"),
+)
+
+
+def _duration_seconds(url: str) -> Any:
+    """finished_at - started_at in seconds, in each database's dialect."""
+    if is_sqlite(url):
+        return (func.julianday(Task.finished_at) - func.julianday(Task.started_at)) * 86400.0
+    return func.extract("epoch", Task.finished_at - Task.started_at)
+
+
+class DomainCollector(Collector):
+    """A prometheus_client custom collector; ``collect()`` runs a handful of aggregate queries per scrape."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def describe(self) -> Iterator[Metric]:
+        """Names only, so registering the collector does not touch the database."""
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        try:
+            self._fill(families)
+        except Exception:  # noqa: BLE001 - a scrape must answer; the database being down is orch_database_up
+            log.warning("domain metrics unavailable: database query failed", exc_info=True)
+            return iter([families["orch_monitor_scrape_ok"]])
+        families["orch_monitor_scrape_ok"].add_metric([], 1.0)
+        return iter(families.values())
+
+    @staticmethod
+    def _families() -> dict[str, Metric]:
+        families: dict[str, Metric] = {
+            "orch_monitor_scrape_ok": GaugeMetricFamily("orch_monitor_scrape_ok",
+                                                        "1 when the domain metrics could be read from the database."),
+            "orch_task_queue_depth": GaugeMetricFamily("orch_task_queue_depth", "Queued tasks by priority.",
+                                                       labels=["priority"]),
+            "orch_tasks_total": CounterMetricFamily("orch_tasks", "Tasks by core and status.",
+                                                    labels=["core_id", "status"]),
+            "orch_task_duration_seconds": HistogramMetricFamily(
+                "orch_task_duration_seconds", "Run time of finished tasks (last attempt).", labels=["core_id", "status"]),
+            "orch_locks_active": GaugeMetricFamily("orch_locks_active", "Locks held, by resource type.",
+                                                   labels=["resource_type"]),
+            "orch_lock_wait_duration_seconds": SummaryMetricFamily(
+                "orch_lock_wait_duration_seconds", "Time waited before acquiring a lock.", labels=["resource_type"]),
+            "orch_lock_acquisitions_total": CounterMetricFamily("orch_lock_acquisitions", "Lock acquisitions.",
+                                                                labels=["resource_type"]),
+            "orch_lock_timeouts_total": CounterMetricFamily("orch_lock_timeouts", "Lock waits that timed out.",
+                                                            labels=["resource_type"]),
+            "orch_alerts_active": GaugeMetricFamily("orch_alerts_active", "Alerts pending, firing or flapping.",
+                                                    labels=["alert_name", "severity", "state"]),
+            "orch_heal_runs_total": CounterMetricFamily("orch_heal_runs", "Self-healing runs by outcome.",
+                                                        labels=["outcome"]),
+            "orch_heal_runs_last_hour": GaugeMetricFamily("orch_heal_runs_last_hour",
+                                                          "Self-healing runs that acted in the last hour.",
+                                                          labels=["target"]),
+            "orch_monitor_last_sweep_timestamp_seconds": GaugeMetricFamily(
+                "orch_monitor_last_sweep_timestamp_seconds", "When the last monitoring sweep stored samples."),
+        }
+        for _, name, text, label in SAMPLE_GAUGES:
+            families[name] = GaugeMetricFamily(name, text, labels=[label] if label else [])
+        return families
+
+    def _fill(self, families: dict[str, Metric]) -> None:
+        from orch.monitoring.samples import latest
+        from orch.storage.models import MonitorSample
+
+        settings = self.settings
+        for (metric, subject), value in latest(settings).items():
+            for sample_metric, name, _, label in SAMPLE_GAUGES:
+                if metric == sample_metric:
+                    families[name].add_metric([subject] if label else [], value)
+        now = utcnow()
+        with session_scope(settings.database) as session:
+            depth = dict(session.execute(select(Task.priority, func.count()).where(Task.status == "queued")
+                                         .group_by(Task.priority)).all())
+            for number, label in PRIORITY_NAMES.items():
+                families["orch_task_queue_depth"].add_metric([label], float(depth.get(number, 0)))
+            for core_id, status, count in session.execute(select(Task.core_id, Task.status, func.count())
+                                                          .group_by(Task.core_id, Task.status)):
+                families["orch_tasks_total"].add_metric([core_id, status], float(count))
+            self._task_durations(session, families["orch_task_duration_seconds"])
+            self._locks(session, families, now)
+            for name, severity, state, count in session.execute(
+                    select(Alert.alert_name, Alert.severity, Alert.state, func.count())
+                    .where(Alert.state.in_(("pending", "firing", "flapping")))
+                    .group_by(Alert.alert_name, Alert.severity, Alert.state)):
+                families["orch_alerts_active"].add_metric([name, severity, state], float(count))
+            for outcome, count in session.execute(select(HealRun.outcome, func.count()).group_by(HealRun.outcome)):
+                families["orch_heal_runs_total"].add_metric([outcome], float(count))
+            for target, count in session.execute(
+                    select(HealRun.target, func.count()).where(
+                        HealRun.started_at > now - timedelta(hours=1),
+                        HealRun.outcome.in_(("running", "healed", "failed"))).group_by(HealRun.target)):
+                families["orch_heal_runs_last_hour"].add_metric([target], float(count))
+            last = session.scalar(select(func.max(MonitorSample.timestamp)).where(
+                MonitorSample.timestamp > now - timedelta(days=1)))
+            if last is not None:
+                families["orch_monitor_last_sweep_timestamp_seconds"].add_metric([], last.timestamp())
+
+    def _task_durations(self, session: Any, family: HistogramMetricFamily) -> None:
+        """One aggregate query: per (core, status) the count at or under each bucket, the sum and the count."""
+        duration = cast(_duration_seconds(self.settings.database.url or ""), Float)
+        columns = [func.sum(case((duration <= bound, 1), else_=0)) for bound in TASK_BUCKETS]
+        query = (select(Task.core_id, Task.status, func.count(), func.coalesce(func.sum(duration), 0.0), *columns)
+                 .where(Task.finished_at.is_not(None), Task.started_at.is_not(None))
+                 .group_by(Task.core_id, Task.status))
+        for core_id, status, count, total, *cumulative in session.execute(query):
+            buckets = [(str(bound), float(n or 0)) for bound, n in zip(TASK_BUCKETS, cumulative)]
+            family.add_metric([core_id, status], buckets + [("+Inf", float(count))], float(total or 0.0))
+
+    @staticmethod
+    def _locks(session: Any, families: dict[str, Metric], now: Any) -> None:
+        held: dict[str, int] = {}
+        for resource in session.scalars(select(ResourceLock.resource).where(ResourceLock.expires_at > now)):
+            kind = resource.split(":", 1)[0]
+            held[kind] = held.get(kind, 0) + 1
+        for kind, count in held.items():
+            families["orch_locks_active"].add_metric([kind], float(count))
+        waits: dict[str, list[float]] = {}
+        for stats in session.scalars(select(LockStats)):
+            kind = stats.resource.split(":", 1)[0]
+            acc = waits.setdefault(kind, [0.0, 0.0, 0.0])
+            acc[0] += stats.acquisitions
+            acc[1] += stats.total_wait_seconds
+            acc[2] += stats.timeouts
+        for kind, (count, total, timeouts) in waits.items():
+            families["orch_lock_wait_duration_seconds"].add_metric([kind], count, total)
+            families["orch_lock_acquisitions_total"].add_metric([kind], count)
+            families["orch_lock_timeouts_total"].add_metric([kind], timeouts)

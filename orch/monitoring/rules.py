@@ -1,0 +1,137 @@
+"""Alert rules evaluated on recorded samples: fixed thresholds with a "for" duration, EWMA anomalies and
+target health.
+
+Evaluation reads the samples the sweeps stored, so it needs no memory between sweeps (each sweep is a
+fresh flow-run process) and gives the same verdict whichever process evaluates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from orch.config.schema import Settings
+from orch.monitoring.samples import HOST, series
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a rule sees now: ``state`` is ``ok``, ``pending`` (crossed, not yet for long enough) or ``firing``."""
+
+    alert_name: str
+    target: str
+    state: str
+    severity: str
+    summary: str
+    value: float | None
+    threshold: float | None
+    since: datetime | None = None  # when the crossing began
+    heal: bool = False  # a firing target alert triggers self-healing
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    alert_name: str
+    metric: str
+    threshold: float
+    above: bool  # True: value > threshold is bad; False: value < threshold is bad
+    severity: str
+    unit: str
+    for_seconds: float
+    subjects: tuple[str, ...] = (HOST,)
+    heal: bool = False
+
+
+def threshold_rules(settings: Settings, targets: list[str]) -> list[ThresholdRule]:
+    """The guide's alert_thresholds, ORCH's own dependencies, and one health rule per target."""
+    thresholds = settings.monitoring.alert_thresholds
+    alerting = settings.monitoring.alerting
+    wait = alerting.for_seconds
+    stall = 2 * settings.monitoring.interval + 60  # a scheduled run this late means Prefect is not starting runs
+    return [
+        ThresholdRule("cpu_high", "cpu_percent", thresholds.cpu_percent, True, "warning", "%", wait),
+        ThresholdRule("memory_high", "memory_percent", thresholds.memory_percent, True, "warning", "%", wait),
+        ThresholdRule("disk_full", "disk_usage_percent", thresholds.disk_usage_percent, True, "critical", "%", wait,
+                      tuple(settings.monitoring.disk_paths)),
+        ThresholdRule("api_slow", "api_response_time_ms", thresholds.response_time_ms, True, "warning", " ms", wait),
+        ThresholdRule("api_errors", "api_error_rate_percent", thresholds.error_rate_percent, True, "warning", "%",
+                      wait),
+        ThresholdRule("database_down", "database_up", 1, False, "critical", "", 0),
+        ThresholdRule("prefect_down", "prefect_up", 1, False, "critical", "", wait),
+        ThresholdRule("prefect_stalled", "prefect_lag_seconds", stall, True, "critical", " s", 0),
+        ThresholdRule("target_down", "target_up", 1, False, "critical", "", alerting.target_for_seconds,
+                      tuple(targets), heal=True),
+    ]
+
+
+def evaluate_threshold(settings: Settings, rule: ThresholdRule, subject: str, now: datetime) -> Observation | None:
+    """Judge one series: how long has the newest run of bad samples lasted? None without samples."""
+    window = timedelta(seconds=rule.for_seconds + 3 * settings.monitoring.interval)
+    points = series(settings, rule.metric, subject, now - window)
+    if not points:
+        return None
+    bad_since: datetime | None = None
+    for stamp, value in reversed(points):
+        if (value > rule.threshold) if rule.above else (value < rule.threshold):
+            bad_since = stamp
+        else:
+            break
+    value = points[-1][1]
+    target = subject if subject != HOST else "host"
+    comparison = ">" if rule.above else "<"
+    if bad_since is None:
+        return Observation(rule.alert_name, target, "ok", rule.severity,
+                           f"{rule.metric} {value:g}{rule.unit} on {target}", value, rule.threshold, heal=rule.heal)
+    lasted = (now - bad_since).total_seconds()
+    state = "firing" if lasted >= rule.for_seconds else "pending"
+    summary = (f"{rule.metric} {value:g}{rule.unit} {comparison} {rule.threshold:g}{rule.unit} on {target} "
+               f"for {lasted:.0f} s")
+    return Observation(rule.alert_name, target, state, rule.severity, summary, value, rule.threshold, bad_since,
+                       rule.heal)
+
+
+def ewma(values: list[float], alpha: float) -> tuple[float, float]:
+    """Exponentially weighted mean and standard deviation (West's incremental form)."""
+    mean, variance = values[0], 0.0
+    for value in values[1:]:
+        delta = value - mean
+        mean += alpha * delta
+        variance = (1 - alpha) * (variance + alpha * delta * delta)
+    return mean, math.sqrt(variance)
+
+
+def evaluate_anomaly(settings: Settings, metric: str, now: datetime) -> Observation | None:
+    """Is the newest sample far from what the recent past predicts? Judged beside the fixed thresholds."""
+    alerting = settings.monitoring.alerting
+    window = timedelta(seconds=settings.monitoring.interval * (alerting.ewma_min_samples * 3 + 1))
+    values = [value for _, value in series(settings, metric, HOST, now - window)]
+    if len(values) < alerting.ewma_min_samples + 1:
+        return None
+    mean, deviation = ewma(values[:-1], alerting.ewma_alpha)
+    # A flat history has no spread; a floor keeps a tiny wobble from being "infinitely" anomalous.
+    spread = max(deviation, 0.01 * abs(mean), 0.5)
+    latest = values[-1]
+    limit = alerting.ewma_deviations * spread
+    name = f"{metric}_anomaly"
+    if abs(latest - mean) <= limit:
+        return Observation(name, "host", "ok", "warning", f"{metric} {latest:g} near its EWMA {mean:.1f}", latest,
+                           round(mean + limit, 2))
+    return Observation(name, "host", "firing", "warning",
+                       f"{metric} {latest:g} is {abs(latest - mean) / spread:.1f} standard deviations from its "
+                       f"EWMA {mean:.1f}", latest, round(mean + limit if latest > mean else mean - limit, 2), now)
+
+
+def evaluate(settings: Settings, targets: list[str], now: datetime) -> list[Observation]:
+    """Every rule against the stored samples."""
+    found: list[Observation] = []
+    for rule in threshold_rules(settings, targets):
+        for subject in rule.subjects:
+            observation = evaluate_threshold(settings, rule, subject, now)
+            if observation is not None:
+                found.append(observation)
+    for metric in settings.monitoring.alerting.ewma_metrics:
+        observation = evaluate_anomaly(settings, metric, now)
+        if observation is not None:
+            found.append(observation)
+    return found

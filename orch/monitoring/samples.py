@@ -1,0 +1,239 @@
+"""What a monitoring sweep measures, and how samples are stored and read back (db-maintenance purges them).
+
+Each ``collect_*`` function measures one thing and returns ``Sample`` values; none raises for the thing
+it measures being down (that is a measurement: a failed probe is a sample of its own). The sweep flow
+runs each as its own retryable task and stores everything in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from orch.config.schema import Settings
+from orch.storage.engine import session_scope
+from orch.storage.models import MonitorSample
+from orch.storage.types import utcnow
+
+HOST = "host"
+ACCESS_LOG_TAIL_BYTES = 4 * 1024**2  # the API's access lines of one interval fit easily
+
+
+@dataclass(frozen=True)
+class Sample:
+    metric: str
+    value: float
+    subject: str = HOST
+
+
+def collect_system(settings: Settings) -> list[Sample]:
+    """CPU, memory, load, disk usage per configured path and network byte counters (psutil).
+
+    CPU is the average since the previous sweep, from the cumulative CPU times both sweeps stored: each
+    sweep runs in a fresh flow-run process, where psutil's own "since last call" has no last call, and
+    an average over the interval is what a threshold should judge anyway.
+    """
+    import psutil
+
+    times = psutil.cpu_times()
+    busy, total = sum(times) - times.idle - getattr(times, "iowait", 0.0), sum(times)
+    previous = latest(settings, ("cpu_busy_seconds", "cpu_total_seconds"))
+    before_busy, before_total = previous.get(("cpu_busy_seconds", HOST)), previous.get(("cpu_total_seconds", HOST))
+    if before_busy is not None and before_total is not None and total > before_total:
+        cpu = max(0.0, min(100.0, 100.0 * (busy - before_busy) / (total - before_total)))
+    else:
+        cpu = psutil.cpu_percent(interval=0.05)  # first sweep: a short look
+    samples = [Sample("cpu_percent", round(cpu, 2)), Sample("cpu_busy_seconds", busy),
+               Sample("cpu_total_seconds", total), Sample("memory_percent", psutil.virtual_memory().percent)]
+    for path in settings.monitoring.disk_paths:
+        try:
+            usage = psutil.disk_usage(path)
+        except OSError:
+            continue  # a path that vanished is reported by its missing series, not a crash of the sweep
+        samples += [Sample("disk_usage_percent", usage.percent, path), Sample("disk_used_bytes", usage.used, path),
+                    Sample("disk_free_bytes", usage.free, path)]
+    net = psutil.net_io_counters()
+    if net is not None:
+        samples += [Sample("network_sent_bytes", float(net.bytes_sent)), Sample("network_recv_bytes",
+                                                                                 float(net.bytes_recv))]
+    if hasattr(os, "getloadavg"):
+        samples.append(Sample("load_1m", os.getloadavg()[0]))
+    return samples
+
+
+def collect_api(settings: Settings, window_seconds: float) -> list[Sample]:
+    """The API's response time (a probe of ``/health``) and its error rate over the last window.
+
+    The error rate comes from the API's own access log lines (``event_type: http_request``), so it covers
+    real traffic of every client, not just the probe.
+    """
+    from orch.http import http_client
+
+    host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::", "") else settings.api.host
+    started = time.perf_counter()
+    try:
+        with http_client(5.0) as client:
+            status = client.get(f"http://{host}:{settings.api.port}/health").status_code
+        samples = [Sample("api_response_time_ms", round((time.perf_counter() - started) * 1000, 2)),
+                   Sample("api_up", 1.0 if status < 500 else 0.0)]
+    except Exception:  # noqa: BLE001 - a down API is a sample, not an error of the sweep
+        samples = [Sample("api_up", 0.0)]
+    total, errors = _access_log_counts(settings, window_seconds)
+    if total:
+        samples += [Sample("api_requests", float(total)), Sample("api_error_rate_percent", 100.0 * errors / total)]
+    return samples
+
+
+def _access_log_counts(settings: Settings, window_seconds: float) -> tuple[int, int]:
+    """Requests and 5xx answers in the API's access log within the window (the tail of the file only)."""
+    if not settings.logging.file:
+        return 0, 0
+    path = Path(settings.logging.file)
+    since = time.time() - window_seconds
+    try:
+        with open(path, "rb") as handle:
+            size = path.stat().st_size
+            handle.seek(max(0, size - ACCESS_LOG_TAIL_BYTES))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return 0, 0
+    total = errors = 0
+    for line in reversed(lines):
+        if '"http_request"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        stamp = _epoch(entry.get("timestamp") or entry.get("asctime"))
+        if stamp is not None and stamp < since:
+            break
+        total += 1
+        errors += int(entry.get("status", 0)) >= 500
+    return total, errors
+
+
+def _epoch(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def collect_queue(settings: Settings) -> list[Sample]:
+    """Queued tasks by priority, running tasks, and tasks that failed or timed out in the last interval."""
+    from orch.dispatch.queue import TaskQueue
+    from orch.storage.models import Task
+
+    samples = [Sample("queue_depth", float(count), priority) for priority, count in TaskQueue(settings).depth().items()]
+    since = utcnow() - timedelta(seconds=settings.monitoring.interval)
+    with session_scope(settings.database) as session:
+        running = session.scalar(select(func.count()).select_from(Task).where(Task.status == "running"))
+        failed = session.scalar(select(func.count()).select_from(Task).where(
+            Task.status.in_(("failed", "timed_out")), Task.finished_at > since))
+    return samples + [Sample("tasks_running", float(running or 0)), Sample("tasks_failed_recent", float(failed or 0))]
+
+
+def collect_locks(settings: Settings) -> list[Sample]:
+    """Locks held, lock waiters and the longest current wait."""
+    from orch.storage.models import LockWaiter, ResourceLock
+
+    now = utcnow()
+    with session_scope(settings.database) as session:
+        held = session.scalar(select(func.count()).select_from(ResourceLock).where(ResourceLock.expires_at > now))
+        waiting = session.scalar(select(func.count()).select_from(LockWaiter))
+        oldest = session.scalar(select(func.min(LockWaiter.requested_at)))
+    longest = (now - oldest).total_seconds() if oldest else 0.0
+    return [Sample("locks_active", float(held or 0)), Sample("lock_waiters", float(waiting or 0)),
+            Sample("lock_wait_longest_seconds", longest)]
+
+
+def collect_database(settings: Settings) -> list[Sample]:
+    """Whether ORCH's database answers, and how fast (the full integrity check is db-health's job)."""
+    from sqlalchemy import text
+
+    from orch.storage.engine import get_engine
+
+    started = time.perf_counter()
+    try:
+        with get_engine(settings.database).connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception:  # noqa: BLE001
+        return [Sample("database_up", 0.0)]
+    return [Sample("database_up", 1.0), Sample("database_latency_ms", round((time.perf_counter() - started) * 1000, 2))]
+
+
+def collect_prefect(settings: Settings) -> list[Sample]:
+    """Prefect's readiness and its lag: how late the most overdue scheduled flow run is.
+
+    A server that answers ``/ready`` while no run starts is not healthy; the lag says so.
+    """
+    from orch.http import http_client
+    from orch.prefect_api import prefect_readiness
+
+    api_url = settings.prefect.resolved_api_url()
+    ready = prefect_readiness(api_url)
+    samples = [Sample("prefect_up", 1.0 if ready.ready else 0.0)]
+    if not ready.ready:
+        return samples
+    samples.append(Sample("prefect_latency_ms", ready.latency_ms or 0.0))
+    now = utcnow()
+    body = {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}},
+                          "expected_start_time": {"before_": now.isoformat()}},
+            "sort": "EXPECTED_START_TIME_ASC", "limit": 1}
+    try:
+        with http_client(5.0) as client:
+            response = client.post(f"{api_url.rstrip('/')}/flow_runs/filter", json=body)
+            response.raise_for_status()
+            runs = response.json()
+    except Exception:  # noqa: BLE001
+        return samples
+    lag = 0.0
+    if runs and runs[0].get("expected_start_time"):
+        expected = datetime.fromisoformat(runs[0]["expected_start_time"].replace("Z", "+00:00"))
+        lag = max(0.0, (now - expected).total_seconds())
+    return samples + [Sample("prefect_lag_seconds", lag)]
+
+
+def store(settings: Settings, samples: list[Sample], at: datetime | None = None) -> int:
+    """Write one sweep's samples with one timestamp."""
+    stamp = at or utcnow()
+    with session_scope(settings.database) as session:
+        session.add_all([MonitorSample(timestamp=stamp, metric=s.metric, subject=s.subject, value=float(s.value))
+                         for s in samples])
+    return len(samples)
+
+
+def series(settings: Settings, metric: str, subject: str, since: datetime) -> list[tuple[datetime, float]]:
+    """One metric's samples about one subject since ``since``, oldest first."""
+    with session_scope(settings.database) as session:
+        rows = session.execute(select(MonitorSample.timestamp, MonitorSample.value).where(
+            MonitorSample.metric == metric, MonitorSample.subject == subject, MonitorSample.timestamp >= since)
+            .order_by(MonitorSample.timestamp)).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+def latest(settings: Settings, metrics: tuple[str, ...] | None = None) -> dict[tuple[str, str], float]:
+    """The newest value of every (metric, subject) series, or of ``metrics`` only: what /metrics exports.
+
+    Only the last few intervals are read: an older value is stale, and the table holds 30 days.
+    """
+    since = utcnow() - timedelta(seconds=max(3 * settings.monitoring.interval, 300))
+    with session_scope(settings.database) as session:
+        query = select(MonitorSample.metric, MonitorSample.subject,
+                       func.max(MonitorSample.timestamp).label("at")).where(MonitorSample.timestamp >= since)
+        if metrics:
+            query = query.where(MonitorSample.metric.in_(metrics))
+        newest = query.group_by(MonitorSample.metric, MonitorSample.subject).subquery()
+        rows = session.execute(select(MonitorSample.metric, MonitorSample.subject, MonitorSample.value).join(
+            newest, (MonitorSample.metric == newest.c.metric) & (MonitorSample.subject == newest.c.subject)
+            & (MonitorSample.timestamp == newest.c.at))).all()
+    return {(metric, subject): value for metric, subject, value in rows}

@@ -1,0 +1,32 @@
+"""Service and emergency recovery as ordered steps, for the CLI and scripts (the flows in
+``flows/recovery.py`` run the same steps as Prefect tasks, in the same order)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from orch.config.schema import Settings
+from orch.recovery import steps
+
+Step = Callable[[Settings], dict[str, Any]]
+SERVICE: tuple[Step, ...] = (steps.database, steps.stale_locks, steps.failed_tasks, steps.health)
+EMERGENCY: tuple[Step, ...] = (steps.disk_space, *SERVICE)
+
+
+def failed_step(name: str, exc: BaseException) -> dict[str, Any]:
+    """A step that raised still gets a report line, and the next steps still run."""
+    return {"step": name, "ok": False, "found": f"{type(exc).__name__}: {exc}", "did": "nothing (the step failed)"}
+
+
+def run(settings: Settings, procedure: str) -> dict[str, Any]:
+    """Run ``service-recovery`` or ``emergency-recovery``; ``ok`` only when every step is."""
+    chosen = EMERGENCY if procedure == "emergency-recovery" else SERVICE
+    reports = []
+    for step in chosen:
+        try:
+            reports.append(step(settings))
+        except Exception as exc:  # noqa: BLE001 - reported, and recovery goes on with the next step
+            reports.append(failed_step(step.__name__.replace("_", "-"), exc))
+    notice = steps.notify(settings, procedure, reports)
+    return {"procedure": procedure, "ok": all(r["ok"] for r in reports), "steps": reports, "notification": notice}

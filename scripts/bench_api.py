@@ -1,0 +1,680 @@
+"""API benchmark: ORCH's HTTP API under load, beside a bare FastAPI app that has nothing but the route.
+
+Why it exists: ORCH promises an API several times the original system's published targets (REFERENCE.md):
+``GET /health`` ≥ 3,000 req/s (original 1,000), ``POST /dispatch`` p95 < 25 ms at 200 req/s (original
+< 500 ms), signed webhooks ≥ 1,000 events/s with p95 < 20 ms (original 200/s, < 100 ms), 2,000 SSE clients
+held by one API process under 300 MB RSS (original 500 clients), and an idle API process under 150 MB.
+Those figures only mean something measured on the real thing: ``python -m orch.api.server`` as a process
+over a fresh SQLite database, its default logging and middleware, real sockets on loopback. The bare app
+(one route per figure, same uvicorn settings, one process) is the ceiling: what FastAPI and uvicorn cost
+on this machine before ORCH does anything, so the gap is ORCH's own cost.
+
+In one invocation, side by side:
+
+(a) idle RSS of the API process right after it answers, and of the bare app;
+(b) ``GET /health`` req/s with wrk (one thread, 64 connections), ORCH and bare;
+(c) ``POST /webhook`` events/s and latency with wrk (one thread, a few connections, closed loop), every
+    delivery unique and freshly signed (replays get 409), cycled through by a Lua script; non-200 answers
+    counted; bare: a POST route that parses the same bodies;
+(d) ``POST /dispatch`` at a fixed 200 req/s, open loop (latency from the scheduled send time, so a stall
+    cannot hide behind a late send), async httpx; bare: the same client against the bare POST route,
+    which is the client's own floor;
+(e) SSE: N concurrent ``GET /sse/events`` streams on raw asyncio sockets; each must get the ``retry:``
+    preamble, then two dispatched tasks' ``task.created`` events; RSS of the API process while it holds
+    them; bare: the same number of streams held by a route that only sends the preamble.
+
+Usage: ``.venv/bin/python scripts/bench_api.py [--quick] [--out DIR]``. Needs ``wrk`` (Debian: ``apt-get
+install wrk``). Progress goes to stderr, the markdown table to stdout and ``<out>/bench_api.md``, every
+figure to ``<out>/bench_api.json``. ``--quick`` is a smoke run with short phases and 200 SSE clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench_common import BenchError, clean_environ, machine_info as _machine_info
+from bench_dispatch import (Processes, fmt, free_port, git_state, pct_cell, percentiles, process_usage, say,
+                            short_of, verdict, wait_until)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the virtualenv's bin: orch
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+ADMIN = "bench-admin"
+PASSWORD = "Bench-Pa55word-0123!"
+WEBHOOK_SECRET = "bench-webhook-secret-0123456789"
+DISPATCH_BODY = {"core_id": "bench-core", "action": "noop"}
+START_TIMEOUT = 60.0
+SETTLE_SECONDS = 2.0  # after the first answer, before idle RSS is read
+SSE_OPEN_AT_ONCE = 64  # connections being opened at the same time
+SSE_TIMEOUT = 120.0  # opening every stream, and every stream receiving the dispatched tasks' events
+SSE_TASKS = 2
+MB = 2**20
+GOAL_HEALTH_RPS = 3_000.0
+GOAL_DISPATCH_P95_MS = 25.0
+GOAL_WEBHOOK_PER_S = 1_000.0
+GOAL_WEBHOOK_P95_MS = 20.0
+GOAL_SSE_CLIENTS = 2_000
+GOAL_SSE_RSS_MB = 300.0
+GOAL_IDLE_RSS_MB = 150.0
+ORIGINAL = {"health": "1,000 req/s", "dispatch": "p95 < 500 ms", "webhook": "200/s, p95 < 100 ms",
+            "sse": "500 clients", "memory": "< 512 MB baseline"}
+
+BARE_APP = '''"""The ceiling: FastAPI with only the routes measured, under ORCH's uvicorn settings, one process."""
+import asyncio
+import json
+import sys
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+
+app = FastAPI()
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.post("/webhook")
+async def webhook(request: Request) -> dict[str, object]:
+    return {"accepted": True, "event": json.loads(await request.body()).get("event")}
+
+
+@app.get("/sse")
+async def sse() -> StreamingResponse:
+    async def body():
+        yield "retry: 3000\\n\\n"
+        while True:
+            await asyncio.sleep(15)
+            yield ": keep-alive\\n\\n"
+    return StreamingResponse(body(), media_type="text/event-stream")
+
+
+uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[1]), log_config=None, server_header=False,
+                              timeout_graceful_shutdown=5, backlog=4096)).run()
+'''
+
+# One wrk thread (one Lua state). With BENCH_DELIVERIES set, each request is the next pre-signed delivery
+# ("<X-Signature>\t<body>" per line); when they run out the thread stops rather than replay one.
+# done() prints every figure as one JSON line.
+WRK_SCRIPT = r'''
+local path = os.getenv("BENCH_DELIVERIES")
+local threads = {}
+non200 = 0
+exhausted = false
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+if path then
+  local deliveries = {}
+  local index = 0
+
+  function init(args)  -- after wrk.init: wrk.headers.Host is known, and wrk.format adds it only by default
+    for line in io.lines(path) do
+      local signature, body = line:match("^([^\t]+)\t(.*)$")
+      deliveries[#deliveries + 1] = wrk.format("POST", nil, {["Host"] = wrk.headers["Host"],
+        ["Content-Type"] = "application/json", ["X-Signature"] = signature}, body)
+    end
+  end
+
+  function request()
+    index = index + 1
+    if index > #deliveries then
+      exhausted = true
+      wrk.thread:stop()
+      index = #deliveries
+    end
+    return deliveries[index]
+  end
+  function response(status, headers, body)
+    if status ~= 200 then non200 = non200 + 1 end
+  end
+end
+
+function done(summary, latency, requests)
+  local bad, ran_out = 0, false
+  for _, thread in ipairs(threads) do
+    bad = bad + (thread:get("non200") or 0)
+    ran_out = ran_out or thread:get("exhausted")
+  end
+  local e = summary.errors
+  io.write(string.format('BENCH_JSON {"requests": %d, "duration_us": %d, "connect_errors": %d, ' ..
+    '"read_errors": %d, "write_errors": %d, "status_errors": %d, "timeouts": %d, "non200": %d, ' ..
+    '"exhausted": %s, "latency_ms": {"p50": %.2f, "p90": %.2f, "p95": %.2f, "p99": %.2f, "max": %.2f, ' ..
+    '"mean": %.2f}}\n', summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    bad, tostring(ran_out), latency:percentile(50) / 1000, latency:percentile(90) / 1000,
+    latency:percentile(95) / 1000, latency:percentile(99) / 1000, latency.max / 1000, latency.mean / 1000))
+end
+'''
+
+
+@dataclass(frozen=True)
+class Sizes:
+    health_s: int  # wrk duration per /health run
+    health_connections: int
+    webhook_s: int
+    webhook_connections: int  # few: a closed loop's latency is connections / throughput
+    dispatch_s: float
+    dispatch_rate: float  # requests/s, open loop
+    sse_clients: int
+
+
+DEFAULT = Sizes(health_s=10, health_connections=64, webhook_s=10, webhook_connections=8, dispatch_s=15,
+                dispatch_rate=200, sse_clients=2_000)
+QUICK = Sizes(health_s=3, health_connections=64, webhook_s=3, webhook_connections=8, dispatch_s=5,
+              dispatch_rate=200, sse_clients=200)
+MAX_WEBHOOKS_PER_S = 10_000  # deliveries signed per second of the webhook run; running out is an error
+
+
+# --- the two servers -----------------------------------------------------------------------------
+
+@dataclass
+class Server:
+    """One server process under test and what was measured on it."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    rss_mb: dict[str, float] = field(default_factory=dict)  # by moment: idle, after_health, ...
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rss(self) -> float:
+        return process_usage(self.process)[0]
+
+    def cpu(self) -> float:
+        return process_usage(self.process)[1]
+
+    def note_rss(self, moment: str) -> float:
+        self.rss_mb[moment] = self.rss()
+        return self.rss_mb[moment]
+
+
+def orch_env(home: Path, port: int) -> dict[str, str]:
+    """The API's environment: a fresh home, secrets, no Prefect (``/health`` says degraded, answers 200),
+    and a rate limit that lets the load through (the default 100/min per user would refuse it)."""
+    return {**clean_environ(), "ORCH_HOME": str(home), "ORCH_PORT": str(port),
+            "JWT_SECRET": "bench-jwt-secret-0123456789abcdef", "WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "ORCH_MCP_TOKEN": "bench-mcp-token-0123456789abcdef",
+            "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api",
+            "ORCH_SECURITY__RATE_LIMIT__REQUESTS_PER_MINUTE": "1000000000",
+            "ORCH_SECURITY__RATE_LIMIT__BURST_SIZE": "1000000000"}
+
+
+def run_cli(argv: list[str], env: dict[str, str], stdin: str | None = None) -> None:
+    result = subprocess.run(argv, env=env, input=stdin, capture_output=True, text=True, timeout=120,
+                            cwd=PROJECT_ROOT)
+    if result.returncode != 0:
+        raise BenchError(f"{' '.join(argv[:3])} failed (exit {result.returncode})",
+                         (result.stderr or result.stdout).splitlines()[-8:])
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start(procs: Processes, name: str, argv: list[str], env: dict[str, str], port: int, probe: str) -> Server:
+    process = procs.spawn(name, argv, env, PROJECT_ROOT)
+    server = Server(name, process, port)
+    began = time.monotonic()
+    wait_until(lambda: answers(server.url + probe), START_TIMEOUT, f"{name} answering {probe}", procs.alive(name),
+               procs.log(name), interval=0.1)
+    say(f"{name} answers on port {port} after {time.monotonic() - began:.1f} s")
+    time.sleep(SETTLE_SECONDS)
+    server.note_rss("idle")
+    return server
+
+
+def start_orch(workdir: Path, procs: Processes) -> tuple[Server, str]:
+    """A migrated database with one admin made by the CLI, as an operator does; the API; a token."""
+    home = workdir / "orch"
+    home.mkdir()
+    port = free_port()
+    env = orch_env(home, port)
+    run_cli([str(BIN / "orch"), "db", "init"], env)
+    run_cli([str(BIN / "orch"), "user", "create-admin", "--username", ADMIN, "--password-stdin"], env, PASSWORD)
+    server = start(procs, "orch-api", [sys.executable, "-m", "orch.api.server"], env, port, "/healthz")
+    response = httpx.post(server.url + "/auth/token", data={"username": ADMIN, "password": PASSWORD}, timeout=10)
+    if response.status_code != 200:
+        raise BenchError(f"POST /auth/token answered HTTP {response.status_code}: {response.text[:200]}")
+    return server, str(response.json()["access_token"])
+
+
+def start_bare(workdir: Path, procs: Processes) -> Server:
+    app = workdir / "bare_app.py"
+    app.write_text(BARE_APP, encoding="utf-8")
+    port = free_port()
+    return start(procs, "bare-app", [sys.executable, str(app), str(port)], clean_environ(), port, "/health")
+
+
+# --- wrk -----------------------------------------------------------------------------------------
+
+def wrk(url: str, seconds: int, connections: int, script: Path, deliveries: Path | None = None) -> dict[str, Any]:
+    """One wrk run; its figures, requests/s added."""
+    env = {**os.environ, **({"BENCH_DELIVERIES": str(deliveries)} if deliveries else {})}
+    argv = [WRK, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script), url]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((x for x in result.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if result.returncode != 0 or line is None:
+        raise BenchError(f"wrk against {url} failed (exit {result.returncode})",
+                         (result.stderr + result.stdout).splitlines()[-8:])
+    figures: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+    if figures["exhausted"]:
+        raise BenchError(f"wrk ran out of signed deliveries against {url}: raise MAX_WEBHOOKS_PER_S")
+    figures["per_s"] = round(figures["requests"] / (figures["duration_us"] / 1e6), 1)
+    figures["connections"] = connections
+    return figures
+
+
+def with_cpu(server: Server, measure: Any) -> dict[str, Any]:
+    """Run ``measure()`` and add the CPU seconds the server spent meanwhile."""
+    before = server.cpu()
+    figures: dict[str, Any] = measure()
+    figures["server_cpu_s"] = round(server.cpu() - before, 2)
+    return figures
+
+
+def sign_deliveries(path: Path, count: int) -> Path:
+    """``count`` unique ping deliveries signed now, as wrk's script reads them."""
+    from orch.security.webhook_signature import sign
+
+    now = int(time.time())
+    with path.open("w", encoding="utf-8") as out:
+        for n in range(count):
+            body = json.dumps({"event": "ping", "n": n}, separators=(",", ":"))
+            out.write(f"{sign(WEBHOOK_SECRET, body.encode(), now)}\t{body}\n")
+    return path
+
+
+# --- open-loop dispatch --------------------------------------------------------------------------
+
+async def open_loop(url: str, headers: dict[str, str], rate: float, seconds: float,
+                    expect: int) -> dict[str, Any]:
+    """POST at a fixed rate whatever the answers take; latency counts from each request's scheduled time."""
+    count = int(rate * seconds)
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
+        for _ in range(20):  # warm-up: connections, first-request costs
+            response = await client.post(url, json=DISPATCH_BODY)
+            if response.status_code != expect:
+                raise BenchError(f"POST {url} answered HTTP {response.status_code}: {response.text[:200]}")
+        began = time.perf_counter() + 0.05
+
+        async def one(n: int) -> None:
+            scheduled = began + n / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            try:
+                response = await client.post(url, json=DISPATCH_BODY)
+                statuses[str(response.status_code)] += 1
+            except httpx.HTTPError as exc:
+                statuses[type(exc).__name__] += 1
+            latencies.append((time.perf_counter() - scheduled) * 1000)
+
+        await asyncio.gather(*(one(n) for n in range(count)))
+        wall = time.perf_counter() - began
+    errors = sum(v for k, v in statuses.items() if k != str(expect))
+    return {"requests": count, "rate": rate, "seconds": seconds, "achieved_per_s": round(count / wall, 1),
+            "latency_ms": percentiles(latencies), "statuses": dict(statuses), "errors": errors}
+
+
+def run_dispatch(server: Server, path: str, headers: dict[str, str], sizes: Sizes, expect: int) -> dict[str, Any]:
+    return with_cpu(server, lambda: asyncio.run(open_loop(server.url + path, headers, sizes.dispatch_rate,
+                                                          sizes.dispatch_s, expect)))
+
+
+# --- SSE -----------------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class Stream:
+    """One SSE client on a raw socket: everything it received, kept to be searched."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    status: int
+    received: bytearray
+
+    async def pump(self) -> None:
+        try:
+            while chunk := await self.reader.read(65536):
+                self.received += chunk
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+
+
+async def open_stream(port: int, path: str, token: str | None) -> Stream:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n{auth}\r\n".encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    stream = Stream(reader, writer, int(head.split(b" ", 2)[1]), bytearray())
+    while stream.status == 200 and b"retry:" not in stream.received:
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        stream.received += chunk
+    return stream
+
+
+async def hold_streams(server: Server, path: str, token: str | None, clients: int,
+                       dispatch: bool) -> dict[str, Any]:
+    """Open ``clients`` streams, check each got the preamble (and, with ``dispatch``, the created events of
+    tasks dispatched once all are open), read the server's RSS while it holds them, then close them."""
+    gate = asyncio.Semaphore(SSE_OPEN_AT_ONCE)
+
+    async def opened() -> Stream | BaseException:
+        async with gate:
+            try:
+                return await open_stream(server.port, path, token)
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                return exc
+
+    rss_before, began = server.rss(), time.perf_counter()
+    results = await asyncio.wait_for(asyncio.gather(*(opened() for _ in range(clients))), SSE_TIMEOUT)
+    open_s = time.perf_counter() - began
+    streams = [s for s in results if isinstance(s, Stream) and s.status == 200]
+    failures = Counter(type(s).__name__ if not isinstance(s, Stream) else f"HTTP {s.status}" for s in results
+                       if not (isinstance(s, Stream) and s.status == 200))
+    preamble = sum(b"retry:" in s.received for s in streams)
+    pumps = [asyncio.create_task(s.pump()) for s in streams]
+    figures: dict[str, Any] = {"clients": clients, "open": len(streams), "open_failures": dict(failures),
+                               "with_preamble": preamble, "open_s": round(open_s, 2),
+                               "rss_before_mb": rss_before}
+    if dispatch:
+        figures.update(await deliver_tasks(server, token, streams))
+    figures["rss_held_mb"] = server.rss()
+    figures["rss_per_client_kb"] = round((figures["rss_held_mb"] - rss_before) * 1024 / max(1, len(streams)), 1)
+    for stream in streams:
+        stream.writer.close()
+    for pump in pumps:
+        pump.cancel()
+    await asyncio.gather(*pumps, return_exceptions=True)
+    await asyncio.sleep(1.0)
+    figures["rss_after_close_mb"] = server.rss()
+    return figures
+
+
+async def deliver_tasks(server: Server, token: str | None, streams: list[Stream]) -> dict[str, Any]:
+    """Dispatch a few tasks; how long until every stream has received each one's ``task.created`` event."""
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        began = time.perf_counter()
+        ids = []
+        for _ in range(SSE_TASKS):
+            response = await client.post(server.url + "/dispatch", json=DISPATCH_BODY)
+            if response.status_code != 202:
+                raise BenchError(f"POST /dispatch during SSE answered HTTP {response.status_code}")
+            ids.append(response.json()["task_id"])
+    wanted = [f'"task_id":"{task_id}"'.encode() for task_id in ids]
+
+    def has_all(stream: Stream) -> bool:
+        return b"event: task.created" in stream.received and all(w in stream.received for w in wanted)
+
+    deadline = time.perf_counter() + SSE_TIMEOUT
+    while not all(has_all(s) for s in streams) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    delivered = sum(has_all(s) for s in streams)
+    return {"tasks": len(ids), "delivered_to": delivered,
+            "all_delivered_s": round(time.perf_counter() - began, 2) if delivered == len(streams) else None}
+
+
+def run_sse(server: Server, path: str, token: str | None, clients: int, dispatch: bool) -> dict[str, Any]:
+    return with_cpu(server, lambda: asyncio.run(hold_streams(server, path, token, clients, dispatch)))
+
+
+def raise_open_files(needed: int) -> int:
+    """Lift this process's soft descriptor limit (its children, the servers, inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = hard if hard != resource.RLIM_INFINITY else needed
+    if soft < needed:
+        soft = min(needed, ceiling)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
+# --- report --------------------------------------------------------------------------------------
+
+def goal_lines(report: dict[str, Any]) -> list[str]:
+    orch = report["orch"]
+    health, webhook, dispatch, sse = orch["health"], orch["webhook"], orch["dispatch"], orch["sse"]
+    health_rps = health["per_s"]
+    hook_rps, hook_p95 = webhook["per_s"], webhook["latency_ms"]["p95"]
+    hook_bad = webhook["non200"] + webhook["connect_errors"] + webhook["read_errors"] + webhook["timeouts"]
+    d95 = dispatch["latency_ms"].get("p95")
+    sse_ok = sse["open"] >= GOAL_SSE_CLIENTS and sse["with_preamble"] == sse["open"] and \
+        sse["delivered_to"] == sse["open"] and sse["rss_held_mb"] < GOAL_SSE_RSS_MB
+    idle = orch["rss_mb"]["idle"]
+    return [
+        f"- `/health` ≥ {GOAL_HEALTH_RPS:,.0f} req/s (original {ORIGINAL['health']}): "
+        f"{verdict(health_rps >= GOAL_HEALTH_RPS and health['status_errors'] == 0)} (measured {health_rps:,.0f} "
+        f"req/s{short_of(health_rps, GOAL_HEALTH_RPS)}; bare FastAPI {report['bare']['health']['per_s']:,.0f})",
+        f"- dispatch p95 < {GOAL_DISPATCH_P95_MS:.0f} ms at {dispatch['rate']:.0f} req/s (original "
+        f"{ORIGINAL['dispatch']}): {verdict(d95 is not None and d95 < GOAL_DISPATCH_P95_MS and not dispatch['errors'])}"
+        f" (measured p95 {fmt(d95, 1)} ms, p99 {fmt(dispatch['latency_ms'].get('p99'), 1)} ms, "
+        f"{dispatch['errors']} errors of {dispatch['requests']:,})",
+        f"- webhooks ≥ {GOAL_WEBHOOK_PER_S:,.0f}/s with p95 < {GOAL_WEBHOOK_P95_MS:.0f} ms (original "
+        f"{ORIGINAL['webhook']}): "
+        f"{verdict(hook_rps >= GOAL_WEBHOOK_PER_S and hook_p95 < GOAL_WEBHOOK_P95_MS and hook_bad == 0)} "
+        f"(measured {hook_rps:,.0f}/s at p95 {hook_p95:.1f} ms with {webhook['connections']} connections, "
+        f"{hook_bad} non-200/failed)",
+        f"- {GOAL_SSE_CLIENTS:,} SSE clients on one process under {GOAL_SSE_RSS_MB:.0f} MB RSS (original "
+        f"{ORIGINAL['sse']}): {verdict(sse_ok)} ({sse['open']:,} of {sse['clients']:,} open, "
+        f"{sse['with_preamble']:,} with the preamble, {sse.get('delivered_to', 0):,} got every task event; "
+        f"{sse['rss_held_mb']:.0f} MB RSS)",
+        f"- API idle RSS < {GOAL_IDLE_RSS_MB:.0f} MB: {verdict(idle < GOAL_IDLE_RSS_MB)} (measured {idle:.0f} MB; "
+        f"bare FastAPI {report['bare']['rss_mb']['idle']:.0f} MB)",
+    ]
+
+
+def wrk_cell(figures: dict[str, Any], rate_unit: str = "") -> str:
+    bad = max(figures["non200"], figures["status_errors"])  # non200 is counted only for webhooks
+    failed = figures["connect_errors"] + figures["read_errors"] + figures["timeouts"]
+    extra = (f"; {bad:,} non-2xx" if bad else "") + (f"; {failed:,} socket errors" if failed else "")
+    return f"{figures['per_s']:,.0f}{rate_unit}{extra}"
+
+
+def latency_cell(figures: dict[str, Any]) -> str:
+    lat = figures["latency_ms"]
+    return f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    machine, sizes, orch, bare = report["machine"], report["sizes"], report["orch"], report["bare"]
+    o_sse, b_sse = orch["sse"], bare["sse"]
+    rows = [
+        ("idle RSS (MB)", f"{orch['rss_mb']['idle']:.0f}", f"{bare['rss_mb']['idle']:.0f}"),
+        (f"`GET /health` (req/s, {sizes['health_connections']} connections)", wrk_cell(orch["health"]),
+         wrk_cell(bare["health"])),
+        ("`GET /health` latency p50 / p95 / p99 (ms)", latency_cell(orch["health"]), latency_cell(bare["health"])),
+        (f"`POST /webhook` (events/s, {sizes['webhook_connections']} connections)", wrk_cell(orch["webhook"]),
+         wrk_cell(bare["webhook"])),
+        ("`POST /webhook` latency p50 / p95 / p99 (ms)", latency_cell(orch["webhook"]),
+         latency_cell(bare["webhook"])),
+        (f"`POST /dispatch` at {sizes['dispatch_rate']:.0f} req/s open loop, p50 / p95 / p99 (ms)",
+         pct_cell1(orch["dispatch"]["latency_ms"]), pct_cell1(bare["dispatch"]["latency_ms"]) + " (bare POST)"),
+        ("`POST /dispatch` achieved rate (req/s); errors", f"{orch['dispatch']['achieved_per_s']:,.0f}; "
+         f"{orch['dispatch']['errors']}", f"{bare['dispatch']['achieved_per_s']:,.0f}; {bare['dispatch']['errors']}"),
+        ("SSE streams open / with `retry:` preamble", f"{o_sse['open']:,} / {o_sse['with_preamble']:,}",
+         f"{b_sse['open']:,} / {b_sse['with_preamble']:,}"),
+        ("SSE: streams that got all task events; time to all (s)",
+         f"{o_sse['delivered_to']:,} of {o_sse['open']:,}; {fmt(o_sse['all_delivered_s'], 2)}", "–"),
+        ("SSE: time to open all (s)", f"{o_sse['open_s']:.1f}", f"{b_sse['open_s']:.1f}"),
+        ("RSS holding the SSE streams (MB); per stream (KB)",
+         f"{o_sse['rss_held_mb']:.0f}; {o_sse['rss_per_client_kb']:.0f}",
+         f"{b_sse['rss_held_mb']:.0f}; {b_sse['rss_per_client_kb']:.0f}"),
+        ("server CPU-s: health / webhook / dispatch / SSE", cpu_cell(orch), cpu_cell(bare)),
+    ]
+    body = ["| figure | ORCH API | bare FastAPI (ceiling) |", "|---|---|---|",
+            *("| " + " | ".join(row) + " |" for row in rows)]
+    git = machine["git"]
+    return "\n".join([
+        "# ORCH-Next API benchmark", "",
+        f"{machine['cpu_count']} CPUs, Python {machine['python']}, {machine['timestamp']}, load average at start "
+        f"{machine['load_avg_1m']} and at end {report['load_avg_end']}, code at {git['commit']}"
+        + (f" plus {len(git['uncommitted'])} uncommitted paths" if git["uncommitted"] else "") + ".",
+        f"One `python -m orch.api.server` over a fresh SQLite database (default logging: one JSON access line per "
+        f"request), rate limit lifted, no Prefect (`/health` answers degraded from its "
+        f"{report['health_cache_s']:.0f} s cache); bare FastAPI: one route per figure, same uvicorn settings "
+        f"({report['uvicorn_loop']}). Load on loopback from this machine: wrk -t1 for `/health` "
+        f"({sizes['health_s']} s) and webhooks ({sizes['webhook_s']} s, every delivery freshly signed and "
+        f"unique); async httpx for dispatch ({sizes['dispatch_s']:.0f} s, latency from the scheduled send); "
+        f"raw asyncio sockets for {sizes['sse_clients']:,} SSE streams.", "",
+        *body, "", "Goals:", *goal_lines(report), "",
+        f"API RSS over the run (MB): {', '.join(f'{k} {v:.0f}' for k, v in orch['rss_mb'].items())}.", ""])
+
+
+def pct_cell1(figures: dict[str, float]) -> str:
+    if not figures.get("n"):
+        return "–"
+    return f"{figures['p50']:.1f} / {figures['p95']:.1f} / {figures['p99']:.1f}"
+
+
+def cpu_cell(side: dict[str, Any]) -> str:
+    return " / ".join(f"{side[k]['server_cpu_s']:.1f}" for k in ("health", "webhook", "dispatch", "sse"))
+
+
+def write_report(report: dict[str, Any], out: Path) -> str:
+    table = markdown(report)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_api.md").write_text(table, encoding="utf-8")
+    (out / "bench_api.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return table
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+def uvicorn_loop() -> str:
+    """What uvicorn's ``auto`` picks here, for both servers."""
+    names = []
+    for module, name in (("uvloop", "uvloop"), ("httptools", "httptools")):
+        try:
+            __import__(module)
+            names.append(name)
+        except ImportError:
+            names.append(f"no {name}")
+    return ", ".join(names)
+
+
+def bench(workdir: Path, sizes: Sizes) -> dict[str, Any]:
+    from orch.config.schema import ApiSettings
+
+    machine = {**_machine_info(), "git": git_state()}
+    report: dict[str, Any] = {
+        "machine": machine, "sizes": asdict(sizes), "uvicorn_loop": uvicorn_loop(),
+        "health_cache_s": ApiSettings().health_cache_seconds,
+        "open_files_limit": raise_open_files(2 * sizes.sse_clients + 512),
+        "goals": {"health_per_s": GOAL_HEALTH_RPS, "dispatch_p95_ms": GOAL_DISPATCH_P95_MS,
+                  "webhook_per_s": GOAL_WEBHOOK_PER_S, "webhook_p95_ms": GOAL_WEBHOOK_P95_MS,
+                  "sse_clients": GOAL_SSE_CLIENTS, "sse_rss_mb": GOAL_SSE_RSS_MB, "idle_rss_mb": GOAL_IDLE_RSS_MB},
+        "original": ORIGINAL}
+    script = workdir / "bench.lua"
+    script.write_text(WRK_SCRIPT, encoding="utf-8")
+    procs = Processes(workdir / "logs")
+    procs.log_dir.mkdir()
+    try:
+        say("(a) starting ORCH's API and the bare app")
+        orch, token = start_orch(workdir, procs)
+        bare = start_bare(workdir, procs)
+        auth = {"Authorization": f"Bearer {token}"}
+        results: dict[str, dict[str, Any]] = {"orch": {}, "bare": {}}
+        say(f"(b) GET /health, {sizes.health_s} s each")
+        for server, side in ((orch, "orch"), (bare, "bare")):
+            results[side]["health"] = with_cpu(server, lambda s=server: wrk(
+                s.url + "/health", sizes.health_s, sizes.health_connections, script))
+            server.note_rss("after_health")
+        say(f"(c) POST /webhook, {sizes.webhook_s} s each")
+        deliveries = sign_deliveries(workdir / "deliveries.tsv", sizes.webhook_s * MAX_WEBHOOKS_PER_S)
+        for server, side in ((orch, "orch"), (bare, "bare")):
+            results[side]["webhook"] = with_cpu(server, lambda s=server: wrk(
+                s.url + "/webhook", sizes.webhook_s, sizes.webhook_connections, script, deliveries))
+            server.note_rss("after_webhook")
+        say(f"(d) POST /dispatch at {sizes.dispatch_rate:.0f} req/s for {sizes.dispatch_s:.0f} s")
+        results["orch"]["dispatch"] = run_dispatch(orch, "/dispatch", auth, sizes, 202)
+        orch.note_rss("after_dispatch")
+        results["bare"]["dispatch"] = run_dispatch(bare, "/webhook", {}, sizes, 200)
+        say(f"(e) {sizes.sse_clients:,} SSE streams held")
+        results["orch"]["sse"] = run_sse(orch, "/sse/events", token, sizes.sse_clients, dispatch=True)
+        orch.note_rss("after_sse_closed")
+        results["bare"]["sse"] = run_sse(bare, "/sse", None, sizes.sse_clients, dispatch=False)
+        for server, side in ((orch, "orch"), (bare, "bare")):
+            results[side]["rss_mb"] = server.rss_mb
+        report.update(results)
+        report["load_avg_end"] = round(os.getloadavg()[0], 2)
+    finally:
+        procs.stop_all()
+    return report
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise BenchError(f"interrupted by signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench_results"), help="report directory")
+    parser.add_argument("--quick", action="store_true", help="smoke run: short phases, 200 SSE clients (~1 min)")
+    parser.add_argument("--sse-clients", type=int, help="SSE streams to hold (default 2,000)")
+    parser.add_argument("--webhook-connections", type=int, help="wrk connections for webhooks (default 8)")
+    args = parser.parse_args(argv)
+    if not Path(WRK).is_file():
+        parser.error("wrk not found; install it (Debian: apt-get install wrk)")
+    if not (BIN / "orch").is_file():
+        parser.error(f"orch not found next to {sys.executable}; run it with the project's venv")
+    sizes = QUICK if args.quick else DEFAULT
+    if args.sse_clients is not None:
+        if args.sse_clients < 1:
+            parser.error("--sse-clients must be at least 1")
+        sizes = Sizes(**{**asdict(sizes), "sse_clients": args.sse_clients})
+    if args.webhook_connections is not None:
+        if args.webhook_connections < 1:
+            parser.error("--webhook-connections must be at least 1")
+        sizes = Sizes(**{**asdict(sizes), "webhook_connections": args.webhook_connections})
+
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    signal.signal(signal.SIGTERM, _terminated)
+    workdir = Path(tempfile.mkdtemp(prefix="orch-bench-api-"))
+    started = time.monotonic()
+    try:
+        report = bench(workdir, sizes)
+    except (BenchError, KeyboardInterrupt) as exc:
+        message = str(exc) if isinstance(exc, BenchError) else "interrupted"
+        print(f"error: {message}\n(data and logs kept in {workdir})", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback; the logs say the rest
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: {type(exc).__name__}: {line}\n(data and logs kept in {workdir})", file=sys.stderr)
+        return 1
+    report["total_s"] = round(time.monotonic() - started, 1)
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(write_report(report, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

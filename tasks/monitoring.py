@@ -1,0 +1,74 @@
+"""The monitoring sweep's tasks: one per thing measured (each retried on its own), then store, evaluate
+and act. Collectors never fail because what they measure is down: that is a sample."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from orch.config.runtime import get_settings
+from orch.monitoring import alerts, rules, samples, targets
+from orch.monitoring.samples import Sample
+
+RETRIES: dict[str, Any] = dict(retries=2, retry_delay_seconds=[1, 3], cache_policy=NO_CACHE)
+
+
+@task(name="system-metrics", **RETRIES)
+def system_metrics() -> list[Sample]:
+    return samples.collect_system(get_settings())
+
+
+@task(name="api-metrics", **RETRIES)
+def api_metrics() -> list[Sample]:
+    settings = get_settings()
+    return samples.collect_api(settings, window_seconds=settings.monitoring.interval)
+
+
+@task(name="queue-metrics", **RETRIES)
+def queue_metrics() -> list[Sample]:
+    return samples.collect_queue(get_settings())
+
+
+@task(name="lock-metrics", **RETRIES)
+def lock_metrics() -> list[Sample]:
+    return samples.collect_locks(get_settings())
+
+
+@task(name="database-health", **RETRIES)
+def database_metrics() -> list[Sample]:
+    return samples.collect_database(get_settings())
+
+
+@task(name="prefect-health", **RETRIES)
+def prefect_metrics() -> list[Sample]:
+    return samples.collect_prefect(get_settings())
+
+
+@task(name="target-health", task_run_name="target-health {name}", **RETRIES)
+def target_health(name: str) -> list[Sample]:
+    """``target_up`` 1/0 and the check's latency; nothing when it cannot be told here (not under orch up)."""
+    settings = get_settings()
+    health = targets.check_health(settings, targets.find_target(settings, name))
+    if health.healthy is None:
+        return []
+    found = [Sample("target_up", 1.0 if health.healthy else 0.0, name)]
+    if health.latency_ms is not None:
+        found.append(Sample("target_check_ms", health.latency_ms, name))
+    return found
+
+
+@task(name="store-samples", **RETRIES)
+def store_samples(found: list[Sample]) -> int:
+    return samples.store(get_settings(), found)
+
+
+@task(name="evaluate-alerts", **RETRIES)
+def evaluate_alerts(target_names: list[str]) -> list[alerts.Notice]:
+    """Rules on the stored samples, then the state machine; returns what must be said or healed."""
+    from orch.storage.types import utcnow
+
+    settings = get_settings()
+    now = utcnow()
+    return alerts.apply(settings, rules.evaluate(settings, target_names, now), now)

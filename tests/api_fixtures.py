@@ -1,0 +1,127 @@
+"""Fixtures for the API tests: the real app on a real migrated database, with one user per role.
+
+``api`` drives the app in-process through Starlette's TestClient (the real ASGI stack, middleware
+included); tests that need real sockets start uvicorn with :func:`serve`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from orch.api.app import create_app
+from orch.config.loader import load_settings
+from orch.config.schema import Settings
+from orch.security.users import create_user
+from orch.storage.engine import session_scope
+from orch.storage.migrate import upgrade
+from support import free_port
+
+PASSWORD = "Sup3r-Secret-Pw!"
+WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
+JWT_SECRET = "jwt-test-secret-0123456789abcdef"
+MCP_TOKEN = "mcp-test-token-0123456789abcdef"
+ROLE_USERS = {"admin": "alice", "operator": "oscar", "viewer": "vera", "system": "core-a"}
+
+
+@dataclass
+class Api:
+    client: TestClient
+    settings: Settings
+    tokens: dict[str, str] = field(default_factory=dict)  # role -> bearer token
+
+    def headers(self, role: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+
+    def login(self, username: str, password: str = PASSWORD) -> Any:
+        return self.client.post("/auth/token", data={"username": username, "password": password})
+
+
+def make_settings(home: Path, database_url: str | None = None, **environ: str) -> Settings:
+    env = {"ORCH_HOME": str(home), "JWT_SECRET": JWT_SECRET, "WEBHOOK_SECRET": WEBHOOK_SECRET,
+           "ORCH_MCP_TOKEN": MCP_TOKEN, "PREFECT_API_URL": os.environ.get("PREFECT_API_URL",
+                                                                           f"http://127.0.0.1:{free_port()}/api"),
+           **({"DATABASE_URL": database_url} if database_url else {}), **environ}
+    settings = load_settings(environ=env, generate_secrets=False)
+    settings.security.rate_limit.requests_per_minute = 100_000
+    settings.security.rate_limit.burst_size = 100_000
+    upgrade(settings.database, create_database=True)
+    return settings
+
+
+def add_users(settings: Settings) -> None:
+    from sqlalchemy import select
+
+    from orch.storage.models import User
+
+    with session_scope(settings.database, write_lock=True) as session:
+        existing = set(session.scalars(select(User.username)))
+        for role, name in ROLE_USERS.items():
+            if name in existing:
+                continue
+            create_user(session, username=name, password=PASSWORD, role=role,
+                        policy=settings.security.password_policy, actor="test")
+
+
+@contextmanager
+def api_for(settings: Settings) -> Iterator[Api]:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        api = Api(client, settings)
+        for role, name in ROLE_USERS.items():
+            response = api.login(name)
+            assert response.status_code == 200, response.text
+            api.tokens[role] = response.json()["access_token"]
+        yield api
+
+
+@pytest.fixture
+def api_factory(isolated_env: Path) -> Iterator[Callable[..., Any]]:
+    """Build an :class:`Api` for settings adjusted by keyword environment variables."""
+    stack: list[Any] = []
+
+    def build(database_url: str | None = None, tweak: Callable[[Settings], None] | None = None,
+              **environ: str) -> Api:
+        settings = make_settings(isolated_env, database_url, **environ)
+        if tweak:
+            tweak(settings)
+        add_users(settings)
+        manager = api_for(settings)
+        stack.append(manager)
+        return manager.__enter__()
+
+    yield build
+    for manager in reversed(stack):
+        manager.__exit__(None, None, None)
+
+
+@pytest.fixture
+def api(api_factory: Callable[..., Api]) -> Api:
+    return api_factory()
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """The real app under uvicorn on a loopback port, in a thread, for one test."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

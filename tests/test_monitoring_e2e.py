@@ -1,0 +1,120 @@
+"""End to end: a real service is a target; killed, the sweep fires, the automation runs self-heal on a real
+worker, the service is restarted and healthy, and Slack (HTTP on loopback) and SMTP (aiosmtpd) got one
+message each saying what fired, what healing did and where the run is."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from receivers import http_receiver, smtp_receiver
+from support import BIN
+from test_self_heal_flow import Service
+
+from orch.config.runtime import get_settings, reset_settings_cache
+from orch.storage.migrate import upgrade
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+@pytest.mark.timeout(420)
+def test_killed_service_is_healed_by_the_automation_and_reported_once(
+        prefect_server: str, isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from blocks.register import register_blocks
+    from deployments.apply import ensure_work_pools
+    from deployments.automations import apply_automations
+    from flows.monitor_sweep import monitor_sweep
+    from orch.monitoring.healing import list_runs
+
+    pool = f"orch-e2e-{uuid.uuid4().hex[:8]}"  # its own pool: the worker runs only what this test schedules
+    service = Service(tmp_path / "svc")
+    service.start()
+    worker = None
+    try:
+        with http_receiver() as slack, smtp_receiver() as smtp:
+            config = {
+                "database": {"url": f"sqlite:///{isolated_env}/data/orch.db"},
+                "monitoring": {"interval": 5, "orch_targets": False,
+                               "alert_thresholds": {"cpu_percent": 100, "memory_percent": 100,
+                                                    "disk_usage_percent": 100},
+                               "alerting": {"for_seconds": 0},
+                               "self_healing": {"max_retries": 2, "backoff_seconds": 0.5, "settle_seconds": 10},
+                               "targets": [{"name": "web", "health_check": {"url": service.url, "timeout": 2},
+                                            "restart": {"command": service.start_command}}]},
+                "notifications": {"slack": {"webhook_url": slack.url},
+                                  "email": {"smtp_server": "127.0.0.1", "smtp_port": smtp.port,
+                                            "from_address": "orch@example.com", "to_addresses": ["ops@example.com"]}}}
+            config_path = isolated_env / "orch.yaml"
+            config_path.write_text(yaml.safe_dump(config))
+            monkeypatch.setenv("ORCH_CONFIG_PATH", str(config_path))
+            reset_settings_cache()
+            settings = get_settings()
+            upgrade(settings.database, create_database=True)
+
+            ensure_work_pools([pool])
+            register_blocks(settings)
+            env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+            deployed = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "self-heal/auto",
+                                       "--pool", pool], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                                      timeout=180)
+            assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+            assert sorted(apply_automations(settings)) == ["orch-alert-firing", "orch-flow-run-failed"]
+            worker_log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+            worker = subprocess.Popen(
+                [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+                cwd=PROJECT_ROOT, env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, stdout=worker_log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+
+            assert monitor_sweep()["notices"] == []
+            service.kill()
+            killed_at = time.monotonic()
+            assert monitor_sweep()["notices"] == ["firing:target_down@web"]
+
+            wait_for(lambda: slack.requests and smtp.messages, 300, "the self-heal run's notifications")
+            assert service.healthy()
+            (run,) = list_runs(settings)
+            assert run["outcome"] == "healed" and run["flow_run_id"]
+            time.sleep(2)  # nothing else may arrive: one message each
+            (message,) = slack.json_bodies()
+            (mail,) = smtp.messages
+            assert message["text"].startswith("*[warning] web healed after target_down*\nFired: target_down on web")
+            body = mail.get_payload()
+            assert mail["Subject"] == "[warning] web healed after target_down"
+            assert "Fired: target_down on web: target_up 0 < 1 on web" in body
+            assert "- restart #1: ok - ran /bin/sh" in body and "- health_check: ok" in body
+            assert f"/runs/flow-run/{run['flow_run_id']}" in body
+            print(f"healed {time.monotonic() - killed_at:.1f} s after the kill")
+
+            # A failed ORCH flow run notifies through the same blocks, sent by the Prefect server itself.
+            from prefect import flow, tags
+
+            @flow(name="e2e-broken")
+            def broken_flow() -> None:
+                raise RuntimeError("broken on purpose")
+
+            with tags("orch"):
+                assert broken_flow(return_state=True).is_failed()
+            wait_for(lambda: len(slack.requests) == 2 and len(smtp.messages) == 2, 120, "the failure notification")
+            assert slack.json_bodies()[1]["text"].startswith(
+                "<!channel> *[critical] ORCH flow run e2e-broken/")  # critical: the channel is mentioned
+            assert "entered Failed: " in smtp.messages[1].get_payload()
+    finally:
+        service.stop()
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()

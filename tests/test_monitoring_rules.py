@@ -1,0 +1,143 @@
+"""Alert rules and states on recorded samples: thresholds with "for", EWMA, target health, the state
+machine (pending -> firing -> resolved, de-duplication, reminders, flapping), silences and windows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from orch.config.loader import load_settings
+from orch.config.schema import Settings
+from orch.monitoring import alerts, rules, silences
+from orch.monitoring.samples import Sample, store
+from orch.storage.migrate import upgrade
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def sqlite_settings(isolated_env) -> Settings:  # type: ignore[no-untyped-def]
+    loaded = load_settings(environ={"ORCH_HOME": ".", "DATABASE_URL": f"sqlite:///{isolated_env}/data/orch.db"},
+                           generate_secrets=False)
+    loaded.monitoring.interval = 10
+    loaded.monitoring.alerting.for_seconds = 30
+    upgrade(loaded.database, create_database=True)
+    return loaded
+
+
+def record(settings: Settings, metric: str, values: list[float], subject: str = "host", start: datetime = T0,
+           step: float = 10) -> datetime:
+    """One sample per ``step`` seconds from ``start``; returns the time of the last one."""
+    stamp = start
+    for value in values:
+        store(settings, [Sample(metric, value, subject)], at=stamp)
+        stamp += timedelta(seconds=step)
+    return stamp - timedelta(seconds=step)
+
+
+def observe(settings: Settings, name: str, now: datetime, targets: list[str] | None = None) -> rules.Observation:
+    found = [o for o in rules.evaluate(settings, targets or [], now) if o.alert_name == name]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_threshold_fires_only_after_its_for_duration(settings: Settings) -> None:
+    settings.monitoring.interval = 10
+    settings.monitoring.alerting.for_seconds = 30
+    last = record(settings, "cpu_percent", [50, 85, 90, 95])  # crossed at T0+10
+    pending = observe(settings, "cpu_high", last)
+    assert (pending.state, pending.value, pending.threshold, pending.since) == ("pending", 95, 80, T0 + timedelta(seconds=10))
+    last = record(settings, "cpu_percent", [97], start=last + timedelta(seconds=10))  # 30 s above
+    firing = observe(settings, "cpu_high", last)
+    assert firing.state == "firing" and "cpu_percent 97% > 80% on host for 30 s" in firing.summary
+    last = record(settings, "cpu_percent", [40], start=last + timedelta(seconds=10))
+    assert observe(settings, "cpu_high", last).state == "ok"
+
+
+def test_every_guide_threshold_and_a_down_target(sqlite_settings: Settings) -> None:
+    settings = sqlite_settings
+    settings.monitoring.alerting.for_seconds = 0
+    store(settings, [Sample("memory_percent", 86), Sample("disk_usage_percent", 91, "/"),
+                     Sample("api_response_time_ms", 2500), Sample("api_error_rate_percent", 6),
+                     Sample("target_up", 0, "web"), Sample("target_up", 1, "db"), Sample("cpu_percent", 79)], at=T0)
+    found = {(o.alert_name, o.target): o for o in rules.evaluate(settings, ["web", "db"], T0)}
+    assert {key for key, o in found.items() if o.state == "firing"} == {
+        ("memory_high", "host"), ("disk_full", "/"), ("api_slow", "host"), ("api_errors", "host"),
+        ("target_down", "web")}
+    assert found[("target_down", "web")].heal and found[("cpu_high", "host")].state == "ok"
+
+
+def test_ewma_flags_a_jump_the_fixed_threshold_misses(sqlite_settings: Settings) -> None:
+    settings = sqlite_settings
+    settings.monitoring.alerting.ewma_min_samples = 10
+    steady = [20.0 + (i % 3) for i in range(15)]
+    last = record(settings, "cpu_percent", steady)
+    assert observe(settings, "cpu_percent_anomaly", last).state == "ok"
+    last = record(settings, "cpu_percent", [60.0], start=last + timedelta(seconds=10))
+    jump = observe(settings, "cpu_percent_anomaly", last)
+    assert jump.state == "firing" and jump.value == 60.0 and jump.threshold < 60
+    assert observe(settings, "cpu_high", last).state != "firing"  # 60 % is under the 80 % threshold
+    mean, deviation = rules.ewma([10, 10, 10, 10], 0.3)
+    assert (mean, deviation) == (10, 0)
+
+
+def obs(state: str, name: str = "target_down", target: str = "web", heal: bool = True) -> rules.Observation:
+    return rules.Observation(name, target, state, "critical", f"{name} {state}", 0.0, 1.0, heal=heal)
+
+
+def test_states_move_once_are_deduplicated_and_remind(sqlite_settings: Settings) -> None:
+    settings = sqlite_settings
+    settings.monitoring.alerting.repeat_interval = 600
+    assert alerts.apply(settings, [obs("ok")], T0) == []  # nothing ever wrong: no row
+    assert alerts.apply(settings, [obs("pending")], T0) == []
+    (fired,) = alerts.apply(settings, [obs("firing")], T0 + timedelta(seconds=10))
+    assert (fired.kind, fired.heal, fired.alert["state"]) == ("firing", True, "firing")
+    assert alerts.apply(settings, [obs("firing")], T0 + timedelta(seconds=20)) == []  # de-duplicated
+    (reminder,) = alerts.apply(settings, [obs("firing")], T0 + timedelta(seconds=620))
+    assert reminder.kind == "reminder" and not reminder.heal
+    (resolved,) = alerts.apply(settings, [obs("ok")], T0 + timedelta(seconds=630))
+    assert resolved.kind == "resolved"
+    assert [e["state"] for e in alerts.events_after(settings)] == ["pending", "firing", "resolved"]
+    first = alerts.events_after(settings)[0]["id"]
+    assert [e["state"] for e in alerts.events_after(settings, first)] == ["firing", "resolved"]
+    alerts.apply(settings, [obs("pending")], T0 + timedelta(seconds=700))
+    assert alerts.apply(settings, [obs("ok")], T0 + timedelta(seconds=710)) == []  # a pending that clears is quiet
+    assert alerts.list_alerts(settings)[0]["state"] == "inactive"
+
+
+def test_a_flapping_alert_is_held_instead_of_paging_every_sweep(sqlite_settings: Settings) -> None:
+    settings = sqlite_settings
+    settings.monitoring.alerting.flap_threshold = 4
+    settings.monitoring.alerting.flap_window = 300
+    kinds = []
+    for i, state in enumerate(["firing", "ok", "firing", "ok", "firing", "ok", "firing", "ok"]):
+        kinds += [n.kind for n in alerts.apply(settings, [obs(state)], T0 + timedelta(seconds=10 * i))]
+    assert kinds == ["firing", "resolved", "firing", "flapping"]  # then silence while it flaps
+    assert alerts.list_alerts(settings)[0]["state"] == "flapping"
+    # Settles: the condition stays good past the window, so the held alert resolves, once.
+    later = [n.kind for n in alerts.apply(settings, [obs("ok")], T0 + timedelta(seconds=500))]
+    assert later == ["resolved"]
+
+
+def test_silences_and_maintenance_windows_suppress_matching_alerts_until_they_end(sqlite_settings: Settings) -> None:
+    settings = sqlite_settings
+    silence = silences.create(settings, kind="silence", target="web*", alert_name="target_down",
+                              duration=timedelta(hours=1), actor="cli:test", reason="deploy")
+    window = silences.create(settings, kind="maintenance", target="db", duration=timedelta(hours=1),
+                             actor="cli:test")
+    now = datetime.now(timezone.utc)
+    notices = alerts.apply(settings, [obs("firing", target="web01"), obs("firing", name="cpu_high", target="web01"),
+                                      obs("firing", name="disk_full", target="db"), obs("firing", target="api")], now)
+    assert sorted((n.alert["alert_name"], n.alert["target"]) for n in notices) == [
+        ("cpu_high", "web01"), ("target_down", "api")]
+    silences.end(settings, silence["id"], "cli:test")
+    later = alerts.apply(settings, [obs("firing", target="web01")], now + timedelta(seconds=10))
+    assert [(n.kind, n.heal, n.alert["target"]) for n in later] == [("firing", True, "web01")]  # said and healed now
+    assert [s["id"] for s in silences.list_silences(settings)] == [window["id"]]
+    with pytest.raises(silences.SilenceError, match="covers every alert"):
+        silences.create(settings, kind="maintenance", target="db", alert_name="cpu_high",
+                        duration=timedelta(hours=1), actor="x")
+    with pytest.raises(silences.SilenceError, match="duration"):
+        silences.create(settings, kind="silence", target="db", duration=timedelta(0), actor="x")
+    assert silences.parse_duration("15m") == timedelta(minutes=15)

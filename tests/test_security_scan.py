@@ -1,0 +1,301 @@
+"""The security scan: real detect-secrets, bandit and pip-audit runs on small projects, the EOL table, the
+resource guard, the report, and the ``security-scan`` flow on the real Prefect server and a real worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import date
+from pathlib import Path
+
+import pytest
+from support import BIN, free_port
+
+from orch.config.runtime import get_settings, reset_settings_cache
+from orch.supply_chain.code_scanners import run_bandit, run_dependency_audit
+from orch.supply_chain.eol import check
+from orch.supply_chain.resource_guard import check_resources
+from orch.supply_chain.secrets_scan import repository_files, scan, secret_hash, write_baseline
+
+ROOT = Path(__file__).resolve().parents[1]
+# Fake secrets assembled at run time, so this file itself holds none for the repository's own scan.
+FAKE_AWS_KEY = "AKIA" + "Z7Q2" * 4
+FAKE_JWT_SECRET = "jwt-" + "q8Vz3Kp1" * 4
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A tiny repository: a clean Python package and a config file without secrets."""
+    root = tmp_path / "project"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text('"""A clean package."""\n\n\ndef add(a: int, b: int) -> int:\n'
+                                              '    return a + b\n')
+    (root / "settings.yaml").write_text("security:\n  jwt_secret: \"${JWT_SECRET}\"\n")
+    return root
+
+
+def scan_secrets_script(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "ops" / "scan_secrets.py"), "--root", str(root),
+                           "--no-data", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ORCH_HOME": str(root)})
+
+
+def test_planted_secrets_are_found_and_never_printed(project: Path) -> None:
+    assert scan_secrets_script(project).returncode == 0
+    (project / "deploy.env").write_text(f"JWT_SECRET={FAKE_JWT_SECRET}\nAWS_ACCESS_KEY_ID={FAKE_AWS_KEY}\n")
+    done = scan_secrets_script(project)
+    assert done.returncode == 1
+    assert "deploy.env:1: ORCH JWT secret" in done.stdout and "deploy.env:2: AWS Access Key" in done.stdout
+    assert FAKE_JWT_SECRET not in done.stdout + done.stderr and FAKE_AWS_KEY not in done.stdout + done.stderr
+
+
+def test_baseline_accepts_reviewed_findings_and_a_new_one_still_fails(project: Path) -> None:
+    (project / "fixture.py").write_text(f'TOKEN_FOR_TESTS = "{FAKE_AWS_KEY}"\n')
+    assert scan_secrets_script(project, "--update-baseline").returncode == 0
+    baseline = json.loads((project / ".secrets.baseline").read_text())
+    assert baseline["results"]["fixture.py"][0]["hashed_secret"] == secret_hash(FAKE_AWS_KEY)
+    assert FAKE_AWS_KEY not in (project / ".secrets.baseline").read_text()
+    assert scan_secrets_script(project).returncode == 0
+
+    (project / "fixture.py").write_text(f'# moved down a line\nTOKEN_FOR_TESTS = "{FAKE_AWS_KEY}"\n')
+    assert scan_secrets_script(project).returncode == 0  # accepted by hash, not by line number
+    (project / "new.py").write_text(f'SMTP_PASSWORD = "{FAKE_JWT_SECRET}"\n')
+    done = scan_secrets_script(project)
+    assert done.returncode == 1 and "new.py:1" in done.stdout and "fixture.py" not in done.stdout
+
+
+def test_allowlist_pragma_and_placeholders_are_not_findings(project: Path) -> None:
+    (project / "a.py").write_text(f'KEY = "{FAKE_AWS_KEY}"  # pragma: allowlist secret\n'
+                                  'url = "postgresql://orch:${DB_PASSWORD}@db/orch"\nWEBHOOK_SECRET=\n')
+    result = scan(repository_files(project), project)
+    assert result.new == []
+
+
+def test_the_running_configurations_secrets_are_found_in_logs_and_secrets_json_is_skipped(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "logs").mkdir(parents=True)
+    value = "a-live-webhook-" + uuid.uuid4().hex
+    (data / "logs" / "worker.log").write_text(f'{{"message": "sent with {value}"}}\n')
+    (data / "secrets.json").write_text(json.dumps({"webhook_secret": value}))
+    from orch.supply_chain.secrets_scan import directory_files
+
+    result = scan(directory_files(data), tmp_path, known_secrets=[value])
+    assert [(f.filename, f.type) for f in result.new] == [("data/logs/worker.log", "ORCH configured secret")]
+
+
+def test_a_corrupt_baseline_is_a_clear_error_not_an_empty_one(project: Path) -> None:
+    (project / ".secrets.baseline").write_text("{not json")
+    done = scan_secrets_script(project)
+    assert done.returncode == 1 and done.stderr.startswith("error: ") and "baseline" in done.stderr
+
+
+TABLE = {"reviewed": date(2026, 1, 1), "fresh_for_days": 180, "warn_days": 182,
+         "products": {"python": {"3.10": date(2026, 10, 31), "3.11": date(2027, 10, 31), "3.12": date(2028, 10, 31)},
+                      "prefect": {"3": None}, "somepkg": {"1": date(2020, 1, 1)}, "newpkg": {"1": None}}}
+
+
+@pytest.mark.parametrize(("python", "today", "status"), [
+    ("3.10.14", date(2026, 11, 26), "failed"),  # past
+    ("3.11.7", date(2027, 6, 1), "warning"),  # within 6 months
+    ("3.12.1", date(2026, 3, 1), "ok"),  # future
+    ("3.11.7", date(2027, 10, 31), "warning"),  # the last supported day
+])
+def test_eol_past_near_and_future_dates(python: str, today: date, status: str) -> None:
+    result = check(TABLE, {"python": python, "prefect": "3.9.1", "somepkg": None, "newpkg": "2.0"}, today)
+    entries = {e.product: e for e in result.entries}
+    assert entries["python"].status == status
+    assert entries["prefect"].status == "ok"
+    assert entries["somepkg"].status == "not_checked" and entries["somepkg"].detail == "not installed"
+    assert entries["newpkg"].status == "not_checked" and "not in the EOL table" in entries["newpkg"].detail
+
+
+def test_eol_table_older_than_its_freshness_says_so() -> None:
+    assert check(TABLE, {}, date(2026, 6, 29)).table_stale is False
+    assert check(TABLE, {}, date(2026, 7, 1)).table_stale is True
+
+
+def test_eol_script_on_the_shipped_table_and_a_past_date(tmp_path: Path) -> None:
+    script = [sys.executable, str(ROOT / "scripts" / "ops" / "check_eol.py"), "--table", str(ROOT / "security" / "eol.yaml")]
+    assert subprocess.run(script, capture_output=True, text=True, timeout=60).returncode == 0
+    late = subprocess.run([*script, "--today", "2031-01-01"], capture_output=True, text=True, timeout=60)
+    assert late.returncode == 1 and "FAILED" in late.stdout and "stale" in late.stdout
+    bad = tmp_path / "eol.yaml"
+    bad.write_text("reviewed: 2026-01-01\nproducts:\n  python:\n    '3.11': next year\n")
+    broken = subprocess.run([*script[:2], "--table", str(bad)], capture_output=True, text=True, timeout=60)
+    assert broken.returncode == 1 and "must be a date" in broken.stderr
+
+
+def test_dependency_audit_says_not_checked_when_the_vulnerability_service_is_unreachable(tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    result = run_dependency_audit(tmp_path / "audit.json", None, timeout=120,
+                                  env={"HTTPS_PROXY": closed, "HTTP_PROXY": closed, "NO_PROXY": ""})
+    assert result.status == "not_checked", result.summary()
+    assert result.summary().startswith("dependencies: not checked (")
+
+
+def test_dependency_audit_against_an_offline_osv_database(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    installed = version("PyYAML")
+    db = tmp_path / "osv"
+    db.mkdir()
+    (db / "GHSA-test-0001.json").write_text(json.dumps({
+        "id": "GHSA-test-0001", "summary": "test advisory", "database_specific": {"severity": "HIGH"},
+        "affected": [{"package": {"ecosystem": "PyPI", "name": "pyyaml"},
+                      "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "999"}]}]}]}))
+    (db / "GHSA-test-0002.json").write_text(json.dumps({
+        "id": "GHSA-test-0002", "affected": [{"package": {"ecosystem": "PyPI", "name": "PyYAML"},
+                                              "ranges": [{"type": "ECOSYSTEM",
+                                                          "events": [{"introduced": "0"}, {"fixed": "1.0"}]}]}]}))
+    result = run_dependency_audit(tmp_path / "audit.json", db, timeout=60)
+    assert result.status == "failed" and result.counts == {"high": 1}
+    assert [(f["id"], f["version"]) for f in result.findings] == [("GHSA-test-0001", installed)]
+    (db / "GHSA-test-0001.json").unlink()
+    assert run_dependency_audit(tmp_path / "audit.json", db, timeout=60).status == "passed"
+    assert run_dependency_audit(tmp_path / "audit.json", tmp_path / "nowhere", timeout=60).status == "not_checked"
+
+
+def test_bandit_fails_on_medium_and_never_quotes_a_password(project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "reports" / "bandit.json"
+    assert run_bandit(project, ["pkg"], out, "medium").status == "passed"
+    (project / "pkg" / "bad.py").write_text(
+        "import subprocess\n\n\ndef run(cmd: str) -> None:\n    subprocess.call(cmd, shell=True)\n\n\n"
+        f'password = "{FAKE_JWT_SECRET}"\n')
+    result = run_bandit(project, ["pkg"], out, "medium")
+    assert result.status == "failed" and result.counts.get("high") == 1
+    assert {f["test"] for f in result.findings} >= {"B602", "B105"}
+    assert FAKE_JWT_SECRET not in out.read_text() and FAKE_JWT_SECRET not in json.dumps(result.to_dict())
+
+
+def test_resource_guard_warns_and_fails_only_when_strict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orch.config.schema import ResourceGuardSettings
+
+    relaxed = ResourceGuardSettings(cpu_percent=100, min_free_disk=1)
+    assert check_resources(relaxed, tmp_path, sample_seconds=0.1).status == "passed"
+    tight = ResourceGuardSettings(min_free_disk="1000TB")
+    warned = check_resources(tight, tmp_path, sample_seconds=0.1)
+    assert warned.status == "warning" and "below" in warned.detail
+    monkeypatch.setenv("RESOURCE_GUARD_STRICT", "true")
+    assert check_resources(tight, tmp_path, sample_seconds=0.1).status == "failed"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "ops" / "resource_guard.py"), "--min-free-gb",
+                           "1000000", "--path", str(tmp_path), "--sample-seconds", "0.1"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "ORCH_HOME": str(tmp_path)})
+    assert done.returncode == 1 and "resource guard: failed" in done.stderr
+
+
+def scan_env(monkeypatch: pytest.MonkeyPatch, project: Path, **extra: str) -> None:
+    """Point the configuration at the small project; the dependency audit's service is unreachable (a
+    closed proxy), loopback (the Prefect server, the receivers) is not."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    values = {"ORCH_HOME": str(project), "ORCH_SUPPLY_CHAIN__CODE_PATHS": "[pkg]",
+              "ORCH_SUPPLY_CHAIN__EOL_TABLE": str(ROOT / "security" / "eol.yaml"),
+              "ORCH_SUPPLY_CHAIN__RESOURCE_GUARD__CPU_PERCENT": "100",
+              "ORCH_SUPPLY_CHAIN__RESOURCE_GUARD__MIN_FREE_DISK": "1",
+              "HTTPS_PROXY": closed, "HTTP_PROXY": closed, "NO_PROXY": "127.0.0.1,localhost", **extra}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    reset_settings_cache()
+
+
+def test_orch_scan_writes_one_report_with_a_line_per_scanner(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from support import run_orch
+
+    scan_env(monkeypatch, project)
+    done = run_orch("scan", timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:7]] == ["secrets", "eol", "bandit", "dependencies", "semgrep",
+                                                          "resources", "sbom"]
+    assert lines[0].startswith("secrets: passed (") and lines[2].startswith("bandit: passed (")
+    assert lines[3].startswith("dependencies: not checked (")
+    assert lines[4] == ("semgrep: skipped (not installed (pip install 'orch-next[semgrep]'))" if not
+                        (BIN / "semgrep").exists() else lines[4])
+    assert lines[6].startswith("sbom: not checked (no SBOM at")
+    report = json.loads((project / "security_reports" / "security-report-latest.json").read_text())
+    assert report["verdict"] == "passed" and len(report["summary"]) == 7
+    assert "| dependencies | not checked |" in (project / "security_reports" / "security-report-latest.md").read_text()
+
+    (project / "leak.env").write_text(f"ORCH_MCP_TOKEN={FAKE_JWT_SECRET}\n")
+    failed = run_orch("scan", "--only", "secrets", timeout=120)
+    assert failed.returncode == 1 and failed.stdout.startswith("secrets: failed (1 high; ")
+    reports = "".join(p.read_text() for p in (project / "security_reports").iterdir())
+    assert FAKE_JWT_SECRET not in reports and "leak.env" in reports
+    assert run_orch("scan", "--only", "nonsense").stderr.startswith("error: unknown scanner nonsense")
+
+
+def test_security_scan_flow_publishes_the_report_notifies_and_fails_on_a_leak(
+        prefect_server: str, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from receivers import http_receiver
+
+    from flows.security_scan import security_scan
+
+    (project / "leak.env").write_text(f"WEBHOOK_SECRET={FAKE_JWT_SECRET}\n")
+    with http_receiver() as receiver:
+        scan_env(monkeypatch, project, ORCH_NOTIFICATIONS__WEBHOOK__URL=receiver.url)
+        state = security_scan(scanners=["secrets", "eol"], return_state=True)
+    assert state.is_failed() and "secrets: failed (1 high" in state.message
+    assert len(receiver.requests) == 1
+    body = receiver.requests[0]["body"]
+    assert "secrets: failed" in str(body) and FAKE_JWT_SECRET not in str(body)
+
+    async def artifacts() -> list:
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+
+    import asyncio
+
+    found = asyncio.run(artifacts())
+    assert len(found) == 1, [(a.key, a.type, a.flow_run_id, a.task_run_id) for a in found]
+    artifact = found[0]
+    assert artifact.key == "security-report" and "| secrets | failed |" in artifact.data
+    assert FAKE_JWT_SECRET not in artifact.data
+
+
+def test_security_scan_deployment_runs_to_completed_with_its_artifact(
+        prefect_server: str, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a scheduled run executes it: a deployment on a process work pool, picked up by a real worker."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments import run_deployment
+
+    from flows.security_scan import security_scan
+
+    scan_env(monkeypatch, project)
+    pool = f"orch-test-{uuid.uuid4().hex[:8]}"
+
+    async def create_pool() -> None:
+        async with get_client() as client:
+            await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+
+    asyncio.run(create_pool())
+    monkeypatch.chdir(ROOT)  # the deployment's working directory: the checkout, as prefect.yaml has it
+    deployment = security_scan.to_deployment(name="test", parameters={"scanners": ["secrets", "eol", "resources"]})
+    deployment.apply(work_pool_name=pool)
+    flow_run = run_deployment("security-scan/test", timeout=0)
+    worker = subprocess.run([str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
+                             "--run-once"], capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
+
+    async def final() -> tuple:
+        async with get_client() as client:
+            run = await client.read_flow_run(flow_run.id)
+            from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+            return run, found
+
+    run, found = asyncio.run(final())
+    assert run.state.is_completed(), (run.state, worker.stderr[-3000:])
+    assert [a.key for a in found] == ["security-report"]
+    assert "# Security report - PASSED" in found[0].data and "| eol | passed |" in found[0].data
+    assert (project / "security_reports" / "security-report-latest.json").is_file()
+    assert get_settings().supply_chain.code_paths == ["pkg"]

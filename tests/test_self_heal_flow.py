@@ -1,0 +1,277 @@
+"""The monitor-sweep and self-heal flows on the real Prefect server, against real processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from receivers import HttpReceiver, http_receiver
+from support import free_port
+
+from orch.config.runtime import get_settings, reset_settings_cache
+from orch.storage.migrate import upgrade
+
+
+class Service:
+    """A small HTTP service (``python -m http.server`` with a /health file) the test can kill and restart."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory, self.port = directory, free_port()
+        (directory / "www").mkdir(parents=True, exist_ok=True)
+        (directory / "www" / "health").write_text("ok")
+        self.pid_file = directory / "service.pid"
+        # What self-healing runs to restart it: detached, output closed, pid recorded for the test's cleanup.
+        self.start_command = ["/bin/sh", "-c", f"{sys.executable} -m http.server {self.port} --bind 127.0.0.1 "
+                              f"--directory {directory / 'www'} >/dev/null 2>&1 & echo $! > {self.pid_file}"]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/health"
+
+    def start(self) -> None:
+        subprocess.run(self.start_command, check=True, timeout=30)
+        self.wait(True)
+
+    def kill(self) -> None:
+        os.kill(int(self.pid_file.read_text()), signal.SIGKILL)
+        self.wait(False)
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(self.url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait(self, healthy: bool, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.healthy() != healthy:
+            assert time.monotonic() < deadline, f"service never became {'healthy' if healthy else 'down'}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.pid_file.exists():
+            try:
+                os.kill(int(self.pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    running = Service(tmp_path / "svc")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def slack() -> Iterator[HttpReceiver]:
+    with http_receiver() as receiver:
+        yield receiver
+
+
+def configure(home: Path, monkeypatch: pytest.MonkeyPatch, slack: HttpReceiver, target: dict[str, Any],
+              **healing: Any) -> None:
+    """Write the config file the flows load (get_settings) and migrate its database."""
+    config = {"monitoring": {"interval": 5, "orch_targets": False, "targets": [target],
+                             "alerting": {"for_seconds": 0},
+                             # this shared 2-core machine is busy: only the target may alert here
+                             "alert_thresholds": {"cpu_percent": 100, "memory_percent": 100,
+                                                  "disk_usage_percent": 100},
+                             "self_healing": {"max_retries": 2, "backoff_seconds": 0.1, "settle_seconds": 3,
+                                              **healing}},
+              "notifications": {"slack": {"webhook_url": slack.url}}}
+    path = home / "orch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("ORCH_CONFIG_PATH", str(path))
+    reset_settings_cache()
+    upgrade(get_settings().database, create_database=True)
+
+
+def heal_rows() -> list[dict[str, Any]]:
+    from orch.monitoring.healing import list_runs
+
+    return list_runs(get_settings())
+
+
+def audit_actions() -> list[str]:
+    from sqlalchemy import select
+
+    from orch.storage.engine import session_scope
+    from orch.storage.models import AuditRecord
+
+    with session_scope(get_settings().database) as session:
+        return list(session.scalars(select(AuditRecord.action).order_by(AuditRecord.id)))
+
+
+def test_sweep_measures_and_fires_for_a_killed_target(prefect_server: str, isolated_env: Path, service: Service,
+                                                     slack: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.monitor_sweep import monitor_sweep
+    from orch.monitoring.alerts import list_alerts
+    from orch.monitoring.samples import latest
+
+    configure(isolated_env, monkeypatch, slack, {"name": "web", "health_check": {"url": service.url},
+                                                 "restart": {"command": service.start_command}},
+              enabled=False)
+    first = monitor_sweep()
+    assert first["notices"] == [] and first["samples"] > 10
+    values = latest(get_settings())
+    assert values[("target_up", "web")] == 1.0 and ("disk_usage_percent", "/") in values
+    assert values[("database_up", "host")] == 1.0 and values[("prefect_up", "host")] == 1.0
+    assert ("queue_depth", "critical") in values and ("prefect_lag_seconds", "host") in values
+
+    service.kill()
+    second = monitor_sweep()
+    assert second["notices"] == ["firing:target_down@web"]
+    (alert,) = [a for a in list_alerts(get_settings()) if a["alert_name"] == "target_down"]
+    assert (alert["state"], alert["value"], alert["threshold"]) == ("firing", 0.0, 1.0)
+    (message,) = slack.json_bodies()  # healing is off, so the sweep says it, once, with the reason
+    assert "target_down FIRING on web" in message["text"] and "Self-healing is turned off" in message["text"]
+    assert "/runs/flow-run/" in message["text"]
+    assert monitor_sweep()["notices"] == [] and len(slack.requests) == 1  # de-duplicated
+
+
+def test_sweeps_are_off_with_enable_monitoring_false(prefect_server: str, isolated_env: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, slack: HttpReceiver) -> None:
+    from flows.monitor_sweep import monitor_sweep
+
+    configure(isolated_env, monkeypatch, slack, {"name": "web", "health_check": {"command": ["false"]}})
+    monkeypatch.setenv("ORCH_FEATURES__ENABLE_MONITORING", "false")
+    reset_settings_cache()
+    assert monitor_sweep() == {"skipped": "features.enable_monitoring is false"}
+
+
+def test_restart_heals_a_killed_service_and_says_so_once(prefect_server: str, isolated_env: Path, service: Service,
+                                                        slack: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.self_heal import self_heal
+
+    configure(isolated_env, monkeypatch, slack, {"name": "web", "health_check": {"url": service.url},
+                                                 "restart": {"command": service.start_command}})
+    service.kill()
+    result = self_heal(target="web", summary="target_up 0 < 1 on web for 0 s")
+    assert result["outcome"] == "healed" and result["action"] == "restart" and service.healthy()
+    (message,) = slack.json_bodies()
+    text = message["text"]
+    assert "web healed after target_down" in text and "Fired: target_down on web: target_up 0 < 1" in text
+    assert "- restart #1: ok - ran /bin/sh" in text and "- health_check: ok" in text and "/runs/flow-run/" in text
+    (run,) = heal_rows()
+    assert run["outcome"] == "healed" and [s["step"] for s in run["steps"]] == ["restart", "health_check"]
+    assert audit_actions() == ["heal.start", "heal.restart", "heal.health_check", "heal.finish"]
+
+
+def test_escalates_from_restart_to_isolate_to_rollback(prefect_server: str, isolated_env: Path, tmp_path: Path,
+                                                       slack: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.self_heal import self_heal
+    from orch.storage.engine import session_scope
+    from orch.storage.models import CoreReservation
+
+    flag = tmp_path / "rolled-back"
+    configure(isolated_env, monkeypatch, slack, {
+        "name": "web", "health_check": {"command": ["test", "-e", str(flag)]},
+        "restart": {"command": ["true"]},  # restarting does not fix it
+        "isolate": {"core": "WORK_AI_09"}, "rollback": {"command": ["touch", str(flag)]}})
+    result = self_heal(target="web")
+    assert result["outcome"] == "healed" and result["action"] == "rollback"
+    steps = [(s["step"], s.get("ok")) for s in result["steps"]]
+    assert steps == [("restart", True), ("health_check", False), ("restart", True), ("health_check", False),
+                     ("escalate", False), ("isolate", True), ("health_check", False), ("isolate", True),
+                     ("health_check", False), ("escalate", False), ("rollback", True), ("health_check", True)]
+    with session_scope(get_settings().database) as session:
+        assert session.get(CoreReservation, "WORK_AI_09").owner == "isolated:web"  # no dispatch to it now
+
+
+def test_all_actions_exhausted_pages_a_human(prefect_server: str, isolated_env: Path, slack: HttpReceiver,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.self_heal import self_heal
+
+    configure(isolated_env, monkeypatch, slack, {"name": "web", "health_check": {"command": ["false"]},
+                                                 "restart": {"command": ["false"]}}, max_retries=1)
+    assert self_heal(target="web")["outcome"] == "failed"
+    (message,) = slack.json_bodies()
+    assert message["text"].startswith("<!channel> *[critical] web NOT healed after target_down: a human must act*")
+    assert "- restart #1: failed - false exited 1" in message["text"]
+
+
+def test_circuit_breaker_stops_healing_and_says_why(prefect_server: str, isolated_env: Path, tmp_path: Path,
+                                                    slack: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.self_heal import self_heal
+
+    restarted = tmp_path / "restarts"
+    configure(isolated_env, monkeypatch, slack, {"name": "web", "health_check": {"command": ["true"]},
+                                                 "restart": {"command": ["sh", "-c", f"echo x >> {restarted}"]}},
+              max_runs_per_hour=2)
+    assert [self_heal(target="web")["outcome"] for _ in range(3)] == ["healed", "healed", "circuit_open"]
+    assert restarted.read_text() == "x\nx\n"
+    last = slack.json_bodies()[-1]["text"]
+    assert "healing circuit open" in last and "2 healing runs on web in the last hour (limit 2)" in last
+    assert [r["outcome"] for r in heal_rows()] == ["circuit_open", "healed", "healed"]
+
+
+def test_dry_run_logs_the_plan_and_changes_nothing(prefect_server: str, isolated_env: Path, tmp_path: Path,
+                                                   slack: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.self_heal import self_heal
+
+    touched = tmp_path / "restarted"
+    configure(isolated_env, monkeypatch, slack, {"name": "web", "health_check": {"command": ["false"]},
+                                                 "restart": {"command": ["touch", str(touched)]},
+                                                 "isolate": {"core": "WORK_AI_01"}}, dry_run=True)
+    result = self_heal(target="web")
+    assert result["outcome"] == "dry_run" and result["plan"] == ["restart", "isolate"]
+    assert "would try restart, isolate, each up to 2 times" in result["reason"]
+    assert not touched.exists() and slack.requests == []
+    assert [r["outcome"] for r in heal_rows()] == ["dry_run"] and audit_actions() == ["heal.dry_run"]
+
+
+def test_approval_timeout_means_no(prefect_server: str, isolated_env: Path, tmp_path: Path, slack: HttpReceiver,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.self_heal import self_heal
+
+    isolated = tmp_path / "isolated"
+    configure(isolated_env, monkeypatch, slack, {"name": "web", "health_check": {"command": ["false"]},
+                                                 "isolate": {"command": ["touch", str(isolated)]}},
+              require_approval=["isolate"], approval_timeout=2)
+    state = self_heal(target="web", return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["outcome"] == "failed" and not isolated.exists()
+    assert result["steps"][0] == {"step": "approval", "action": "isolate", "ok": False,
+                                  "detail": "no approval within 2 s (timeout means no)"}
+
+
+def test_maintenance_mode_silences_and_switches_stop_healing(prefect_server: str, isolated_env: Path, tmp_path: Path,
+                                                             slack: HttpReceiver,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from flows.self_heal import self_heal
+    from orch.monitoring import silences
+
+    touched = tmp_path / "restarted"
+    configure(isolated_env, monkeypatch, slack, {"name": "web", "health_check": {"command": ["false"]},
+                                                 "restart": {"command": ["touch", str(touched)]}})
+    window = silences.create(get_settings(), kind="maintenance", target="web", duration=timedelta(hours=1),
+                             actor="cli:test")
+    assert self_heal(target="web")["outcome"] == "skipped"
+    silences.end(get_settings(), window["id"], "cli:test")
+    monkeypatch.setenv("MAINTENANCE_MODE", "true")
+    reset_settings_cache()
+    result = self_heal(target="web")
+    assert result == {"outcome": "skipped", "reason": "MAINTENANCE_MODE is on: self-healing is paused", "steps": []}
+    monkeypatch.delenv("MAINTENANCE_MODE")
+    monkeypatch.setenv("ORCH_FEATURES__ENABLE_SELF_HEALING", "false")
+    reset_settings_cache()
+    assert self_heal(target="web")["outcome"] == "skipped"
+    assert not touched.exists()
+    texts = [body["text"] for body in slack.json_bodies()]
+    assert "maintenance 1 covers web" in texts[0] and "MAINTENANCE MODE is on" in texts[1]
