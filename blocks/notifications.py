@@ -159,7 +159,7 @@ class OrchAlertmanagerWebhook(_OrchNotificationBlock):
         all_labels = {"alertname": (subject or "orch notification")[:200], "severity": severity,
                       **(labels or {})}
         status = "resolved" if resolved else "firing"
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        now = datetime.datetime.now(datetime.UTC).isoformat()
         key = "{}:" + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(all_labels.items())) + "}"
         alert = {"status": status, "labels": all_labels,
                  "annotations": {"summary": subject or "", "description": body},

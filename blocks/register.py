@@ -21,7 +21,11 @@ def notification_blocks(settings: Settings) -> dict[str, NotificationBlock]:
     ``orch.notify`` sends through these same objects built from the same settings rather than loading
     them from the Prefect server: a monitoring system must still page when Prefect is the thing down.
     """
-    from blocks.notifications import OrchAlertmanagerWebhook, OrchSlackWebhook, OrchSmtpEmail
+    from blocks.notifications import (
+        OrchAlertmanagerWebhook,
+        OrchSlackWebhook,
+        OrchSmtpEmail,
+    )
 
     notifications = settings.notifications
     blocks: dict[str, NotificationBlock] = {}

@@ -39,7 +39,8 @@ def _automations(settings: Settings, client: Any) -> list[Any]:
             "summary": "{{ event.payload.summary }}"})]))
     blocks = notification_blocks(settings)
     if blocks:
-        ids = [type(block).load(name)._block_document_id for name, block in blocks.items()]
+        ids = [client.read_block_document_by_name(name, block.get_block_type_slug()).id
+               for name, block in blocks.items()]
         wanted.append(AutomationCore(
             name=FAILURE_AUTOMATION, description="A Failed or Crashed run of an ORCH flow notifies.",
             trigger=EventTrigger(expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},

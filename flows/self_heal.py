@@ -81,7 +81,7 @@ def self_heal(target: str, alert_name: str = "target_down", summary: str = "",
                           labels={"alertname": alert_name, "target": target})
         return {"outcome": gate.outcome, "reason": gate.reason, "steps": []}
 
-    if dry_run if dry_run is not None else healing_settings.dry_run:
+    if healing_settings.dry_run if dry_run is None else dry_run:
         delays = healing.backoff_delays(settings)
         reason = (f"dry run: would try {', '.join(plan) or 'nothing (no action configured)'}, each up to "
                   f"{len(delays)} times (waits {', '.join(f'{d:g}' for d in delays)} s), health check after each"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, insert
 from sqlalchemy.orm import Session
 
 from orch.logging_config import RedactingFilter
@@ -43,14 +43,15 @@ class Caller:
 
 def record_audit(session: Session, *, actor: str, action: str, resource: str,
                  resource_id: str | None = None, success: bool = True, ip_address: str | None = None,
-                 user_agent: str | None = None, details: dict[str, Any] | None = None) -> AuditRecord:
-    entry = AuditRecord(timestamp=utcnow(), actor=actor[:64], action=action, resource=resource,
-                        resource_id=resource_id, success=success, ip_address=ip_address,
-                        user_agent=(user_agent or None) and user_agent[:255], details=details or {})
-    session.add(entry)
+                 user_agent: str | None = None, details: dict[str, Any] | None = None) -> None:
+    """Add the entry to ``session``'s transaction (a Core insert: acts such as a dispatch are audited on
+    every call, and the ORM's unit of work would cost more than the act)."""
+    row = {"timestamp": utcnow(), "actor": actor[:64], "action": action, "resource": resource,
+           "resource_id": resource_id, "success": success, "ip_address": ip_address,
+           "user_agent": user_agent[:255] if user_agent else None, "details": details or {}}
+    session.connection().execute(insert(AuditRecord.__table__), row)
     if _trail.handlers:
-        session.info.setdefault(_PENDING, []).append(_line(entry))
-    return entry
+        session.info.setdefault(_PENDING, []).append(_line(row))
 
 
 def configure_audit_log(path: str | None) -> None:
@@ -72,13 +73,13 @@ def configure_audit_log(path: str | None) -> None:
         _trail.propagate = False
 
 
-def _line(entry: AuditRecord) -> str:
+def _line(row: dict[str, Any]) -> str:
     """The guide's ``AuditEvent`` as one JSON line."""
     return json.dumps({
-        "timestamp": entry.timestamp.isoformat(), "user_id": entry.actor, "username": entry.actor,
-        "action": entry.action, "resource": entry.resource, "resource_id": entry.resource_id,
-        "ip_address": entry.ip_address, "user_agent": entry.user_agent, "success": entry.success,
-        "details": entry.details, "event_type": "audit",
+        "timestamp": row["timestamp"].isoformat(), "user_id": row["actor"], "username": row["actor"],
+        "action": row["action"], "resource": row["resource"], "resource_id": row["resource_id"],
+        "ip_address": row["ip_address"], "user_agent": row["user_agent"], "success": row["success"],
+        "details": row["details"], "event_type": "audit",
     }, default=str, separators=(",", ":"))
 
 

@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import threading
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -57,6 +58,7 @@ _KEY_VALUE = re.compile(
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _PLAIN = (bool, int, float, type(None), datetime.date, datetime.time, datetime.timedelta)
 
+_redacted: weakref.WeakSet[logging.LogRecord] = weakref.WeakSet()  # records already masked
 _secrets: tuple[str, ...] = ()  # longest first, so a secret containing another is masked whole
 _lock = threading.RLock()
 _configured = False
@@ -149,6 +151,9 @@ class RedactingFilter(logging.Filter):
     _exception_formatter: ClassVar[logging.Formatter] = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record in _redacted:  # each handler has this filter: the second one finds the work done
+            return True
+        _redacted.add(record)
         try:
             message = record.getMessage()
         except Exception:  # bad format args must not turn a log call into a crash
@@ -289,7 +294,20 @@ def _json_formatter() -> logging.Formatter:
         from pythonjsonlogger.json import JsonFormatter
     except ImportError:  # python-json-logger 2.x
         from pythonjsonlogger.jsonlogger import JsonFormatter
-    return JsonFormatter(
+    class OncePerRecord(JsonFormatter):  # type: ignore[misc, valid-type]
+        """The same record goes to stderr and the file: serialise it once, not once per handler."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._done: weakref.WeakKeyDictionary[logging.LogRecord, str] = weakref.WeakKeyDictionary()
+
+        def format(self, record: logging.LogRecord) -> str:
+            text = self._done.get(record)
+            if text is None:
+                text = self._done[record] = super().format(record)
+            return text
+
+    return OncePerRecord(
         "%(levelname)s %(name)s %(message)s",
         rename_fields={"levelname": "level", "name": "logger"},
         timestamp=True,  # datetime in UTC, serialised as ISO-8601

@@ -12,13 +12,13 @@ on this machine before ORCH does anything, so the gap is ORCH's own cost.
 In one invocation, side by side:
 
 (a) idle RSS of the API process right after it answers, and of the bare app;
-(b) ``GET /health`` req/s with wrk (one thread, 64 connections), ORCH and bare;
+(b) ``GET /health`` req/s with wrk (one thread, 64 connections), ORCH and bare, and ORCH's ``/healthz``;
 (c) ``POST /webhook`` events/s and latency with wrk (one thread, a few connections, closed loop), every
     delivery unique and freshly signed (replays get 409), cycled through by a Lua script; non-200 answers
     counted; bare: a POST route that parses the same bodies;
 (d) ``POST /dispatch`` at a fixed 200 req/s, open loop (latency from the scheduled send time, so a stall
-    cannot hide behind a late send), async httpx; bare: the same client against the bare POST route,
-    which is the client's own floor;
+    cannot hide behind a late send), asyncio keep-alive sockets; bare: the same client against the bare
+    POST route, which is the client's own floor;
 (e) SSE: N concurrent ``GET /sse/events`` streams on raw asyncio sockets; each must get the ``retry:``
     preamble, then two dispatched tasks' ``task.created`` events; RSS of the API process while it holds
     them; bare: the same number of streams held by a route that only sends the preamble.
@@ -42,16 +42,26 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
-
-from bench_common import BenchError, clean_environ, machine_info as _machine_info
-from bench_dispatch import (Processes, fmt, free_port, git_state, pct_cell, percentiles, process_usage, say,
-                            short_of, verdict, wait_until)
+from bench_common import BenchError, clean_environ
+from bench_common import machine_info as _machine_info
+from bench_dispatch import (
+    Processes,
+    fmt,
+    free_port,
+    git_state,
+    percentiles,
+    process_usage,
+    say,
+    short_of,
+    verdict,
+    wait_until,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the virtualenv's bin: orch
@@ -65,7 +75,8 @@ SETTLE_SECONDS = 2.0  # after the first answer, before idle RSS is read
 SSE_OPEN_AT_ONCE = 64  # connections being opened at the same time
 SSE_TIMEOUT = 120.0  # opening every stream, and every stream receiving the dispatched tasks' events
 SSE_TASKS = 2
-MB = 2**20
+SSE_RELEASE_SECONDS = 20.0  # for the server to let go of streams whose clients closed
+DISPATCH_CONNECTIONS = 64  # keep-alive connections the open-loop client sends on (enough for 200/s at 300 ms)
 GOAL_HEALTH_RPS = 3_000.0
 GOAL_DISPATCH_P95_MS = 25.0
 GOAL_WEBHOOK_PER_S = 1_000.0
@@ -224,8 +235,8 @@ def orch_env(home: Path, port: int) -> dict[str, str]:
 
 
 def run_cli(argv: list[str], env: dict[str, str], stdin: str | None = None) -> None:
-    result = subprocess.run(argv, env=env, input=stdin, capture_output=True, text=True, timeout=120,
-                            cwd=PROJECT_ROOT)
+    result = subprocess.run(argv, check=False, env=env, input=stdin, capture_output=True, text=True,
+                            timeout=120, cwd=PROJECT_ROOT)
     if result.returncode != 0:
         raise BenchError(f"{' '.join(argv[:3])} failed (exit {result.returncode})",
                          (result.stderr or result.stdout).splitlines()[-8:])
@@ -278,7 +289,7 @@ def wrk(url: str, seconds: int, connections: int, script: Path, deliveries: Path
     """One wrk run; its figures, requests/s added."""
     env = {**os.environ, **({"BENCH_DELIVERIES": str(deliveries)} if deliveries else {})}
     argv = [WRK, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script), url]
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    result = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=seconds + 60)
     line = next((x for x in result.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if result.returncode != 0 or line is None:
         raise BenchError(f"wrk against {url} failed (exit {result.returncode})",
@@ -291,7 +302,7 @@ def wrk(url: str, seconds: int, connections: int, script: Path, deliveries: Path
     return figures
 
 
-def with_cpu(server: Server, measure: Any) -> dict[str, Any]:
+def with_cpu(server: Server, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run ``measure()`` and add the CPU seconds the server spent meanwhile."""
     before = server.cpu()
     figures: dict[str, Any] = measure()
@@ -313,40 +324,71 @@ def sign_deliveries(path: Path, count: int) -> Path:
 
 # --- open-loop dispatch --------------------------------------------------------------------------
 
-async def open_loop(url: str, headers: dict[str, str], rate: float, seconds: float,
-                    expect: int) -> dict[str, Any]:
-    """POST at a fixed rate whatever the answers take; latency counts from each request's scheduled time."""
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """One request on a keep-alive connection; the answer's status (its body is read and dropped)."""
+    writer.write(request)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), None)
+    if length is None:
+        raise ValueError("answer without Content-Length")
+    await reader.readexactly(length)
+    return int(head.split(b" ", 2)[1])
+
+
+async def open_loop(port: int, path: str, token: str | None, rate: float, seconds: float, expect: int,
+                    connections: int) -> dict[str, Any]:
+    """POST at a fixed rate whatever the answers take; latency counts from each request's scheduled time.
+
+    Raw keep-alive sockets rather than httpx: httpx's pool could not send 200 req/s here even to the bare
+    app (p50 15 s on a busy 2-core machine), which would have measured the client instead of the server."""
+    body = json.dumps(DISPATCH_BODY).encode()
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n{auth}\r\n").encode() + body
+    pool = [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
+    for _ in range(20):  # warm-up: first-request costs
+        status = await exchange(*pool[0], request)
+        if status != expect:
+            raise BenchError(f"POST {path} answered HTTP {status} during warm-up")
     count = int(rate * seconds)
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
-        for _ in range(20):  # warm-up: connections, first-request costs
-            response = await client.post(url, json=DISPATCH_BODY)
-            if response.status_code != expect:
-                raise BenchError(f"POST {url} answered HTTP {response.status_code}: {response.text[:200]}")
-        began = time.perf_counter() + 0.05
+    due: asyncio.Queue[float | None] = asyncio.Queue()
+    began = time.perf_counter() + 0.05
 
-        async def one(n: int) -> None:
+    async def schedule() -> None:
+        for n in range(count):
             scheduled = began + n / rate
             await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            due.put_nowait(scheduled)
+        for _ in pool:
+            due.put_nowait(None)
+
+    async def send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (scheduled := await due.get()) is not None:
             try:
-                response = await client.post(url, json=DISPATCH_BODY)
-                statuses[str(response.status_code)] += 1
-            except httpx.HTTPError as exc:
-                statuses[type(exc).__name__] += 1
+                status = await asyncio.wait_for(exchange(reader, writer, request), 30)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+                statuses[type(exc).__name__] += 1  # this connection is done for; the others go on
+                return
+            statuses[str(status)] += 1
             latencies.append((time.perf_counter() - scheduled) * 1000)
 
-        await asyncio.gather(*(one(n) for n in range(count)))
-        wall = time.perf_counter() - began
-    errors = sum(v for k, v in statuses.items() if k != str(expect))
-    return {"requests": count, "rate": rate, "seconds": seconds, "achieved_per_s": round(count / wall, 1),
-            "latency_ms": percentiles(latencies), "statuses": dict(statuses), "errors": errors}
+    await asyncio.gather(schedule(), *(send(*connection) for connection in pool))
+    wall = time.perf_counter() - began
+    for _, writer in pool:
+        writer.close()
+    answered = statuses.get(str(expect), 0)
+    return {"requests": count, "rate": rate, "seconds": seconds, "connections": connections,
+            "achieved_per_s": round(sum(statuses.values()) / wall, 1), "latency_ms": percentiles(latencies),
+            "statuses": dict(statuses), "errors": count - answered}
 
 
-def run_dispatch(server: Server, path: str, headers: dict[str, str], sizes: Sizes, expect: int) -> dict[str, Any]:
-    return with_cpu(server, lambda: asyncio.run(open_loop(server.url + path, headers, sizes.dispatch_rate,
-                                                          sizes.dispatch_s, expect)))
+def run_dispatch(server: Server, path: str, token: str | None, sizes: Sizes, expect: int) -> dict[str, Any]:
+    return with_cpu(server, lambda: asyncio.run(open_loop(server.port, path, token, sizes.dispatch_rate,
+                                                          sizes.dispatch_s, expect, DISPATCH_CONNECTIONS)))
 
 
 # --- SSE -----------------------------------------------------------------------------------------
@@ -448,6 +490,23 @@ def run_sse(server: Server, path: str, token: str | None, clients: int, dispatch
     return with_cpu(server, lambda: asyncio.run(hold_streams(server, path, token, clients, dispatch)))
 
 
+def streams_left_open(server: Server) -> float | None:
+    """ORCH's own gauge of open SSE streams after every client has gone; waits a while for it to reach 0,
+    since a server notices a closed stream only when it next writes or polls for the disconnect."""
+    def read() -> float | None:
+        for line in httpx.get(server.url + "/metrics", timeout=10).text.splitlines():
+            if line.startswith("orch_sse_connections_active "):
+                return float(line.split()[1])
+        return None
+
+    deadline = time.monotonic() + SSE_RELEASE_SECONDS
+    value = read()
+    while value and time.monotonic() < deadline:
+        time.sleep(0.5)
+        value = read()
+    return value
+
+
 def raise_open_files(needed: int) -> int:
     """Lift this process's soft descriptor limit (its children, the servers, inherit it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -512,6 +571,8 @@ def markdown(report: dict[str, Any]) -> str:
         (f"`GET /health` (req/s, {sizes['health_connections']} connections)", wrk_cell(orch["health"]),
          wrk_cell(bare["health"])),
         ("`GET /health` latency p50 / p95 / p99 (ms)", latency_cell(orch["health"]), latency_cell(bare["health"])),
+        ("`GET /healthz` (req/s; p50 / p95 / p99 ms): no checks, no cache", f"{wrk_cell(orch['healthz'])}; "
+         f"{latency_cell(orch['healthz'])}", "–"),
         (f"`POST /webhook` (events/s, {sizes['webhook_connections']} connections)", wrk_cell(orch["webhook"]),
          wrk_cell(bare["webhook"])),
         ("`POST /webhook` latency p50 / p95 / p99 (ms)", latency_cell(orch["webhook"]),
@@ -524,11 +585,15 @@ def markdown(report: dict[str, Any]) -> str:
          f"{b_sse['open']:,} / {b_sse['with_preamble']:,}"),
         ("SSE: streams that got all task events; time to all (s)",
          f"{o_sse['delivered_to']:,} of {o_sse['open']:,}; {fmt(o_sse['all_delivered_s'], 2)}", "–"),
+        (f"SSE streams the server still counts open after the clients closed (waited ≤ {SSE_RELEASE_SECONDS:.0f} s)",
+         fmt(o_sse["left_open"]), "–"),
         ("SSE: time to open all (s)", f"{o_sse['open_s']:.1f}", f"{b_sse['open_s']:.1f}"),
         ("RSS holding the SSE streams (MB); per stream (KB)",
          f"{o_sse['rss_held_mb']:.0f}; {o_sse['rss_per_client_kb']:.0f}",
          f"{b_sse['rss_held_mb']:.0f}; {b_sse['rss_per_client_kb']:.0f}"),
         ("server CPU-s: health / webhook / dispatch / SSE", cpu_cell(orch), cpu_cell(bare)),
+        ("server CPU per request (ms): health / webhook / dispatch", per_request_cell(orch),
+         per_request_cell(bare)),
     ]
     body = ["| figure | ORCH API | bare FastAPI (ceiling) |", "|---|---|---|",
             *("| " + " | ".join(row) + " |" for row in rows)]
@@ -543,7 +608,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['health_cache_s']:.0f} s cache); bare FastAPI: one route per figure, same uvicorn settings "
         f"({report['uvicorn_loop']}). Load on loopback from this machine: wrk -t1 for `/health` "
         f"({sizes['health_s']} s) and webhooks ({sizes['webhook_s']} s, every delivery freshly signed and "
-        f"unique); async httpx for dispatch ({sizes['dispatch_s']:.0f} s, latency from the scheduled send); "
+        f"unique); asyncio keep-alive sockets for dispatch ({sizes['dispatch_s']:.0f} s, "
+        f"{DISPATCH_CONNECTIONS} connections, latency from the scheduled send); "
         f"raw asyncio sockets for {sizes['sse_clients']:,} SSE streams.", "",
         *body, "", "Goals:", *goal_lines(report), "",
         f"API RSS over the run (MB): {', '.join(f'{k} {v:.0f}' for k, v in orch['rss_mb'].items())}.", ""])
@@ -557,6 +623,13 @@ def pct_cell1(figures: dict[str, float]) -> str:
 
 def cpu_cell(side: dict[str, Any]) -> str:
     return " / ".join(f"{side[k]['server_cpu_s']:.1f}" for k in ("health", "webhook", "dispatch", "sse"))
+
+
+def per_request_cell(side: dict[str, Any]) -> str:
+    """CPU the server spent per answered request: the cost behind each throughput figure."""
+    served = {"health": side["health"]["requests"], "webhook": side["webhook"]["requests"],
+              "dispatch": sum(side["dispatch"]["statuses"].values())}
+    return " / ".join(f"{side[k]['server_cpu_s'] * 1000 / max(1, n):.2f}" for k, n in served.items())
 
 
 def write_report(report: dict[str, Any], out: Path) -> str:
@@ -601,13 +674,14 @@ def bench(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         say("(a) starting ORCH's API and the bare app")
         orch, token = start_orch(workdir, procs)
         bare = start_bare(workdir, procs)
-        auth = {"Authorization": f"Bearer {token}"}
         results: dict[str, dict[str, Any]] = {"orch": {}, "bare": {}}
-        say(f"(b) GET /health, {sizes.health_s} s each")
+        say(f"(b) GET /health, {sizes.health_s} s each, and ORCH's /healthz")
         for server, side in ((orch, "orch"), (bare, "bare")):
             results[side]["health"] = with_cpu(server, lambda s=server: wrk(
                 s.url + "/health", sizes.health_s, sizes.health_connections, script))
             server.note_rss("after_health")
+        results["orch"]["healthz"] = with_cpu(orch, lambda: wrk(orch.url + "/healthz", sizes.health_s,
+                                                                sizes.health_connections, script))
         say(f"(c) POST /webhook, {sizes.webhook_s} s each")
         deliveries = sign_deliveries(workdir / "deliveries.tsv", sizes.webhook_s * MAX_WEBHOOKS_PER_S)
         for server, side in ((orch, "orch"), (bare, "bare")):
@@ -615,11 +689,12 @@ def bench(workdir: Path, sizes: Sizes) -> dict[str, Any]:
                 s.url + "/webhook", sizes.webhook_s, sizes.webhook_connections, script, deliveries))
             server.note_rss("after_webhook")
         say(f"(d) POST /dispatch at {sizes.dispatch_rate:.0f} req/s for {sizes.dispatch_s:.0f} s")
-        results["orch"]["dispatch"] = run_dispatch(orch, "/dispatch", auth, sizes, 202)
+        results["orch"]["dispatch"] = run_dispatch(orch, "/dispatch", token, sizes, 202)
         orch.note_rss("after_dispatch")
-        results["bare"]["dispatch"] = run_dispatch(bare, "/webhook", {}, sizes, 200)
+        results["bare"]["dispatch"] = run_dispatch(bare, "/webhook", None, sizes, 200)
         say(f"(e) {sizes.sse_clients:,} SSE streams held")
         results["orch"]["sse"] = run_sse(orch, "/sse/events", token, sizes.sse_clients, dispatch=True)
+        results["orch"]["sse"]["left_open"] = streams_left_open(orch)
         orch.note_rss("after_sse_closed")
         results["bare"]["sse"] = run_sse(bare, "/sse", None, sizes.sse_clients, dispatch=False)
         for server, side in ((orch, "orch"), (bare, "bare")):

@@ -7,9 +7,10 @@
 # be stopped first: the restore pauses dispatch and replaces the data in one SQLite transaction that
 # every open connection sees (see README, "Restore while ORCH runs"). Every step prints what it found
 # and did; exit 1 means a step failed and a human must look.
+# Paths in the configuration resolve against ORCH_HOME, else the working directory (run it from the
+# install directory, as the guide does, or set ORCH_HOME).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ORCH="${ORCH_BIN:-.venv/bin/orch}"
+ORCH="${ORCH_BIN:-$(dirname "$0")/../.venv/bin/orch}"
 [ -x "$ORCH" ] || ORCH=orch
 echo "EMERGENCY: Starting service recovery procedure"
 if "$ORCH" recover --emergency "$@"; then

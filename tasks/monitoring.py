@@ -12,7 +12,7 @@ from orch.config.runtime import get_settings
 from orch.monitoring import alerts, rules, samples, targets
 from orch.monitoring.samples import Sample
 
-RETRIES: dict[str, Any] = dict(retries=2, retry_delay_seconds=[1, 3], cache_policy=NO_CACHE)
+RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [1, 3], "cache_policy": NO_CACHE}
 
 
 @task(name="system-metrics", **RETRIES)

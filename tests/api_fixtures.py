@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from support import free_port
 
 from orch.api.app import create_app
 from orch.config.loader import load_settings
@@ -25,7 +26,6 @@ from orch.config.schema import Settings
 from orch.security.users import create_user
 from orch.storage.engine import session_scope
 from orch.storage.migrate import upgrade
-from support import free_port
 
 PASSWORD = "Sup3r-Secret-Pw!"
 WEBHOOK_SECRET = "whsec-test-0123456789abcdef"

@@ -36,7 +36,7 @@ def http_receiver(status: int = 200) -> Iterator[HttpReceiver]:
     receiver = HttpReceiver(url=f"http://127.0.0.1:{port}/hook/secret-token-1234", status=status)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             receiver.requests.append({"path": self.path, "headers": dict(self.headers),
                                       "body": self.rfile.read(length).decode()})
@@ -76,7 +76,7 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
@@ -102,7 +102,7 @@ def smtp_receiver(tls_dir: Path | None = None) -> Iterator[SmtpReceiver]:
     receiver = SmtpReceiver(host="127.0.0.1", port=free_port())
 
     class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
             receiver.messages.append(message_from_bytes(envelope.content))
             receiver.tls_sessions.append(session.ssl is not None)
             return "250 OK"

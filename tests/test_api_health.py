@@ -9,11 +9,11 @@ from contextlib import contextmanager
 
 import httpx
 import uvicorn
+from support import free_port
 
 from orch.api.app import create_app
 from orch.config.loader import load_settings
 from orch.storage.migrate import upgrade
-from support import free_port
 
 
 @contextmanager

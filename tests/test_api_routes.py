@@ -3,6 +3,7 @@ cross-cutting rules (maintenance mode, body limit, CORS, trusted hosts, GZip, do
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -179,15 +180,14 @@ def test_run_deployment_on_the_real_prefect_server(api_factory: Any, prefect_ser
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
 
     from flows.db_health import db_health
 
     async def register() -> None:
         async with get_client() as prefect:
-            try:
+            with contextlib.suppress(ObjectAlreadyExists):  # created by another test of this session
                 await prefect.create_work_pool(WorkPoolCreate(name="orch-process", type="process"))
-            except Exception:  # noqa: BLE001 - already there from another test
-                pass
         deployment = await db_health.to_deployment(name="hourly", work_pool_name="orch-process")
         await deployment.apply()
 
@@ -205,3 +205,18 @@ def test_run_deployment_on_the_real_prefect_server(api_factory: Any, prefect_ser
     assert client.post("/deployments/nope/hourly/runs", headers=api.headers("operator")).status_code == 404
     entries = client.get("/audit", params={"action": "deployment.run"}, headers=api.headers("admin")).json()["entries"]
     assert entries[0]["resource_id"] == "db-health/hourly"
+
+
+def test_estimated_start_follows_the_work_ahead(api: Api) -> None:
+    """One slot per core and no history: each task queued behind another starts one default duration later;
+    a critical task jumps the queue, and the estimate says so."""
+    from datetime import datetime
+
+    def wait_of(body: dict[str, Any]) -> float:
+        accepted = api.client.post("/dispatch", json=body, headers=api.headers("operator")).json()
+        return (datetime.fromisoformat(accepted["estimated_start"])
+                - datetime.fromisoformat(accepted["created_at"])).total_seconds()
+
+    waits = [wait_of({"core_id": "core-estimate", "action": "noop", "priority": "low"}) for _ in range(3)]
+    assert [round(w) for w in waits] == [0, 1, 2], waits
+    assert round(wait_of({"core_id": "core-estimate", "action": "noop", "priority": "critical"})) == 0

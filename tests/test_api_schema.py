@@ -14,6 +14,17 @@ STREAMS = ("/sse/events", "/events/health")  # endless; covered in test_api_sse
 EXAMPLES_PER_OPERATION = 8
 
 
+def _run_operation(operation: Any, auth: dict[str, str]) -> None:
+    @given(case=operation.as_strategy())
+    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    def check(case: Any) -> None:
+        response = case.call(headers={**(case.headers or {}), **auth})
+        case.validate_response(response, checks=(not_a_server_error, response_schema_conformance))
+
+    check()
+
+
 def test_no_server_errors_and_responses_match_the_schema(api_factory: Any) -> None:
     api = api_factory(tweak=lambda s: s.api.trusted_hosts.append("testserver"))
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.client.app)
@@ -23,14 +34,6 @@ def test_no_server_errors_and_responses_match_the_schema(api_factory: Any) -> No
         if operation.path in STREAMS:
             continue
         role = "system" if operation.path in ("/cores/{core_id}/claim", "/jobs/{task_id}/status") else "admin"
-
-        @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        def check(case: Any) -> None:
-            response = case.call(headers={**(case.headers or {}), **api.headers(role)})
-            case.validate_response(response, checks=(not_a_server_error, response_schema_conformance))
-
-        check()
+        _run_operation(operation, api.headers(role))
         checked.append(f"{operation.method.upper()} {operation.path}")
     assert len(checked) >= 20, checked

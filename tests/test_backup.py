@@ -7,6 +7,7 @@ holding the database, a process killed mid-way, a row that breaks the data-quali
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
+from support import BIN
 
 from orch.backup.catalog import Catalog
 from orch.backup.create import create_backup
@@ -30,8 +32,7 @@ from orch.config.schema import Settings
 from orch.dispatch.queue import DISPATCH_PAUSE_LOCK, TaskQueue
 from orch.dispatch.request import validate
 from orch.storage.engine import get_engine, session_scope
-from orch.storage.models import ResourceLock, Task
-from support import BIN
+from orch.storage.models import AuditRecord, ResourceLock, Task
 
 
 @pytest.fixture
@@ -113,7 +114,7 @@ def test_backup_while_dispatch_writes_is_a_consistent_verified_copy(sqlite_setti
     assert entry["row_counts"]["tasks"] == tasks
     assert 200 <= tasks < task_count(settings)  # a snapshot from the middle of the traffic
     assert Catalog(backup_dir(settings)).entries() == [entry]
-    assert entry["sha256"] == __import__("hashlib").sha256((backup_dir(settings) / entry["file"]).read_bytes()).hexdigest()
+    assert entry["sha256"] == hashlib.sha256((backup_dir(settings) / entry["file"]).read_bytes()).hexdigest()
 
 
 def test_failing_data_quality_suite_keeps_the_backup_out_of_the_catalog(sqlite_settings: Settings) -> None:
@@ -167,6 +168,8 @@ def test_restore_latest_replaces_the_data_and_keeps_a_pre_restore_copy(sqlite_se
     with session_scope(settings.database) as session:
         assert sorted(session.scalars(select(Task.task_id))) == sorted(kept)
         assert session.scalars(select(ResourceLock.resource)).all() == []  # pause and lock released
+        [audit] = session.scalars(select(AuditRecord).where(AuditRecord.action == "backup.restore")).all()
+        assert audit.resource_id == report["restored"] and audit.actor == "restore"
     pre = Path(report["pre_restore_copy"])
     assert sqlite3.connect(pre).execute("SELECT count(*) FROM tasks").fetchone()[0] == 7
     assert "dispatch paused, orch:database held" in report["steps"] and report["steps"][-1] == "dispatch resumed"
@@ -290,9 +293,13 @@ def test_full_backup_adds_prefect_database_and_config_without_secrets(isolated_e
     prefect_db = isolated_env / "data" / "prefect" / "prefect.db"
     prefect_db.parent.mkdir(parents=True)
     sqlite3.connect(prefect_db).executescript("CREATE TABLE flow_run (id TEXT); INSERT INTO flow_run VALUES ('r1');")
+    evidence = isolated_env / "observability" / "sbom"
+    (evidence / "keys").mkdir(parents=True)
+    (evidence / "sbom.json").write_text('{"bomFormat": "CycloneDX"}')
+    (evidence / "keys" / "private_key.pem").write_text("PRIVATE")  # the signing key stays out
     entry = create_backup(settings, "full")
     extras = backup_dir(settings) / entry["extras"]["file"]
-    assert entry["extras"]["contents"] == ["prefect/prefect.db", "config/settings.json"]
+    assert entry["extras"]["contents"] == ["prefect/prefect.db", "config/settings.json", "sbom/sbom.json"]
     with tarfile.open(extras) as tar:
         config = tar.extractfile("config/settings.json").read().decode()  # type: ignore[union-attr]
         assert secret not in config and json.loads(config)["security"]["jwt_secret"] == "**********"

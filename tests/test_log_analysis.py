@@ -221,6 +221,7 @@ def test_analysis_reads_what_the_running_api_writes(isolated_env: Path) -> None:
 
     port = free_port()
     env = {**os.environ, "ORCH_PORT": str(port), "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
+    env.pop("PYTEST_CURRENT_TEST", None)  # under pytest ORCH writes no log files; this API must, as in production
     assert run_orch("db", "init", env=env).returncode == 0
     api = subprocess.Popen([sys.executable, "-m", "orch.api.server"], env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
@@ -244,7 +245,9 @@ def test_analysis_reads_what_the_running_api_writes(isolated_env: Path) -> None:
         api.send_signal(signal.SIGTERM)
         api.wait(30)
 
-    perf = json.loads(run_orch("perf", "report", "--json").stdout)
+    reported = run_orch("perf", "report", "--json")
+    assert reported.returncode == 0, reported.stderr
+    perf = json.loads(reported.stdout)
     counts = {row["endpoint"]: row["requests"] for row in perf["endpoints"]}
     assert counts["GET /healthz"] >= 1 and counts["POST /auth/token"] == 1
     assert counts["GET <unmatched>"] == 3  # unknown paths are one row, not one per path

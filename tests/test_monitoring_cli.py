@@ -34,17 +34,20 @@ monitoring:
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert lines[0].endswith(": 5 error(s)")
-    assert "  monitoring.self_healing.actions.1: must be 'restart', 'isolate' or 'rollback' (got 'reboot')" in lines
+    assert ("  monitoring.self_healing.actions.1: must be 'restart', 'isolate' or 'rollback' "
+            "(got 'reboot')") in lines
     assert ("  monitoring.targets.0.restart: needs exactly one of command, systemd_unit, windows_service, "
             "supervised (missing command)") in lines
     assert "  monitoring.targets.0.isolate: needs exactly one of core, command (got core, command)" in lines
     assert "  monitoring.targets.0.actions.2: must be 'restart', 'isolate' or 'rollback' (got 'explode')" in lines
-    assert "  monitoring.targets.1.health_check: needs exactly one of url, command, supervised (missing command)" in lines
+    assert ("  monitoring.targets.1.health_check: needs exactly one of url, command, supervised "
+            "(missing command)") in lines
 
     unconfigured = write_config(isolated_env, """
 monitoring:
   targets:
-    - {name: web, health_check: {command: "curl -fsS http://web/health"}, restart: {systemd_unit: web}, actions: [rollback]}
+    - {name: web, health_check: {command: "curl -fsS http://web/health"}, restart: {systemd_unit: web},
+       actions: [rollback]}
     - {name: web, health_check: {supervised: worker}}
 """)
     result = run_orch("config", "validate", str(unconfigured))

@@ -10,21 +10,21 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, select
+from support import free_port
 
 from orch.config.loader import load_settings
 from orch.security.users import create_user
 from orch.storage.engine import session_scope
 from orch.storage.migrate import upgrade
 from orch.storage.models import Task, TaskEvent
-from support import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PASSWORD = "Multi-H0st-Passw0rd!"
@@ -113,7 +113,7 @@ def test_two_apis_two_dispatchers_postgres_and_redis(pg_url: str, prefect_server
 
         # Both dispatchers up and polling (each runs a `dispatch` flow) before any work arrives, so the
         # first one up cannot take it all.
-        started = datetime.now(timezone.utc).isoformat()
+        started = datetime.now(UTC).isoformat()
         for index in range(2):
             stack.enter_context(process([sys.executable, "-m", "orch.dispatch.service"], env,
                                         isolated_env / f"dispatcher-{index}.log"))

@@ -95,7 +95,11 @@ def test_maintenance_mode_is_said_in_every_message() -> None:
 
 
 def test_blocks_are_registered_and_loadable_from_the_prefect_server(prefect_server: str) -> None:
-    from blocks.notifications import OrchAlertmanagerWebhook, OrchSlackWebhook, OrchSmtpEmail
+    from blocks.notifications import (
+        OrchAlertmanagerWebhook,
+        OrchSlackWebhook,
+        OrchSmtpEmail,
+    )
 
     settings = configured(slack="http://127.0.0.1:9/slack", smtp_port=2525, webhook="http://127.0.0.1:9/am")
     assert sorted(register_blocks(settings)) == sorted([

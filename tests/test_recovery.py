@@ -10,7 +10,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from receivers import http_receiver
 from sqlalchemy import func, select, update
+from support import run_orch
 
 from orch.config.runtime import get_settings, reset_settings_cache
 from orch.config.schema import Settings
@@ -20,8 +22,6 @@ from orch.storage.engine import dispose_engines, session_scope
 from orch.storage.migrate import upgrade
 from orch.storage.models import AuditRecord, MonitorSample, ResourceLock, Task, TaskEvent
 from orch.storage.types import utcnow
-from receivers import http_receiver
-from support import run_orch
 
 
 def put(settings: Settings, n: int) -> list[str]:
@@ -178,6 +178,59 @@ def test_db_maintenance_flow_purges_past_retention_and_optimises(
     expected = ["ANALYZE", "REINDEX", "VACUUM", "PRAGMA optimize"] if database_url.startswith("sqlite") \
         else ["VACUUM ANALYZE"]
     assert result["optimised"]["steps"] == expected
-    if database_url.startswith("sqlite"):
-        assert not os.path.exists(database_url.removeprefix("sqlite:///") + "-wal") or \
-            os.path.getsize(database_url.removeprefix("sqlite:///") + "-wal") == 0
+
+
+def test_restore_flow_restores_and_a_refused_one_fails_with_the_reason(
+        prefect_server: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.restore import restore
+    from orch.backup.create import create_backup
+
+    with http_receiver() as slack:
+        monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.url)
+        reset_settings_cache()
+        settings = get_settings()
+        upgrade(settings.database)
+        kept = put(settings, 3)
+        entry = create_backup(settings, "manual")
+        put(settings, 2)
+        state = restore(backup="latest", return_state=True)
+        assert state.is_completed(), state.message
+        assert state.result()["restored"] == entry["file"]
+        with session_scope(settings.database) as session:
+            assert sorted(session.scalars(select(Task.task_id))) == sorted(kept)
+
+        broken = isolated_env / "broken.db.gz"
+        broken.write_bytes(b"\x1f\x8b" + os.urandom(200))
+        refused = restore(backup=str(broken), return_state=True)
+        assert refused.is_failed()
+        assert "broken.db.gz is corrupt or truncated" in (refused.message or "")
+        assert count(settings, Task) == 3
+        texts = [body["text"] for body in slack.json_bodies()]
+        assert "ORCH-Next database restored" in texts[0]
+        assert texts[1].startswith("<!channel> *[critical] ORCH-Next restore failed*")
+
+
+def test_guide_scripts_run_the_same_code(isolated_env: Path) -> None:
+    """The scripts at the guide's paths: emergency recovery on a healthy system changes nothing; the
+    backup and restore scripts fail with one line and exit 1."""
+    import subprocess
+
+    from deployments.apply import PROJECT_ROOT
+    from support import BIN
+
+    env = {**os.environ, "ORCH_HOME": str(isolated_env)}
+    scripts = PROJECT_ROOT / "scripts"
+    early = subprocess.run([str(BIN / "python"), str(scripts / "backup_database.py")], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert early.returncode == 1
+    assert early.stderr.strip().endswith("orch.db not found (run: orch db init)")
+    assert run_orch("db", "init", env=env).returncode == 0
+    missing = subprocess.run([str(BIN / "python"), str(scripts / "restore_database.py"), "nope.db.gz"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert (missing.returncode, missing.stderr.strip()) == (1, "error: backup file not found: nope.db.gz")
+    emergency = subprocess.run(["bash", str(scripts / "emergency_recovery.sh")], env=env, capture_output=True,
+                               text=True, timeout=180)
+    assert emergency.returncode == 0, emergency.stdout + emergency.stderr
+    assert "ok   disk-space: found disk " in emergency.stdout and "did nothing" in emergency.stdout
+    assert "ok   database: found Database healthy - 0 tasks in last hour; did nothing" in emergency.stdout
+    assert emergency.stdout.rstrip().endswith("Emergency recovery completed successfully")

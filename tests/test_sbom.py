@@ -87,7 +87,8 @@ def test_fast_iri_check_never_accepts_what_the_exact_grammar_refuses(sbom_bytes:
 
     from orch.supply_chain.schema_check import URI_REFERENCE
 
-    found = sorted({ref["url"] for c in json.loads(sbom_bytes)["components"] for ref in c.get("externalReferences", [])})
+    components = json.loads(sbom_bytes)["components"]
+    found = sorted({ref["url"] for c in components for ref in c.get("externalReferences", [])})
     urls = found[::max(1, len(found) // 40)]  # a spread of real ones: the exact grammar costs ~50 ms per URL
     urls += ["http://exa mple.org", "%zz", "http://h/p?q#f#g", "ü/x", "http://[::1]/", "a b", "//host:80/p",
              "mailto:ops@example.org", "urn:uuid:6b1f0c1e", "../relative/path", "http://h/%41", "http://h/<x>"]
@@ -228,6 +229,14 @@ def test_the_guides_commands_work_as_written(tmp_path: Path, sbom_bytes: bytes) 
     assert verify.returncode == 0, verify.stderr
     assert json.loads(verify.stdout)["verified"] is True
 
+    from support import run_orch
+
+    env = {"ORCH_HOME": str(tmp_path)}
+    embedded = run_orch("sbom", "sign", "--embed", str(sbom_dir / "signed.json"), env=env)
+    assert embedded.returncode == 0 and "generated" not in embedded.stderr  # reuses the keys directory's pair
+    assert json.loads(run_orch("sbom", "verify", "--sbom", str(sbom_dir / "signed.json"), "--embedded",
+                               env=env).stdout)["algorithm"] == "PS256"
+
     (sbom_dir / "sbom.json").write_bytes(sbom_bytes.replace(b'"orch-next"', b'"orch-nexT"', 1))
     tampered = _script("verify_sbom.py", *verify_args, cwd=tmp_path)
     assert tampered.returncode == 1
@@ -246,3 +255,65 @@ def test_orch_sbom_generate_writes_the_guides_path(tmp_path: Path) -> None:
     missing = run_orch("sbom", "generate", "--pyproject", str(tmp_path / "nope.toml"),
                        env={"ORCH_HOME": str(tmp_path)})
     assert missing.returncode == 1 and missing.stderr.startswith("error: ") and "pyproject" in missing.stderr
+
+
+def test_sbom_flow_generates_signs_and_verifies_with_a_key_from_a_prefect_secret_block(
+        prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: Path) -> None:
+    from prefect.blocks.system import Secret
+
+    from flows.sbom import sbom
+    from orch.config.runtime import reset_settings_cache
+    from orch.supply_chain.signing import fingerprint
+
+    block = f"sbom-key-{os.getpid()}"
+    Secret(value=(keys / PRIVATE_KEY).read_text()).save(block, overwrite=True)
+    monkeypatch.setenv("ORCH_SUPPLY_CHAIN__REPO_DIR", str(ROOT))
+    monkeypatch.setenv("ORCH_SUPPLY_CHAIN__SBOM_PATH", str(tmp_path / "out" / "sbom.json"))
+    monkeypatch.setenv("ORCH_SUPPLY_CHAIN__SIGNING_KEY_BLOCK", block)
+    reset_settings_cache()
+    state = sbom(return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["signature"]["key_fingerprint"] == fingerprint(load_public_key(keys))
+    assert result["verification"].startswith("sbom: passed")
+    assert verify_detached(tmp_path / "out" / "sbom.json", tmp_path / "out" / "sbom.sig",
+                           load_public_key(keys))["verified"] is True
+    assert not (tmp_path / "home" / "observability" / "sbom" / "keys").exists()  # the key never touched the disk
+
+
+def test_sbom_flow_with_a_keys_directory_makes_a_key_when_there_is_none(
+        prefect_server: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.sbom import sbom
+    from orch.config.runtime import reset_settings_cache
+
+    monkeypatch.setenv("ORCH_SUPPLY_CHAIN__REPO_DIR", str(ROOT))
+    reset_settings_cache()
+    state = sbom(return_state=True)
+    assert state.is_completed(), state.message
+    keys_dir = isolated_env / "observability" / "sbom" / "keys"
+    assert (keys_dir / PRIVATE_KEY).stat().st_mode & 0o777 == 0o600
+    assert verify_detached(isolated_env / "observability" / "sbom" / "sbom.json",
+                           isolated_env / "observability" / "sbom" / "sbom.sig", load_public_key(keys_dir))["verified"]
+
+
+def test_sbom_flow_fails_and_notifies_when_the_signature_does_not_verify(
+        prefect_server: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch, keys: Path, other_keys: Path) -> None:
+    """A keys directory whose public key is not the signing key's: the run fails naming why, and says so."""
+    import shutil
+
+    from receivers import http_receiver
+
+    from flows.sbom import sbom
+    from orch.config.runtime import reset_settings_cache
+
+    keys_dir = isolated_env / "observability" / "sbom" / "keys"
+    keys_dir.mkdir(parents=True)
+    shutil.copy2(keys / PRIVATE_KEY, keys_dir / PRIVATE_KEY)
+    shutil.copy2(other_keys / PUBLIC_KEY, keys_dir / PUBLIC_KEY)
+    with http_receiver() as receiver:
+        monkeypatch.setenv("ORCH_SUPPLY_CHAIN__REPO_DIR", str(ROOT))
+        monkeypatch.setenv("ORCH_NOTIFICATIONS__WEBHOOK__URL", receiver.url)
+        reset_settings_cache()
+        state = sbom(return_state=True)
+    assert state.is_failed() and "SBOM verification failed (wrong key)" in state.message
+    assert len(receiver.requests) == 1 and "wrong key" in str(receiver.requests[0]["body"])

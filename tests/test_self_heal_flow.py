@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,8 +31,8 @@ class Service:
         (directory / "www" / "health").write_text("ok")
         self.pid_file = directory / "service.pid"
         # What self-healing runs to restart it: detached, output closed, pid recorded for the test's cleanup.
-        self.start_command = ["/bin/sh", "-c", f"{sys.executable} -m http.server {self.port} --bind 127.0.0.1 "
-                              f"--directory {directory / 'www'} >/dev/null 2>&1 & echo $! > {self.pid_file}"]
+        self.start_command = ["/bin/sh", "-c", (f"{sys.executable} -m http.server {self.port} --bind 127.0.0.1 "
+                              f"--directory {directory / 'www'} >/dev/null 2>&1 & echo $! > {self.pid_file}")]
 
     @property
     def url(self) -> str:
@@ -59,10 +60,8 @@ class Service:
 
     def stop(self) -> None:
         if self.pid_file.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError):  # already gone
                 os.kill(int(self.pid_file.read_text()), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture
@@ -173,6 +172,8 @@ def test_restart_heals_a_killed_service_and_says_so_once(prefect_server: str, is
 def test_escalates_from_restart_to_isolate_to_rollback(prefect_server: str, isolated_env: Path, tmp_path: Path,
                                                        slack: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.self_heal import self_heal
+    from orch.dispatch.queue import TaskQueue
+    from orch.dispatch.request import validate
     from orch.storage.engine import session_scope
     from orch.storage.models import CoreReservation
 
@@ -188,7 +189,11 @@ def test_escalates_from_restart_to_isolate_to_rollback(prefect_server: str, isol
                      ("escalate", False), ("isolate", True), ("health_check", False), ("isolate", True),
                      ("health_check", False), ("escalate", False), ("rollback", True), ("health_check", True)]
     with session_scope(get_settings().database) as session:
-        assert session.get(CoreReservation, "WORK_AI_09").owner == "isolated:web"  # no dispatch to it now
+        assert session.get(CoreReservation, "WORK_AI_09").owner == "isolated:web"
+    queue = TaskQueue(get_settings())
+    queue.enqueue(validate({"core_id": "WORK_AI_09", "action": "noop"}, get_settings()), "someone")
+    queue.enqueue(validate({"core_id": "WORK_AI_01", "action": "noop"}, get_settings()), "someone")
+    assert [claim.core_id for claim in queue.claim("test", 10)] == ["WORK_AI_01"]  # nothing goes to WORK_AI_09
 
 
 def test_all_actions_exhausted_pages_a_human(prefect_server: str, isolated_env: Path, slack: HttpReceiver,
@@ -196,11 +201,16 @@ def test_all_actions_exhausted_pages_a_human(prefect_server: str, isolated_env: 
     from flows.self_heal import self_heal
 
     configure(isolated_env, monkeypatch, slack, {"name": "web", "health_check": {"command": ["false"]},
-                                                 "restart": {"command": ["false"]}}, max_retries=1)
-    assert self_heal(target="web")["outcome"] == "failed"
+                                                 "restart": {"command": ["false"]},
+                                                 "rollback": {"deployment": "web-release/missing"}}, max_retries=1)
+    result = self_heal(target="web")
+    assert result["outcome"] == "failed"
+    assert [(s["step"], s["ok"]) for s in result["steps"]] == [("restart", False), ("escalate", False),
+                                                              ("rollback", False), ("escalate", False)]
     (message,) = slack.json_bodies()
     assert message["text"].startswith("<!channel> *[critical] web NOT healed after target_down: a human must act*")
     assert "- restart #1: failed - false exited 1" in message["text"]
+    assert "- rollback #1: failed - deployment web-release/missing: ObjectNotFound" in message["text"]
 
 
 def test_circuit_breaker_stops_healing_and_says_why(prefect_server: str, isolated_env: Path, tmp_path: Path,
@@ -275,3 +285,34 @@ def test_maintenance_mode_silences_and_switches_stop_healing(prefect_server: str
     assert not touched.exists()
     texts = [body["text"] for body in slack.json_bodies()]
     assert "maintenance 1 covers web" in texts[0] and "MAINTENANCE MODE is on" in texts[1]
+
+
+def test_an_approved_destructive_action_runs(prefect_server: str, isolated_env: Path, tmp_path: Path,
+                                            slack: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.self_heal import self_heal
+
+    isolated = tmp_path / "isolated"
+    configure(isolated_env, monkeypatch, slack, {"name": "web", "health_check": {"command": ["test", "-e",
+                                                                                            str(isolated)]},
+                                                 "isolate": {"command": ["touch", str(isolated)]}},
+              require_approval=["isolate"], approval_timeout=120)
+    outcome: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: outcome.update(self_heal(target="web")))
+    runner.start()
+    paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:
+        while not (runs := [r for r in client.read_flow_runs(flow_run_filter=paused) if r.name == "self-heal web"]):
+            assert time.monotonic() < deadline, "the run never paused for approval"
+            time.sleep(0.5)
+    resume_flow_run(runs[0].id, run_input={"approve": True, "comment": "go ahead"})
+    runner.join(90)
+    assert outcome["outcome"] == "healed" and isolated.exists()
+    assert outcome["steps"][0] == {"step": "approval", "action": "isolate", "ok": True, "detail": "approved: go ahead"}

@@ -181,6 +181,9 @@ def test_units_start_what_orch_up_starts() -> None:
     assert units["orch-next-deployments.service"]["ExecStart"] == [" ".join(argv("deployments"))]
     worker = units["orch-next-worker.service"]["ExecStart"][0].split()
     assert worker[:-1] == argv("worker")[:-1] and worker[-1] == "orch-worker-%H"
+    child = child_environment(settings, None)
+    for name in ("PREFECT_WORKER_QUERY_SECONDS", "PREFECT_LOGGING_EXTRA_LOGGERS", "PYTHONUNBUFFERED"):
+        assert f"{name}={child[name]}" in units["orch-next-worker.service"]["Environment"], name
     server = units["orch-next-prefect-server.service"]
     defaults = dict(value.split("=", 1) for value in server["Environment"])
     started = server["ExecStart"][0]
@@ -408,3 +411,15 @@ def test_multi_host_environment_example_is_a_valid_configuration() -> None:
     assert "orch.example.com" in settings.api.trusted_hosts and settings.api.host == "10.0.0.11"
     server = dotenv_values(INFRA / "multi-host/prefect-server.env.example")
     assert server["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
+
+
+def test_infra_index_lists_every_file() -> None:
+    """infra/README.md is the one place an operator looks: every file under infra/ is listed there."""
+    import fnmatch
+
+    index = (INFRA / "README.md").read_text()
+    listed = re.findall(r"`([^`\s]+)`", index)
+    files = [str(path.relative_to(INFRA)) for path in INFRA.rglob("*") if path.is_file() and path.name != "README.md"]
+    assert files
+    unlisted = [name for name in files if not any(fnmatch.fnmatch(name, pattern) for pattern in listed)]
+    assert unlisted == []

@@ -63,9 +63,10 @@ function Test-ServiceExists {
 
 function Get-ExistingToken {
     # An installed service keeps its token: re-running the script must not log every client out.
+    # NSSM may answer in UTF-16 when redirected; dropping the NULs makes it plain text either way.
     $lines = & nssm get $ServiceName AppEnvironmentExtra 2>$null
     foreach ($line in @($lines)) {
-        if ($line -match '^ORCH_MCP_TOKEN=(.+)$') { return $Matches[1] }
+        if (($line -replace "`0", "") -match '^ORCH_MCP_TOKEN=(.+)$') { return $Matches[1] }
     }
     return $null
 }

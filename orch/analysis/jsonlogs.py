@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import io
 import json
 import re
 import sys
@@ -81,7 +82,8 @@ def read_entries(paths: Iterable[str | Path], stats: ReadStats,
     for source in paths:
         if str(source) == STDIN:
             stats.files.append(STDIN)
-            yield from _entries(sys.stdin, stats, since)
+            # journalctl output may hold bytes that are not UTF-8; a bad byte must not end the analysis.
+            yield from _entries(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace"), stats, since)
             continue
         files = log_files(Path(source))
         if not files:

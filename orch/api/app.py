@@ -37,9 +37,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from orch.api.errors import install_error_handlers
     from orch.api.events import EventHub
     from orch.api.metrics import ApiMetrics
-    from orch.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, MaintenanceMiddleware
-    from orch.api.routes import auth, cores, deployments, health, locks, mcp, sse, tasks, users, webhook
     from orch.api.metrics import router as metrics_router
+    from orch.api.middleware import (
+        AccessLogMiddleware,
+        BodyLimitMiddleware,
+        MaintenanceMiddleware,
+    )
+    from orch.api.routes import (
+        auth,
+        cores,
+        deployments,
+        health,
+        locks,
+        mcp,
+        sse,
+        tasks,
+        users,
+        webhook,
+    )
     from orch.audit import configure_audit_log
     from orch.security.ratelimit import RateLimiter
 

@@ -22,7 +22,7 @@ from orch.audit import Caller
 from orch.config.schema import Settings
 from orch.security.rbac import Permission, has_permission
 from orch.security.tokens import TokenError, decode_token
-from orch.storage.engine import session_scope
+from orch.storage.engine import get_engine
 from orch.storage.models import User
 
 # Routes anyone may call: probes, metrics scrapes, the login itself, and routes with their own
@@ -80,8 +80,8 @@ def _principal_from_token(settings: Settings, token: str | None) -> Principal:
         claims = decode_token(settings.security, token)
     except TokenError as exc:
         raise unauthorized(str(exc)) from None
-    with session_scope(settings.database) as session:
-        row = session.execute(select(User.role, User.is_active).where(User.username == claims.username)).first()
+    with get_engine(settings.database).connect() as connection:  # a plain read: no ORM session needed
+        row = connection.execute(select(User.role, User.is_active).where(User.username == claims.username)).first()
     if row is None or not row.is_active:
         raise unauthorized("token's user no longer exists or is disabled")
     return Principal(username=claims.username, role=row.role)

@@ -121,7 +121,7 @@ class EventHub:
                 if self.cursor is None:
                     self.cursor = await run_in_threadpool(self._heads)
                 events = await run_in_threadpool(self._read, self.cursor, None, 5000)
-            except Exception as exc:  # a database hiccup must not end the stream for every client
+            except Exception as exc:  # noqa: BLE001 - a database hiccup must not end every client's stream
                 log.warning("SSE poll failed: %s", exc, extra={"event_type": "sse.poll_error"})
                 await asyncio.sleep(max(interval, 1.0))
                 continue
@@ -185,7 +185,7 @@ async def stream(hub: EventHub, subscriber: Subscriber, missed: list[Event], hea
         while True:
             try:
                 event = await asyncio.wait_for(subscriber.queue.get(), timeout=heartbeat)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
             if event is None:

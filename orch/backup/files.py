@@ -7,6 +7,7 @@ a backup.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import hashlib
@@ -97,10 +98,8 @@ def publish(partial: Path, final: Path) -> None:
 
 def remove_quietly(*paths: Path) -> None:
     for path in paths:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def gzip_file(source: Path, target: Path, level: int) -> str:
@@ -118,20 +117,34 @@ def gzip_file(source: Path, target: Path, level: int) -> str:
         def flush(self) -> None:
             self.raw.flush()
 
-    with disk_errors(target), open(source, "rb") as f_in, open(target, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=_Hashing(raw),  # type: ignore[arg-type]
-                           mtime=0) as f_out:
-            shutil.copyfileobj(f_in, f_out, CHUNK)
+    with (disk_errors(target), open(source, "rb") as f_in, open(target, "wb") as raw,
+          gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=_Hashing(raw),  # type: ignore[arg-type]
+                        mtime=0) as f_out):
+        shutil.copyfileobj(f_in, f_out, CHUNK)
     return digest.hexdigest()
 
 
-def gunzip_file(source: Path, target: Path) -> None:
-    """Decompress, turning a truncated or bit-flipped archive into one clear refusal."""
+def gunzip_file(source: Path, target: Path) -> str:
+    """Decompress, returning the SHA-256 of the compressed bytes (one read serves both); a truncated or
+    bit-flipped archive becomes one clear refusal."""
+    digest = hashlib.sha256()
+
+    class _Hashing:
+        def __init__(self, raw) -> None:  # type: ignore[no-untyped-def]
+            self.raw = raw
+
+        def read(self, size: int = -1) -> bytes:
+            data = self.raw.read(size)
+            digest.update(data)
+            return data
+
     try:
-        with disk_errors(target), gzip.open(source, "rb") as f_in, open(target, "wb") as f_out:
+        with (disk_errors(target), open(source, "rb") as raw, open(target, "wb") as f_out,
+              gzip.GzipFile(fileobj=_Hashing(raw), mode="rb") as f_in):  # type: ignore[arg-type]
             shutil.copyfileobj(f_in, f_out, CHUNK)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise BackupError(f"{source.name} is corrupt or truncated ({exc}); refusing it") from None
+    return digest.hexdigest()
 
 
 def sha256_file(path: Path) -> str:

@@ -26,10 +26,16 @@ from orch.dispatch.locks import LockManager, LockNotHeld, LockTimeout
 from orch.dispatch.ordering import Priority
 from orch.dispatch.queue import DISPATCH_PAUSE_LOCK
 from orch.logging_config import get_logger
+from orch.storage.engine import describe_error, safe_url
+from orch.storage.health import database_file_exists
 
 DATABASE_LOCK = "orch:database"
 TTL = 60.0
 log = get_logger(__name__)
+
+
+class LockUnavailable(BackupError):
+    """The locks cannot be recorded: the database is missing, uninitialised, busy or damaged."""
 
 
 class Held:
@@ -42,6 +48,9 @@ class Held:
         self._renewer = threading.Thread(target=self._renew, name=f"lock-renew:{owner}", daemon=True)
 
     def acquire(self) -> None:
+        database = self.manager.database
+        if not database_file_exists(database):  # connecting would create an empty file
+            raise LockUnavailable(f"database file of {safe_url(database.url or '')} not found (run: orch db init)")
         taken: list[str] = []
         try:
             for resource in self.resources:
@@ -51,6 +60,10 @@ class Held:
             for resource in taken:
                 self.manager.release(resource, self.owner)
             raise BackupError(f"{exc}; another backup, restore or maintenance is running") from None
+        except SQLAlchemyError as exc:
+            hint = " (run: orch db init)" if "no such table" in str(exc) or "does not exist" in str(exc) else ""
+            raise LockUnavailable(f"cannot take the {', '.join(self.resources)} lock: "
+                                  f"{describe_error(exc, database.url or '')}{hint}") from None
         self._renewer.start()
 
     def reassert(self, *, take_over: bool = False) -> None:

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, create_engine, inspect as sa_inspect, text
+from sqlalchemy import URL, create_engine, text
+from sqlalchemy import inspect as sa_inspect
 
 from orch.backup.files import BackupError
 from orch.config.schema import Settings

@@ -16,14 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from orch.backup import postgres, sqlite
 from orch.backup.catalog import Catalog
-from orch.backup.create import _remove_db
-from orch.backup.files import (PARTIAL, BackupError, backup_dir, gunzip_file, remove_quietly, require_free_space,
-                               sha256_file, timestamp)
-from orch.backup.validation import describe_failure, validate
+from orch.backup.files import PARTIAL, BackupError, backup_dir, gunzip_file, require_free_space, sha256_file, timestamp
+from orch.backup.validation import describe_failure
 from orch.config.schema import DatabaseSettings, Settings
 from orch.logging_config import get_logger
 from orch.storage.engine import dispose_engines, is_sqlite, safe_url
@@ -65,34 +61,43 @@ def check(settings: Settings, ref: str, *, migrate: bool = False) -> Candidate:
     from orch.storage.migrate import head_revision
 
     path, entry = resolve(settings, ref)
-    steps = []
-    if entry is not None:
-        actual = sha256_file(path)
-        if actual != entry["sha256"] or path.stat().st_size != entry["size_bytes"]:
-            raise BackupError(f"{path.name} does not match its catalog checksum (corrupt or altered); refusing it")
-        steps.append("checksum matches the catalog")
-    else:
-        steps.append("not in the catalog: no checksum to compare")
+    steps: list[str] = []
     engine = "postgresql" if path.name.endswith(".dump") else "sqlite"
     live_engine = "sqlite" if is_sqlite(settings.database.url or "") else "postgresql"
     if engine != live_engine:
         raise BackupError(f"{path.name} is a {engine} backup; the configured database is {live_engine}")
+    mismatch = BackupError(f"{path.name} does not match its catalog checksum (corrupt or altered); refusing it")
+    if entry is not None and path.stat().st_size != entry["size_bytes"]:
+        raise mismatch
     if engine == "postgresql":
         from orch.backup.create import verify_dump
 
+        if entry is not None and sha256_file(path) != entry["sha256"]:
+            raise mismatch
+        _note_checksum(steps, entry)
         facts = verify_dump(settings, path)
         candidate = Candidate(str(path), engine, str(path), facts, entry is not None, steps)
     else:
+        from orch.backup.create import check_sqlite_copy
+
         copy = backup_dir(settings) / f".restore_{timestamp()}_{int(time.time() * 1000) % 1000}.db{PARTIAL}"
         require_free_space(copy.parent, path.stat().st_size * 8)
         try:
-            gunzip_file(path, copy)
-            facts = sqlite.inspect(copy, settings.database.timeout)
-            if facts["integrity"] != "ok":
-                raise BackupError(f"{path.name} failed the integrity check ({facts['integrity']}); refusing it")
-            facts["validation"] = validate(f"sqlite:///{copy}", set(facts["row_counts"]))
+            try:
+                checksum = gunzip_file(path, copy)  # hashed in the same read
+            except BackupError:
+                if entry is not None and sha256_file(path) != entry["sha256"]:
+                    raise mismatch from None
+                raise
+            if entry is not None and checksum != entry["sha256"]:
+                raise mismatch
+            _note_checksum(steps, entry)
+            try:
+                facts = check_sqlite_copy(copy, settings.database.timeout)
+            except BackupError as exc:
+                raise BackupError(f"{path.name}: {exc}; refusing it") from None
         except BaseException:
-            _remove_db(copy)
+            sqlite.remove_files(copy)
             raise
         candidate = Candidate(str(path), engine, str(copy), facts, entry is not None, steps)
     try:
@@ -127,7 +132,7 @@ def restore_backup(settings: Settings, ref: str, owner: str = "restore") -> dict
 
 def swap(settings: Settings, candidate: Candidate, owner: str) -> dict[str, Any]:
     """Pause dispatch, keep a pre-restore copy, replace the live data, check it; roll back on failure."""
-    from orch.backup.guard import restore_locks
+    from orch.backup.guard import LockUnavailable, restore_locks
 
     started = time.monotonic()
     steps = list(candidate.steps)
@@ -136,12 +141,11 @@ def swap(settings: Settings, candidate: Candidate, owner: str) -> dict[str, Any]
         try:
             held = stack.enter_context(restore_locks(settings, owner))
             steps.append("dispatch paused, orch:database held")
-        except SQLAlchemyError as exc:
-            reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
-            if "locked" in reason or "could not" in reason:
-                raise BackupError(f"the live database is busy ({reason}); nothing was changed, retry") from None
-            # a corrupt database cannot record the pause; it is what a restore is for, so go on
-            steps.append(f"live database unusable ({reason}): no pause recorded in it")
+        except LockUnavailable as exc:
+            if "locked" in str(exc):
+                raise BackupError(f"the live database is busy ({exc}); nothing was changed, retry") from None
+            # a missing or corrupt database cannot record the pause; replacing it is what a restore is for
+            steps.append(f"live database unusable ({exc}): no pause recorded in it")
         try:
             if candidate.engine == "sqlite":
                 pre = _swap_sqlite(settings, candidate, owner if held else None, steps)
@@ -151,6 +155,12 @@ def swap(settings: Settings, candidate: Candidate, owner: str) -> dict[str, Any]
             dispose_engines()
     if held is not None:
         steps.append("dispatch resumed")
+    from orch.audit import record_audit
+    from orch.storage.engine import session_scope
+
+    with session_scope(settings.database) as session:  # in the restored database: the act that made it
+        record_audit(session, actor=owner, action="backup.restore", resource="database",
+                     resource_id=Path(candidate.source).name, details={"pre_restore_copy": str(pre)})
     report = {"restored": Path(candidate.source).name, "database": safe_url(settings.database.url or ""),
               "pre_restore_copy": str(pre), "schema_revision_of_backup": candidate.facts["schema_revision"],
               "row_counts": candidate.facts["row_counts"], "seconds": round(time.monotonic() - started, 3),
@@ -179,9 +189,9 @@ def _swap_sqlite(settings: Settings, candidate: Candidate, owner: str | None, st
                           f"{exc}") from None
     steps.append("live database replaced in one transaction")
     try:
-        _require_restored(sqlite.inspect(live, settings.database.timeout, thorough=False))
+        _require_restored(sqlite.restored_facts(live, settings.database.timeout))
         steps.append("restored database checked")
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - whatever went wrong, the pre-restore copy goes back
         if pre.exists():
             sqlite.copy(pre, live, settings.database.timeout)
             steps.append("rolled back to the pre-restore copy")
@@ -207,7 +217,7 @@ def _swap_postgres(settings: Settings, candidate: Candidate, held: Any, steps: l
             steps.append(f"migrated {result.before} -> {result.after}")
         _require_restored(postgres.inspect(url))
         steps.append("restored database checked")
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - whatever went wrong, the pre-restore copy goes back
         postgres.restore(settings, url, pre)
         dispose_engines()
         if held is not None:
@@ -217,9 +227,13 @@ def _swap_postgres(settings: Settings, candidate: Candidate, held: Any, steps: l
     return pre
 
 
+def _note_checksum(steps: list[str], entry: dict[str, Any] | None) -> None:
+    steps.append("checksum matches the catalog" if entry is not None else "not in the catalog: no checksum to compare")
+
+
 def discard(candidate: Candidate) -> None:
     if candidate.engine == "sqlite":
-        _remove_db(Path(candidate.path))
+        sqlite.remove_files(Path(candidate.path))
 
 
 def _require_restored(facts: dict[str, Any]) -> None:
@@ -256,16 +270,16 @@ def _carry_locks(live: Path, copy: Path, owner: str, timeout: float) -> None:
 
 
 def _known_revision(revision: str) -> bool:
+    from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from alembic.config import Config
     from orch.storage.migrate import MIGRATIONS
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
         return ScriptDirectory.from_config(config).get_revision(revision) is not None
-    except Exception:  # alembic raises several kinds for a revision it has never heard of
+    except Exception:  # noqa: BLE001 - alembic raises several kinds for a revision it has never heard of
         return False
 
 
@@ -274,7 +288,7 @@ def _migrate_copy(copy: Path) -> None:
 
     try:
         upgrade(DatabaseSettings(url=f"sqlite:///{copy}"))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure refuses the backup, with its reason
         raise BackupError(f"migrating the backup's schema failed ({exc}); refusing it, nothing was changed") from None
     finally:
         dispose_engines()

@@ -14,8 +14,8 @@ import typer
 from orch.cli.main import ConfigOption, fail, load, user_errors
 
 backup_app = typer.Typer(help="Create, list, verify, restore and prune verified backups.", no_args_is_help=True)
-recover_app = typer.Typer(help="Service and emergency recovery; rebuilding tasks from logs.",
-                          invoke_without_command=True)
+recover_app = typer.Typer(help="Service recovery (--emergency: emergency recovery); tasks-from-logs rebuilds "
+                          "lost tasks from the JSON logs.", invoke_without_command=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 

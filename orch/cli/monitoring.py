@@ -4,7 +4,7 @@ targets, healing runs and the guide's memory monitor. Heavy imports stay inside 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -36,8 +36,11 @@ def _actor() -> str:
     return _cli_owner()
 
 
+StateOption = Annotated[str | None, typer.Option(help="pending, firing, flapping, resolved or inactive.")]
+
+
 @alerts_app.command("list")
-def alerts_list(state: Annotated[Optional[str], typer.Option(help="pending, firing, flapping, resolved, inactive.")] = None,
+def alerts_list(state: StateOption = None,
                 as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
                 config: ConfigOption = None) -> None:
     """Alerts, most recently changed first."""
@@ -147,7 +150,11 @@ def maintenance_end(window_id: int, config: ConfigOption = None) -> None:
 def monitor_targets(config: ConfigOption = None) -> None:
     """Run every target's health check now and print the result and its healing plan."""
     with user_errors():
-        from orch.monitoring.targets import check_health, configured_targets, healing_plan
+        from orch.monitoring.targets import (
+            check_health,
+            configured_targets,
+            healing_plan,
+        )
 
         settings = load(config)
         for target in configured_targets(settings):
@@ -158,7 +165,7 @@ def monitor_targets(config: ConfigOption = None) -> None:
 
 
 @monitor_app.command("heals")
-def monitor_heals(target: Annotated[Optional[str], typer.Option(help="Only this target.")] = None,
+def monitor_heals(target: Annotated[str | None, typer.Option(help="Only this target.")] = None,
                   config: ConfigOption = None) -> None:
     """Self-healing runs, newest first, with every step (JSON)."""
     with user_errors():
@@ -168,7 +175,7 @@ def monitor_heals(target: Annotated[Optional[str], typer.Option(help="Only this 
 
 
 @monitor_app.command("mem")
-def monitor_mem(pid: Annotated[Optional[list[int]], typer.Option("--pid", help="Also this process; repeatable.")] = None,
+def monitor_mem(pid: Annotated[list[int] | None, typer.Option("--pid", help="Also this process; repeatable.")] = None,
                 threshold: Annotated[float, typer.Option(help="Memory percent above which to act.")] = 80.0,
                 as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
                 config: ConfigOption = None) -> None:

@@ -76,7 +76,10 @@ def read_environ(home: Path, environ: Mapping[str, str] | None = None) -> dict[s
     env_file = Path(environ.get(ENV_FILE_ENV) or home / ".env")
     from_file: dict[str, str] = {}
     if env_file.is_file():
-        from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        try:
+            from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        except OSError as exc:  # e.g. the secrets file is mode 0600 and owned by the service user
+            raise ConfigError([f"cannot read {env_file}: {exc.strerror or exc}"]) from None
     return {**from_file, **environ}
 
 

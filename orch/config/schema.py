@@ -178,7 +178,7 @@ class _OneOf(Section):
     """An action or check configured in exactly one way; which ways exist is the model's fields."""
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "_OneOf":
+    def _exactly_one(self) -> _OneOf:
         ways = [name for name in self._ways() if getattr(self, name)]
         if len(ways) != 1:
             raise ValueError(f"needs exactly one of {', '.join(self._ways())}"
@@ -241,7 +241,7 @@ class TargetSettings(Section):
         return _no_repeated_actions(value)
 
     @model_validator(mode="after")
-    def _listed_actions_are_configured(self) -> "TargetSettings":
+    def _listed_actions_are_configured(self) -> TargetSettings:
         missing = [action for action in self.actions or [] if getattr(self, action) is None]
         if missing:
             raise ValueError(f"actions lists {', '.join(missing)} but the target does not configure it")

@@ -113,8 +113,8 @@ def _run_shell(params: ShellParams, ctx: ActionContext) -> dict[str, Any]:
         raise ActionFailed(problems[0])
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **params.env}
     try:
-        done = subprocess.run(params.argv, cwd=params.cwd, env=env, capture_output=True,  # noqa: S603
-                              timeout=ctx.timeout, shell=False)
+        done = subprocess.run(params.argv, cwd=params.cwd, env=env, capture_output=True,
+                              timeout=ctx.timeout, shell=False, check=False)
     except FileNotFoundError:
         raise ActionFailed(f"executable not found: {params.argv[0]}") from None
     limit = ctx.dispatch.max_output_bytes

@@ -29,12 +29,12 @@ class Priority(IntEnum):
     CRITICAL = 3
 
     @classmethod
-    def parse(cls, value: object) -> "Priority":
+    def parse(cls, value: object) -> Priority:
         """Accept a name (``"high"``) or an integer 0-3, as the API and CLI receive them."""
         if isinstance(value, Priority):
             return value
         if isinstance(value, bool):
-            raise ValueError("must be a priority name or 0-3")
+            raise ValueError("must be a priority name or 0-3")  # noqa: TRY004 - pydantic reports ValueErrors
         if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
             number = int(value)
             if number in cls._value2member_map_:

@@ -18,12 +18,12 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from types import SimpleNamespace
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,13 +35,21 @@ from orch.dispatch.ordering import Priority, sort_key
 from orch.dispatch.request import ValidTask
 from orch.logging_config import get_logger
 from orch.storage.engine import is_sqlite, session_scope
-from orch.storage.models import CoreReservation, LockWaiter, ResourceLock, Task, TaskEvent
+from orch.storage.models import (
+    CoreReservation,
+    LockWaiter,
+    ResourceLock,
+    Task,
+    TaskEvent,
+)
 from orch.storage.types import utcnow
 
 log = get_logger(__name__)
 CLAIM_LOCK_KEY = 0x0_7C_4D_15  # pg_advisory_xact_lock key that serialises claims
 SCAN_BATCH = 500
 TERMINAL = ("completed", "failed", "timed_out", "cancelled")
+TYPICAL_TTL_SECONDS = 30.0
+_TYPICAL: dict[str, tuple[float, float]] = {}  # core -> (recent typical task duration, when measured)
 # Held by a restore (orch.backup.guard): while it is, claims take nothing. The check reads the held-lock
 # names the claim loads anyway, so it costs nothing per claim; the TTL frees it if the restorer dies.
 DISPATCH_PAUSE_LOCK = "orch:dispatch-paused"
@@ -147,19 +155,24 @@ class TaskQueue:
             results.append((task_view(existing), False) if existing else None)
             if existing is None:
                 fresh.append(task)
+        # Core statements go through the session's connection, past the ORM's per-statement machinery:
+        # accepting a task is a handful of statements, and the ORM layer was a third of its cost.
+        connection = session.connection()
         if fresh:
-            depth = session.scalar(select(func.count()).select_from(Task).where(Task.status == "queued")) or 0
+            queued = select(func.count()).select_from(Task).where(Task.status == "queued")
+            depth = connection.execute(queued).scalar() or 0
             if depth + len(fresh) > self.dispatch.max_queue_depth:
                 raise QueueFull(depth, self.dispatch.max_queue_depth, self.dispatch.retry_after_seconds)
         now, epoch = utcnow(), time.time()
         rows: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         for task in fresh:
-            row = dict(task_id=str(uuid4()), core_id=task.core_id, action=task.action, params=task.params,
-                       priority=int(task.priority), timeout=task.timeout, stay=task.stay, metadata=task.metadata,
-                       owner=owner, idempotency_key=task.idempotency_key, max_retries=task.max_retries,
-                       locks=task.locks, sort_key=sort_key(epoch, task.priority, self.dispatch.aging_seconds),
-                       status="queued", attempts=0, created_at=now, updated_at=now)
+            row = {"task_id": str(uuid4()), "core_id": task.core_id, "action": task.action, "params": task.params,
+                   "priority": int(task.priority), "timeout": task.timeout, "stay": task.stay,
+                   "metadata": task.metadata, "owner": owner, "idempotency_key": task.idempotency_key,
+                   "max_retries": task.max_retries, "locks": task.locks,
+                   "sort_key": sort_key(epoch, task.priority, self.dispatch.aging_seconds),
+                   "status": "queued", "attempts": 0, "created_at": now, "updated_at": now}
             rows.append(row)
             data = {"core_id": task.core_id, "action": task.action, "priority": task.priority.label,
                     "timeout": task.timeout, "metadata": task.metadata, "owner": owner}
@@ -167,16 +180,23 @@ class TaskQueue:
         if rows:
             # Core inserts, one executemany each for the batch: the ORM's per-object (or bulk) machinery
             # was most of the cost of accepting a task. One audit entry per call, not per task.
-            session.execute(insert(Task.__table__), rows)
-            session.execute(insert(TaskEvent.__table__), events)
+            connection.execute(insert(Task.__table__), rows)
+            connection.execute(insert(TaskEvent.__table__), events)
             ids = [row["task_id"] for row in rows]
             _audit(session, owner, "task.create", ids[0] if len(ids) == 1 else None, caller,
                    {"count": len(ids), "task_ids": ids[:100],
                     "core_ids": sorted({row["core_id"] for row in rows})[:20]})
             for event in events:
                 log_event(event["event_type"], event["task_id"], event["data"]["core_id"], event["data"])
+        waits = self._estimated_waits(connection, rows)
         created = iter(rows)
-        return [result if result is not None else (_view_of_row(next(created)), True) for result in results]
+        out = []
+        for result in results:
+            if result is None:
+                row = next(created)
+                result = ({**_view_of_row(row), "estimated_wait_seconds": waits[row["task_id"]]}, True)
+            out.append(result)
+        return out
 
     @staticmethod
     def _by_idempotency_key(session: Session, owner: str, key: str | None) -> Task | None:
@@ -465,27 +485,56 @@ class TaskQueue:
                 query = query.where(Task.core_id == core_id)
             return [task_view(t) for t in session.scalars(query.offset(offset).limit(limit))]
 
-    def estimated_wait(self, task_id: str, default_duration: float = 1.0) -> float:
-        """Seconds until a queued task should start: the tasks ahead of it on its core (and those
-        running there) divided among the core's slots, times the core's recent task duration.
-        An estimate for the caller's planning, not a promise: higher priorities may still overtake."""
-        with session_scope(self.database) as session:
-            task = session.get(Task, task_id)
-            if task is None or task.status != "queued":
-                return 0.0
-            on_core = select(func.count()).select_from(Task).where(Task.core_id == task.core_id)
-            ahead = session.scalar(on_core.where(Task.status == "queued", Task.sort_key < task.sort_key)) or 0
-            running = session.scalar(on_core.where(Task.status == "running")) or 0
-            slots = self._core_limit(task.core_id)
-            if ahead + running < slots:
-                return 0.0
-            recent = session.execute(select(Task.started_at, Task.finished_at).where(
-                Task.core_id == task.core_id, Task.status == "completed", Task.started_at.is_not(None))
-                .order_by(Task.finished_at.desc()).limit(20)).all()
+    def _estimated_waits(self, connection: Connection, rows: list[dict[str, Any]]) -> dict[str, float]:
+        """Seconds until each new task should start: the tasks ahead of it on its core (and those
+        running there) divided among the core's slots, times the core's recent task duration. An
+        estimate for the caller's planning, not a promise: higher priorities may still overtake.
+        Computed in the enqueue transaction; for a batch, tasks already queued on a core count as ahead
+        (one grouped query instead of one per task)."""
+        if not rows:
+            return {}
+        cores = {row["core_id"] for row in rows}
+        if len(rows) == 1:
+            row = rows[0]
+            ahead = func.count(case((and_(Task.status == "queued", Task.sort_key < row["sort_key"]), 1)))
+            counts = connection.execute(select(func.count(case((Task.status == "running", 1))), ahead).where(
+                Task.core_id == row["core_id"], Task.status.in_(("queued", "running")))).one()
+            running, queued = {row["core_id"]: counts[0]}, {row["core_id"]: counts[1]}
+        else:
+            per_core = connection.execute(select(Task.core_id, Task.status, func.count()).where(
+                Task.core_id.in_(cores), Task.status.in_(("queued", "running"))).group_by(Task.core_id, Task.status))
+            running, queued = {}, {}
+            for core, status, count in per_core:
+                (running if status == "running" else queued)[core] = count
+            queued = {core: count - sum(1 for r in rows if r["core_id"] == core) for core, count in queued.items()}
+        waits: dict[str, float] = {}
+        seen: Counter[str] = Counter()
+        for row in rows:
+            core = row["core_id"]
+            ahead = queued.get(core, 0) + seen[core]
+            seen[core] += 1
+            slots = self._core_limit(core)
+            busy = ahead + running.get(core, 0)
+            if busy < slots:
+                waits[row["task_id"]] = 0.0
+                continue
+            rounds = (busy - slots) // slots + 1
+            waits[row["task_id"]] = round(rounds * self._typical_duration(connection, core), 3)
+        return waits
+
+    def _typical_duration(self, connection: Connection, core_id: str, default: float = 1.0) -> float:
+        """The mean of the core's last 20 completed tasks, remembered for a while (it moves slowly)."""
+        cached = _TYPICAL.get(core_id)
+        now = time.monotonic()
+        if cached and now - cached[1] < TYPICAL_TTL_SECONDS:
+            return cached[0]
+        recent = connection.execute(select(Task.started_at, Task.finished_at).where(
+            Task.core_id == core_id, Task.status == "completed", Task.started_at.is_not(None))
+            .order_by(Task.finished_at.desc()).limit(20)).all()
         durations = [(end - start).total_seconds() for start, end in recent if end and start]
-        typical = sum(durations) / len(durations) if durations else default_duration
-        rounds = (ahead + running - slots) // slots + 1
-        return round(rounds * typical, 3)
+        typical = sum(durations) / len(durations) if durations else default
+        _TYPICAL[core_id] = (typical, now)
+        return typical
 
     def depth(self) -> dict[str, int]:
         """Queued tasks per priority name (all four, zeros included)."""

@@ -37,26 +37,31 @@ class Notice:
     heal: bool = False
 
 
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
 def alert_view(row: Alert) -> dict[str, Any]:
-    iso = (lambda value: value.isoformat() if value else None)  # noqa: E731
     return {"id": row.id, "alert_name": row.alert_name, "target": row.target, "state": row.state,
             "severity": row.severity, "summary": row.summary, "value": row.value, "threshold": row.threshold,
-            "pending_since": iso(row.pending_since), "fired_at": iso(row.fired_at),
-            "resolved_at": iso(row.resolved_at), "last_notified_at": iso(row.last_notified_at)}
+            "pending_since": _iso(row.pending_since), "fired_at": _iso(row.fired_at),
+            "resolved_at": _iso(row.resolved_at), "last_notified_at": _iso(row.last_notified_at)}
 
 
 def _flips(row: Alert, active: bool, now: datetime, window: int) -> int:
-    """Record a flip of the condition (kept as ``bad@time``/``good@time``); return flips within the window."""
-    kept = [entry for entry in row.transitions or []
-            if datetime.fromisoformat(entry.split("@", 1)[1]) > now - timedelta(seconds=window)]
-    last = (row.transitions or [""])[-1].split("@", 1)[0] if row.transitions else "good"
-    if ("bad" if active else "good") != last:
-        kept.append(f"{'bad' if active else 'good'}@{now.isoformat()}")
-    # Always keep the newest entry: it says what the condition currently is, even past the window.
-    if not kept and row.transitions:
-        kept = [row.transitions[-1]]
-    row.transitions = kept
-    return sum(1 for entry in kept if datetime.fromisoformat(entry.split("@", 1)[1]) > now - timedelta(seconds=window))
+    """Record a flip of the condition (kept as ``bad@time``/``good@time``); return the flips within the window.
+
+    The newest entry is kept even when it is older than the window: it says what the condition is now.
+    """
+    history = list(row.transitions or [])
+    current = history[-1].split("@", 1)[0] if history else "good"
+    observed = "bad" if active else "good"
+    if observed != current:
+        history.append(f"{observed}@{now.isoformat()}")
+    since = now - timedelta(seconds=window)
+    recent = [entry for entry in history if datetime.fromisoformat(entry.split("@", 1)[1]) > since]
+    row.transitions = recent or history[-1:]
+    return len(recent)
 
 
 def apply(settings: Settings, observations: list[Observation], now: datetime | None = None) -> list[Notice]:

@@ -13,8 +13,13 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
-                                    SummaryMetricFamily)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy import Float, case, cast, func, select
 
@@ -60,15 +65,17 @@ class DomainCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         """Names only, so registering the collector does not touch the database."""
-        return iter(self._families())
+        return iter(self._families().values())
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
         try:
             self._fill(families)
-        except Exception:  # noqa: BLE001 - a scrape must answer; the database being down is orch_database_up
+        except Exception:
             log.warning("domain metrics unavailable: database query failed", exc_info=True)
-            return iter([families["orch_monitor_scrape_ok"]])
+            failed = GaugeMetricFamily("orch_monitor_scrape_ok", families["orch_monitor_scrape_ok"].documentation)
+            failed.add_metric([], 0.0)
+            return iter([failed])
         families["orch_monitor_scrape_ok"].add_metric([], 1.0)
         return iter(families.values())
 
@@ -82,15 +89,15 @@ class DomainCollector(Collector):
             "orch_tasks_total": CounterMetricFamily("orch_tasks", "Tasks by core and status.",
                                                     labels=["core_id", "status"]),
             "orch_task_duration_seconds": HistogramMetricFamily(
-                "orch_task_duration_seconds", "Run time of finished tasks (last attempt).", labels=["core_id", "status"]),
+                "orch_task_duration_seconds", "Run time of finished tasks (last attempt).",
+                labels=["core_id", "status"]),
             "orch_locks_active": GaugeMetricFamily("orch_locks_active", "Locks held, by resource type.",
                                                    labels=["resource_type"]),
             "orch_lock_wait_duration_seconds": SummaryMetricFamily(
                 "orch_lock_wait_duration_seconds", "Time waited before acquiring a lock.", labels=["resource_type"]),
-            "orch_lock_acquisitions_total": CounterMetricFamily("orch_lock_acquisitions", "Lock acquisitions.",
-                                                                labels=["resource_type"]),
-            "orch_lock_timeouts_total": CounterMetricFamily("orch_lock_timeouts", "Lock waits that timed out.",
-                                                            labels=["resource_type"]),
+            "orch_lock_acquisition_total": CounterMetricFamily(
+                "orch_lock_acquisition", "Lock requests by outcome: acquired, or timeout (gave up waiting).",
+                labels=["resource_type", "status"]),
             "orch_alerts_active": GaugeMetricFamily("orch_alerts_active", "Alerts pending, firing or flapping.",
                                                     labels=["alert_name", "severity", "state"]),
             "orch_heal_runs_total": CounterMetricFamily("orch_heal_runs", "Self-healing runs by outcome.",
@@ -143,14 +150,20 @@ class DomainCollector(Collector):
                 families["orch_monitor_last_sweep_timestamp_seconds"].add_metric([], last.timestamp())
 
     def _task_durations(self, session: Any, family: HistogramMetricFamily) -> None:
-        """One aggregate query: per (core, status) the count at or under each bucket, the sum and the count."""
-        duration = cast(_duration_seconds(self.settings.database.url or ""), Float)
-        columns = [func.sum(case((duration <= bound, 1), else_=0)) for bound in TASK_BUCKETS]
-        query = (select(Task.core_id, Task.status, func.count(), func.coalesce(func.sum(duration), 0.0), *columns)
-                 .where(Task.finished_at.is_not(None), Task.started_at.is_not(None))
-                 .group_by(Task.core_id, Task.status))
+        """One aggregate query: per (core, status) the count at or under each bucket, the sum and the count.
+
+        The duration is computed once per row in a MATERIALIZED CTE; inline, the database recomputes it
+        for every bucket (three times slower on 20,000 tasks).
+        """
+        duration = cast(_duration_seconds(self.settings.database.url or ""), Float).label("duration")
+        rows = (select(Task.core_id, Task.status, duration)
+                .where(Task.finished_at.is_not(None), Task.started_at.is_not(None))
+                .cte("task_durations").prefix_with("MATERIALIZED"))
+        columns = [func.sum(case((rows.c.duration <= bound, 1), else_=0)) for bound in TASK_BUCKETS]
+        query = (select(rows.c.core_id, rows.c.status, func.count(), func.coalesce(func.sum(rows.c.duration), 0.0),
+                        *columns).group_by(rows.c.core_id, rows.c.status))
         for core_id, status, count, total, *cumulative in session.execute(query):
-            buckets = [(str(bound), float(n or 0)) for bound, n in zip(TASK_BUCKETS, cumulative)]
+            buckets = [(str(bound), float(n or 0)) for bound, n in zip(TASK_BUCKETS, cumulative, strict=True)]
             family.add_metric([core_id, status], buckets + [("+Inf", float(count))], float(total or 0.0))
 
     @staticmethod
@@ -170,5 +183,5 @@ class DomainCollector(Collector):
             acc[2] += stats.timeouts
         for kind, (count, total, timeouts) in waits.items():
             families["orch_lock_wait_duration_seconds"].add_metric([kind], count, total)
-            families["orch_lock_acquisitions_total"].add_metric([kind], count)
-            families["orch_lock_timeouts_total"].add_metric([kind], timeouts)
+            families["orch_lock_acquisition_total"].add_metric([kind, "acquired"], count)
+            families["orch_lock_acquisition_total"].add_metric([kind, "timeout"], timeouts)

@@ -25,7 +25,7 @@ class Message:
 def prefect_ui_url(settings: Settings) -> str:
     """The Prefect UI's base address, derived from the API address ORCH uses."""
     api = settings.prefect.resolved_api_url().rstrip("/")
-    return api[: -len("/api")] if api.endswith("/api") else api
+    return api.removesuffix("/api")
 
 
 def flow_run_url(settings: Settings, flow_run_id: str | None) -> str | None:

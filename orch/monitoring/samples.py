@@ -73,13 +73,12 @@ def collect_api(settings: Settings, window_seconds: float) -> list[Sample]:
     The error rate comes from the API's own access log lines (``event_type: http_request``), so it covers
     real traffic of every client, not just the probe.
     """
-    from orch.http import http_client
+    from orch.monitoring.targets import probe_client
 
     host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::", "") else settings.api.host
     started = time.perf_counter()
     try:
-        with http_client(5.0) as client:
-            status = client.get(f"http://{host}:{settings.api.port}/health").status_code
+        status = probe_client().get(f"http://{host}:{settings.api.port}/health").status_code
         samples = [Sample("api_response_time_ms", round((time.perf_counter() - started) * 1000, 2)),
                    Sample("api_up", 1.0 if status < 500 else 0.0)]
     except Exception:  # noqa: BLE001 - a down API is a sample, not an error of the sweep
@@ -123,7 +122,7 @@ def _epoch(value: object) -> float | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(value).timestamp()
     except ValueError:
         return None
 
@@ -176,29 +175,32 @@ def collect_prefect(settings: Settings) -> list[Sample]:
 
     A server that answers ``/ready`` while no run starts is not healthy; the lag says so.
     """
-    from orch.http import http_client
-    from orch.prefect_api import prefect_readiness
+    from orch.monitoring.targets import probe_client
 
-    api_url = settings.prefect.resolved_api_url()
-    ready = prefect_readiness(api_url)
-    samples = [Sample("prefect_up", 1.0 if ready.ready else 0.0)]
-    if not ready.ready:
+    api_url = settings.prefect.resolved_api_url().rstrip("/")
+    client = probe_client()
+    started = time.perf_counter()
+    try:  # /ready, unlike /health, checks the server's own database
+        ready = client.get(f"{api_url}/ready", timeout=3.0).status_code == 200
+    except Exception:  # noqa: BLE001 - an unreachable server is a sample
+        ready = False
+    samples = [Sample("prefect_up", 1.0 if ready else 0.0)]
+    if not ready:
         return samples
-    samples.append(Sample("prefect_latency_ms", ready.latency_ms or 0.0))
+    samples.append(Sample("prefect_latency_ms", round((time.perf_counter() - started) * 1000, 2)))
     now = utcnow()
     body = {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}},
                           "expected_start_time": {"before_": now.isoformat()}},
             "sort": "EXPECTED_START_TIME_ASC", "limit": 1}
     try:
-        with http_client(5.0) as client:
-            response = client.post(f"{api_url.rstrip('/')}/flow_runs/filter", json=body)
-            response.raise_for_status()
-            runs = response.json()
+        response = client.post(f"{api_url}/flow_runs/filter", json=body)
+        response.raise_for_status()
+        runs = response.json()
     except Exception:  # noqa: BLE001
         return samples
     lag = 0.0
     if runs and runs[0].get("expected_start_time"):
-        expected = datetime.fromisoformat(runs[0]["expected_start_time"].replace("Z", "+00:00"))
+        expected = datetime.fromisoformat(runs[0]["expected_start_time"])
         lag = max(0.0, (now - expected).total_seconds())
     return samples + [Sample("prefect_lag_seconds", lag)]
 
@@ -224,16 +226,15 @@ def series(settings: Settings, metric: str, subject: str, since: datetime) -> li
 def latest(settings: Settings, metrics: tuple[str, ...] | None = None) -> dict[tuple[str, str], float]:
     """The newest value of every (metric, subject) series, or of ``metrics`` only: what /metrics exports.
 
-    Only the last few intervals are read: an older value is stale, and the table holds 30 days.
+    Only the last few intervals are read (an older value is stale, and the table holds 30 days), by the
+    timestamp index; the newest per series is picked here rather than by a GROUP BY, which databases
+    answer by scanning the whole series index.
     """
     since = utcnow() - timedelta(seconds=max(3 * settings.monitoring.interval, 300))
+    query = select(MonitorSample.metric, MonitorSample.subject, MonitorSample.value).where(
+        MonitorSample.timestamp >= since)
+    if metrics:
+        query = query.where(MonitorSample.metric.in_(metrics))
     with session_scope(settings.database) as session:
-        query = select(MonitorSample.metric, MonitorSample.subject,
-                       func.max(MonitorSample.timestamp).label("at")).where(MonitorSample.timestamp >= since)
-        if metrics:
-            query = query.where(MonitorSample.metric.in_(metrics))
-        newest = query.group_by(MonitorSample.metric, MonitorSample.subject).subquery()
-        rows = session.execute(select(MonitorSample.metric, MonitorSample.subject, MonitorSample.value).join(
-            newest, (MonitorSample.metric == newest.c.metric) & (MonitorSample.subject == newest.c.subject)
-            & (MonitorSample.timestamp == newest.c.at))).all()
-    return {(metric, subject): value for metric, subject, value in rows}
+        rows = session.execute(query.order_by(MonitorSample.timestamp, MonitorSample.id)).all()
+    return {(metric, subject): value for metric, subject, value in rows}  # later rows overwrite older ones

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from orch.audit import record_audit
+from orch.audit import Caller, record_audit
 from orch.config.schema import Settings
 from orch.errors import OrchError
 from orch.storage.engine import session_scope
@@ -28,6 +28,10 @@ class SilenceError(OrchError):
     """A silence or maintenance window that cannot be created or ended as asked."""
 
 
+class SilenceNotFound(SilenceError):
+    """No silence or window has that id."""
+
+
 def silence_view(row: Silence, now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     active = row.ended_at is None and row.starts_at <= now < row.ends_at
@@ -38,7 +42,7 @@ def silence_view(row: Silence, now: datetime | None = None) -> dict[str, Any]:
 
 
 def create(settings: Settings, *, kind: str, target: str, duration: timedelta, actor: str, reason: str = "",
-           alert_name: str = "*", starts_at: datetime | None = None) -> dict[str, Any]:
+           alert_name: str = "*", starts_at: datetime | None = None, caller: Caller | None = None) -> dict[str, Any]:
     """Add a silence or maintenance window; refused (nothing stored) when it makes no sense."""
     if kind not in KINDS:
         raise SilenceError(f"kind must be silence or maintenance, got {kind!r}")
@@ -55,21 +59,23 @@ def create(settings: Settings, *, kind: str, target: str, duration: timedelta, a
         session.add(row)
         session.flush()
         record_audit(session, actor=actor, action=f"{kind}.create", resource=kind, resource_id=str(row.id),
+                     ip_address=caller and caller.ip_address, user_agent=caller and caller.user_agent,
                      details={"target": target, "alert_name": row.alert_name, "ends_at": row.ends_at.isoformat(),
                               "reason": reason})
         return silence_view(row)
 
 
-def end(settings: Settings, silence_id: int, actor: str) -> dict[str, Any]:
+def end(settings: Settings, silence_id: int, actor: str, caller: Caller | None = None) -> dict[str, Any]:
     """End a silence or window now."""
     with session_scope(settings.database) as session:
         row = session.get(Silence, silence_id)
         if row is None:
-            raise SilenceError(f"no silence or maintenance window with id {silence_id}")
+            raise SilenceNotFound(f"no silence or maintenance window with id {silence_id}")
         if row.ended_at is None:
             row.ended_at = utcnow()
             record_audit(session, actor=actor, action=f"{row.kind}.end", resource=row.kind,
-                         resource_id=str(row.id), details={"target": row.target})
+                         resource_id=str(row.id), ip_address=caller and caller.ip_address,
+                         user_agent=caller and caller.user_agent, details={"target": row.target})
         return silence_view(row)
 
 

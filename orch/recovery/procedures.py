@@ -16,7 +16,9 @@ EMERGENCY: tuple[Step, ...] = (steps.disk_space, *SERVICE)
 
 def failed_step(name: str, exc: BaseException) -> dict[str, Any]:
     """A step that raised still gets a report line, and the next steps still run."""
-    return {"step": name, "ok": False, "found": f"{type(exc).__name__}: {exc}", "did": "nothing (the step failed)"}
+    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+    return {"step": name, "ok": False, "found": f"{type(exc).__name__}: {first_line}",
+            "did": "nothing (the step failed)"}
 
 
 def run(settings: Settings, procedure: str) -> dict[str, Any]:

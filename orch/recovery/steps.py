@@ -119,8 +119,8 @@ def health(settings: Settings) -> dict[str, Any]:
             api = client.get(f"http://{settings.api.host}:{settings.api.port}/health").json().get("status", "?")
     except Exception as exc:  # noqa: BLE001 - any failure to answer is "unreachable", reported as such
         api = f"unreachable ({type(exc).__name__})"
-    found = f"database {'healthy' if db.healthy else db.problem}; Prefect {'ready' if prefect.ready else 'not ready'}; " \
-            f"ORCH API {api}"
+    found = (f"database {'healthy' if db.healthy else db.problem}; "
+             f"Prefect {'ready' if prefect.ready else 'not ready'}; ORCH API {api}")
     return _report("health", found, "nothing", ok=db.healthy, database_healthy=db.healthy,
                    prefect_ready=prefect.ready, api=api)
 

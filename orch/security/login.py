@@ -9,9 +9,9 @@ exist, and every failure answers the same words; the audit record keeps the real
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NoReturn
 from datetime import timedelta
 from functools import lru_cache
+from typing import NoReturn
 
 from sqlalchemy import case, select, update
 

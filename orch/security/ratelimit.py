@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, Storage
-from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 
 from orch.config.schema import RateLimitSettings
 from orch.logging_config import get_logger
@@ -62,7 +62,7 @@ class RateLimiter:
                     return Verdict(False, retry_after=wait, limit=item.amount, remaining=0)
             stats = await self.strategy.get_window_stats(self.per_minute, "orch", key)
             return Verdict(True, limit=self.per_minute.amount, remaining=stats.remaining)
-        except Exception as exc:  # the limiter's store is down: serve, and say so in the log
+        except Exception as exc:  # noqa: BLE001 - the limiter's store is down: serve, and say so in the log
             now = time.monotonic()
             if now - self._last_error_log > 60:
                 self._last_error_log = now
@@ -74,5 +74,5 @@ class RateLimiter:
         """Whether the store answers (for /health)."""
         try:
             return bool(await self.storage.check())
-        except Exception:  # an unreachable Redis is a health status
+        except Exception:  # noqa: BLE001 - an unreachable Redis is a health status
             return False

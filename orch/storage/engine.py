@@ -24,6 +24,7 @@ SQLITE_IMMEDIATE = "orch_sqlite_immediate"  # execution option: begin SQLite tra
 _engines: dict[tuple[str, int, float], Engine] = {}
 _factories: dict[Engine, sessionmaker[Session]] = {}
 _guard = threading.Lock()
+_writer_locks: dict[Engine, threading.RLock] = {}  # re-entrant: a nested writer fails in SQLite, not here
 
 
 class StorageError(OrchError):
@@ -73,17 +74,41 @@ def session_scope(database: DatabaseSettings, *, write_lock: bool = False) -> It
     ``write_lock=True`` is for read-then-write transactions that must not interleave (claiming queued
     tasks): SQLite begins IMMEDIATE; on PostgreSQL the caller locks rows (``FOR UPDATE``) itself.
     """
-    session = session_factory(database)()
-    if write_lock:
-        session.connection(execution_options={SQLITE_IMMEDIATE: True})
+    factory = session_factory(database)
+    writer_turn = _sqlite_writer_lock(factory) if write_lock else None
+    if writer_turn is not None and not writer_turn.acquire(timeout=database.timeout):
+        raise StorageError(f"database {safe_url(database.url or '')} is busy: no write turn within "
+                           f"{database.timeout} s (database.timeout)")
     try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+        session = factory()
+        if write_lock:
+            session.connection(execution_options={SQLITE_IMMEDIATE: True})
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
     finally:
-        session.close()
+        if writer_turn is not None:
+            writer_turn.release()
+
+
+def _sqlite_writer_lock(factory: sessionmaker[Session]) -> threading.RLock | None:
+    """Writers of one process take turns on a mutex before SQLite's write lock. Without it, threads of
+    one process (the API's thread pool) contend through SQLite's busy handler, which sleeps in growing
+    steps (up to 100 ms) instead of waking the next writer: measured, 48 ms per dispatch at 4 concurrent
+    clients against 3 ms alone. Other processes still wait through the busy timeout."""
+    engine = factory.kw["bind"]
+    if engine.dialect.name != "sqlite":
+        return None
+    lock = _writer_locks.get(engine)
+    if lock is None:
+        with _guard:
+            lock = _writer_locks.setdefault(engine, threading.RLock())
+    return lock
 
 
 def dispose_engines() -> None:
@@ -93,6 +118,7 @@ def dispose_engines() -> None:
             engine.dispose()
         _engines.clear()
         _factories.clear()
+        _writer_locks.clear()
 
 
 def is_sqlite(url: str | URL) -> bool:

@@ -44,6 +44,16 @@ def integrity_check(database: DatabaseSettings) -> str:
     return "ok" if rows == ["ok"] else "; ".join(str(row) for row in rows[:10])
 
 
+def ping(database: DatabaseSettings) -> None:
+    """The cheap liveness check for frequent probes: the database answers and holds ORCH's schema.
+    (``integrity_check`` reads the whole SQLite file: right for the hourly check, not for every probe.)"""
+    try:
+        with get_engine(database).connect() as connection:
+            connection.execute(text("SELECT version_num FROM alembic_version")).first()
+    except SQLAlchemyError as exc:
+        raise StorageError(describe_error(exc, database.url or "")) from None
+
+
 def recent_task_count(database: DatabaseSettings, within: timedelta = timedelta(hours=1)) -> int:
     try:
         with get_engine(database).connect() as connection:

@@ -31,7 +31,7 @@ class Task(Base):
         Index("ix_tasks_queue", "status", "sort_key"),
         Index("ix_tasks_lease", "status", "lease_expires_at"),
         Index("ix_tasks_created_at", "created_at"),
-        Index("ix_tasks_core_status", "core_id", "status"),
+        Index("ix_tasks_core_queue", "core_id", "status", "sort_key"),  # per-core counts and queue position
     )
 
     task_id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -114,7 +114,8 @@ def _pip_audit(out: Path, timeout: float, env: dict[str, str] | None) -> Scanner
         return ScannerResult("dependencies", "not_checked", f"pip-audit could not look up any of "
                              f"{len(dependencies)} packages (vulnerability service unreachable?): {reason}",
                              output=str(out))
-    findings = [{"package": d["name"], "version": d.get("version"), "id": v["id"], "fix_versions": v.get("fix_versions"),
+    findings = [{"package": d["name"], "version": d.get("version"), "id": v["id"],
+                 "fix_versions": v.get("fix_versions"),
                  "severity": "unknown", "text": v.get("description", "")[:300]}
                 for d in audited for v in d.get("vulns", [])]
     detail = f"{len(audited)} packages audited with pip-audit" + (

@@ -48,7 +48,8 @@ class SecurityReport:
 
     def to_markdown(self) -> str:
         lines = [f"# Security report - {self.verdict().upper()}", "",
-                 f"{self.started_at:%Y-%m-%d %H:%M:%S} UTC, {(self.finished_at - self.started_at).total_seconds():.1f} s",
+                 f"{self.started_at:%Y-%m-%d %H:%M:%S} UTC, "
+                 f"{(self.finished_at - self.started_at).total_seconds():.1f} s",
                  "", "| scanner | result | details |", "|---|---|---|"]
         for result in self.results:
             lines.append(f"| {result.name} | {result.label()} | {_cell(result.details())} |")

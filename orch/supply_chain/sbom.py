@@ -2,7 +2,9 @@
 
 Built in-process by cyclonedx-bom's own environment builder (the code behind ``cyclonedx-py
 environment``) over this interpreter's ``sys.path``, so it lists exactly what ``cyclonedx-py
-environment`` lists without starting a second Python, then validated by :mod:`.schema_check`.
+environment`` lists without starting a second Python, then validated by :mod:`.schema_check`. The
+builder lives in cyclonedx-bom's ``_internal`` package, so pyproject.toml pins the major version the
+tests ran against.
 
 Reproducible: for an unchanged environment the bytes are identical. The serial number is derived from
 the content (a UUIDv5 of its SHA-256), and the timestamp is ``SOURCE_DATE_EPOCH`` when set (the

@@ -26,7 +26,8 @@ def reports_dir(settings: Settings) -> Path:
 
 
 def secret_scan_files(settings: Settings, root: Path, data: bool = True) -> list[Path]:
-    """The repository's files, then the data and log directories' (once each); never ORCH's secret store."""
+    """The repository's files, then the data and log directories' (once each); never ORCH's secret store
+    or the baseline itself."""
     from orch.config.local_secrets import SECRETS_FILE
     from orch.supply_chain.secrets_scan import directory_files, repository_files
 
@@ -35,6 +36,7 @@ def secret_scan_files(settings: Settings, root: Path, data: bool = True) -> list
     for place in places if data else []:
         files.update((f.resolve(), f) for f in directory_files(place) if f.resolve() not in files)
     files.pop((Path(settings.data_dir) / SECRETS_FILE).resolve(), None)
+    files.pop((root / settings.supply_chain.secrets_baseline).resolve(), None)  # hashes, which look random
     return list(files.values())
 
 
@@ -93,7 +95,8 @@ def scan_semgrep(settings: Settings) -> ScannerResult:
 
     chain = settings.supply_chain
     root = repo_dir(settings)
-    return run_semgrep(root, chain.code_paths, root / chain.semgrep_rules, reports_dir(settings) / "semgrep_report.json",
+    return run_semgrep(root, chain.code_paths, root / chain.semgrep_rules,
+                       reports_dir(settings) / "semgrep_report.json",
                        chain.fail_on_severity)
 
 

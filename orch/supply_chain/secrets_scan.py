@@ -33,9 +33,10 @@ from orch.supply_chain.files import write_atomic
 ALLOWLIST_PRAGMA = "pragma: allowlist secret"
 SKIPPED_NAMES = {"secrets.json"}
 MAX_FILE_BYTES = 5 * 1024**2
-# Values that name or stand for a secret rather than being one: ${VAR}, $VAR, <...>, ***, an environment
-# variable's name, a type or attribute name (letters, underscores and dots only), CHANGE_ME.
-_PLACEHOLDER = re.compile(r"^(?:\$\{[^}]*\}?|\$[A-Za-z_]+|<[^>]*>|\*+|[A-Za-z_]+(?:\.[A-Za-z_]+)*)$")
+# Values that name or stand for a secret rather than being one: ${VAR}, $VAR, {field} (a format template),
+# <...>, ***, an environment variable's name or a Python name (letters, underscores and dots only, maybe
+# closing a call), CHANGE_ME.
+_PLACEHOLDER = re.compile(r"^(?:\$\{[^}]*\}?|\$[A-Za-z_]+|\{[^}]*\}.*|<[^>]*>|\*+|[A-Za-z_]+(?:\.[A-Za-z_]+)*[)\]}]*)$")
 ORCH_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("ORCH JWT secret", re.compile(r"\b(?:JWT_SECRET|jwt_secret)\b[\"']?\s*[:=]\s*[\"']?([^\s\"'#,]{8,})")),
     ("ORCH webhook secret",

@@ -62,7 +62,7 @@ def _start(settings: Settings, name: str, parameters: dict[str, Any], actor: str
                                   json={"parameters": parameters})
     except HTTPException:
         raise
-    except Exception as exc:  # Prefect unreachable or answering nonsense: the caller may retry
+    except Exception as exc:  # noqa: BLE001 - Prefect unreachable or answering nonsense: 503, retry later
         raise HTTPException(503, f"Prefect server at {api} unavailable: {exc.__class__.__name__}",
                             headers={"Retry-After": "10"}) from None
     if created.status_code in (400, 409, 422):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -30,7 +30,7 @@ class DispatchAccepted(BaseModel):
     priority: str
     created_at: str | None
     estimated_start: str | None = Field(description="When the task should start, from the work ahead of it "
-                                                    "on its core; null once it has started")
+                                                    "on its core; null for an earlier task (idempotency key)")
     created: bool = Field(description="False when an earlier request with the same idempotency_key made it")
 
 
@@ -48,23 +48,17 @@ class TaskPage(BaseModel):
     offset: int
 
 
-def _accepted(queue: TaskQueue, task: dict[str, Any], created: bool) -> DispatchAccepted:
+def _accepted(task: dict[str, Any], created: bool) -> DispatchAccepted:
+    wait = task.get("estimated_wait_seconds")  # only new tasks have one; an earlier task: unknown
+    start = (datetime.now(UTC) + timedelta(seconds=wait)).isoformat() if wait is not None else None
     return DispatchAccepted(task_id=task["task_id"], status=task["status"], core_id=task["core_id"],
-                            priority=task["priority"], created_at=task["created_at"],
-                            estimated_start=_estimate(queue, task), created=created)
-
-
-def _estimate(queue: TaskQueue, task: dict[str, Any]) -> str | None:
-    if task["status"] != "queued":
-        return None
-    wait = queue.estimated_wait(task["task_id"])
-    return (datetime.now(timezone.utc) + timedelta(seconds=wait)).isoformat()
+                            priority=task["priority"], created_at=task["created_at"], estimated_start=start,
+                            created=created)
 
 
 def _dispatch_one(settings: Settings, body: DispatchRequest, owner: str, caller: Any) -> DispatchAccepted:
-    queue = TaskQueue(settings)
-    task, created = queue.enqueue(validate(body, settings), owner, caller)
-    return _accepted(queue, task, created)
+    task, created = TaskQueue(settings).enqueue(validate(body, settings), owner, caller)
+    return _accepted(task, created)
 
 
 @router.post("/dispatch", status_code=202, response_model=DispatchAccepted, responses=errors())
@@ -86,9 +80,8 @@ def _dispatch_batch(settings: Settings, body: BatchRequest, owner: str, caller: 
             problems.extend(f"tasks.{index}.{line}" for line in exc.errors)
     if problems:
         raise InvalidTask(problems)
-    queue = TaskQueue(settings)
-    return BatchAccepted(tasks=[_accepted(queue, task, created)
-                                for task, created in queue.enqueue_many(valid, owner, caller)])
+    return BatchAccepted(tasks=[_accepted(task, created)
+                                for task, created in TaskQueue(settings).enqueue_many(valid, owner, caller)])
 
 
 @router.post("/dispatch/batch", status_code=202, response_model=BatchAccepted, responses=errors())

@@ -1,0 +1,99 @@
+"""Alerts, their event stream by id, silences and maintenance windows, targets and healing runs.
+
+Reading needs ``system:monitor``; silencing and maintenance windows need ``alert:silence`` (operators and
+admins: whoever is on call must be able to stop a page). Every change is audited with the caller.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from orch.api.deps import CallerDep, Principal, SettingsDep, require
+from orch.api.schemas import errors
+from orch.monitoring import alerts, healing, silences
+from orch.monitoring.targets import configured_targets, healing_plan
+from orch.security.rbac import Permission
+
+router = APIRouter(tags=["monitoring"])
+Monitor = Annotated[Principal, Depends(require(Permission.SYSTEM_MONITOR))]
+Silencer = Annotated[Principal, Depends(require(Permission.ALERT_SILENCE))]
+
+
+class SilenceIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    kind: Literal["silence", "maintenance"] = "silence"
+    target: str = Field(min_length=1, max_length=255, description="Target name or glob (`web*`, `*`).")
+    alert_name: str = Field(default="*", min_length=1, max_length=64, description="Alert name or glob (silences).")
+    duration_seconds: int = Field(gt=0, le=int(silences.MAX_DURATION.total_seconds()))
+    reason: str = Field(default="", max_length=1000)
+
+
+class Listing(BaseModel):
+    items: list[dict[str, Any]]
+
+
+@router.get("/alerts", response_model=Listing, responses=errors())
+async def list_alerts(settings: SettingsDep, principal: Monitor,
+                      state: Annotated[Literal["pending", "firing", "flapping", "resolved", "inactive"] | None,
+                                       Query()] = None) -> Listing:
+    return Listing(items=await run_in_threadpool(alerts.list_alerts, settings, state=state))
+
+
+@router.get("/alerts/events", response_model=Listing, responses=errors())
+async def alert_events(settings: SettingsDep, principal: Monitor,
+                       after: Annotated[int, Query(ge=0, description="Only events with a larger id.")] = 0,
+                       limit: Annotated[int, Query(gt=0, le=1000)] = 500) -> Listing:
+    """Alert state changes in id order: poll with the last id seen (the SSE stream does the same)."""
+    return Listing(items=await run_in_threadpool(alerts.events_after, settings, after, limit))
+
+
+@router.get("/silences", response_model=Listing, responses=errors())
+async def list_silences(settings: SettingsDep, principal: Monitor,
+                        kind: Annotated[Literal["silence", "maintenance"] | None, Query()] = None,
+                        include_ended: bool = False) -> Listing:
+    return Listing(items=await run_in_threadpool(silences.list_silences, settings, kind=kind,
+                                                 include_ended=include_ended))
+
+
+@router.post("/silences", status_code=201, responses=errors(422))
+async def create_silence(body: SilenceIn, settings: SettingsDep, principal: Silencer,
+                         caller: CallerDep) -> dict[str, Any]:
+    """A silence (some alerts) or maintenance window (every alert): no notification, no healing until it ends."""
+    try:
+        return await run_in_threadpool(lambda: silences.create(
+            settings, kind=body.kind, target=body.target, alert_name=body.alert_name, reason=body.reason,
+            duration=timedelta(seconds=body.duration_seconds), actor=principal.username, caller=caller))
+    except silences.SilenceError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+@router.delete("/silences/{silence_id}", responses=errors(404))
+async def end_silence(silence_id: int, settings: SettingsDep, principal: Silencer,
+                      caller: CallerDep) -> dict[str, Any]:
+    try:
+        return await run_in_threadpool(silences.end, settings, silence_id, principal.username, caller)
+    except silences.SilenceNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+@router.get("/targets", response_model=Listing, responses=errors())
+async def list_targets(settings: SettingsDep, principal: Monitor) -> Listing:
+    """Configured targets with their health check and healing plan (the sweep judges their health)."""
+    return Listing(items=[{"name": target.name, "severity": target.severity,
+                           # the kind only: a check's URL or command line may carry a credential
+                           "health_check": next(kind for kind in ("url", "command", "supervised")
+                                                if getattr(target.health_check, kind)),
+                           "healing_plan": healing_plan(settings, target)}
+                          for target in configured_targets(settings)])
+
+
+@router.get("/heals", response_model=Listing, responses=errors())
+async def list_heals(settings: SettingsDep, principal: Monitor, target: str | None = None,
+                     limit: Annotated[int, Query(gt=0, le=500)] = 50) -> Listing:
+    return Listing(items=await run_in_threadpool(healing.list_runs, settings, target, limit))
