@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # `make test` arguments (CI adds coverage); RUFF_STRICT=1 makes lint findings fail CI; DIFF_COVER_MIN is the
 # share of changed lines (against the previous commit) the tests must cover.
 PYTEST_ARGS    ?=
-RUFF_STRICT    ?= 0
+RUFF_STRICT    ?= 1
 DIFF_COVER_MIN ?= 80
 CI_OUT         := .ci/out
 SBOM_DIR       := observability/sbom

@@ -88,9 +88,9 @@ def apply_deployments() -> None:
 
 
 def main() -> int:
-    from orch.config.runtime import get_settings
     from blocks.register import register_blocks
     from deployments.automations import apply_automations
+    from orch.config.runtime import get_settings
 
     settings = get_settings()
     api_url = settings.prefect.resolved_api_url()

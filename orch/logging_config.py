@@ -135,7 +135,7 @@ def _redact_value(value: Any, depth: int = 0) -> Any:
     # Any other object reaches the log through str(); keep it as is unless that text leaks something.
     try:
         text = str(value)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an object whose str() fails is logged as it is, not as a crash
         return value
     cleaned = redact(text)
     return value if cleaned == text else cleaned
@@ -156,7 +156,7 @@ class RedactingFilter(logging.Filter):
         _redacted.add(record)
         try:
             message = record.getMessage()
-        except Exception:  # bad format args must not turn a log call into a crash
+        except Exception:  # noqa: BLE001 - bad format args must not turn a log call into a crash
             message = f"{record.msg!r} % {record.args!r}"
         record.msg, record.args = redact(message), None
         if record.exc_info:

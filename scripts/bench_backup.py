@@ -82,7 +82,8 @@ def baseline(source: Path, work: Path) -> dict[str, float]:
         raise BenchError("the baseline needs the sqlite3 and gzip commands (apt-get install sqlite3)")
     target = work / "baseline.db"
     started = time.monotonic()
-    subprocess.run(f'sqlite3 "{source}" ".backup {target}" && gzip -1 "{target}"', shell=True, check=True)
+    subprocess.run(["sqlite3", str(source), f".backup {target}"], check=True)
+    subprocess.run(["gzip", "-1", str(target)], check=True)
     seconds = time.monotonic() - started
     size = (work / "baseline.db.gz").stat().st_size
     (work / "baseline.db.gz").unlink()

@@ -26,6 +26,7 @@ stderr, the markdown table to stdout and ``<out>/bench_dispatch.md``, every figu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -44,8 +45,8 @@ from typing import IO, Any
 
 import httpx
 import psutil
-
-from bench_common import BenchError, clean_environ, log_tail, machine_info as _machine_info, spread
+from bench_common import BenchError, clean_environ, log_tail, spread
+from bench_common import machine_info as _machine_info
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the virtualenv's bin: prefect
@@ -193,10 +194,8 @@ class Processes:
         return check
 
     def _remember_descendants(self, name: str) -> None:
-        try:
+        with contextlib.suppress(psutil.Error):
             self.trees[name].extend(self.trees[name][0].children(recursive=True))
-        except psutil.Error:
-            pass
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> tuple[int | None, float]:
         """Signal the process (not its group: a flow-run child gets its own session anyway); returns its
@@ -217,10 +216,8 @@ class Processes:
 
     def stop_all(self) -> None:
         for name in list(self.running):
-            try:
+            with contextlib.suppress(Exception):  # cleanup goes on whatever happened
                 self.stop(name)
-            except Exception:  # noqa: BLE001 - cleanup goes on whatever happened
-                pass
         kill_survivors([proc for tree in self.trees.values() for proc in tree])
         for log in self.logs:
             log.close()
@@ -236,10 +233,8 @@ def kill_survivors(procs: list[psutil.Process]) -> None:
         except psutil.Error:
             pass
     for proc in survivors:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(survivors, timeout=5)
 
 
@@ -947,7 +942,7 @@ def bench(workdir: Path, sizes: Sizes, runs: int, concurrency: int | None) -> di
         report["naive"] = run_naive(workdir, sizes, prefect, procs)
         say("(c) Prefect background tasks")
         report["background"] = run_background(workdir, sizes, prefect, procs)
-        report["prefect_server_end"] = dict(zip(("rss_mb", "cpu_s"), prefect.rss_cpu()))
+        report["prefect_server_end"] = dict(zip(("rss_mb", "cpu_s"), prefect.rss_cpu(), strict=True))
         prefect.client.close()
     finally:
         procs.stop_all()

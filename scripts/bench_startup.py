@@ -14,6 +14,7 @@ the markdown table to stdout and ``<out>/bench_startup.md``, every figure to ``<
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -31,7 +32,6 @@ from typing import IO
 
 import httpx
 import psutil
-
 from bench_common import BenchError, clean_environ, log_tail, machine_info, spread
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -187,10 +187,8 @@ def kill_all(procs: Iterable[psutil.Process]) -> None:
     """SIGKILL what is still alive. ``psutil`` checks creation times, so a recycled pid is never hit."""
     survivors = [p for p in procs if is_alive(p)]
     for proc in survivors:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(survivors, timeout=5)
 
 

@@ -131,7 +131,7 @@ def database_url(request: pytest.FixtureRequest, isolated_env: Path) -> str:
 
 
 @pytest.fixture
-def settings(database_url: str) -> "Settings":
+def settings(database_url: str) -> Settings:
     """Settings on a migrated database (SQLite and PostgreSQL), with room for many tasks per core."""
     from orch.config.loader import load_settings
     from orch.storage.migrate import upgrade

@@ -194,7 +194,8 @@ def test_run_deployment_on_the_real_prefect_server(api_factory: Any, prefect_ser
     asyncio.run(register())
     api = api_factory(PREFECT_API_URL=prefect_server)
     client = api.client
-    started = client.post("/deployments/db-health/hourly/runs", json={"parameters": {}}, headers=api.headers("operator"))
+    started = client.post("/deployments/db-health/hourly/runs", json={"parameters": {}},
+                          headers=api.headers("operator"))
     assert started.status_code == 201, started.text
     run = started.json()
     assert run["deployment"] == "db-health/hourly" and run["state"] == "SCHEDULED"

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from sqlalchemy import select
+from support import free_port, run_orch
 
 from orch.config.schema import DatabaseSettings
 from orch.security.passwords import verify_password
 from orch.storage.engine import session_scope
 from orch.storage.models import AuditRecord, User
-from support import free_port, run_orch
 
 GOOD_PASSWORD = "Correct-Horse-9-Battery"
 

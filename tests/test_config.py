@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import run_orch
 
 from orch.config.loader import ConfigError, load_settings
 from orch.config.schema import Settings
-from support import run_orch
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "production.yaml.example"
 

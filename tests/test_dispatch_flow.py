@@ -87,9 +87,10 @@ def test_cancelled_while_running_is_not_completed(queue: TaskQueue, monkeypatch:
 def test_http_action_against_a_loopback_server(queue: TaskQueue, monkeypatch: pytest.MonkeyPatch) -> None:
     import http.server
 
+    from support import free_port
+
     from flows.dispatch import dispatch
     from orch.config.runtime import reset_settings_cache
-    from support import free_port
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
@@ -142,7 +143,8 @@ def test_plugin_actions_come_from_entry_points(tmp_path, isolated_env) -> None: 
         site = tmp_path / group_line.split(" ")[0]
         (site / "orch_greet-0.1.dist-info").mkdir(parents=True)
         (site / "orch_greet.py").write_text(PLUGIN)
-        (site / "orch_greet-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: orch-greet\nVersion: 0.1\n")
+        (site / "orch_greet-0.1.dist-info" / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: orch-greet\nVersion: 0.1\n")
         (site / "orch_greet-0.1.dist-info" / "entry_points.txt").write_text(f"[orch_next.actions]\n{group_line}\n")
         return {**os.environ, "PYTHONPATH": str(site)}
 

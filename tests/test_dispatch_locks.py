@@ -15,7 +15,6 @@ from orch.dispatch.queue import TaskQueue
 from orch.dispatch.request import validate
 
 
-
 def test_ttl_expiry_frees_a_dead_holders_lock(settings: Settings) -> None:
     locks = LockManager(settings)
     locks.acquire("db:orders", "backup-1", ttl=0.2)

@@ -13,7 +13,6 @@ from orch.dispatch.queue import TaskQueue
 from orch.dispatch.request import validate
 
 
-
 def put(queue: TaskQueue, owner: str = "alice", **body: Any) -> dict[str, Any]:
     body.setdefault("core_id", "WORK_AI_01")
     body.setdefault("action", "noop")

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import run_orch
 
 from orch.config.loader import load_settings
 from orch.dispatch.queue import TaskQueue
 from orch.storage.migrate import upgrade
-from support import run_orch
 
 
 @pytest.fixture

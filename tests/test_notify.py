@@ -14,6 +14,11 @@ from orch.config.schema import Settings
 from orch.notify import send_notification
 
 
+@pytest.fixture(autouse=True)
+def _prefect_configured(prefect_server: str) -> None:
+    """The blocks import Prefect, whose settings are read once: the session's server must be set first."""
+
+
 def configured(*, slack: str | None = None, smtp_port: int | None = None, webhook: str | None = None,
                **extra: str) -> Settings:
     environ = {"ORCH_HOME": "."}

@@ -215,8 +215,9 @@ def test_guide_scripts_run_the_same_code(isolated_env: Path) -> None:
     backup and restore scripts fail with one line and exit 1."""
     import subprocess
 
-    from deployments.apply import PROJECT_ROOT
     from support import BIN
+
+    from deployments.apply import PROJECT_ROOT
 
     env = {**os.environ, "ORCH_HOME": str(isolated_env)}
     scripts = PROJECT_ROOT / "scripts"

@@ -131,6 +131,8 @@ def test_eol_script_on_the_shipped_table_and_a_past_date(tmp_path: Path) -> None
 
 def test_dependency_audit_says_not_checked_when_the_vulnerability_service_is_unreachable(tmp_path: Path) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
+    # A clean report left by an earlier run must not be read as this run's result.
+    (tmp_path / "audit.json").write_text(json.dumps({"dependencies": [{"name": "x", "version": "1", "vulns": []}]}))
     result = run_dependency_audit(tmp_path / "audit.json", None, timeout=120,
                                   env={"HTTPS_PROXY": closed, "HTTP_PROXY": closed, "NO_PROXY": ""})
     assert result.status == "not_checked", result.summary()
@@ -212,7 +214,7 @@ def test_orch_scan_writes_one_report_with_a_line_per_scanner(project: Path, monk
                                                           "resources", "sbom"]
     assert lines[0].startswith("secrets: passed (") and lines[2].startswith("bandit: passed (")
     assert lines[3].startswith("dependencies: not checked (")
-    assert lines[4] == ("semgrep: skipped (not installed (pip install 'orch-next[semgrep]'))" if not
+    assert lines[4] == ("semgrep: skipped (not installed; pip install 'orch-next[semgrep]')" if not
                         (BIN / "semgrep").exists() else lines[4])
     assert lines[6].startswith("sbom: not checked (no SBOM at")
     report = json.loads((project / "security_reports" / "security-report-latest.json").read_text())
@@ -300,3 +302,27 @@ def test_security_scan_deployment_runs_to_completed_with_its_artifact(
     assert "# Security report - PASSED" in artifact.data and "| eol | passed |" in artifact.data
     assert (project / "security_reports" / "security-report-latest.json").is_file()
     assert get_settings().supply_chain.code_paths == ["pkg"]
+
+
+def test_a_log_too_large_for_detect_secrets_is_still_searched_for_orch_secrets(tmp_path: Path) -> None:
+    from orch.supply_chain.secrets_scan import MAX_FILE_BYTES, directory_files
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    value = "a-live-jwt-" + uuid.uuid4().hex
+    with (logs / "orch-next.log").open("w") as log:
+        filler = '{"message": "request served"}\n'
+        log.write(filler * (MAX_FILE_BYTES // len(filler) + 1))
+        log.write(f'{{"message": "token {value}"}}\n')
+    result = scan(directory_files(logs), tmp_path, known_secrets=[value])
+    assert [(f.filename, f.type) for f in result.new] == [("logs/orch-next.log", "ORCH configured secret")]
+    assert result.new[0].line_number > MAX_FILE_BYTES // len(filler)
+
+
+def test_the_guides_security_scan_script_works_as_written(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scan_env(monkeypatch, project)
+    done = subprocess.run([str(ROOT / "scripts" / "security_scan.sh"), "--only", "eol", "--only", "semgrep"],
+                          capture_output=True, text=True, timeout=120, cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:2] == ["Running security scans...", "eol: passed (6 checked)"]
+    assert (project / "security_reports" / "security-report-latest.md").is_file()

@@ -181,7 +181,8 @@ def test_escalates_from_restart_to_isolate_to_rollback(prefect_server: str, isol
     configure(isolated_env, monkeypatch, slack, {
         "name": "web", "health_check": {"command": ["test", "-e", str(flag)]},
         "restart": {"command": ["true"]},  # restarting does not fix it
-        "isolate": {"core": "WORK_AI_09"}, "rollback": {"command": ["touch", str(flag)]}})
+        "isolate": {"core": "WORK_AI_09"}, "rollback": {"command": ["touch", str(flag)]}},
+        settle_seconds=0.5)  # the command check answers at once; no need to wait for a restart to settle
     result = self_heal(target="web")
     assert result["outcome"] == "healed" and result["action"] == "rollback"
     steps = [(s["step"], s.get("ok")) for s in result["steps"]]

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import psutil
-
 from support import BIN, free_port, run_orch
 
 UP_TIMEOUT = 150

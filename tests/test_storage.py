@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
+from support import free_port, run_orch
 
 from orch.config.schema import DatabaseSettings
 from orch.storage.engine import StorageError, get_engine, session_scope
 from orch.storage.health import check_database
 from orch.storage.migrate import current_revision, head_revision, upgrade
 from orch.storage.models import AuditRecord, Base, Task, TaskEvent
-from support import free_port, run_orch
 
 
 def new_task(task_id: str, **overrides: object) -> Task:

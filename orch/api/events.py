@@ -13,6 +13,7 @@ database, before live events continue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -83,10 +84,8 @@ class EventHub:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         for subscriber in list(self.subscribers):
             subscriber.queue.put_nowait(None)

@@ -153,3 +153,8 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sql_identifier(name: str) -> str:
+    """``name`` for use inside double quotes in SQL: table names read from a backup are untrusted."""
+    return name.replace('"', '""')

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import URL, create_engine, text
 from sqlalchemy import inspect as sa_inspect
 
-from orch.backup.files import BackupError
+from orch.backup.files import BackupError, sql_identifier
 from orch.config.schema import Settings
 from orch.storage.engine import normalise_url, safe_url
 
@@ -118,7 +118,8 @@ def inspect(url_text: str) -> dict[str, Any]:
             tables = sorted(sa_inspect(connection).get_table_names())
             revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar() \
                 if "alembic_version" in tables else None
-            counts = {name: int(connection.execute(text(f'SELECT count(*) FROM "{name}"')).scalar_one())
+            # Names come from the copy's own catalogue; quoted as identifiers, so a hostile name cannot escape.
+            counts = {name: int(connection.execute(text(f'SELECT count(*) FROM "{sql_identifier(name)}"')).scalar_one())  # nosec B608
                       for name in tables if name != "alembic_version"}
     finally:
         engine.dispose()

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import make_url
 
-from orch.backup.files import BackupError, disk_errors, remove_quietly
+from orch.backup.files import BackupError, disk_errors, remove_quietly, sql_identifier
 
 
 def sqlite_path(url: str) -> Path:
@@ -97,7 +97,8 @@ def inspect(path: Path, timeout: float = 30) -> dict[str, Any]:
                 "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
             revision = (conn.execute("SELECT version_num FROM alembic_version").fetchone() or [None])[0] \
                 if "alembic_version" in tables else None
-            counts = {name: conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+            # Names come from the copy's own catalogue; quoted as identifiers, so a hostile name cannot escape.
+            counts = {name: conn.execute(f'SELECT count(*) FROM "{sql_identifier(name)}"').fetchone()[0]  # nosec B608
                       for name in tables if name != "alembic_version"} if problems == ["ok"] else {}
         except sqlite3.DatabaseError as exc:
             return {"integrity": str(exc), "schema_revision": None, "row_counts": {}}

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from orch.cli.main import ConfigOption, load, user_errors
+from orch.cli.common import ConfigOption, load, user_errors
 
 logs_app = typer.Typer(help="Analyse ORCH's JSON logs (the guide's log analysis).", no_args_is_help=True)
 perf_app = typer.Typer(help="Response times per endpoint from the API's access log lines.", no_args_is_help=True)

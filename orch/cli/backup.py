@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from orch.cli.main import ConfigOption, fail, load, user_errors
+from orch.cli.common import ConfigOption, fail, load, user_errors
 
 backup_app = typer.Typer(help="Create, list, verify, restore and prune verified backups.", no_args_is_help=True)
 recover_app = typer.Typer(help="Service recovery (--emergency: emergency recovery); tasks-from-logs rebuilds "

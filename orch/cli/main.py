@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from orch import __version__
+from orch.cli.analysis import logs_app, perf_app
+from orch.cli.backup import backup_app, db_maintain, recover_app
+from orch.cli.common import ConfigOption, cli_owner, fail, load, os_user, user_errors
+from orch.cli.monitoring import register as register_monitoring
+from orch.cli.supply_chain import sbom_app, scan
 
 app = typer.Typer(name="orch", help="ORCH-Next: operations orchestrator on Prefect.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -32,36 +35,16 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 
-ConfigOption = Annotated[Optional[str], typer.Option(
-    "--config", "-c", help="Config YAML (default: $ORCH_CONFIG_PATH, else built-in defaults).",
-    show_default=False)]
 
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn the errors a user can cause into one line and exit 1; anything else is a real bug."""
-    from orch.errors import OrchError
-
-    try:
-        yield
-    except OrchError as exc:
-        fail(str(exc))
-
-
-def load(config: str | None, *, generate_secrets: bool = True) -> Any:
-    from orch.config.loader import load_settings
-
-    from orch.logging_config import configure_process_logging
-
-    settings = load_settings(config, generate_secrets=generate_secrets)
-    configure_process_logging(settings, write_file=False, quiet=True)
-    return settings
-
+# Command groups kept in their own modules.
+app.add_typer(logs_app, name="logs")
+app.add_typer(perf_app, name="perf")
+app.add_typer(backup_app, name="backup")
+app.add_typer(recover_app, name="recover")
+db_app.command("maintain")(db_maintain)
+app.add_typer(sbom_app, name="sbom")
+app.command("scan")(scan)
+register_monitoring(app)  # orch alerts | silence | maintenance | monitor
 
 def _version(value: bool) -> None:
     if value:
@@ -180,12 +163,8 @@ def create_admin(
 
         with session_scope(settings.database) as session:
             create_user(session, username=username, password=password, role="admin",
-                        policy=settings.security.password_policy, actor=f"cli:{_os_user()}")
+                        policy=settings.security.password_policy, actor=cli_owner())
         typer.echo(f"admin user {username!r} created")
-
-
-def _cli_owner() -> str:
-    return f"cli:{_os_user()}"
 
 
 def _parse_params(pairs: list[str], as_json: str | None) -> dict[str, Any]:
@@ -219,13 +198,16 @@ def dispatch_task(
     core: Annotated[str, typer.Option("--core", help="The core to run on, e.g. WORK_AI_01.")],
     action: Annotated[str, typer.Option(help="noop, sleep, shell, http, run-deployment, external or a plugin.")],
     priority: Annotated[str, typer.Option(help="critical, high, normal, low (or 3-0).")] = "normal",
-    param: Annotated[Optional[list[str]], typer.Option("--param", help="key=value (value as JSON if it parses); repeatable.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(
+        "--param", help="key=value (value as JSON if it parses); repeatable.")] = None,
     params_json: Annotated[Optional[str], typer.Option("--params-json", help="All params as a JSON object.")] = None,
     timeout: Annotated[Optional[int], typer.Option(help="Seconds (default features.task_timeout_default).")] = None,
     max_retries: Annotated[Optional[int], typer.Option(help="Retries after the first attempt.")] = None,
-    lock: Annotated[Optional[list[str]], typer.Option("--lock", help="A resource lock the task needs; repeatable.")] = None,
+    lock: Annotated[Optional[list[str]], typer.Option(
+        "--lock", help="A resource lock the task needs; repeatable.")] = None,
     stay: Annotated[bool, typer.Option("--stay", help="Keep the core reserved for you after the task ends.")] = False,
-    idempotency_key: Annotated[Optional[str], typer.Option(help="Dispatching the same key again returns the same task.")] = None,
+    idempotency_key: Annotated[Optional[str], typer.Option(
+        help="Dispatching the same key again returns the same task.")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Metadata tag; repeatable.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the final state; exit 1 unless completed.")] = False,
     config: ConfigOption = None,
@@ -239,9 +221,9 @@ def dispatch_task(
         body: dict[str, Any] = {
             "core_id": core, "action": action, "priority": priority, "params": _parse_params(param or [], params_json),
             "timeout": timeout, "max_retries": max_retries, "locks": lock or [], "stay": stay,
-            "idempotency_key": idempotency_key, "metadata": {"source": "cli", "user_id": _os_user(), "tags": tag or []}}
+            "idempotency_key": idempotency_key, "metadata": {"source": "cli", "user_id": os_user(), "tags": tag or []}}
         queue = TaskQueue(settings)
-        task, created = queue.enqueue(validate(body, settings), _cli_owner())
+        task, created = queue.enqueue(validate(body, settings), cli_owner())
         if not wait:
             _print_json({**task, "created": created})
             return
@@ -267,7 +249,8 @@ def _wait_for(queue: Any, task_id: str, limit: float) -> dict[str, Any]:
 
 @tasks_app.command("list")
 def tasks_list(
-    status: Annotated[Optional[str], typer.Option(help="queued, running, completed, failed, timed_out, cancelled.")] = None,
+    status: Annotated[Optional[str], typer.Option(
+        help="queued, running, completed, failed, timed_out, cancelled.")] = None,
     core: Annotated[Optional[str], typer.Option("--core", help="Only this core's tasks.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     config: ConfigOption = None,
@@ -299,20 +282,21 @@ def tasks_cancel(task_id: str, config: ConfigOption = None) -> None:
     with user_errors():
         from orch.dispatch.queue import TaskQueue
 
-        task = TaskQueue(load(config)).cancel(task_id, _cli_owner())
+        task = TaskQueue(load(config)).cancel(task_id, cli_owner())
         typer.echo(f"task {task['task_id']} cancelled")
 
 
 @tasks_app.command("reset-failed")
 def tasks_reset_failed(
-    task_ids: Annotated[Optional[list[str]], typer.Argument(help="Only these tasks (default: every failed one).")] = None,
+    task_ids: Annotated[Optional[list[str]], typer.Argument(
+        help="Only these tasks (default: every failed one).")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Put failed and timed-out tasks back in the queue with fresh attempts."""
     with user_errors():
         from orch.dispatch.queue import TaskQueue
 
-        reset = TaskQueue(load(config)).reset_failed(_cli_owner(), task_ids or None)
+        reset = TaskQueue(load(config)).reset_failed(cli_owner(), task_ids or None)
         typer.echo(f"re-queued {len(reset)} task(s)" + ("".join(f"\n  {t}" for t in reset)))
 
 
@@ -322,7 +306,7 @@ def cores_release(core_id: str, config: ConfigOption = None) -> None:
     with user_errors():
         from orch.dispatch.queue import TaskQueue
 
-        released = TaskQueue(load(config)).release_core(core_id, _cli_owner())
+        released = TaskQueue(load(config)).release_core(core_id, cli_owner())
         typer.echo(f"core {core_id} released" if released else f"core {core_id} was not reserved")
 
 
@@ -355,7 +339,7 @@ def locks_release(resource: str, config: ConfigOption = None) -> None:
     with user_errors():
         from orch.dispatch.locks import LockManager
 
-        released = LockManager(load(config)).release(resource, actor=_cli_owner())
+        released = LockManager(load(config)).release(resource, actor=cli_owner())
         typer.echo(f"lock {resource} released" if released else f"lock {resource} was not held")
 
 
@@ -377,34 +361,6 @@ def _read_password(from_stdin: bool) -> str:
     if not sys.stdin.isatty():
         fail("no terminal to prompt for a password (use --password-stdin)")
     return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
-
-
-def _os_user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in some containers
-        return "unknown"
-
-
-# Sub-apps in their own modules import fail/load/user_errors from here, so they are added last.
-from orch.cli.analysis import logs_app, perf_app  # noqa: E402
-
-app.add_typer(logs_app, name="logs")
-app.add_typer(perf_app, name="perf")
-from orch.cli.backup import backup_app, db_maintain, recover_app  # noqa: E402
-
-app.add_typer(backup_app, name="backup")
-app.add_typer(recover_app, name="recover")
-db_app.command("maintain")(db_maintain)
-from orch.cli.supply_chain import sbom_app, scan  # noqa: E402
-
-app.add_typer(sbom_app, name="sbom")
-app.command("scan")(scan)
-from orch.cli.monitoring import register as register_monitoring  # noqa: E402
-
-register_monitoring(app)  # orch alerts | silence | maintenance | monitor
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from orch.cli.main import ConfigOption, fail, load, user_errors
+from orch.cli.common import ConfigOption, fail, load, user_errors
 
 alerts_app = typer.Typer(help="Alerts raised by the monitoring sweep.", no_args_is_help=True)
 silence_app = typer.Typer(help="Silence some alerts of some targets for a while (no notification, no healing).",
@@ -31,9 +31,9 @@ def _print_json(value: Any) -> None:
 
 
 def _actor() -> str:
-    from orch.cli.main import _cli_owner
+    from orch.cli.common import cli_owner
 
-    return _cli_owner()
+    return cli_owner()
 
 
 StateOption = Annotated[str | None, typer.Option(help="pending, firing, flapping, resolved or inactive.")]

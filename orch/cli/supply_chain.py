@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from orch.cli.main import ConfigOption, fail, load, user_errors
+from orch.cli.common import ConfigOption, fail, load, user_errors
 
 sbom_app = typer.Typer(help="Generate, sign and verify the CycloneDX SBOM.", no_args_is_help=True)
 

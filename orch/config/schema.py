@@ -504,7 +504,7 @@ class ApiSettings(Section):
         return parse_size(value)
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> "ApiSettings":
+    def _tls_pair(self) -> ApiSettings:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
         return self

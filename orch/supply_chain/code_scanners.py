@@ -25,11 +25,17 @@ _BANDIT_PASSWORD_TESTS = {"B105", "B106", "B107"}
 _GHSA_SEVERITY = {"CRITICAL": "critical", "HIGH": "high", "MODERATE": "medium", "MEDIUM": "medium", "LOW": "low"}
 
 
+def _fresh(out: Path) -> None:
+    """No output file from an earlier run: a tool that fails before writing must not be read as a result."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+
+
 def run_bandit(root: Path, code_paths: list[str], out: Path, fail_on: str, timeout: float = 600) -> ScannerResult:
     targets = [p for p in code_paths if (root / p).exists()]
     if not targets:
         return ScannerResult("bandit", "not_checked", f"none of {', '.join(code_paths)} exists under {root}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _fresh(out)
     completed = subprocess.run([sys.executable, "-m", "bandit", "-r", *targets, "-f", "json", "-o", str(out), "-q"],
                                cwd=root, capture_output=True, text=True, timeout=timeout)
     try:
@@ -61,10 +67,11 @@ def run_semgrep(root: Path, code_paths: list[str], rules: Path, out: Path, fail_
                 timeout: float = 600) -> ScannerResult:
     executable = shutil.which("semgrep") or shutil.which("semgrep", path=str(Path(sys.executable).parent))
     if executable is None:
-        return ScannerResult("semgrep", "skipped", "not installed (pip install 'orch-next[semgrep]')")
+        return ScannerResult("semgrep", "skipped", "not installed; pip install 'orch-next[semgrep]'")
     if not rules.exists():
         return ScannerResult("semgrep", "not_checked", f"no rules at {rules}")
     targets = [p for p in code_paths if (root / p).exists()]
+    _fresh(out)
     completed = subprocess.run([executable, "scan", "--config", str(rules), "--json", "--metrics=off",
                                 "--disable-version-check", "--output", str(out), *targets],
                                cwd=root, capture_output=True, text=True, timeout=timeout)
@@ -91,7 +98,7 @@ def run_dependency_audit(out: Path, osv_db_dir: Path | None, timeout: float,
 
 
 def _pip_audit(out: Path, timeout: float, env: dict[str, str] | None) -> ScannerResult:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _fresh(out)
     command = [sys.executable, "-m", "pip_audit", "--local", "--format", "json", "--progress-spinner", "off",
                "--timeout", "10", "--output", str(out)]
     try:

@@ -32,7 +32,7 @@ from orch.supply_chain.files import write_atomic
 
 ALLOWLIST_PRAGMA = "pragma: allowlist secret"
 SKIPPED_NAMES = {"secrets.json"}
-MAX_FILE_BYTES = 5 * 1024**2
+MAX_FILE_BYTES = 5 * 1024**2  # larger files (logs) get ORCH's line rules only, streamed
 # Values that name or stand for a secret rather than being one: ${VAR}, $VAR, {field} (a format template),
 # <...>, ***, an environment variable's name or a Python name (letters, underscores and dots only, maybe
 # closing a call), CHANGE_ME.
@@ -113,16 +113,17 @@ def _findings(files: Iterable[Path], root: Path, baseline: Path | None, known: d
         for path in files:
             if baseline is not None and path.resolve() == baseline.resolve():
                 continue
-            text = _text(path)
-            if text is None:
+            lines = _lines(path)
+            if lines is None:
                 continue
             result.files_scanned += 1
             name = _relative(path, root)
-            for secret in scan_file(str(path)):
-                if secret.secret_hash:
-                    found.setdefault((name, secret.line_number, secret.secret_hash),
-                                     Finding(name, secret.line_number, secret.type, secret.secret_hash))
-            for number, line in enumerate(text.splitlines(), start=1):
+            if path.stat().st_size <= MAX_FILE_BYTES:
+                for secret in scan_file(str(path)):
+                    if secret.secret_hash:
+                        found.setdefault((name, secret.line_number, secret.secret_hash),
+                                         Finding(name, secret.line_number, secret.type, secret.secret_hash))
+            for number, line in enumerate(lines, start=1):
                 if ALLOWLIST_PRAGMA in line:
                     continue
                 for finding in _orch_rules(name, number, line, known):
@@ -141,17 +142,24 @@ def _orch_rules(name: str, number: int, line: str, known: dict[str, str]) -> Ite
             yield Finding(name, number, "ORCH configured secret", hashed)
 
 
-def _text(path: Path) -> str | None:
-    """The file's text, or None for what cannot hold a readable secret (binary, huge, unreadable)."""
+def _lines(path: Path) -> Iterable[str] | None:
+    """The file's lines, or None for what cannot hold a readable secret (binary, unreadable).
+
+    Files over ``MAX_FILE_BYTES`` (a long log) are read line by line and get ORCH's rules only:
+    detect-secrets reads a whole file into memory, ORCH's rules and configured values need one line.
+    """
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            return None
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            if b"\0" in handle.read(8192):
+                return None
     except OSError:
         return None
-    if b"\0" in data[:8192]:
-        return None
-    return data.decode("utf-8", "replace")
+    return _read_lines(path)
+
+
+def _read_lines(path: Path) -> Iterable[str]:
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        yield from (line.rstrip("\n") for line in handle)
 
 
 def _relative(path: Path, root: Path) -> str:

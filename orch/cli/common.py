@@ -1,0 +1,59 @@
+"""What every ``orch`` command module shares: the ``--config`` option, the one-line error exit, the
+settings loader for commands, and who the CLI acts as in the audit trail.
+
+Kept apart from ``orch.cli.main`` so that the command modules (backup, monitoring, ...) and ``main`` can
+import each other's pieces without a cycle (``python -m orch.cli.main`` must work: ``orch up`` runs it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+
+ConfigOption = Annotated[Optional[str], typer.Option(
+    "--config", "-c", help="Config YAML (default: $ORCH_CONFIG_PATH, else built-in defaults).",
+    show_default=False)]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into one line and exit 1; anything else is a real bug."""
+    from orch.errors import OrchError
+
+    try:
+        yield
+    except OrchError as exc:
+        fail(str(exc))
+
+
+def load(config: str | None, *, generate_secrets: bool = True) -> Any:
+    from orch.audit import configure_audit_log
+    from orch.config.loader import load_settings
+    from orch.logging_config import configure_process_logging
+
+    settings = load_settings(config, generate_secrets=generate_secrets)
+    configure_process_logging(settings, write_file=False, quiet=True)
+    configure_audit_log(settings.logging.audit_file)  # what the CLI changes is audited to the file too
+    return settings
+
+
+def cli_owner() -> str:
+    """The owner and audit actor of what a CLI user does: ``cli:<login name>``."""
+    return f"cli:{os_user()}"
+
+
+def os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return "unknown"
