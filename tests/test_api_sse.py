@@ -68,8 +68,9 @@ def test_task_events_stream_end_to_end_and_resume(isolated_env: Any) -> None:
         mine = httpx.post(f"{url}/dispatch", json={"core_id": "core-a", "action": "external"}, headers=operator).json()
         other = httpx.post(f"{url}/dispatch", json={"core_id": "core-z", "action": "noop"}, headers=operator).json()
         httpx.post(f"{url}/cores/core-a/claim", headers=core)
-        httpx.put(f"{url}/jobs/{mine['task_id']}/status",
-                  json={"status": "completed", "result": {"password": "hunter2-x"}}, headers=core)  # pragma: allowlist secret
+        result = {"password": "hunter2-x"}  # pragma: allowlist secret
+        httpx.put(f"{url}/jobs/{mine['task_id']}/status", json={"status": "completed", "result": result},
+                  headers=core)
 
         seen = everyone.wait_for(lambda ev: any(e["event"] == "task.completed" for e in ev))
         kinds = [(e["data"]["task_id"], e["event"]) for e in seen]
