@@ -39,7 +39,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_common import BenchError, clean_environ
+from bench_common import BenchError, clean_environ, run_bench
 from bench_common import machine_info as _machine_info
 from bench_dispatch import (
     Processes,
@@ -733,22 +732,8 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     signal.signal(signal.SIGTERM, _terminated)
-    workdir = Path(tempfile.mkdtemp(prefix="orch-bench-api-"))
-    started = time.monotonic()
-    try:
-        report = bench(workdir, sizes)
-    except (BenchError, KeyboardInterrupt) as exc:
-        message = str(exc) if isinstance(exc, BenchError) else "interrupted"
-        print(f"error: {message}\n(data and logs kept in {workdir})", file=sys.stderr)
-        return 1
-    except Exception as exc:  # noqa: BLE001 - one line, not a traceback; the logs say the rest
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: {type(exc).__name__}: {line}\n(data and logs kept in {workdir})", file=sys.stderr)
-        return 1
-    report["total_s"] = round(time.monotonic() - started, 1)
-    shutil.rmtree(workdir, ignore_errors=True)
-    print(write_report(report, args.out))
-    return 0
+    return run_bench("orch-bench-api-", lambda workdir: bench(workdir, sizes),
+                     lambda report: write_report(report, args.out))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
-from collections.abc import Iterable
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -58,3 +63,24 @@ def machine_info() -> dict[str, object]:
             "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
             "load_avg_1m": round(os.getloadavg()[0], 2),
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def run_bench(prefix: str, bench: Callable[[Path], dict[str, Any]], write: Callable[[dict[str, Any]], str]) -> int:
+    """Run ``bench`` in a fresh temporary directory and print its report; on failure one ``error:`` line,
+    and the directory is kept for its logs. The exit code every benchmark script returns."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    started = time.monotonic()
+    try:
+        report = bench(workdir)
+    except (BenchError, KeyboardInterrupt) as exc:
+        message = str(exc) if isinstance(exc, BenchError) else "interrupted"
+        print(f"error: {message}\n(data and logs kept in {workdir})", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback; the logs say the rest
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: {type(exc).__name__}: {line}\n(data and logs kept in {workdir})", file=sys.stderr)
+        return 1
+    report["total_s"] = round(time.monotonic() - started, 1)
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(write(report))
+    return 0

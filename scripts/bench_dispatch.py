@@ -30,12 +30,10 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
@@ -45,7 +43,7 @@ from typing import IO, Any
 
 import httpx
 import psutil
-from bench_common import BenchError, clean_environ, log_tail, spread
+from bench_common import BenchError, clean_environ, log_tail, run_bench, spread
 from bench_common import machine_info as _machine_info
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -975,22 +973,8 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     signal.signal(signal.SIGTERM, _terminated)
-    workdir = Path(tempfile.mkdtemp(prefix="orch-bench-dispatch-"))
-    started = time.monotonic()
-    try:
-        report = bench(workdir, sizes, args.runs, args.concurrency)
-    except (BenchError, KeyboardInterrupt) as exc:
-        message = str(exc) if isinstance(exc, BenchError) else "interrupted"
-        print(f"error: {message}\n(data and logs kept in {workdir})", file=sys.stderr)
-        return 1
-    except Exception as exc:  # noqa: BLE001 - one line, not a traceback; the logs say the rest
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: {type(exc).__name__}: {line}\n(data and logs kept in {workdir})", file=sys.stderr)
-        return 1
-    report["total_s"] = round(time.monotonic() - started, 1)
-    shutil.rmtree(workdir, ignore_errors=True)
-    print(write_report(report, args.out))
-    return 0
+    return run_bench("orch-bench-dispatch-", lambda workdir: bench(workdir, sizes, args.runs, args.concurrency),
+                     lambda report: write_report(report, args.out))
 
 
 

@@ -2,47 +2,30 @@
 
 from __future__ import annotations
 
-import threading
-import time
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
-import uvicorn
+from api_fixtures import serve
 from support import free_port
 
-from orch.api.app import create_app
 from orch.config.loader import load_settings
 from orch.storage.migrate import upgrade
 
 
 @contextmanager
-def serve(**environ: str) -> Iterator[str]:
-    """The real app under uvicorn on a loopback port, in a thread, for one test."""
-    import os
-
-    settings = load_settings(environ={**os.environ, **environ})
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                          log_config=None, lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+def serve_with(**environ: str) -> Iterator[str]:
+    """The real app under uvicorn for settings from this environment plus ``environ``."""
+    with serve(load_settings(environ={**os.environ, **environ})) as url:
+        yield url
 
 
 def test_health_with_database_and_prefect_but_no_dispatcher(database_url: str, prefect_server: str) -> None:
     """Database and Prefect fine, no worker online in the ORCH pool: degraded (200), and it says why.
     (The all-ok answer, with a worker running, is checked by the `orch up` end-to-end test.)"""
     upgrade(load_settings(environ={"DATABASE_URL": database_url}, generate_secrets=False).database)
-    with serve(DATABASE_URL=database_url, PREFECT_API_URL=prefect_server) as url:
+    with serve_with(DATABASE_URL=database_url, PREFECT_API_URL=prefect_server) as url:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
         response = httpx.get(f"{url}/health")
         body = response.json()
@@ -56,7 +39,7 @@ def test_health_with_database_and_prefect_but_no_dispatcher(database_url: str, p
 
 def test_health_degraded_without_prefect(isolated_env) -> None:  # type: ignore[no-untyped-def]
     upgrade(load_settings(generate_secrets=False).database)
-    with serve(PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api") as url:
+    with serve_with(PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api") as url:
         response = httpx.get(f"{url}/health")
         body = response.json()
         assert response.status_code == 200 and body["status"] == "degraded"
@@ -65,7 +48,7 @@ def test_health_degraded_without_prefect(isolated_env) -> None:  # type: ignore[
 
 def test_health_down_without_database_answers_503(prefect_server: str) -> None:
     dead = f"postgresql://orch:pw-not-shown-9@127.0.0.1:{free_port()}/orch"
-    with serve(DATABASE_URL=dead, PREFECT_API_URL=prefect_server) as url:
+    with serve_with(DATABASE_URL=dead, PREFECT_API_URL=prefect_server) as url:
         assert httpx.get(f"{url}/healthz").status_code == 200  # liveness does not need the database
         response = httpx.get(f"{url}/health")
         body = response.json()

@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -49,7 +50,9 @@ class Event:
     core_id: str | None
     payload: dict[str, Any]
 
+    @cached_property
     def wire(self) -> str:
+        """The SSE message text, built once however many streams it goes to."""
         data = redact(json.dumps(self.payload, default=str, separators=(",", ":")))
         return f"id: {self.cursor[0]}.{self.cursor[1]}\nevent: {self.name}\ndata: {data}\n\n"
 
@@ -179,7 +182,7 @@ async def stream(hub: EventHub, subscriber: Subscriber, missed: list[Event], hea
     try:
         yield "retry: 3000\n\n"
         for event in missed:
-            yield event.wire()
+            yield event.wire
         on_sent(len(missed))
         while True:
             try:
@@ -189,7 +192,7 @@ async def stream(hub: EventHub, subscriber: Subscriber, missed: list[Event], hea
                 continue
             if event is None:
                 return
-            yield event.wire()
+            yield event.wire
             on_sent(1)
     finally:
         hub.unsubscribe(subscriber)
