@@ -11,12 +11,14 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 STREAMS = ("/sse/events", "/events/health")  # endless; covered in test_api_sse
-EXAMPLES_PER_OPERATION = 8
+EXAMPLES_PER_OPERATION = 12
 
 
 def _run_operation(operation: Any, auth: dict[str, str]) -> None:
     @given(case=operation.as_strategy())
-    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+    # Derandomized: CI sees the same examples every run (a failure is reproducible, never flaky). A wider
+    # random search (60 examples per operation, several seeds) is how the limits on ids were found.
+    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     def check(case: Any) -> None:
         response = case.call(headers={**(case.headers or {}), **auth})

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+MAX_ID = 2**63 - 1  # the largest id a database column holds: a larger number is a 422, not a 500
+
 
 class ErrorBody(BaseModel):
     detail: str

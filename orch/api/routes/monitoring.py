@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from orch.api.deps import CallerDep, Principal, SettingsDep, require
-from orch.api.schemas import errors
+from orch.api.schemas import MAX_ID, errors
 from orch.monitoring import alerts, healing, silences
 from orch.monitoring.targets import configured_targets, healing_plan
 from orch.security.rbac import Permission
@@ -47,7 +47,7 @@ async def list_alerts(settings: SettingsDep, principal: Monitor,
 
 @router.get("/alerts/events", response_model=Listing, responses=errors())
 async def alert_events(settings: SettingsDep, principal: Monitor,
-                       after: Annotated[int, Query(ge=0, description="Only events with a larger id.")] = 0,
+                       after: Annotated[int, Query(ge=0, le=MAX_ID, description="Only events with a larger id.")] = 0,
                        limit: Annotated[int, Query(gt=0, le=1000)] = 500) -> Listing:
     """Alert state changes in id order: poll with the last id seen (the SSE stream does the same)."""
     return Listing(items=await run_in_threadpool(alerts.events_after, settings, after, limit))
@@ -74,7 +74,7 @@ async def create_silence(body: SilenceIn, settings: SettingsDep, principal: Sile
 
 
 @router.delete("/silences/{silence_id}", responses=errors(404))
-async def end_silence(silence_id: int, settings: SettingsDep, principal: Silencer,
+async def end_silence(silence_id: Annotated[int, Path(ge=1, le=MAX_ID)], settings: SettingsDep, principal: Silencer,
                       caller: CallerDep) -> dict[str, Any]:
     try:
         return await run_in_threadpool(silences.end, settings, silence_id, principal.username, caller)
