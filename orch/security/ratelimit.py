@@ -1,8 +1,11 @@
 """Per-caller rate limits on the `limits` library, in memory or shared between replicas in Redis.
 
-Two moving windows are checked for every caller: ``requests_per_minute`` per minute and
+Two sliding windows are checked for every caller: ``requests_per_minute`` per minute and
 ``burst_size`` per second. Together they give the guide's "100 a minute with bursts of 20": a
-quiet client may fire 20 requests at once, but never more than 100 in any sixty seconds.
+quiet client may fire 20 requests at once, but not more than about 100 in any sixty seconds.
+Sliding-window counters (two counters per window, weighted) rather than moving windows (one entry per
+request): a moving window costs memory and time in proportion to the limit, which a generous limit
+on a busy API turns into milliseconds per request.
 
 With ``security.rate_limit.storage_url`` set to ``redis://…`` every API replica counts in the same
 Redis keys, so a client spreading requests over replicas gets the same limit as against one.
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 
 from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
 from orch.config.schema import RateLimitSettings
@@ -32,7 +35,6 @@ class Verdict:
     allowed: bool
     retry_after: int = 0  # whole seconds until the first window frees a slot
     limit: int = 0
-    remaining: int = 0
 
 
 class RateLimiter:
@@ -42,7 +44,7 @@ class RateLimiter:
         self.per_minute = RateLimitItemPerMinute(settings.requests_per_minute)
         self.per_second = RateLimitItemPerSecond(settings.burst_size)
         self.storage = self._storage(settings.storage_url)
-        self.strategy = MovingWindowRateLimiter(self.storage)
+        self.strategy = SlidingWindowCounterRateLimiter(self.storage)
         self.shared = bool(settings.storage_url and not settings.storage_url.startswith("memory://"))
         self._last_error_log = 0.0
 
@@ -59,9 +61,8 @@ class RateLimiter:
                 if not await self.strategy.hit(item, "orch", key):
                     stats = await self.strategy.get_window_stats(item, "orch", key)
                     wait = max(1, math.ceil(stats.reset_time - time.time()))
-                    return Verdict(False, retry_after=wait, limit=item.amount, remaining=0)
-            stats = await self.strategy.get_window_stats(self.per_minute, "orch", key)
-            return Verdict(True, limit=self.per_minute.amount, remaining=stats.remaining)
+                    return Verdict(False, retry_after=wait, limit=item.amount)
+            return Verdict(True, limit=self.per_minute.amount)
         except Exception as exc:  # noqa: BLE001 - the limiter's store is down: serve, and say so in the log
             now = time.monotonic()
             if now - self._last_error_log > 60:
