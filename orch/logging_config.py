@@ -40,6 +40,7 @@ _SENSITIVE = ("password", "passwd", "secret", "token", "authorization", "api_key
 _MIN_SECRET_LENGTH = 8
 _MAX_DEPTH = 8  # deeper (or self-referencing) extras are redacted as text instead of recursed into
 
+_KEY_HINTS = tuple(name.replace("_", "") for name in _SENSITIVE)  # what _KEY_NAMES can match, squashed
 _KEY_NAMES = "|".join(name.replace("_", "[_-]?") for name in _SENSITIVE)
 # Patterns start with a look-behind pinning them to the start of a word, and URL parts are length-capped:
 # otherwise a long blob (base64, a compact JSON dump) is rescanned from every position, which is quadratic.
@@ -97,13 +98,42 @@ def register_secret(value: str) -> None:
 
 
 def redact(text: str) -> str:
-    """Mask registered secrets, URL passwords, bearer tokens, JWTs and ``key=value`` secrets in ``text``."""
+    """Mask registered secrets, URL passwords, bearer tokens, JWTs and ``key=value`` secrets in ``text``.
+
+    Every log line and SSE message passes through here, so each pattern runs only when the text holds
+    what a match needs (``://``, ``eyJ``, ``bearer``, a sensitive key name beside ``:`` or ``=``): the
+    same result as running them all, at a fraction of the cost for ordinary text. Non-ASCII text gets
+    every pattern, because case-insensitive matching can pair a non-ASCII letter with an ASCII one.
+    """
     for secret in _secrets:
-        text = text.replace(secret, MASK)
+        if secret in text:
+            text = text.replace(secret, MASK)
+    if not text.isascii():
+        return _apply_patterns(text)
+    if "://" in text:
+        text = _URL_CREDENTIALS.sub(rf"\g<keep>{MASK}@", text)
+    if "eyJ" in text:
+        text = _JWT.sub(MASK, text)
+    lowered = text.lower()
+    if "bearer" in lowered:
+        text = _BEARER.sub(rf"\g<keep>{MASK}", text)
+    if ("=" in text or ":" in text) and _names_sensitive_key(lowered):
+        text = _KEY_VALUE.sub(_mask_value, text)
+    return text
+
+
+def _apply_patterns(text: str) -> str:
+    """Every pattern, unconditionally: the reference the fast path of :func:`redact` must agree with."""
     text = _URL_CREDENTIALS.sub(rf"\g<keep>{MASK}@", text)
     text = _JWT.sub(MASK, text)
     text = _BEARER.sub(rf"\g<keep>{MASK}", text)
     return _KEY_VALUE.sub(_mask_value, text)
+
+
+def _names_sensitive_key(lowered: str) -> bool:
+    """Whether ``lowered`` contains a sensitive key name, spelt with ``_``, ``-`` or nothing between its parts."""
+    squashed = lowered.replace("_", "").replace("-", "")
+    return any(hint in squashed for hint in _KEY_HINTS)
 
 
 def _mask_value(match: re.Match[str]) -> str:
