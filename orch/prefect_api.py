@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from orch.http import http_client
+from orch.http import shared_http_client
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,7 @@ def prefect_readiness(api_url: str, timeout: float = 3.0) -> Readiness:
     url = api_url.rstrip("/") + "/ready"
     started = time.perf_counter()
     try:
-        with http_client(timeout) as client:
-            response = client.get(url)
+        response = shared_http_client().get(url, timeout=timeout)
     except httpx.HTTPError as exc:
         return Readiness(False, url, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     latency = round((time.perf_counter() - started) * 1000, 1)
@@ -42,8 +41,7 @@ def online_workers(api_url: str, pool: str, timeout: float = 3.0) -> int:
     """How many workers of ``pool`` the server currently sees as ONLINE (0 when it cannot tell)."""
     url = f"{api_url.rstrip('/')}/work_pools/{pool}/workers/filter"
     try:
-        with http_client(timeout) as client:
-            response = client.post(url, json={})
+        response = shared_http_client().post(url, json={}, timeout=timeout)
     except httpx.HTTPError:
         return 0
     if response.status_code != 200:

@@ -137,6 +137,39 @@ def test_disabled_user_token_stops_working(api: Api) -> None:
     assert api.login("vera").status_code == 401
 
 
+def test_user_disabled_elsewhere_loses_access_within_the_identity_cache_period(api_factory: Any) -> None:
+    """A change another process makes (the CLI, another replica) is seen within identity_cache_seconds."""
+    from sqlalchemy import update
+
+    from orch.storage.engine import session_scope
+    from orch.storage.models import User
+
+    api = api_factory(ORCH_SECURITY__IDENTITY_CACHE_SECONDS="0.5")
+    headers = api.headers("viewer")
+    assert api.client.get("/tasks", headers=headers).status_code == 200
+    with session_scope(api.settings.database, write_lock=True) as session:
+        session.execute(update(User).where(User.username == "vera").values(is_active=False))
+    deadline = time.monotonic() + 0.5
+    while api.client.get("/tasks", headers=headers).status_code == 200:
+        assert time.monotonic() < deadline + 0.3, "a disabled user kept access past the cache period"
+        time.sleep(0.05)
+    assert api.client.get("/tasks", headers=headers).status_code == 401
+
+
+def test_identity_cache_off_reads_the_user_on_every_request(api_factory: Any) -> None:
+    from sqlalchemy import update
+
+    from orch.storage.engine import session_scope
+    from orch.storage.models import User
+
+    api = api_factory(ORCH_SECURITY__IDENTITY_CACHE_SECONDS="0")
+    headers = api.headers("operator")
+    assert api.client.get("/users", headers=headers).status_code == 403
+    with session_scope(api.settings.database, write_lock=True) as session:
+        session.execute(update(User).where(User.username == "oscar").values(role="admin"))
+    assert api.client.get("/users", headers=headers).status_code == 200
+
+
 def test_lockout_after_failures_and_admin_unlock(api: Api) -> None:
     for _ in range(api.settings.security.lockout.max_failures):
         assert api.login("oscar", "wrong-password").status_code == 401

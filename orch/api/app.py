@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from orch.config.runtime import get_settings
 
         settings = get_settings()
+    from orch.api.deps import IdentityCache
     from orch.api.errors import install_error_handlers
     from orch.api.events import EventHub
     from orch.api.metrics import ApiMetrics
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.started = time.monotonic()
     app.state.metrics = ApiMetrics()
     app.state.rate_limiter = RateLimiter(settings.security.rate_limit)
+    app.state.identity_cache = IdentityCache(settings.security.identity_cache_seconds)
     app.state.event_hub = hub
     app.state.health_cache = health._Cache(settings.api.health_cache_seconds)
     app.state.last_purge = 0.0

@@ -3,12 +3,18 @@
 Every route names its permission with ``Depends(require(Permission.X))`` (or is listed in
 :data:`PUBLIC_ROUTES`); a test walks the app's routes and fails on a route that does neither.
 
-Identity is re-read from the database on every request, so a disabled user or a changed role takes
-effect at once, not when the token expires; that costs one indexed primary-key read.
+Identity is re-read from the database, not trusted from the token, so a disabled user or a changed role
+takes effect long before the token expires. Each process keeps a token's checked identity for
+``security.identity_cache_seconds`` (1 s): a client sending hundreds of requests a second then costs
+one token check and one read per second instead of one per request, and a change made through this
+process's ``/users`` clears the cache at once (other replicas follow within the period).
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -16,7 +22,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from orch.audit import Caller
 from orch.config.schema import Settings
@@ -73,18 +79,57 @@ def unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _principal_from_token(settings: Settings, token: str | None) -> Principal:
-    if not token:
-        raise unauthorized("not authenticated: send Authorization: Bearer <token> from POST /auth/token")
+_IDENTITY = select(User.role, User.is_active).where(User.username == bindparam("username"))  # built once
+IDENTITY_CACHE_LIMIT = 10_000  # distinct live tokens remembered per process; more clears the cache
+
+
+class IdentityCache:
+    """Checked identities by token digest, each kept until ``ttl`` seconds pass or its token expires.
+
+    Keyed by a SHA-256 digest so the process holds no bearer token longer than its request."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[bytes, tuple[Principal, float]] = {}  # digest -> principal, valid until (monotonic)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    def get(self, key: bytes) -> Principal | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[1] <= time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, key: bytes, principal: Principal, token_expires_at: int) -> None:
+        if self.ttl <= 0:
+            return
+        until = time.monotonic() + min(self.ttl, token_expires_at - time.time())
+        with self._lock:
+            if len(self._entries) >= IDENTITY_CACHE_LIMIT:
+                self._entries.clear()
+            self._entries[key] = (principal, until)
+
+    def clear(self) -> None:
+        """Forget every identity: a user was changed, disabled or removed."""
+        with self._lock:
+            self._entries.clear()
+
+
+def _principal_from_token(settings: Settings, token: str, cache: IdentityCache, key: bytes) -> Principal:
     try:
         claims = decode_token(settings.security, token)
     except TokenError as exc:
         raise unauthorized(str(exc)) from None
     with get_engine(settings.database).connect() as connection:  # a plain read: no ORM session needed
-        row = connection.execute(select(User.role, User.is_active).where(User.username == claims.username)).first()
+        row = connection.execute(_IDENTITY, {"username": claims.username}).first()
     if row is None or not row.is_active:
         raise unauthorized("token's user no longer exists or is disabled")
-    return Principal(username=claims.username, role=row.role)
+    principal = Principal(username=claims.username, role=row.role)
+    cache.put(key, principal, claims.expires_at)
+    return principal
 
 
 async def rate_limit(request: Request, key: str) -> None:
@@ -97,9 +142,15 @@ async def rate_limit(request: Request, key: str) -> None:
 
 async def authorize(request: Request, token: str | None, permission: Permission) -> Principal:
     """Authenticate the bearer token, apply the user's rate limit, then check ``permission``."""
-    settings: Settings = request.app.state.settings
+    state = request.app.state
     token = token or request.query_params.get("access_token")  # browsers' EventSource cannot send headers
-    principal = await run_in_threadpool(_principal_from_token, settings, token)
+    if not token:
+        raise unauthorized("not authenticated: send Authorization: Bearer <token> from POST /auth/token")
+    cache: IdentityCache = state.identity_cache
+    key = cache.key(token)
+    principal = cache.get(key)
+    if principal is None:
+        principal = await run_in_threadpool(_principal_from_token, state.settings, token, cache, key)
     request.state.user = principal.username
     await rate_limit(request, f"user:{principal.username}")
     if not principal.may(permission):

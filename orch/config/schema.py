@@ -116,6 +116,10 @@ class SecuritySettings(Section):
     lockout: LockoutSettings = Field(default_factory=LockoutSettings)
     webhook_tolerance_seconds: int = Field(default=300, gt=0, le=3600, description="Oldest webhook "
                                            "signature timestamp accepted.")
+    identity_cache_seconds: float = Field(default=1.0, ge=0, le=60, description="How long one API process "
+                                          "reuses a token's checked identity (user enabled, role) before "
+                                          "reading it again; 0 reads it on every request. Changes made "
+                                          "through the same process's /users apply at once.")
 
     @field_validator("jwt_secret", "webhook_secret", "mcp_token")
     @classmethod

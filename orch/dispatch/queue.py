@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,6 +53,25 @@ _TYPICAL: dict[str, tuple[float, float]] = {}  # core -> (recent typical task du
 # Held by a restore (orch.backup.guard): while it is, claims take nothing. The check reads the held-lock
 # names the claim loads anyway, so it costs nothing per claim; the TTL frees it if the restorer dies.
 DISPATCH_PAUSE_LOCK = "orch:dispatch-paused"
+
+
+@dataclass(frozen=True)
+class WorkAhead:
+    """What is in the queue when tasks are added: the total depth, and queued/running per core."""
+
+    depth: int
+    queued: dict[str, int]
+    running: dict[str, int]
+
+
+_QUEUE_DEPTH = select(func.count()).select_from(Task).where(Task.status == "queued")
+_CORE = bindparam("core_id")
+_QUEUE_STATE_ONE = select(  # built once: constructing the expression cost as much as running it
+    _QUEUE_DEPTH.scalar_subquery(),
+    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "queued",
+                                                 Task.sort_key < bindparam("sort_key")).scalar_subquery(),
+    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "running").scalar_subquery(),
+)
 
 
 @dataclass(frozen=True)
@@ -158,11 +177,6 @@ class TaskQueue:
         # Core statements go through the session's connection, past the ORM's per-statement machinery:
         # accepting a task is a handful of statements, and the ORM layer was a third of its cost.
         connection = session.connection()
-        if fresh:
-            queued = select(func.count()).select_from(Task).where(Task.status == "queued")
-            depth = connection.execute(queued).scalar() or 0
-            if depth + len(fresh) > self.dispatch.max_queue_depth:
-                raise QueueFull(depth, self.dispatch.max_queue_depth, self.dispatch.retry_after_seconds)
         now, epoch = utcnow(), time.time()
         rows: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
@@ -177,18 +191,22 @@ class TaskQueue:
             data = {"core_id": task.core_id, "action": task.action, "priority": task.priority.label,
                     "timeout": task.timeout, "metadata": task.metadata, "owner": owner}
             events.append({"task_id": row["task_id"], "event_type": "task.created", "timestamp": now, "data": data})
-        if rows:
-            # Core inserts, one executemany each for the batch: the ORM's per-object (or bulk) machinery
-            # was most of the cost of accepting a task. One audit entry per call, not per task.
-            connection.execute(insert(Task.__table__), rows)
-            connection.execute(insert(TaskEvent.__table__), events)
-            ids = [row["task_id"] for row in rows]
-            _audit(session, owner, "task.create", ids[0] if len(ids) == 1 else None, caller,
-                   {"count": len(ids), "task_ids": ids[:100],
-                    "core_ids": sorted({row["core_id"] for row in rows})[:20]})
-            for event in events:
-                log_event(event["event_type"], event["task_id"], event["data"]["core_id"], event["data"])
-        waits = self._estimated_waits(connection, rows)
+        if not rows:
+            return [result for result in results if result is not None]
+        ahead = self._work_ahead(connection, rows)  # read before the insert: it also gives the depth
+        if ahead.depth + len(rows) > self.dispatch.max_queue_depth:
+            raise QueueFull(ahead.depth, self.dispatch.max_queue_depth, self.dispatch.retry_after_seconds)
+        # Core inserts, one executemany each for the batch: the ORM's per-object (or bulk) machinery
+        # was most of the cost of accepting a task. One audit entry per call, not per task.
+        connection.execute(insert(Task.__table__), rows)
+        connection.execute(insert(TaskEvent.__table__), events)
+        ids = [row["task_id"] for row in rows]
+        _audit(session, owner, "task.create", ids[0] if len(ids) == 1 else None, caller,
+               {"count": len(ids), "task_ids": ids[:100],
+                "core_ids": sorted({row["core_id"] for row in rows})[:20]})
+        for event in events:
+            log_event(event["event_type"], event["task_id"], event["data"]["core_id"], event["data"])
+        waits = self._estimated_waits(connection, rows, ahead)
         created = iter(rows)
         out = []
         for result in results:
@@ -485,36 +503,40 @@ class TaskQueue:
                 query = query.where(Task.core_id == core_id)
             return [task_view(t) for t in session.scalars(query.offset(offset).limit(limit))]
 
-    def _estimated_waits(self, connection: Connection, rows: list[dict[str, Any]]) -> dict[str, float]:
+    @staticmethod
+    def _work_ahead(connection: Connection, rows: list[dict[str, Any]]) -> WorkAhead:
+        """The queue depth, and per core of ``rows`` the tasks queued and running there, read in one
+        statement before ``rows`` are inserted. A single task (the common case) uses a statement built
+        once, whose per-core count stops at the new task's place in the queue."""
+        if len(rows) == 1:
+            row = rows[0]
+            depth, queued, running = connection.execute(
+                _QUEUE_STATE_ONE, {"core_id": row["core_id"], "sort_key": row["sort_key"]}).one()
+            return WorkAhead(depth, {row["core_id"]: queued}, {row["core_id"]: running})
+        cores = sorted({row["core_id"] for row in rows})
+        depth = connection.execute(_QUEUE_DEPTH).scalar_one()
+        queued: dict[str, int] = {}
+        running: dict[str, int] = {}
+        for core, status, count in connection.execute(select(Task.core_id, Task.status, func.count()).where(
+                Task.core_id.in_(cores), Task.status.in_(("queued", "running"))).group_by(Task.core_id, Task.status)):
+            (running if status == "running" else queued)[core] = count
+        return WorkAhead(depth, queued, running)
+
+    def _estimated_waits(self, connection: Connection, rows: list[dict[str, Any]],
+                         ahead: WorkAhead) -> dict[str, float]:
         """Seconds until each new task should start: the tasks ahead of it on its core (and those
         running there) divided among the core's slots, times the core's recent task duration. An
         estimate for the caller's planning, not a promise: higher priorities may still overtake.
-        Computed in the enqueue transaction; for a batch, tasks already queued on a core count as ahead
-        (one grouped query instead of one per task)."""
-        if not rows:
-            return {}
-        cores = {row["core_id"] for row in rows}
-        if len(rows) == 1:
-            row = rows[0]
-            ahead = func.count(case((and_(Task.status == "queued", Task.sort_key < row["sort_key"]), 1)))
-            counts = connection.execute(select(func.count(case((Task.status == "running", 1))), ahead).where(
-                Task.core_id == row["core_id"], Task.status.in_(("queued", "running")))).one()
-            running, queued = {row["core_id"]: counts[0]}, {row["core_id"]: counts[1]}
-        else:
-            per_core = connection.execute(select(Task.core_id, Task.status, func.count()).where(
-                Task.core_id.in_(cores), Task.status.in_(("queued", "running"))).group_by(Task.core_id, Task.status))
-            running, queued = {}, {}
-            for core, status, count in per_core:
-                (running if status == "running" else queued)[core] = count
-            queued = {core: count - sum(1 for r in rows if r["core_id"] == core) for core, count in queued.items()}
+        For a batch, tasks already queued on a core count as ahead of all of the batch, and the
+        batch's own tasks as ahead of the later ones."""
         waits: dict[str, float] = {}
         seen: Counter[str] = Counter()
         for row in rows:
             core = row["core_id"]
-            ahead = queued.get(core, 0) + seen[core]
+            before = ahead.queued.get(core, 0) + seen[core]
             seen[core] += 1
             slots = self._core_limit(core)
-            busy = ahead + running.get(core, 0)
+            busy = before + ahead.running.get(core, 0)
             if busy < slots:
                 waits[row["task_id"]] = 0.0
                 continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -130,10 +130,12 @@ def _update(settings: Settings, username: str, body: UserUpdate, actor: str, cal
 
 @router.patch("/users/{username}", response_model=UserOut, responses=errors(404))
 async def update_user(username: Annotated[str, Path(pattern=USERNAME)], body: UserUpdate, settings: SettingsDep,
-                      caller: CallerDep,
+                      caller: CallerDep, request: Request,
                       principal: Annotated[Principal, Depends(require(Permission.USER_UPDATE))]) -> UserOut:
     """Change a user's role, enable or disable them, set a new password, or clear a lockout."""
-    return await run_in_threadpool(_update, settings, username, body, principal.username, caller)
+    updated = await run_in_threadpool(_update, settings, username, body, principal.username, caller)
+    request.app.state.identity_cache.clear()  # the change applies to this process's next request
+    return updated
 
 
 def _audit(settings: Settings, username: str | None, action: str | None, resource: str | None,
