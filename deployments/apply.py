@@ -1,4 +1,4 @@
-"""Apply ORCH to a Prefect server: the work pool, the blocks, then every deployment in ``prefect.yaml``.
+"""Apply ORCH to a Prefect server: the work pools, the blocks, then every deployment in ``prefect.yaml``.
 
 ``python -m deployments.apply`` is what ``orch up`` runs (in parallel with the worker start-up) and
 what an operator runs after changing ``prefect.yaml`` against a long-lived server. The deployments are
@@ -12,9 +12,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import yaml
+
+from orch.stack.pools import INPROCESS_POOL
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_FILE = PROJECT_ROOT / "prefect.yaml"
@@ -63,19 +66,25 @@ def wait_for_server(api_url: str, timeout: float) -> None:
         time.sleep(0.3)
 
 
-def ensure_work_pools(names: list[str]) -> None:
-    """Create each process work pool with Prefect's default job template, leaving existing ones alone."""
+def ensure_work_pools(names: list[str], inprocess: Collection[str] = (INPROCESS_POOL,)) -> None:
+    """Create each work pool with its worker's default job template, leaving existing ones alone.
+
+    Pools named in ``inprocess`` are of ORCH's in-process worker type (their runs execute inside ORCH's
+    worker process, see orch/stack/inprocess.py); every other pool is a Prefect process pool.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.workers.process import ProcessWorker
 
+    from orch.stack.inprocess import InProcessWorker
+
     with get_client(sync_client=True) as client:
         for name in names:
+            worker = InProcessWorker if name in inprocess else ProcessWorker
             with contextlib.suppress(ObjectAlreadyExists):  # an existing pool keeps its settings
                 client.create_work_pool(WorkPoolCreate(
-                    name=name, type="process",
-                    base_job_template=ProcessWorker.get_default_base_job_template()))
+                    name=name, type=worker.type, base_job_template=worker.get_default_base_job_template()))
 
 
 def apply_deployments() -> None:

@@ -1,13 +1,17 @@
-"""End to end: a real service is a target; killed, the sweep fires, the automation runs self-heal on a real
-worker, the service is restarted and healthy, and Slack (HTTP on loopback) and SMTP (aiosmtpd) got one
-message each saying what fired, what healing did and where the run is."""
+"""End to end: a real service is a target; killed, the sweep fires, the automation runs self-heal on ORCH's
+worker process (in-process, as ``orch up`` runs it), the service is restarted and healthy, and Slack (HTTP
+on loopback) and SMTP (aiosmtpd) got one message each saying what fired, what healing did and where the
+run is."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -32,13 +36,16 @@ def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-u
 @pytest.mark.timeout(420)
 def test_killed_service_is_healed_by_the_automation_and_reported_once(
         prefect_server: str, isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.client.orchestration import get_client
+
     from blocks.register import register_blocks
     from deployments.apply import ensure_work_pools
     from deployments.automations import apply_automations
     from flows.monitor_sweep import monitor_sweep
     from orch.monitoring.healing import list_runs
+    from orch.prefect_api import online_workers
 
-    pool = f"orch-e2e-{uuid.uuid4().hex[:8]}"  # its own pool: the worker runs only what this test schedules
+    pool = f"orch-e2e-{uuid.uuid4().hex[:8]}"  # its own in-process pool: the worker runs only this test's runs
     service = Service(tmp_path / "svc")
     service.start()
     worker = None
@@ -63,7 +70,7 @@ def test_killed_service_is_healed_by_the_automation_and_reported_once(
             settings = get_settings()
             upgrade(settings.database, create_database=True)
 
-            ensure_work_pools([pool])
+            ensure_work_pools([pool], inprocess=[pool])
             register_blocks(settings)
             env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
             deployed = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "self-heal/auto",
@@ -72,20 +79,29 @@ def test_killed_service_is_healed_by_the_automation_and_reported_once(
             assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
             assert sorted(apply_automations(settings)) == ["orch-alert-firing", "orch-flow-run-failed"]
             worker_log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+            # Polls every 10 s (Prefect's default): the self-heal run starts on the pool's Scheduled event.
             worker = subprocess.Popen(
-                [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
-                cwd=PROJECT_ROOT, env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, stdout=worker_log,
-                stderr=subprocess.STDOUT, start_new_session=True)
+                [sys.executable, "-m", "orch.stack.worker", "--no-process", "--inprocess-pool", pool, "--name",
+                 "e2e", "--no-dispatcher"], cwd=PROJECT_ROOT, env={**env, "PREFECT_WORKER_QUERY_SECONDS": "10"},
+                stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
+            wait_for(lambda: online_workers(prefect_server, pool) == 1, 60, "the worker online")
 
             assert monitor_sweep()["notices"] == []
             service.kill()
             killed_at = time.monotonic()
             assert monitor_sweep()["notices"] == ["firing:target_down@web"]
+            fired_at = datetime.now(timezone.utc)
 
             wait_for(lambda: slack.requests and smtp.messages, 300, "the self-heal run's notifications")
             assert service.healthy()
             (run,) = list_runs(settings)
             assert run["outcome"] == "healed" and run["flow_run_id"]
+            with get_client(sync_client=True) as client:
+                heal_run = client.read_flow_run(uuid.UUID(run["flow_run_id"]))
+            assert heal_run.infrastructure_pid == f"orch-inprocess:{socket.gethostname()}"  # no process per run
+            assert heal_run.state.is_completed() and heal_run.start_time is not None
+            # A process per run took 17-21 s here; in-process it is the automation plus the event: about 1 s.
+            assert (heal_run.start_time - fired_at).total_seconds() < 5, heal_run.start_time - fired_at
             time.sleep(2)  # nothing else may arrive: one message each
             (message,) = slack.json_bodies()
             (mail,) = smtp.messages

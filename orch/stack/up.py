@@ -22,6 +22,7 @@ from pathlib import Path
 from orch.config.loader import CONFIG_PATH_ENV, HOME_ENV, project_home, read_environ
 from orch.config.schema import Settings
 from orch.errors import OrchError
+from orch.stack.pools import INPROCESS_POOL, PROCESS_POOL
 from orch.stack.preflight import ensure_port_free, ensure_writable_dir
 from orch.stack.supervisor import Component, Running, Supervisor
 
@@ -102,7 +103,7 @@ def components(settings: Settings, env: dict[str, str], pool: str) -> dict[str, 
 
 def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], None]) -> int:
     """Run until a signal; 0 after a clean stop, raises :class:`StackError` when it cannot run."""
-    from deployments.apply import deployment_names, work_pools
+    from deployments.apply import deployment_names
 
     started = time.monotonic()
     data_dir = Path(settings.data_dir)
@@ -116,7 +117,7 @@ def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], 
     env = child_environment(settings, config_path)
     say("database " + _initialise_database(env))
 
-    pool = work_pools()[0]
+    pool = PROCESS_POOL
     urls = plan_urls(settings)
     plan = components(settings, env, pool)
     supervisor = Supervisor(log_dir)
@@ -135,7 +136,7 @@ def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], 
             say(f"  Prefect UI:   {urls.prefect_ui}")
         say(f"  Prefect API:  {urls.prefect_api}")
         say(f"  ORCH API:     {urls.orch_api}   (docs: {urls.docs})")
-        say(f"  Deployments:  {', '.join(deployment_names())} (work pool {pool})")
+        say(f"  Deployments:  {', '.join(deployment_names())} (work pools {pool}, {INPROCESS_POOL})")
         say(f"  Logs:         {log_dir}")
         say("Press Ctrl-C to stop.")
         _watch(plan, supervisor, stop, say)
@@ -188,7 +189,7 @@ def _all_up(urls: StackUrls, pool: str, supervisor: Supervisor) -> bool:
                 return False
     except Exception:  # noqa: BLE001 - not up yet, whatever the reason
         return False
-    return online_workers(urls.prefect_api, pool) > 0
+    return online_workers(urls.prefect_api, pool) > 0 and online_workers(urls.prefect_api, INPROCESS_POOL) > 0
 
 
 def _wait(ready: Callable[[], bool], supervisor: Supervisor, stop: threading.Event, what: str,

@@ -1,0 +1,193 @@
+"""The ``orch-inprocess`` work pool: Prefect flow runs executed in a thread of ORCH's worker process.
+
+Why it exists. A process worker starts every flow run as a new Python process that imports Prefect
+and ORCH again: about 6 CPU-s and 5-15 s of wall time per run on this project's 2-core machine. For
+the monitoring sweep (one run a minute) that is 10 % of a core, and for ``self-heal`` it was most of
+the time to heal. The worker process (:mod:`orch.stack.worker`) has both imported already, so the
+runs of this pool are executed there, in threads, through Prefect's own flow engine
+(:func:`prefect.flow_engine.run_flow`): they stay real flow runs (state, retries, logs, pause for
+input, UI), scheduled by ``prefect.yaml`` and started by automations exactly as before.
+
+Why a work pool rather than a sweep loop calling the flow (option b in the README). A loop in every
+worker process would sweep once per host and, next to the ``prefect.yaml`` schedule, twice per
+interval; healing as a subflow would bypass the ``orch-alert-firing`` automation the issue names, or
+heal twice. With a pool, Prefect hands each scheduled or automation-created run to exactly one
+worker (the Pending transition is the claim), on one host or many, and the deployments keep working
+from the UI and ``prefect deployment run``.
+
+Latency. Besides the usual poll (``PREFECT_WORKER_QUERY_SECONDS``), the worker subscribes to the
+``prefect.flow-run.Scheduled`` events of its pool and polls at once when one arrives, so a run the
+automation creates starts within tens of milliseconds without polling every second (each poll costs
+CPU in the worker and in the Prefect server).
+
+What in-process means for a flow. It shares the worker's settings (loaded once per process, like the
+dispatcher's: a config change needs a worker restart), its environment (a deployment's ``env`` job
+variables are not applied) and its working directory. Only ORCH's own flows (modules of this
+checkout) run here; anything else is refused with the reason, and belongs on ``orch-process``.
+A running in-process run cannot be killed from the UI (there is no process to kill): it ends on its
+own. On SIGTERM the worker stops taking runs, gives running ones :data:`STOP_GRACE_SECONDS`, and
+reports what is still running as Crashed, so no run is left Running forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import socket
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+from prefect.exceptions import InfrastructureNotAvailable
+from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
+
+from orch.logging_config import get_logger
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.flows import Flow
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+WORKER_TYPE = "orch-inprocess"
+STOP_GRACE_SECONDS = 5.0
+RESUBSCRIBE_SECONDS = 5.0
+
+log = get_logger(__name__)
+
+
+class InProcessResult(BaseWorkerResult):
+    """Exit status of one in-process run: 0 when the engine reached a final state, 1 when it raised."""
+
+
+class RefusedEntrypoint(Exception):
+    """A deployment of the in-process pool whose flow is not one of this checkout's modules."""
+
+
+def resolve_flow(entrypoint: str) -> Flow[..., Any]:
+    """``flows/monitor_sweep.py:monitor_sweep`` -> the flow object of the already imported module.
+
+    Imported by module name (cached after the first run) rather than executed from the file each time,
+    so every run reuses the worker's imports; the file must be inside this checkout.
+    """
+    from prefect.flows import Flow
+
+    path, _, name = entrypoint.partition(":")
+    file = (PROJECT_ROOT / path).resolve()
+    if not name or file.suffix != ".py" or not file.is_relative_to(PROJECT_ROOT) or not file.is_file():
+        raise RefusedEntrypoint(f"entrypoint {entrypoint!r} is not a flow module of {PROJECT_ROOT}; "
+                                f"deploy it to a process work pool instead")
+    module = importlib.import_module(".".join(file.relative_to(PROJECT_ROOT).with_suffix("").parts))
+    found = getattr(module, name, None)
+    if not isinstance(found, Flow):
+        raise RefusedEntrypoint(f"entrypoint {entrypoint!r} names no Prefect flow")
+    return found
+
+
+class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessResult]):
+    """A Prefect worker whose "infrastructure" is a thread of this process."""
+
+    type = WORKER_TYPE
+    job_configuration = BaseJobConfiguration
+    job_configuration_variables = BaseVariables
+    _description = "Runs ORCH's own flows in a thread of ORCH's long-lived worker process (no process per run)."
+    _display_name = "ORCH in-process"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._accepting = True
+        self._running: dict[Any, tuple[FlowRun, threading.Thread]] = {}
+        self._identifier = f"orch-inprocess:{socket.gethostname()}"
+
+    async def start(self, *args: Any, **kwargs: Any) -> None:
+        """Prefect's worker loops, plus a poll whenever a run is scheduled in this pool."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._poll_on_scheduled_events)
+            await super().start(*args, **kwargs)
+            group.cancel_scope.cancel()
+
+    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+        if not self._accepting:
+            return []
+        return await super().get_and_submit_flow_runs()
+
+    async def run(self, flow_run: FlowRun, configuration: BaseJobConfiguration,
+                  task_status: anyio.abc.TaskStatus[str] | None = None) -> InProcessResult:
+        """Execute the run in a thread through Prefect's flow engine; return when it has finished."""
+        deployment = await self.client.read_deployment(flow_run.deployment_id)
+        flow = resolve_flow(deployment.entrypoint or "")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+        thread = threading.Thread(target=self._execute, args=(flow, flow_run, loop, done),
+                                  name=f"orch-run-{flow_run.name}", daemon=True)
+        self._running[flow_run.id] = (flow_run, thread)
+        thread.start()
+        if task_status is not None:
+            task_status.started(self._identifier)
+        try:
+            status = await asyncio.shield(done)
+        finally:
+            self._running.pop(flow_run.id, None)
+        return InProcessResult(identifier=self._identifier, status_code=status)
+
+    @staticmethod
+    def _execute(flow: Flow[..., Any], flow_run: FlowRun, loop: asyncio.AbstractEventLoop,
+                 done: asyncio.Future[int]) -> None:
+        """The thread: the engine records the outcome (Completed/Failed) itself; whatever escapes it
+        is logged here and never reaches the dispatcher or the worker loops."""
+        from prefect.flow_engine import run_flow
+        from prefect.logging.loggers import flow_run_logger
+
+        status = 0
+        try:
+            run_flow(flow, flow_run=flow_run, return_type="state", error_logger=flow_run_logger(flow_run))
+        except BaseException:  # noqa: BLE001 - a run's failure must not end the worker
+            log.exception("in-process flow run %s raised out of the engine", flow_run.name)
+            status = 1
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting anyway
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(status))
+
+    async def drain(self, grace: float = STOP_GRACE_SECONDS) -> list[str]:
+        """Stop taking runs; wait up to ``grace`` s for running ones, report the rest Crashed.
+
+        Returns the names of the runs reported Crashed. A thread cannot be killed; the process exits
+        right after this, and the run's record says why it ended.
+        """
+        self._accepting = False
+        deadline = asyncio.get_running_loop().time() + grace
+        while self._running and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        crashed = []
+        for flow_run, _thread in list(self._running.values()):
+            await self._propose_crashed_state(flow_run, "the ORCH worker stopped while this run was in progress "
+                                                        f"(it had {grace:g} s to finish)")
+            crashed.append(flow_run.name)
+        return crashed
+
+    async def kill_infrastructure(self, infrastructure_pid: str, configuration: BaseJobConfiguration,
+                                  grace_seconds: int = 30) -> None:
+        """A run in a thread of the worker has no process of its own to kill."""
+        raise InfrastructureNotAvailable("the run executes inside the ORCH worker process and ends on its own")
+
+    async def _poll_on_scheduled_events(self) -> None:
+        """Poll as soon as a flow run is scheduled in this pool; the periodic poll covers any gap
+        (events missed while the websocket reconnects, runs scheduled for later)."""
+        from prefect.events.clients import get_events_subscriber
+        from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
+
+        while self._work_pool is None:
+            await anyio.sleep(0.2)
+        wanted = EventFilter(event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
+                             any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{self._work_pool.id}"]))
+        while True:
+            try:
+                async with get_events_subscriber(filter=wanted, reconnect_on_clean_close=True) as events:
+                    async for _event in events:
+                        if self.is_setup:
+                            await self.get_and_submit_flow_runs()
+            except Exception as exc:  # noqa: BLE001 - the periodic poll still runs; try again shortly
+                log.warning("in-process worker: event subscription lost (%s); retrying in %g s",
+                            exc, RESUBSCRIBE_SECONDS)
+            await anyio.sleep(RESUBSCRIBE_SECONDS)
