@@ -17,7 +17,7 @@ from orch.config.schema import Settings
 from orch.dispatch.locks import LockManager
 from orch.dispatch.queue import TERMINAL
 from orch.storage.engine import get_engine, is_sqlite, session_scope
-from orch.storage.models import AuditRecord, MonitorSample, Task, TaskEvent
+from orch.storage.models import AlertEvent, AuditRecord, HealRun, MonitorSample, Task, TaskEvent
 from orch.storage.types import utcnow
 
 SQLITE_STEPS = ("ANALYZE", "REINDEX", "VACUUM", "PRAGMA optimize")
@@ -52,11 +52,14 @@ def purge(settings: Settings) -> dict[str, int]:
     now = utcnow()
     removed = {"expired_locks": LockManager(settings).cleanup_expired()}
     events_cutoff = now - timedelta(days=settings.maintenance.events_retention_days)
+    monitoring_cutoff = now - timedelta(seconds=settings.monitoring.metrics_retention)
     finished = select(Task.task_id).where(Task.status.in_(TERMINAL), Task.finished_at < events_cutoff)
     plans = {
         "task_events": delete(TaskEvent).where(TaskEvent.timestamp < events_cutoff, TaskEvent.task_id.in_(finished)),
-        "monitor_samples": delete(MonitorSample).where(
-            MonitorSample.timestamp < now - timedelta(seconds=settings.monitoring.metrics_retention)),
+        # Monitoring history shares one retention: alert changes and heal runs are read beside the samples.
+        "monitor_samples": delete(MonitorSample).where(MonitorSample.timestamp < monitoring_cutoff),
+        "alert_events": delete(AlertEvent).where(AlertEvent.timestamp < monitoring_cutoff),
+        "heal_runs": delete(HealRun).where(HealRun.started_at < monitoring_cutoff),
         "audit_records": delete(AuditRecord).where(
             AuditRecord.timestamp < now - timedelta(days=settings.maintenance.audit_retention_days)),
     }

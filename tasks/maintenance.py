@@ -13,7 +13,8 @@ from tasks.db import RETRIES
 
 @task(name="purge-past-retention", **RETRIES)
 def purge() -> dict[str, int]:
-    """Expired locks, old events of finished tasks, old monitoring samples and audit records."""
+    """Expired locks, old events of finished tasks, old monitoring samples, alert changes and heal runs,
+    and old audit records."""
     return maintenance.purge(get_settings())
 
 

@@ -20,7 +20,7 @@ from orch.dispatch.queue import TaskQueue
 from orch.dispatch.request import validate
 from orch.storage.engine import dispose_engines, session_scope
 from orch.storage.migrate import upgrade
-from orch.storage.models import AuditRecord, MonitorSample, ResourceLock, Task, TaskEvent
+from orch.storage.models import AlertEvent, AuditRecord, HealRun, MonitorSample, ResourceLock, Task, TaskEvent
 from orch.storage.types import utcnow
 
 
@@ -160,6 +160,12 @@ def test_db_maintenance_flow_purges_past_retention_and_optimises(
             MonitorSample(timestamp=now - timedelta(seconds=settings.monitoring.metrics_retention + 60),
                           metric="cpu_percent", subject="host", value=1.0),
             MonitorSample(timestamp=now, metric="cpu_percent", subject="host", value=2.0),
+            *[AlertEvent(timestamp=now - timedelta(seconds=settings.monitoring.metrics_retention + age),
+                         alert_name="target_down", target=target, state="firing", severity="critical")
+              for target, age in (("old", 60), ("kept", -60))],
+            *[HealRun(started_at=now - timedelta(seconds=settings.monitoring.metrics_retention + age),
+                      target=target, alert_name="target_down", outcome="healed")
+              for target, age in (("old", 60), ("kept", -60))],
             ResourceLock(resource="db:orders", owner="gone", priority=1, acquired_at=long_ago,
                          expires_at=long_ago),
         ])
@@ -168,11 +174,14 @@ def test_db_maintenance_flow_purges_past_retention_and_optimises(
     state = db_maintenance(return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
-    assert result["purged"] == {"expired_locks": 1, "task_events": 1, "monitor_samples": 1, "audit_records": 1}
+    assert result["purged"] == {"expired_locks": 1, "task_events": 1, "monitor_samples": 1, "alert_events": 1,
+                                "heal_runs": 1, "audit_records": 1}
     with session_scope(settings.database) as session:
         assert session.scalars(select(TaskEvent.task_id)).all() == [new_task]  # recent events stay
         assert session.get(Task, old_task) is not None  # the task row stays
         assert [s.value for s in session.scalars(select(MonitorSample))] == [2.0]
+        assert session.scalars(select(AlertEvent.target)).all() == ["kept"]
+        assert session.scalars(select(HealRun.target)).all() == ["kept"]
         assert session.scalars(select(ResourceLock.resource)).all() == []  # and the maintenance lock went
     assert count(settings, AuditRecord) == audits_before - 1
     expected = ["ANALYZE", "REINDEX", "VACUUM", "PRAGMA optimize"] if database_url.startswith("sqlite") \

@@ -271,7 +271,8 @@ class AlertingSettings(Section):
 
 class MonitoringSettings(Section):
     interval: int = Field(default=60, gt=0, description="Seconds between monitoring sweeps.")
-    metrics_retention: int = Field(default=2592000, gt=0, description="Seconds samples are kept.")
+    metrics_retention: int = Field(default=2592000, gt=0, description="Seconds samples, alert changes "
+                                   "(alert_events) and self-healing runs (heal_runs) are kept.")
     alert_thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
     self_healing: SelfHealingSettings = Field(default_factory=SelfHealingSettings)
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
