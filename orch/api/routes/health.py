@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import func, select
 
 from orch import __version__
@@ -58,11 +58,15 @@ class HealthResponse(BaseModel):
 
 class _Cache:
     """The last answer of the component checks. A stale answer is served while one background refresh
-    runs, so probes never queue behind a slow check; only the very first request waits for one."""
+    runs, so probes never queue behind a slow check; only the very first request waits for one.
+
+    The overall status and the components' JSON are worked out once per refresh, not per probe."""
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self.value: dict[str, ComponentHealth] | None = None
+        self.status: Literal["ok", "degraded", "down"] = "ok"
+        self.components_json = b"{}"
         self.at = 0.0
         self.refreshing: asyncio.Task[None] | None = None
 
@@ -76,8 +80,21 @@ class _Cache:
         return self.value
 
     async def _refresh(self, settings: Settings) -> None:
-        self.value = await run_in_threadpool(_check_all, settings)
-        self.at = time.monotonic()
+        value = await run_in_threadpool(_check_all, settings)
+        self.status = _overall(value)
+        self.components_json = _COMPONENTS.dump_json(value, exclude_none=True)
+        self.value, self.at = value, time.monotonic()
+
+
+_COMPONENTS = TypeAdapter(dict[str, ComponentHealth])
+
+
+def _overall(components: dict[str, ComponentHealth]) -> Literal["ok", "degraded", "down"]:
+    if components["database"].status != "ok":
+        return "down"
+    if any(c.status in ("degraded", "down") for c in components.values()):
+        return "degraded"
+    return "ok"
 
 
 @router.get("/healthz")
@@ -91,7 +108,7 @@ async def healthz() -> dict[str, str]:
 async def health(request: Request, response: Response,
                  token: Annotated[str | None, Depends(oauth2_scheme)],
                  detailed: bool = Query(False, description="Add queue, task, lock and request counts "
-                                        "(needs a token with system:monitor).")) -> HealthResponse:
+                                        "(needs a token with system:monitor).")) -> HealthResponse | Response:
     """'down' (503) without the database; 'degraded' (200) when Prefect, the dispatchers or the
     monitor are not well, because the API still accepts work that will run once they are back.
 
@@ -99,21 +116,21 @@ async def health(request: Request, response: Response,
     """
     app = request.app
     settings: Settings = app.state.settings
-    details = None
-    if detailed:
-        await authorize(request, token, Permission.SYSTEM_MONITOR)
-        details = await run_in_threadpool(_details, settings, app.state.metrics.total)
-    components = await app.state.health_cache.get(settings)
-    status: Literal["ok", "degraded", "down"] = "ok"
-    if components["database"].status != "ok":
-        status = "down"
-    elif any(c.status in ("degraded", "down") for c in components.values()):
-        status = "degraded"
-    if status == "down":
+    cache: _Cache = app.state.health_cache
+    uptime = round(time.monotonic() - app.state.started, 1)
+    if not detailed:  # the probe path: the cached components' JSON inside a small envelope
+        await cache.get(settings)
+        head = json.dumps({"status": cache.status, "timestamp": datetime.now(UTC).isoformat(),
+                           "version": __version__, "uptime_seconds": uptime}, separators=(",", ":"))
+        return Response(content=head[:-1].encode() + b',"components":' + cache.components_json + b"}",
+                        media_type="application/json", status_code=503 if cache.status == "down" else 200)
+    await authorize(request, token, Permission.SYSTEM_MONITOR)
+    details = await run_in_threadpool(_details, settings, app.state.metrics.total)
+    components = await cache.get(settings)
+    if cache.status == "down":
         response.status_code = 503
-    return HealthResponse(status=status, timestamp=datetime.now(UTC), version=__version__,
-                          uptime_seconds=round(time.monotonic() - app.state.started, 1),
-                          components=components, details=details)
+    return HealthResponse(status=cache.status, timestamp=datetime.now(UTC), version=__version__,
+                          uptime_seconds=uptime, components=components, details=details)
 
 
 @router.get("/events/health", response_class=StreamingResponse,
