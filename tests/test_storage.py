@@ -6,12 +6,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from support import free_port, run_orch
 
 from orch.config.schema import DatabaseSettings
-from orch.storage.engine import StorageError, get_engine, session_scope
+from orch.storage.engine import StorageError, connection_scope, get_engine, session_scope
 from orch.storage.health import check_database
 from orch.storage.migrate import current_revision, head_revision, upgrade
 from orch.storage.models import AuditRecord, Base, Task, TaskEvent
@@ -97,6 +97,20 @@ def test_failed_transaction_leaves_no_rows(database: DatabaseSettings) -> None:
         raise RuntimeError("boom")
     with session_scope(database) as session:
         assert session.scalar(select(func.count()).select_from(AuditRecord)) == 0
+
+
+@pytest.mark.parametrize("write_lock", [False, True])
+def test_connection_scope_commits_or_leaves_nothing(database: DatabaseSettings, write_lock: bool) -> None:
+    """The ORM-less scope has the session scope's guarantees: a commit, or no rows at all."""
+    row = {"actor": "t", "action": "x", "resource": "r", "details": {}, "success": True,
+           "timestamp": datetime.now(timezone.utc)}
+    with connection_scope(database, write_lock=write_lock) as connection:
+        connection.execute(insert(AuditRecord.__table__), row)
+    with pytest.raises(RuntimeError), connection_scope(database, write_lock=write_lock) as connection:
+        connection.execute(insert(AuditRecord.__table__), {**row, "action": "y"})
+        raise RuntimeError("boom")
+    with session_scope(database) as session:
+        assert list(session.scalars(select(AuditRecord.action))) == ["x"]
 
 
 def test_check_counts_tasks_of_the_last_hour(database: DatabaseSettings) -> None:

@@ -26,7 +26,7 @@ from orch.config.schema import Settings
 from orch.dispatch.errors import InvalidTask
 from orch.dispatch.queue import TaskQueue
 from orch.security.webhook_signature import SignatureError, verify
-from orch.storage.engine import session_scope
+from orch.storage.engine import connection_scope
 from orch.storage.models import WebhookDelivery
 from orch.storage.types import utcnow
 
@@ -57,12 +57,12 @@ def _record(settings: Settings, digest: str, event: WebhookEvent, caller: Caller
     if time.monotonic() - state.last_purge > PURGE_EVERY_SECONDS:
         state.last_purge = time.monotonic()
         horizon = now - timedelta(seconds=2 * settings.security.webhook_tolerance_seconds)
-        with session_scope(settings.database, write_lock=True) as session:
-            session.execute(delete(WebhookDelivery).where(WebhookDelivery.received_at < horizon))
+        with connection_scope(settings.database, write_lock=True) as connection:
+            connection.execute(delete(WebhookDelivery).where(WebhookDelivery.received_at < horizon))
     if event.event != "ping" and not event.task_id:
         raise InvalidTask([f"task_id: required for {event.event}"])
-    with session_scope(settings.database, write_lock=True) as session:  # a replay fails here
-        session.connection().execute(_REMEMBER, {"signature": digest, "event": event.event, "received_at": now})
+    with connection_scope(settings.database, write_lock=True) as connection:  # a replay fails here
+        connection.execute(_REMEMBER, {"signature": digest, "event": event.event, "received_at": now})
     if event.event == "ping":
         return WebhookAccepted(event="ping")
     queue = TaskQueue(settings)
@@ -71,8 +71,8 @@ def _record(settings: Settings, digest: str, event: WebhookEvent, caller: Caller
         view = queue.report(event.task_id, task["core_id"], TASK_EVENTS[event.event], attempt=event.attempt,
                             result=event.result, error=event.error, caller=caller)
     except Exception:  # refused or failed: forget the delivery so that it may be sent again
-        with session_scope(settings.database, write_lock=True) as session:
-            session.execute(delete(WebhookDelivery).where(WebhookDelivery.signature == digest))
+        with connection_scope(settings.database, write_lock=True) as connection:
+            connection.execute(delete(WebhookDelivery).where(WebhookDelivery.signature == digest))
         raise
     return WebhookAccepted(event=event.event, task_status=view["status"])
 
