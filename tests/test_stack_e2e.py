@@ -111,6 +111,19 @@ def run_db_health(stack: Stack) -> str:
     return str(run["id"])
 
 
+def run_in_process(stack: Stack, deployment_id: str) -> dict:
+    """Run a deployment of the ``orch-inprocess`` pool; the run must execute inside the worker process."""
+    run = httpx.post(f"{stack.prefect_api}/deployments/{deployment_id}/create_flow_run", json={}, timeout=10).json()
+    deadline = time.monotonic() + 60
+    while True:
+        found = httpx.get(f"{stack.prefect_api}/flow_runs/{run['id']}", timeout=10).json()
+        if found["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            assert found["infrastructure_pid"] == f"orch-inprocess:{socket.gethostname()}", found
+            return dict(found)
+        assert time.monotonic() < deadline, found["state"]
+        time.sleep(0.25)
+
+
 def wait_for(check, within: float) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -153,6 +166,9 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
         hourly = deployment(stack, "hourly")
         assert hourly["work_pool_name"] == "orch-process"
         assert [s["schedule"]["cron"] for s in hourly["schedules"] if s["active"]] == ["0 * * * *"]
+        sweep = deployment(stack, "interval")
+        assert sweep["work_pool_name"] == deployment(stack, "auto")["work_pool_name"] == "orch-inprocess"
+        assert run_in_process(stack, sweep["id"])["state"]["type"] == "COMPLETED"  # in the worker's process
 
         api = next(p for p in descendants(stack.process.pid) if "orch.api.server" in " ".join(p.cmdline()))
         api.kill()  # a component that dies is restarted, and says so

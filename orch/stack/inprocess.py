@@ -96,6 +96,9 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
     _display_name = "ORCH in-process"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No prefetch: a run is taken when it is due, so a thread never sits waiting for a start time
+        # (and a stop never finds runs that were taken but not started).
+        kwargs.setdefault("prefetch_seconds", 0)
         super().__init__(*args, **kwargs)
         self._accepting = True
         self._running: dict[Any, tuple[FlowRun, threading.Thread]] = {}
