@@ -9,6 +9,7 @@ database, so every API replica reports the same values for them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
@@ -42,6 +43,21 @@ class ApiMetrics:
         self.rate_limited = Counter("orch_rate_limited_total", "Requests refused by the rate limit.",
                                     registry=r)
         self.total = 0  # requests served by this process, for /health?detailed=true
+        self._per_request: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+        """Count one answered request. The labelled children are looked up once per label set (the
+        set is bounded: route templates), not on every request."""
+        self.total += 1
+        key = (method, endpoint, status)
+        children = self._per_request.get(key)
+        if children is None:
+            children = self._per_request[key] = (self.requests.labels(method, endpoint, str(status)),
+                                                  self.duration.labels(method, endpoint))
+        children[0].inc()
+        children[1].observe(seconds)
+        if status == 429:
+            self.rate_limited.inc()
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

@@ -56,12 +56,7 @@ class AccessLogMiddleware:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "<unmatched>"
             method = scope["method"]
-            metrics = self.metrics
-            metrics.total += 1
-            metrics.requests.labels(method, endpoint, str(status)).inc()
-            metrics.duration.labels(method, endpoint).observe(elapsed)
-            if status == 429:
-                metrics.rate_limited.inc()
+            self.metrics.observe_request(method, endpoint, status, elapsed)
             state = scope.get("state") or {}
             client = scope.get("client")
             access_log.info(
