@@ -1,9 +1,11 @@
 """The monitoring sweep: measure, store, evaluate the alert rules, and act on what changed.
 
-Scheduled every ``monitoring.interval`` seconds (``prefect.yaml``). A firing target alert becomes the
-Prefect event ``orch.alert.firing`` about ``orch.target.<name>``; the automation ``deployments/`` creates
-runs ``self-heal`` for it, and that run tells a human what fired and what healing did. Everything else
-that changed (thresholds, anomalies, resolutions, flapping) is notified here, one message per target.
+Scheduled every ``monitoring.interval`` seconds (``prefect.yaml``) on the ``orch-inprocess`` pool: each
+run executes in a thread of ORCH's worker process (orch/stack/inprocess.py), so a sweep costs its own
+work and not a Python start. A firing target alert becomes the Prefect event ``orch.alert.firing`` about
+``orch.target.<name>``; the automation ``deployments/`` creates runs ``self-heal`` for it, and that run
+tells a human what fired and what healing did. Everything else that changed (thresholds, anomalies,
+resolutions, flapping) is notified here, one message per target.
 """
 
 from __future__ import annotations

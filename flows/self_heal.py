@@ -6,6 +6,9 @@ exhausted a human is paged. Before acting: the switches, maintenance mode, silen
 circuit breaker (``max_runs_per_hour`` per target). Actions listed in ``require_approval`` pause the run
 for input in the Prefect UI; no answer within ``approval_timeout`` means no. ``dry_run`` logs and audits
 the plan and changes nothing. Every step is audited and emitted as a Prefect event.
+
+The ``self-heal/auto`` deployment is on the ``orch-inprocess`` pool: the run starts within about a second
+of the automation creating it, in a thread of ORCH's worker process (orch/stack/inprocess.py).
 """
 
 from __future__ import annotations
