@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import re
+import stat
 import sys
 import threading
 import weakref
@@ -303,10 +304,37 @@ def _file_handler(path: str, max_bytes: int, backup_count: int) -> logging.Handl
     # Imported here: logging.handlers pulls in socket and pickle, and most importers never write a file.
     import logging.handlers
 
+    class SizeCountingRotatingFileHandler(logging.handlers.RotatingFileHandler):
+        """Rotation by a byte count kept in memory instead of asking the file system on every record.
+
+        Python 3.11's check stats the path twice and seeks the file for each line, four system calls
+        per record, and the API writes a line per request. Only one process writes this file (see
+        :func:`configure_process_logging`), so the count it keeps is the file's size.
+        """
+
+        _size = 0
+        _pending = 0
+        _regular = True
+
+        def _open(self):  # type: ignore[no-untyped-def]
+            stream = super()._open()
+            info = os.fstat(stream.fileno())
+            self._size, self._regular = info.st_size, stat.S_ISREG(info.st_mode)  # never roll a device
+            return stream
+
+        def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 - the stdlib's name
+            if self.stream is None:
+                self.stream = self._open()
+            message = self.format(record)
+            self._pending = (len(message) if message.isascii() else len(message.encode("utf-8"))) + 1
+            return self._regular and 0 < self.maxBytes <= self._size + self._pending
+
+        def emit(self, record: logging.LogRecord) -> None:
+            super().emit(record)
+            self._size += self._pending
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return logging.handlers.RotatingFileHandler(
-        path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
-    )
+    return SizeCountingRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8")
 
 
 def _level_from_env() -> str | None:

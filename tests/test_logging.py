@@ -122,6 +122,18 @@ def test_file_rotates_at_max_size(tmp_path: Path) -> None:
     assert "line 099" in Path(settings.file).read_text(encoding="utf-8")
 
 
+def test_rotation_counts_what_the_file_already_held(tmp_path: Path) -> None:
+    """A restarted process appends to the existing file; its size counts toward max_size."""
+    settings = make_settings(tmp_path, format="text", max_size=300, backup_count=2)
+    log_file = Path(settings.file)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text("x" * 249 + "\n", encoding="utf-8")
+    configure_logging(settings, allow_file_in_pytest=True)
+    get_logger("tasks.rotation").warning("a line that no longer fits in the first file")
+    assert (log_file.parent / "orch.log.1").read_text(encoding="utf-8") == "x" * 249 + "\n"
+    assert "no longer fits" in log_file.read_text(encoding="utf-8")
+
+
 def test_log_file_parent_directory_is_created(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, file=str(tmp_path / "a" / "b" / "orch.log"))
     configure_logging(settings, allow_file_in_pytest=True)
