@@ -224,9 +224,11 @@ def configure_logging(
         _restore()
         testing = in_pytest()
         level = _level_from_env() or ("WARNING" if testing else settings.level)
-        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+        console = logging.StreamHandler(sys.stderr)
+        handlers: list[logging.Handler] = [console]
         if settings.file and (allow_file_in_pytest or not testing):
             handlers.append(_file_handler(settings.file, settings.max_size, settings.backup_count))
+            console.setLevel(settings.console_level)  # the file has every line; stderr need not repeat them
         formatter = _json_formatter() if settings.format == "json" else logging.Formatter(TEXT_FORMAT)
         redacting = RedactingFilter()
         for handler in handlers:

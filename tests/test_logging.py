@@ -389,6 +389,24 @@ def test_outside_pytest_settings_level_and_file_apply(
     assert record["message"] == "debug line"
 
 
+def test_with_a_file_stderr_gets_console_level_and_above(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The API writes the file; its stderr (journal, orch up's api.log) must not repeat every line."""
+    leave_pytest(monkeypatch)
+    settings = make_settings(tmp_path, level="INFO")
+    configure_logging(settings)
+    get_logger("orch.api.access").info("GET /health 200")
+    get_logger("orch.api").warning("database slow")
+    err = capsys.readouterr().err
+    assert "database slow" in err and "GET /health" not in err
+    assert [r["message"] for r in read_json_lines(Path(settings.file))] == ["GET /health 200", "database slow"]
+
+    configure_logging(make_settings(tmp_path, level="INFO", console_level="INFO"), force=True)
+    get_logger("orch.api.access").info("GET /healthz 200")
+    assert "GET /healthz" in capsys.readouterr().err
+
+
 # --- ownership, Prefect and idempotency ------------------------------------------------------------------
 
 

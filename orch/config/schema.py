@@ -343,9 +343,14 @@ class LoggingSettings(Section):
                                    "(beside the database copy); empty or null: database only.")
     max_size: int = Field(default=100 * 1024**2, description="Bytes, or a string such as 100MB.")
     backup_count: int = Field(default=10, ge=0)
+    console_level: str = Field(default="WARNING", description="Level of the stderr copy in a process that "
+                               "also writes `file` (the API): a line per request is then written once, to "
+                               "the rotated file, while the journal or orch up's api.log keep warnings and "
+                               "errors. INFO copies every line to stderr too. Other processes log `level` "
+                               "to stderr, their only output.")
     loggers: dict[str, str] = Field(default_factory=lambda: {"uvicorn": "WARNING"})
 
-    @field_validator("level")
+    @field_validator("level", "console_level")
     @classmethod
     def _level(cls, value: str) -> str:
         upper = str(value).upper()
