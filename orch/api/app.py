@@ -75,7 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Task dispatch, operations and health for ORCH-Next. Authenticate with "
                               "POST /auth/token and send `Authorization: Bearer <token>`.",
                   docs_url="/docs" if docs else None, redoc_url=None,
-                  openapi_url="/openapi.json" if docs else None)
+                  openapi_url="/openapi.json" if docs else None,
+                  # ORCH's metrics are Prometheus (/metrics); FastAPI's own OpenTelemetry hooks, never
+                  # configured here, looked up three providers on every request.
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
     app.state.started = time.monotonic()
     app.state.metrics = ApiMetrics()
