@@ -115,11 +115,15 @@ class Service:
 
 
 def start_prefect(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """``prefect server start`` with the tuning ``orch up`` gives its server."""
+    from orch.stack.up import PREFECT_TUNING
+
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     log = open(home / "prefect-server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                                "--analytics-off", "--no-ui"], env={**env, "PREFECT_HOME": str(home / "prefect")},
+                                "--analytics-off", "--no-ui"],
+                               env={**env, **PREFECT_TUNING, "PREFECT_HOME": str(home / "prefect")},
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
     while True:

@@ -2,8 +2,9 @@
 ``python -m orch.stack.worker`` (dispatcher included) and deployments of ORCH's own flows on the pool.
 
 One worker process for all of it: a flow run that fails in a thread leaves the worker and its dispatcher
-running; a deployment that is not one of this checkout's flows is refused with the reason; SIGTERM while
-a run is in progress exits 0 within the stop window and reports that run Crashed, never left Running."""
+running; a deployment that is not one of this checkout's flows is refused with the reason; a run due
+later starts at its time, not a poll later; SIGTERM while a run is in progress exits 0 within the stop
+window and reports that run Crashed, never left Running."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ def final_state(client: Any, run_id: uuid.UUID, within: float) -> Any:
 def test_inprocess_runs_fail_alone_refuse_foreign_code_and_stop_cleanly(
         prefect_server: str, isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
 
     from deployments.apply import ensure_work_pools
     from flows.self_heal import self_heal
@@ -89,11 +92,22 @@ def test_inprocess_runs_fail_alone_refuse_foreign_code_and_stop_cleanly(
             assert '"status": "completed"' in dispatched.stdout, dispatched.stdout + dispatched.stderr
             assert worker.poll() is None  # the failed run took neither the worker nor its dispatcher down
 
+            # Due in 3 s: taken at its start time (the worker polls only every 10 s, Prefect's default).
+            due = datetime.now(timezone.utc) + timedelta(seconds=3)
+            later = client.create_flow_run_from_deployment(ours, parameters={"target": "stuck", "dry_run": True},
+                                                           state=Scheduled(scheduled_time=due))
+            planned = final_state(client, later.id, 30)
+            assert planned.state.is_completed() and planned.start_time is not None
+            assert timedelta(0) <= planned.start_time - due < timedelta(seconds=1.5), planned.start_time - due
+
             running = client.create_flow_run_from_deployment(ours, parameters={"target": "stuck"})
             deadline = time.monotonic() + 30
             while not client.read_flow_run(running.id).state.is_running():
                 assert time.monotonic() < deadline, client.read_flow_run(running.id).state
                 time.sleep(0.2)
+            waiting = client.create_flow_run_from_deployment(  # due after the stop: must stay Scheduled
+                ours, parameters={"target": "stuck", "dry_run": True},
+                state=Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(seconds=8)))
             time.sleep(1)  # into its health check, which would go on for a minute
             stopped = time.monotonic()
             worker.send_signal(signal.SIGTERM)
@@ -102,6 +116,7 @@ def test_inprocess_runs_fail_alone_refuse_foreign_code_and_stop_cleanly(
             crashed = client.read_flow_run(running.id)
             assert crashed.state.is_crashed(), crashed.state
             assert crashed.state.message.startswith("the ORCH worker stopped while this run was in progress")
+            assert client.read_flow_run(waiting.id).state.is_scheduled()  # not taken early, so not lost
         finally:
             if worker.poll() is None:
                 worker.kill()

@@ -36,6 +36,7 @@ import contextlib
 import importlib
 import socket
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,11 +49,13 @@ from orch.logging_config import get_logger
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
+    from prefect.client.schemas.responses import WorkerFlowRunResponse
     from prefect.flows import Flow
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER_TYPE = "orch-inprocess"
 STOP_GRACE_SECONDS = 5.0
+LOOKAHEAD_SECONDS = 10.0
 RESUBSCRIBE_SECONDS = 5.0
 
 log = get_logger(__name__)
@@ -96,11 +99,10 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
     _display_name = "ORCH in-process"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # No prefetch: a run is taken when it is due, so a thread never sits waiting for a start time
-        # (and a stop never finds runs that were taken but not started).
-        kwargs.setdefault("prefetch_seconds", 0)
+        kwargs.setdefault("prefetch_seconds", LOOKAHEAD_SECONDS)
         super().__init__(*args, **kwargs)
         self._accepting = True
+        self._armed: set[Any] = set()
         self._running: dict[Any, tuple[FlowRun, threading.Thread]] = {}
         self._identifier = f"orch-inprocess:{socket.gethostname()}"
 
@@ -115,6 +117,30 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
         if not self._accepting:
             return []
         return await super().get_and_submit_flow_runs()
+
+    async def _get_scheduled_flow_runs(self) -> list[WorkerFlowRunResponse]:
+        """The runs due now; for runs due within the look-ahead, a poll at their start time instead.
+
+        Prefect's own prefetch would hand them over early, and a thread would then sit in the engine
+        waiting for the start time (and a stop would find runs taken but not started). A run due at
+        ``t`` starts at ``t`` plus a few milliseconds rather than up to a poll interval late, which is
+        what keeps a scheduled sweep on time.
+        """
+        now = datetime.now(timezone.utc)
+        due = []
+        for response in await super()._get_scheduled_flow_runs():
+            start = response.flow_run.next_scheduled_start_time or response.flow_run.expected_start_time
+            if start is None or start <= now:
+                due.append(response)
+            elif response.flow_run.id not in self._armed and self._runs_task_group is not None:
+                self._armed.add(response.flow_run.id)
+                self._runs_task_group.start_soon(self._poll_at, response.flow_run.id, (start - now).total_seconds())
+        return due
+
+    async def _poll_at(self, flow_run_id: Any, delay: float) -> None:
+        await anyio.sleep(delay)
+        self._armed.discard(flow_run_id)
+        await self.get_and_submit_flow_runs()
 
     async def run(self, flow_run: FlowRun, configuration: BaseJobConfiguration,
                   task_status: anyio.abc.TaskStatus[str] | None = None) -> InProcessResult:
