@@ -208,12 +208,15 @@ class RedactingFilter(logging.Filter):
 
 
 def configure_logging(
-    settings: LoggingSettings, *, force: bool = False, allow_file_in_pytest: bool = False
+    settings: LoggingSettings, *, force: bool = False, allow_file_in_pytest: bool = False,
+    shared_file: bool = False,
 ) -> None:
     """Attach the project's handlers to :data:`PROJECT_LOGGERS` once per process.
 
     Idempotent because the API, the CLI and flow code may all call it; a second set of handlers would
-    print every line twice. ``force=True`` replaces the previous setup. Under pytest the level is
+    print every line twice. ``force=True`` replaces the previous setup. ``shared_file=True`` (several API
+    workers on one file) appends without rotating: processes that each rotate one file lose lines, so
+    logrotate moves it and every writer reopens it. Under pytest the level is
     WARNING (unless ``ORCH_LOG_LEVEL``/``LOG_LEVEL`` is set) and no file is written unless a test asks
     for one with ``allow_file_in_pytest=True``.
     """
@@ -227,7 +230,7 @@ def configure_logging(
         console = logging.StreamHandler(sys.stderr)
         handlers: list[logging.Handler] = [console]
         if settings.file and (allow_file_in_pytest or not testing):
-            handlers.append(_file_handler(settings.file, settings.max_size, settings.backup_count))
+            handlers.append(_file_handler(settings.file, settings.max_size, settings.backup_count, shared_file))
             console.setLevel(settings.console_level)  # the file has every line; stderr need not repeat them
         formatter = _json_formatter() if settings.format == "json" else logging.Formatter(TEXT_FORMAT)
         redacting = RedactingFilter()
@@ -254,7 +257,8 @@ def configure_logging(
         _configured = True
 
 
-def configure_process_logging(settings: Settings, *, write_file: bool, quiet: bool = False) -> None:
+def configure_process_logging(settings: Settings, *, write_file: bool, quiet: bool = False,
+                              shared_file: bool = False) -> None:
     """Mask this configuration's secrets, then configure logging; what every ORCH entry point calls.
 
     Only the long-running API passes ``write_file=True``: two processes rotating one file garble it.
@@ -266,7 +270,8 @@ def configure_process_logging(settings: Settings, *, write_file: bool, quiet: bo
     update: dict[str, object] = {} if write_file else {"file": None}
     if quiet:
         update["level"] = "WARNING"
-    configure_logging(settings.logging.model_copy(update=update) if update else settings.logging)
+    configure_logging(settings.logging.model_copy(update=update) if update else settings.logging,
+                      shared_file=shared_file)
 
 
 def reset_logging() -> None:
@@ -302,9 +307,13 @@ def _restore() -> None:
     _saved.clear()
 
 
-def _file_handler(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
+def _file_handler(path: str, max_bytes: int, backup_count: int, shared: bool = False) -> logging.Handler:
     # Imported here: logging.handlers pulls in socket and pickle, and most importers never write a file.
     import logging.handlers
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if shared:  # append mode, one write() per line (up to the 8 KB buffer): lines of processes do not mix
+        return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
 
     class SizeCountingRotatingFileHandler(logging.handlers.RotatingFileHandler):
         """Rotation by a byte count kept in memory instead of asking the file system on every record.
@@ -335,7 +344,6 @@ def _file_handler(path: str, max_bytes: int, backup_count: int) -> logging.Handl
             super().emit(record)
             self._size += self._pending
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     return SizeCountingRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8")
 
 

@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await hub.stop()
+            app.state.metrics.process_exiting()
 
     docs = docs_enabled(settings)
     app = FastAPI(title="ORCH-Next", version=__version__, lifespan=lifespan,
@@ -114,7 +115,7 @@ def _register_domain_metrics(app: FastAPI, settings: Settings) -> None:
         from orch.monitoring.collector import DomainCollector
     except ImportError:
         return
-    app.state.metrics.registry.register(DomainCollector(settings))
+    app.state.metrics.add_domain(DomainCollector(settings))
 
 
 def _include_optional_routers(app: FastAPI) -> None:

@@ -3,38 +3,93 @@
 With ``api.tls_cert_file`` and ``api.tls_key_file`` it serves HTTPS with TLS 1.2 or newer and the
 guide's cipher list; the context is adjusted after uvicorn builds it because uvicorn has no option
 for the minimum protocol version.
+
+With ``api.workers`` above 1 (the guide's ``uvicorn --workers``) this process binds the port and
+supervises that many worker processes, each building the app with :func:`worker_app`; one Python
+process serves about one core, so a host with more cores serves more with more workers. What the
+workers share goes through the database and Redis (rate limit), Prometheus' multiprocess files
+(``/metrics``) and one append-only log file.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import ssl
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from orch.config.schema import Settings
 
 TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!MD5:!DSS"
 
 
-def main() -> int:
-    import uvicorn
+class OrchUvicornConfig(uvicorn.Config):
+    """uvicorn's configuration, plus the TLS floor, in this process or in every worker process."""
 
-    from orch.api.app import create_app
-    from orch.config.runtime import get_settings
+    def load(self) -> None:
+        super().load()
+        if self.ssl is not None:
+            self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+
+
+def _configure_logging(settings: Settings, shared_file: bool) -> None:
     from orch.logging_config import configure_process_logging
 
-    settings = get_settings()
-    configure_process_logging(settings, write_file=True)
+    configure_process_logging(settings, write_file=True, shared_file=shared_file)
     # The logging HOWTO's optimisation: no caller lookup (a stack walk per record) for fields that no
     # ORCH format prints; the API writes a line per request.
     logging._srcfile = None
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process (uvicorn calls it in each worker when ``api.workers`` > 1)."""
+    from orch.api.app import create_app
+    from orch.config.runtime import get_settings
+
+    settings = get_settings()
+    _configure_logging(settings, shared_file=True)
+    return create_app(settings)
+
+
+def _multiprocess_dir(settings: Settings) -> str:
+    """A fresh directory for the workers' Prometheus files: values left by an earlier run would be
+    added to this one's."""
+    path = Path(settings.data_dir) / "prometheus-multiproc" / str(settings.api.port)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return str(path)
+
+
+def main() -> int:
+    from orch.api.metrics import MULTIPROC_ENV
+    from orch.config.runtime import get_settings
+
+    settings = get_settings()
     api = settings.api
-    config = uvicorn.Config(create_app(settings), host=api.host, port=api.port, log_config=None,
-                            server_header=False, timeout_graceful_shutdown=5, backlog=4096,
-                            ssl_certfile=api.tls_cert_file, ssl_keyfile=api.tls_key_file,
-                            ssl_ciphers=TLS_CIPHERS)
-    config.load()
-    if config.ssl is not None:
-        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-    uvicorn.Server(config).run()
+    common = dict(host=api.host, port=api.port, log_config=None, server_header=False,
+                  timeout_graceful_shutdown=5, backlog=4096, ssl_certfile=api.tls_cert_file,
+                  ssl_keyfile=api.tls_key_file, ssl_ciphers=TLS_CIPHERS)
+    if api.workers == 1:
+        from orch.api.app import create_app
+
+        _configure_logging(settings, shared_file=False)
+        uvicorn.Server(OrchUvicornConfig(create_app(settings), **common)).run()  # type: ignore[arg-type]
+        return 0
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[MULTIPROC_ENV] = _multiprocess_dir(settings)  # inherited by every worker
+    _configure_logging(settings, shared_file=True)
+    config = OrchUvicornConfig("orch.api.server:worker_app", factory=True, workers=api.workers,
+                               **common)  # type: ignore[arg-type]
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0
 
 

@@ -507,6 +507,10 @@ class ApiSettings(Section):
                                     "looked for (one query per API process, whatever the client count).")
     health_cache_seconds: float = Field(default=2, ge=0, le=60, description="How long /health reuses a "
                                         "component check, so probes at any rate cost one check per period.")
+    workers: int = Field(default=1, ge=1, le=64, description="API worker processes on one port (the guide's "
+                         "uvicorn --workers). Above 1: the rate limit must be shared "
+                         "(security.rate_limit.storage_url), /metrics adds up every worker, and the workers "
+                         "append to logging.file, which logrotate then rotates.")
 
     @field_validator("max_body_bytes", mode="before")
     @classmethod
@@ -561,6 +565,15 @@ class Settings(BaseSettings):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     supply_chain: SupplyChainSettings = Field(default_factory=SupplyChainSettings)
+
+    @model_validator(mode="after")
+    def _workers_share_the_rate_limit(self) -> Settings:
+        storage = self.security.rate_limit.storage_url
+        if self.api.workers > 1 and (not storage or storage.startswith("memory://")):
+            raise ValueError(f"api.workers is {self.api.workers} but security.rate_limit.storage_url is not a "
+                             "shared store: each worker would count in its own memory and allow "
+                             f"{self.api.workers} times the limit; set it to redis://host:6379/0")
+        return self
 
     def secret_values(self) -> list[str]:
         """Every secret this configuration holds, so logging can mask them wherever they appear."""
