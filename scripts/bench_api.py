@@ -23,9 +23,10 @@ In one invocation, side by side:
     preamble, then two dispatched tasks' ``task.created`` events; RSS of the API process while it holds
     them; bare: the same number of streams held by a route that only sends the preamble.
 
-Usage: ``.venv/bin/python scripts/bench_api.py [--quick] [--out DIR]``. Needs ``wrk`` (Debian: ``apt-get
-install wrk``). Progress goes to stderr, the markdown table to stdout and ``<out>/bench_api.md``, every
-figure to ``<out>/bench_api.json``. ``--quick`` is a smoke run with short phases and 200 SSE clients.
+Usage: ``.venv/bin/python scripts/bench_api.py [--quick] [--workers N] [--out DIR]``. Needs ``wrk``
+(Debian: ``apt-get install wrk``); ``--workers`` above 1 (``api.workers``) needs Redis on 127.0.0.1:6379.
+Progress goes to stderr, the markdown table to stdout and ``<out>/bench_api.md``, every figure to
+``<out>/bench_api.json``. ``--quick`` is a smoke run with short phases and 200 SSE clients.
 """
 
 from __future__ import annotations
@@ -187,6 +188,7 @@ class Sizes:
     dispatch_s: float
     dispatch_rate: float  # requests/s, open loop
     sse_clients: int
+    api_workers: int = 1  # api.workers; above 1 the rate limit counts in Redis, as it must
 
 
 DEFAULT = Sizes(health_s=10, health_connections=64, webhook_s=10, webhook_connections=8, dispatch_s=15,
@@ -222,10 +224,15 @@ class Server:
         return self.rss_mb[moment]
 
 
-def orch_env(home: Path, port: int) -> dict[str, str]:
+RATE_LIMIT_REDIS = "redis://127.0.0.1:6379/4"  # for several workers, which must share the rate limit
+
+
+def orch_env(home: Path, port: int, workers: int = 1) -> dict[str, str]:
     """The API's environment: a fresh home, secrets, no Prefect (``/health`` says degraded, answers 200),
     and a rate limit that lets the load through (the default 100/min per user would refuse it)."""
-    return {**clean_environ(), "ORCH_HOME": str(home), "ORCH_PORT": str(port),
+    shared = {"ORCH_API__WORKERS": str(workers), "ORCH_SECURITY__RATE_LIMIT__STORAGE_URL": RATE_LIMIT_REDIS} \
+        if workers > 1 else {}
+    return {**clean_environ(), **shared, "ORCH_HOME": str(home), "ORCH_PORT": str(port),
             "JWT_SECRET": "bench-jwt-secret-0123456789abcdef", "WEBHOOK_SECRET": WEBHOOK_SECRET,
             "ORCH_MCP_TOKEN": "bench-mcp-token-0123456789abcdef",
             "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api",
@@ -260,12 +267,12 @@ def start(procs: Processes, name: str, argv: list[str], env: dict[str, str], por
     return server
 
 
-def start_orch(workdir: Path, procs: Processes) -> tuple[Server, str]:
+def start_orch(workdir: Path, procs: Processes, workers: int) -> tuple[Server, str]:
     """A migrated database with one admin made by the CLI, as an operator does; the API; a token."""
     home = workdir / "orch"
     home.mkdir()
     port = free_port()
-    env = orch_env(home, port)
+    env = orch_env(home, port, workers)
     run_cli([str(BIN / "orch"), "db", "init"], env)
     run_cli([str(BIN / "orch"), "user", "create-admin", "--username", ADMIN, "--password-stdin"], env, PASSWORD)
     server = start(procs, "orch-api", [sys.executable, "-m", "orch.api.server"], env, port, "/healthz")
@@ -602,9 +609,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"{machine['cpu_count']} CPUs, Python {machine['python']}, {machine['timestamp']}, load average at start "
         f"{machine['load_avg_1m']} and at end {report['load_avg_end']}, code at {git['commit']}"
         + (f" plus {len(git['uncommitted'])} uncommitted paths" if git["uncommitted"] else "") + ".",
-        f"One `python -m orch.api.server` over a fresh SQLite database (default logging: one JSON access line per "
-        f"request), rate limit lifted, no Prefect (`/health` answers degraded from its "
-        f"{report['health_cache_s']:.0f} s cache); bare FastAPI: one route per figure, same uvicorn settings "
+        f"`python -m orch.api.server` with {_workers_text(sizes['api_workers'])} over a fresh SQLite database "
+        f"(default logging: one JSON access line per request), rate limit lifted, no Prefect (`/health` "
+        f"answers degraded from its {report['health_cache_s']:.0f} s cache); bare FastAPI: one route per "
+        f"figure, same uvicorn settings "
         f"({report['uvicorn_loop']}). Load on loopback from this machine: wrk -t1 for `/health` "
         f"({sizes['health_s']} s) and webhooks ({sizes['webhook_s']} s, every delivery freshly signed and "
         f"unique); asyncio keep-alive sockets for dispatch ({sizes['dispatch_s']:.0f} s, "
@@ -612,6 +620,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"raw asyncio sockets for {sizes['sse_clients']:,} SSE streams.", "",
         *body, "", "Goals:", *goal_lines(report), "",
         f"API RSS over the run (MB): {', '.join(f'{k} {v:.0f}' for k, v in orch['rss_mb'].items())}.", ""])
+
+
+def _workers_text(workers: int) -> str:
+    if workers == 1:
+        return "one process (`api.workers: 1`, the default)"
+    return f"`api.workers: {workers}` ({workers} worker processes; the rate limit counts in Redis)"
 
 
 def pct_cell1(figures: dict[str, float]) -> str:
@@ -671,7 +685,7 @@ def bench(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     procs.log_dir.mkdir()
     try:
         say("(a) starting ORCH's API and the bare app")
-        orch, token = start_orch(workdir, procs)
+        orch, token = start_orch(workdir, procs, sizes.api_workers)
         bare = start_bare(workdir, procs)
         results: dict[str, dict[str, Any]] = {"orch": {}, "bare": {}}
         say(f"(b) GET /health, {sizes.health_s} s each, and ORCH's /healthz")
@@ -715,6 +729,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: short phases, 200 SSE clients (~1 min)")
     parser.add_argument("--sse-clients", type=int, help="SSE streams to hold (default 2,000)")
     parser.add_argument("--webhook-connections", type=int, help="wrk connections for webhooks (default 8)")
+    parser.add_argument("--workers", type=int, default=1, help="api.workers of ORCH's API (default 1; more "
+                        "needs Redis on 127.0.0.1:6379 for the shared rate limit)")
     args = parser.parse_args(argv)
     if not Path(WRK).is_file():
         parser.error("wrk not found; install it (Debian: apt-get install wrk)")
@@ -729,6 +745,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.webhook_connections < 1:
             parser.error("--webhook-connections must be at least 1")
         sizes = Sizes(**{**asdict(sizes), "webhook_connections": args.webhook_connections})
+
+    if not 1 <= args.workers <= 64:
+        parser.error("--workers must be between 1 and 64")
+    sizes = Sizes(**{**asdict(sizes), "api_workers": args.workers})
 
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     signal.signal(signal.SIGTERM, _terminated)
