@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -111,6 +114,43 @@ def test_connection_scope_commits_or_leaves_nothing(database: DatabaseSettings, 
         raise RuntimeError("boom")
     with session_scope(database) as session:
         assert list(session.scalars(select(AuditRecord.action))) == ["x"]
+
+
+HOLD_TURN = """
+import sys, time
+from pathlib import Path
+from orch.config.schema import DatabaseSettings
+from orch.storage.engine import session_scope
+with session_scope(DatabaseSettings(url=sys.argv[1], timeout=5), write_lock=True):
+    Path(sys.argv[2]).touch()
+    time.sleep(float(sys.argv[3]))
+"""
+
+
+def test_sqlite_writers_of_other_processes_take_turns(isolated_env: Path) -> None:
+    """Another process's writer holds the turn: this one waits for it (file lock), not in SQLite's
+    sleeping busy handler, and says so in one line when the wait exceeds database.timeout."""
+    url = f"sqlite:///{isolated_env / 'data' / 'orch.db'}"
+    upgrade(DatabaseSettings(url=url), create_database=True)
+    marker = isolated_env / "holding"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_TURN, url, str(marker), "1.5"])
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert holder.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        impatient = DatabaseSettings(url=url, timeout=0.3)
+        with pytest.raises(StorageError, match="no write turn within 0.3 s"), \
+                connection_scope(impatient, write_lock=True):
+            pass
+        started = time.monotonic()
+        with connection_scope(DatabaseSettings(url=url, timeout=10), write_lock=True) as connection:
+            waited = time.monotonic() - started
+            connection.execute(text("SELECT 1"))
+        assert 0.3 < waited < 3  # it got the turn once the holder let go, not at its own timeout
+    finally:
+        holder.wait(10)
+    assert holder.returncode == 0
 
 
 def test_check_counts_tasks_of_the_last_hour(database: DatabaseSettings) -> None:

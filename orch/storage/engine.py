@@ -7,7 +7,9 @@ fail with "database is locked".
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,13 +20,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orch.config.schema import DatabaseSettings
+
+try:
+    import fcntl
+except ImportError:  # Windows: threads of one process still take turns; processes wait in SQLite
+    fcntl = None  # type: ignore[assignment]
 from orch.errors import OrchError
 
 SQLITE_IMMEDIATE = "orch_sqlite_immediate"  # execution option: begin SQLite transactions IMMEDIATE
 _engines: dict[tuple[str, int, float], Engine] = {}
 _factories: dict[Engine, sessionmaker[Session]] = {}
 _guard = threading.Lock()
-_writer_locks: dict[Engine, threading.RLock] = {}  # re-entrant: a nested writer fails in SQLite, not here
+_writer_turns: dict[Engine, _WriterTurn] = {}
+TURN_POLL_SECONDS = 0.0002
 
 
 class StorageError(OrchError):
@@ -108,8 +116,8 @@ def connection_scope(database: DatabaseSettings, *, write_lock: bool = False) ->
 
 @contextmanager
 def _writer_turn(database: DatabaseSettings, engine: Engine, write_lock: bool) -> Iterator[None]:
-    turn = _sqlite_writer_lock(engine) if write_lock else None
-    if turn is not None and not turn.acquire(timeout=database.timeout):
+    turn = _sqlite_writer_turn(engine) if write_lock else None
+    if turn is not None and not turn.acquire(database.timeout):
         raise StorageError(f"database {safe_url(database.url or '')} is busy: no write turn within "
                            f"{database.timeout} s (database.timeout)")
     try:
@@ -119,18 +127,72 @@ def _writer_turn(database: DatabaseSettings, engine: Engine, write_lock: bool) -
             turn.release()
 
 
-def _sqlite_writer_lock(engine: Engine) -> threading.RLock | None:
-    """Writers of one process take turns on a mutex before SQLite's write lock. Without it, threads of
-    one process (the API's thread pool) contend through SQLite's busy handler, which sleeps in growing
-    steps (up to 100 ms) instead of waking the next writer: measured, 48 ms per dispatch at 4 concurrent
-    clients against 3 ms alone. Other processes still wait through the busy timeout."""
+class _WriterTurn:
+    """Writers of one SQLite file take turns before SQLite's own write lock: threads of this process on a
+    mutex, processes on an advisory lock of ``<file>-writer.lock``.
+
+    Without it writers contend through SQLite's busy handler, which sleeps in growing steps (1, 2, 5,
+    10 ... 100 ms) instead of waking the next writer: measured, 48 ms per dispatch at 4 concurrent
+    clients in one process against 3 ms alone, and a p95 of 50 ms for webhooks with two API workers.
+    The file lock is polled every :data:`TURN_POLL_SECONDS` up to the timeout (``flock`` cannot wait
+    with one), a far shorter wait than the busy handler's. SQLite's locking still decides; writers
+    that take no turn (plain sessions) simply wait for it as before. Re-entrant within a thread.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._mutex = threading.RLock()
+        self._path = path
+        self._fd: int | None = None
+        self._pid = 0
+        self._depth = 0  # read and written only by the thread holding the mutex
+
+    def acquire(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        if not self._mutex.acquire(timeout=timeout):
+            return False
+        self._depth += 1
+        if self._depth > 1 or self._path is None or fcntl is None:
+            return True
+        fd = self._file()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._depth -= 1
+                    self._mutex.release()
+                    return False
+                time.sleep(TURN_POLL_SECONDS)
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None and fcntl is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._mutex.release()
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+    def _file(self) -> int:
+        if self._fd is None or self._pid != os.getpid():  # a forked child must not share the parent's lock
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)  # type: ignore[arg-type]
+            self._pid = os.getpid()
+        return self._fd
+
+
+def _sqlite_writer_turn(engine: Engine) -> _WriterTurn | None:
     if engine.dialect.name != "sqlite":
         return None
-    lock = _writer_locks.get(engine)
-    if lock is None:
+    turn = _writer_turns.get(engine)
+    if turn is None:
         with _guard:
-            lock = _writer_locks.setdefault(engine, threading.RLock())
-    return lock
+            name = engine.url.database
+            path = Path(f"{name}-writer.lock") if name and name != ":memory:" else None
+            turn = _writer_turns.setdefault(engine, _WriterTurn(path))
+    return turn
 
 
 def dispose_engines() -> None:
@@ -140,7 +202,9 @@ def dispose_engines() -> None:
             engine.dispose()
         _engines.clear()
         _factories.clear()
-        _writer_locks.clear()
+        for turn in _writer_turns.values():
+            turn.close()
+        _writer_turns.clear()
 
 
 def is_sqlite(url: str | URL) -> bool:
