@@ -191,6 +191,8 @@ def test_units_start_what_orch_up_starts() -> None:
         started = started.replace("${" + name + "}", defaults[name])
     assert started == " ".join(argv("prefect-server"))
     assert {f"{k}={v}" for k, v in PREFECT_TUNING.items()} <= set(server["Environment"])
+    flush = float(PREFECT_TUNING["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"])
+    assert flush >= 1 and flush.is_integer()  # Prefect int()s it: below 1 the recorder's loop never sleeps
     assert "EnvironmentFile" not in server or server["EnvironmentFile"] == ["-/etc/orch-next/prefect-server.env"]
     assert units["orch-next-db-init.service"]["ExecStart"] == [venv + "orch db init"]
 

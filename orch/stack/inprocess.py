@@ -202,7 +202,8 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
 
     async def _poll_on_scheduled_events(self) -> None:
         """Poll as soon as a flow run is scheduled in this pool; the periodic poll covers any gap
-        (events missed while the websocket reconnects, runs scheduled for later)."""
+        (events missed while the websocket reconnects). Events that arrive during a poll are folded
+        into one more poll: the scheduler creates runs by the dozen, and a poll answers for all."""
         from prefect.events.clients import get_events_subscriber
         from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
 
@@ -210,13 +211,26 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
             await anyio.sleep(0.2)
         wanted = EventFilter(event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
                              any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{self._work_pool.id}"]))
+        wake = asyncio.Event()
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._poll_when_woken, wake)
+            while True:
+                try:
+                    async with get_events_subscriber(filter=wanted, reconnect_on_clean_close=True) as events:
+                        async for _event in events:
+                            wake.set()
+                except Exception as exc:  # noqa: BLE001 - the periodic poll still runs; try again shortly
+                    log.warning("in-process worker: event subscription lost (%s); retrying in %g s",
+                                exc, RESUBSCRIBE_SECONDS)
+                await anyio.sleep(RESUBSCRIBE_SECONDS)
+
+    async def _poll_when_woken(self, wake: asyncio.Event) -> None:
         while True:
+            await wake.wait()
+            wake.clear()
+            if not self.is_setup:
+                continue
             try:
-                async with get_events_subscriber(filter=wanted, reconnect_on_clean_close=True) as events:
-                    async for _event in events:
-                        if self.is_setup:
-                            await self.get_and_submit_flow_runs()
-            except Exception as exc:  # noqa: BLE001 - the periodic poll still runs; try again shortly
-                log.warning("in-process worker: event subscription lost (%s); retrying in %g s",
-                            exc, RESUBSCRIBE_SECONDS)
-            await anyio.sleep(RESUBSCRIBE_SECONDS)
+                await self.get_and_submit_flow_runs()
+            except Exception as exc:  # noqa: BLE001 - as a failed periodic poll: logged, the next one retries
+                log.warning("in-process worker: poll after a Scheduled event failed: %s", exc)

@@ -30,12 +30,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0
 MAX_RESTARTS = 5
 # Prefect's task-run recorder writes one row at a time by default; batching keeps a burst of task runs
-# from stalling later runs (REFERENCE.md: 2,000 task runs recorded in 24 s instead of 68 s).
+# from stalling later runs (REFERENCE.md: 2,000 task runs recorded in 24 s instead of 68 s). The flush
+# interval must be a whole number of seconds: Prefect 3.9 truncates it with int(), and 0.5 became
+# asyncio.sleep(0), a loop that kept the server at 100 % of a core even when idle.
 PREFECT_TUNING = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "500",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "500",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "0.5",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
 }
 
 
