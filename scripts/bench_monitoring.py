@@ -11,14 +11,15 @@ service on loopback as the target:
 - **sweep as a flow**: the ``monitor-sweep`` flow (Prefect task runs, storing, alert evaluation) called
   in this process; then **as production runs it**: scheduled every 5 s on the ``orch-inprocess`` pool
   and executed by ORCH's worker process (``python -m orch.stack.worker``, started with ``orch up``'s
-  environment), the worker's CPU per sweep beyond its idle cost (measured first, 30 s) and the Prefect
-  server's; **baseline**: the same flow in a fresh Python process, as a process worker runs each run;
+  environment), the worker's CPU per sweep beyond its idle cost (measured after, 30 s with the
+  schedule paused) and the Prefect server's; **baseline**: the same flow in a fresh Python process,
+  as a process worker runs each run;
 - **/metrics**: the domain collector's scrape time over a database holding a week of samples at the
   default interval and 20,000 tasks;
 - **time to heal**: sweeps every 5 s by the schedule in the worker; the target is killed at a random
   point of the interval; detection (kill -> the firing is recorded), decision (-> the ``self-heal`` run
-  starts: the event, the automation, the in-process worker) and action (-> healthy again), all on the
-  wall clock; **baseline**: ``self-heal`` on a process worker (a new process per run, polling every
+  starts: the automation creating it, then the worker starting it) and action (-> healthy again), all
+  on the wall clock; **baseline**: ``self-heal`` on a process worker (a new process per run, polling every
   ``prefect.worker_poll_seconds``) with sweeps every 5 s called by this script, as the previous path;
 - the worker's stop on SIGTERM.
 
@@ -255,11 +256,14 @@ def scrape_times(settings: Any, runs: int = 20) -> dict[str, float]:
     return {"runs": runs, "p50_ms": round(pct(times, 0.5), 1), "p95_ms": round(pct(times, 0.95), 1)}
 
 
-def cpu_of(*processes: psutil.Process) -> float:
+def cpu_of(process: subprocess.Popen[bytes]) -> float:
+    """CPU seconds of a process and its descendants (``prefect server start`` may run its server in one)."""
+    root = psutil.Process(process.pid)
     total = 0.0
-    for process in processes:
-        times = process.cpu_times()
-        total += times.user + times.system
+    for each in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):  # a child that just ended
+            times = each.cpu_times()
+            total += times.user + times.system
     return total
 
 
@@ -308,19 +312,12 @@ def completed_runs(deployment_id: Any, since: float, until: float) -> int:
                and since <= run.start_time.timestamp() <= until)
 
 
-def sweep_cpu_in_worker(worker: subprocess.Popen[bytes], server: subprocess.Popen[bytes], pool: str,
-                        env: dict[str, str], window: float) -> dict[str, float]:
-    """Scheduled sweeps in ORCH's worker process (the production path): the worker's CPU per sweep, beyond
-    what it spends idle (polls, heartbeats, the event subscription), and the Prefect server's."""
+def sweep_window(worker: subprocess.Popen[bytes], server: subprocess.Popen[bytes], pool: str,
+                 env: dict[str, str], window: float) -> dict[str, Any]:
+    """Scheduled sweeps in ORCH's worker process (the production path): CPU of the worker and of the
+    Prefect server over ``window`` s of sweeps every INTERVAL s."""
     from prefect.client.orchestration import get_client
 
-    processes = [psutil.Process(worker.pid)]
-    server_processes = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
-    idle_seconds = 30.0
-    cpu, server_cpu = cpu_of(*processes), cpu_of(*server_processes)
-    time.sleep(idle_seconds)
-    idle_rate = (cpu_of(*processes) - cpu) / idle_seconds
-    server_idle_rate = (cpu_of(*server_processes) - server_cpu) / idle_seconds
     deploy("monitor-sweep/interval", pool, env, "--interval", str(INTERVAL))
     with get_client(sync_client=True) as client:
         deployment_id = client.read_deployment_by_name("monitor-sweep/interval").id
@@ -329,19 +326,36 @@ def sweep_cpu_in_worker(worker: subprocess.Popen[bytes], server: subprocess.Pope
         if time.monotonic() > deadline:
             raise BenchError("no scheduled sweep completed in the worker within 60 s")
         time.sleep(0.5)
-    since, cpu, server_cpu = time.time(), cpu_of(*processes), cpu_of(*server_processes)
+    since, cpu, server_cpu = time.time(), cpu_of(worker), cpu_of(server)
     time.sleep(window)
     until = time.time()
-    spent, server_spent = cpu_of(*processes) - cpu, cpu_of(*server_processes) - server_cpu
     sweeps = completed_runs(deployment_id, since - INTERVAL, until)
     if sweeps == 0:
         raise BenchError("no scheduled sweep completed in the measuring window")
-    per_sweep = (spent - idle_rate * (until - since)) / sweeps
-    server_per_sweep = (server_spent - server_idle_rate * (until - since)) / sweeps
-    return {"sweeps": sweeps, "window_s": round(until - since, 1), "cpu_per_sweep_ms": round(per_sweep * 1000, 1),
-            "worker_idle_cpu_percent": round(idle_rate * 100, 2),
-            "server_cpu_per_sweep_ms": round(server_per_sweep * 1000, 1),
-            "server_idle_cpu_percent": round(server_idle_rate * 100, 2)}
+    return {"deployment_id": deployment_id, "seconds": until - since, "sweeps": sweeps,
+            "worker_cpu": cpu_of(worker) - cpu, "server_cpu": cpu_of(server) - server_cpu}
+
+
+def per_sweep(window: dict[str, Any], worker: subprocess.Popen[bytes],
+              server: subprocess.Popen[bytes]) -> dict[str, float]:
+    """Pause the schedule, measure both processes idle for 30 s (the same deployments, the same worker:
+    polls, heartbeats, the event subscription), and charge each sweep only what is beyond idle."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.pause_deployment(window["deployment_id"])
+    time.sleep(INTERVAL)  # the last sweep ends
+    idle_seconds = 30.0
+    cpu, server_cpu = cpu_of(worker), cpu_of(server)
+    time.sleep(idle_seconds)
+    idle = (cpu_of(worker) - cpu) / idle_seconds
+    server_idle = (cpu_of(server) - server_cpu) / idle_seconds
+    sweeps, seconds = window["sweeps"], window["seconds"]
+    return {"sweeps": sweeps, "window_s": round(seconds, 1),
+            "cpu_per_sweep_ms": round((window["worker_cpu"] - idle * seconds) / sweeps * 1000, 1),
+            "worker_idle_cpu_percent": round(idle * 100, 2),
+            "server_cpu_per_sweep_ms": round((window["server_cpu"] - server_idle * seconds) / sweeps * 1000, 1),
+            "server_idle_cpu_percent": round(server_idle * 100, 2)}
 
 
 def alert_state(settings: Any) -> str | None:
@@ -408,7 +422,9 @@ def heal_times(settings: Any, service: Service, rounds: int, sweep: Any = None) 
         with get_client(sync_client=True) as client:
             flow_run = client.read_flow_run(uuid.UUID(run["flow_run_id"]))
         started = min(max(flow_run.start_time.timestamp(), fired), healed) if flow_run.start_time else fired
+        created = min(max(flow_run.created.timestamp(), fired), started) if flow_run.created else fired
         results.append({"detection_s": round(fired - killed, 2), "decision_s": round(started - fired, 2),
+                        "automation_s": round(created - fired, 2), "run_start_s": round(started - created, 2),
                         "action_s": round(healed - started, 2), "total_s": round(healed - killed, 2),
                         "in_process": (flow_run.infrastructure_pid or "").startswith("orch-inprocess:")})
         if sweep is not None:
@@ -468,8 +484,6 @@ def main(argv: list[str] | None = None) -> int:
             in_flow = timed(monitor_sweep, 10)
             process = flow_process_cpu(env)
 
-            from prefect.client.orchestration import get_client
-
             from blocks.register import register_blocks
             from deployments.apply import ensure_work_pools
             from deployments.automations import apply_automations
@@ -487,10 +501,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "--name", "bench", "--no-dispatcher"], worker_env, home / "orch-worker.log",
                                   api_url, pool)
             workers.append(worker)
-            scheduled = sweep_cpu_in_worker(worker, server, pool, env, args.window)
+            window = sweep_window(worker, server, pool, env, args.window)
             heals = heal_times(settings, service, args.heals)
-            with get_client(sync_client=True) as client:
-                client.pause_deployment(client.read_deployment_by_name("monitor-sweep/interval").id)
+            scheduled = per_sweep(window, worker, server)
             worker_stop_s = stop_worker(worker)
 
             # Baseline: the previous path, a process worker starting every self-heal run as a new process.
@@ -552,12 +565,15 @@ def main(argv: list[str] | None = None) -> int:
          f"{scrape['p50_ms']} / {scrape['p95_ms']} | – |"),
         f"| worker stop on SIGTERM (s) | {worker_stop_s} | – |",
     ]
+    def heal_row(heal: dict[str, float]) -> str:
+        return (f"{heal['detection_s']} / {heal['decision_s']} ({heal['automation_s']} + {heal['run_start_s']}) / "
+                f"{heal['action_s']} = {heal['total_s']}")
+
     for n, heal in enumerate(heals, 1):
-        rows.append(f"| heal #{n} ({INTERVAL} s interval): detection / decision / action = total (s) | "
-                    f"{heal['detection_s']} / {heal['decision_s']} / {heal['action_s']} = {heal['total_s']} | – |")
+        rows.append(f"| heal #{n} ({INTERVAL} s interval): detection / decision (automation + run start) / action "
+                    f"= total (s) | {heal_row(heal)} | – |")
     for n, heal in enumerate(baseline, 1):
-        rows.append(f"| baseline heal #{n} (process per self-heal run): detection / decision / action = total (s) | "
-                    f"– | {heal['detection_s']} / {heal['decision_s']} / {heal['action_s']} = {heal['total_s']} |")
+        rows.append(f"| baseline heal #{n} (a process per self-heal run): same split | – | {heal_row(heal)} |")
     goals = [f"- {name}: {'PASS' if ok else 'FAIL'}" for name, ok in report["goals"].items()]
     header = (f"{info['cpu_count']} CPUs, Python {info['python']}, Prefect {info['prefect']}, {info['timestamp']}, "
               f"load average at start {info['load_avg_1m']}, at end {os.getloadavg()[0]:.2f}.")

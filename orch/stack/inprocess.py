@@ -57,6 +57,7 @@ WORKER_TYPE = "orch-inprocess"
 STOP_GRACE_SECONDS = 5.0
 LOOKAHEAD_SECONDS = 10.0
 RESUBSCRIBE_SECONDS = 5.0
+REPOLL_SECONDS = 0.3
 
 log = get_logger(__name__)
 
@@ -225,12 +226,16 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
                 await anyio.sleep(RESUBSCRIBE_SECONDS)
 
     async def _poll_when_woken(self, wake: asyncio.Event) -> None:
+        """One poll per wake-up, and one more :data:`REPOLL_SECONDS` later: the event can arrive before the
+        run it announces is visible to a poll (measured: then the run waited for the periodic poll)."""
         while True:
             await wake.wait()
             wake.clear()
-            if not self.is_setup:
-                continue
-            try:
-                await self.get_and_submit_flow_runs()
-            except Exception as exc:  # noqa: BLE001 - as a failed periodic poll: logged, the next one retries
-                log.warning("in-process worker: poll after a Scheduled event failed: %s", exc)
+            for delay in (0.0, REPOLL_SECONDS):
+                await anyio.sleep(delay)
+                if not self.is_setup:
+                    continue
+                try:
+                    await self.get_and_submit_flow_runs()
+                except Exception as exc:  # noqa: BLE001 - as a failed periodic poll: logged, the next retries
+                    log.warning("in-process worker: poll after a Scheduled event failed: %s", exc)
