@@ -8,6 +8,7 @@ window and reports that run Crashed, never left Running."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,6 +43,7 @@ def final_state(client: Any, run_id: uuid.UUID, within: float) -> Any:
 def test_inprocess_runs_fail_alone_refuse_foreign_code_and_stop_cleanly(
         prefect_server: str, isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.states import Scheduled
 
     from deployments.apply import ensure_work_pools
@@ -122,3 +124,12 @@ def test_inprocess_runs_fail_alone_refuse_foreign_code_and_stop_cleanly(
                 worker.kill()
                 worker.wait(10)
             log.close()
+            # The server is shared by the session: a run left Scheduled would soon be overdue, and every
+            # later sweep would report Prefect as stalled (prefect_lag_seconds).
+            for deployment_id in (ours, foreign):
+                for run in client.read_flow_runs(limit=200, deployment_filter=DeploymentFilter(
+                        id=DeploymentFilterId(any_=[deployment_id]))):
+                    with contextlib.suppress(Exception):
+                        client.delete_flow_run(run.id)
+                with contextlib.suppress(Exception):
+                    client.delete_deployment(deployment_id)
