@@ -8,16 +8,14 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from support import free_port
+from support import free_port, wait_for_https
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -52,16 +50,7 @@ def https_api(isolated_env: Path) -> int:
            "ORCH_API__TLS_CERT_FILE": str(cert), "ORCH_API__TLS_KEY_FILE": str(key)}
     process = subprocess.Popen([sys.executable, "-m", "orch.api.server"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "HTTPS API did not start"
-        time.sleep(0.2)
+    wait_for_https(port, process)
     yield port
     process.terminate()
     process.wait(15)

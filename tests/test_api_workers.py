@@ -20,25 +20,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import free_port, run_orch
+from support import free_port, require_redis, run_orch, wait_for_https
 from test_api_tls import _handshake, _self_signed
 
 REDIS_URL = "redis://127.0.0.1:6379/3"
 REQUESTS = 60
 
 
-def _redis_up() -> None:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"Redis at {REDIS_URL} is required for the API workers test: {exc}")
-
-
 @pytest.fixture
 def two_workers(isolated_env: Path) -> Iterator[tuple[int, Path, subprocess.Popen[bytes]]]:
-    _redis_up()
+    require_redis(REDIS_URL, "the API workers test")
     cert, key = _self_signed(isolated_env)
     port = free_port()
     inherited = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}  # it turns off log files
@@ -48,16 +39,7 @@ def two_workers(isolated_env: Path) -> Iterator[tuple[int, Path, subprocess.Pope
     assert run_orch("db", "init", env=env).returncode == 0
     process = subprocess.Popen([sys.executable, "-m", "orch.api.server"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "the API workers did not start"
-        time.sleep(0.2)
+    wait_for_https(port, process, timeout=60)
     yield port, isolated_env, process
     if process.poll() is None:
         process.kill()

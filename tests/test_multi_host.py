@@ -16,9 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import func, select
-from support import free_port
+from support import free_port, require_redis
 
 from orch.config.loader import load_settings
 from orch.security.users import create_user
@@ -30,15 +29,6 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 PASSWORD = "Multi-H0st-Passw0rd!"
 LIMIT_PER_MINUTE = 50
 TASKS = 300
-
-
-def _redis_up() -> None:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"Redis at {REDIS_URL} is required for the multi-host test: {exc}")
 
 
 @contextmanager
@@ -82,7 +72,7 @@ def _wait_dispatchers(prefect_api: str, since: str, count: int, logs: Path) -> N
 
 
 def test_two_apis_two_dispatchers_postgres_and_redis(pg_url: str, prefect_server: str, isolated_env: Path) -> None:
-    _redis_up()
+    require_redis(REDIS_URL, "the multi-host test")
     suffix = uuid.uuid4().hex[:8]  # rate-limit keys in the shared Redis are per user: fresh names
     operator, viewer = f"op-{suffix}", f"viewer-{suffix}"
     env = {**os.environ, "DATABASE_URL": pg_url, "PREFECT_API_URL": prefect_server, "ORCH_HOME": str(isolated_env),
