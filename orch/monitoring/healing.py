@@ -61,7 +61,7 @@ def runs_in_last_hour(settings: Settings, target: str) -> int:
 def start_run(settings: Settings, target: str, alert_name: str, flow_run_id: str | None, outcome: str = "running",
               reason: str = "") -> int:
     """Record a run (and audit it) before it acts, so a run that crashes still counts for the breaker."""
-    with session_scope(settings.database) as session:
+    with session_scope(settings.database, write_lock=True) as session:
         run = HealRun(target=target, alert_name=alert_name, flow_run_id=flow_run_id, outcome=outcome,
                       steps=[{"step": "start", "reason": reason}] if reason else [],
                       finished_at=None if outcome == "running" else utcnow())
@@ -76,7 +76,7 @@ def start_run(settings: Settings, target: str, alert_name: str, flow_run_id: str
 
 def record_step(settings: Settings, run_id: int, step: dict[str, Any]) -> None:
     """Append one step (an attempt, a health check, an approval) to the run and the audit trail."""
-    with session_scope(settings.database) as session:
+    with session_scope(settings.database, write_lock=True) as session:
         run = session.get(HealRun, run_id, with_for_update=True)
         if run is None:
             return
@@ -86,7 +86,7 @@ def record_step(settings: Settings, run_id: int, step: dict[str, Any]) -> None:
 
 
 def finish_run(settings: Settings, run_id: int, outcome: str) -> dict[str, Any]:
-    with session_scope(settings.database) as session:
+    with session_scope(settings.database, write_lock=True) as session:
         run = session.get(HealRun, run_id, with_for_update=True)
         if run is None:
             raise LookupError(f"heal run {run_id} not found")
