@@ -159,3 +159,22 @@ def test_plugin_actions_come_from_entry_points(tmp_path, isolated_env) -> None: 
     clash = subprocess.run([sys.executable, "-c", "from orch.dispatch.actions import registry; registry()"],
                            env=install("noop = orch_greet:CLASH"), capture_output=True, text=True, timeout=60)
     assert "plugin action 'noop' would replace a built-in action" in clash.stderr
+
+
+def test_registry_loads_once_under_a_burst_of_first_requests() -> None:
+    """The first burst after a start once scanned entry points in every request thread at once."""
+    import subprocess
+    import sys
+
+    probe = ("import threading\n"
+             "from orch.dispatch.actions import registry\n"
+             "gate, seen = threading.Barrier(16), []\n"
+             "def first():\n"
+             "    gate.wait()\n"
+             "    seen.append(id(registry()))\n"
+             "threads = [threading.Thread(target=first) for _ in range(16)]\n"
+             "[t.start() for t in threads]; [t.join() for t in threads]\n"
+             "print(len(seen), len(set(seen)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["16", "1"]
