@@ -2,22 +2,19 @@
 
 Checks, in order: the ``X-Signature`` HMAC over ``f"{t}.{raw body}"`` with ``security.webhook_secret``,
 the timestamp (not older than ``security.webhook_tolerance_seconds``, not in the future), then the
-delivery's digest is recorded in ``webhook_deliveries`` before its effect, so a replay is refused on
-every API replica; when the effect is refused the record is removed again, so the sender may retry.
+delivery's digest is recorded in ``webhook_deliveries`` before its effect (:mod:`orch.api.deliveries`),
+so a replay is refused on every API replica; when the effect is refused the record is removed again,
+so the sender may retry.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from datetime import timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import delete, insert
-from sqlalchemy.exc import IntegrityError
 
 from orch.api.deps import caller_of
 from orch.api.schemas import errors
@@ -26,15 +23,10 @@ from orch.config.schema import Settings
 from orch.dispatch.errors import InvalidTask
 from orch.dispatch.queue import TaskQueue
 from orch.security.webhook_signature import SignatureError, verify
-from orch.storage.engine import connection_scope
-from orch.storage.models import WebhookDelivery
-from orch.storage.types import utcnow
 
 router = APIRouter(tags=["webhooks"])
 TASK_EVENTS = {"task.started": "running", "task.progress": "running", "task.completed": "completed",
                "task.failed": "failed"}
-PURGE_EVERY_SECONDS = 60
-_REMEMBER = insert(WebhookDelivery.__table__)  # a Core insert: the ORM's unit of work cost more than the rest
 
 
 class WebhookEvent(BaseModel):
@@ -51,29 +43,11 @@ class WebhookAccepted(BaseModel):
     task_status: str | None = None
 
 
-def _record(settings: Settings, digest: str, event: WebhookEvent, caller: Caller, state: Any) -> WebhookAccepted:
-    """Remember the delivery and apply it in one transaction (a replay hits the primary key)."""
-    now = utcnow()
-    if time.monotonic() - state.last_purge > PURGE_EVERY_SECONDS:
-        state.last_purge = time.monotonic()
-        horizon = now - timedelta(seconds=2 * settings.security.webhook_tolerance_seconds)
-        with connection_scope(settings.database, write_lock=True) as connection:
-            connection.execute(delete(WebhookDelivery).where(WebhookDelivery.received_at < horizon))
-    if event.event != "ping" and not event.task_id:
-        raise InvalidTask([f"task_id: required for {event.event}"])
-    with connection_scope(settings.database, write_lock=True) as connection:  # a replay fails here
-        connection.execute(_REMEMBER, {"signature": digest, "event": event.event, "received_at": now})
-    if event.event == "ping":
-        return WebhookAccepted(event="ping")
-    queue = TaskQueue(settings)
-    try:
-        task = queue.get(event.task_id)
-        view = queue.report(event.task_id, task["core_id"], TASK_EVENTS[event.event], attempt=event.attempt,
-                            result=event.result, error=event.error, caller=caller)
-    except Exception:  # refused or failed: forget the delivery so that it may be sent again
-        with connection_scope(settings.database, write_lock=True) as connection:
-            connection.execute(delete(WebhookDelivery).where(WebhookDelivery.signature == digest))
-        raise
+def _apply(settings: Settings, event: WebhookEvent, caller: Caller) -> WebhookAccepted:
+    """Report a core's ``task.*`` event to its task (the delivery is already remembered)."""
+    queue, task_id = TaskQueue(settings), event.task_id or ""  # required for task.* (checked before)
+    view = queue.report(task_id, queue.get(task_id)["core_id"], TASK_EVENTS[event.event],
+                        attempt=event.attempt, result=event.result, error=event.error, caller=caller)
     return WebhookAccepted(event=event.event, task_status=view["status"])
 
 
@@ -104,13 +78,20 @@ async def webhook(request: Request) -> WebhookAccepted:
         lines = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()] \
             if isinstance(exc, ValidationError) else [f"body: not JSON ({exc})"]
         raise InvalidTask(lines) from None
-    try:
-        accepted = await run_in_threadpool(_record, settings, digest, event, caller_of(request), app.state)
-    except IntegrityError:
+    if event.event != "ping" and not event.task_id:
+        raise InvalidTask([f"task_id: required for {event.event}"])
+    deliveries = app.state.deliveries
+    if not await deliveries.remember(digest, event.event):
         metrics.webhooks.labels(event.event, "replayed").inc()
-        raise HTTPException(409, "webhook refused: this delivery was already accepted (replay)") from None
-    except Exception:
-        metrics.webhooks.labels(event.event, "refused").inc()
-        raise
+        raise HTTPException(409, "webhook refused: this delivery was already accepted (replay)")
+    if event.event == "ping":
+        accepted = WebhookAccepted(event="ping")
+    else:
+        try:
+            accepted = await run_in_threadpool(_apply, settings, event, caller_of(request))
+        except Exception:  # refused or failed: forget the delivery so that it may be sent again
+            await deliveries.forget(digest)
+            metrics.webhooks.labels(event.event, "refused").inc()
+            raise
     metrics.webhooks.labels(event.event, "accepted").inc()
     return accepted
