@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from bench_common import BenchError, clean_environ, run_bench
 from bench_common import machine_info as _machine_info
 from bench_dispatch import (
@@ -207,7 +208,8 @@ class Server:
     name: str
     process: subprocess.Popen[bytes]
     port: int
-    rss_mb: dict[str, float] = field(default_factory=dict)  # by moment: idle, after_health, ...
+    rss_mb: dict[str, float] = field(default_factory=dict)  # by moment: idle, after_health, ... (all processes)
+    largest_rss_mb: dict[str, float] = field(default_factory=dict)  # the largest one process, by moment
 
     @property
     def url(self) -> str:
@@ -219,8 +221,17 @@ class Server:
     def cpu(self) -> float:
         return process_usage(self.process)[1]
 
+    def largest_rss(self) -> float:
+        """The RSS of the largest one process of the server (a worker when ``api.workers`` > 1)."""
+        try:
+            root = psutil.Process(self.process.pid)
+            return round(max(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20, 1)
+        except psutil.Error:
+            return 0.0
+
     def note_rss(self, moment: str) -> float:
         self.rss_mb[moment] = self.rss()
+        self.largest_rss_mb[moment] = self.largest_rss()
         return self.rss_mb[moment]
 
 
@@ -458,6 +469,7 @@ async def hold_streams(server: Server, path: str, token: str | None, clients: in
     if dispatch:
         figures.update(await deliver_tasks(server, token, streams))
     figures["rss_held_mb"] = server.rss()
+    figures["largest_rss_held_mb"] = server.largest_rss()
     figures["rss_per_client_kb"] = round((figures["rss_held_mb"] - rss_before) * 1024 / max(1, len(streams)), 1)
     for stream in streams:
         stream.writer.close()
@@ -534,7 +546,19 @@ def goal_lines(report: dict[str, Any]) -> list[str]:
     d95 = dispatch["latency_ms"].get("p95")
     sse_ok = sse["open"] >= GOAL_SSE_CLIENTS and sse["with_preamble"] == sse["open"] and \
         sse["delivered_to"] == sse["open"] and sse["rss_held_mb"] < GOAL_SSE_RSS_MB
-    idle = orch["rss_mb"]["idle"]
+    workers = report["sizes"].get("api_workers", 1)
+    # Both memory goals are per process: with several workers, the largest worker is the one judged,
+    # and streams spread over the workers say nothing about what one process holds.
+    idle = orch["largest_rss_mb"]["idle"] if workers > 1 else orch["rss_mb"]["idle"]
+    idle_note = f" for the largest of {workers + 1} processes, {orch['rss_mb']['idle']:.0f} MB together" \
+        if workers > 1 else ""
+    sse_line = (f"{verdict(sse_ok)} ({sse['open']:,} of {sse['clients']:,} open, {sse['with_preamble']:,} with the "
+                f"preamble, {sse.get('delivered_to', 0):,} got every task event; {sse['rss_held_mb']:.0f} MB RSS)")
+    if workers > 1:
+        sse_line = (f"not judged with {workers} workers: the streams are spread over them ({sse['open']:,} of "
+                    f"{sse['clients']:,} open, {sse.get('delivered_to', 0):,} got every task event; "
+                    f"{sse['rss_held_mb']:.0f} MB together, largest process {sse['largest_rss_held_mb']:.0f} MB); "
+                    f"run with --workers 1")
     return [
         f"- `/health` ≥ {GOAL_HEALTH_RPS:,.0f} req/s (original {ORIGINAL['health']}): "
         f"{verdict(health_rps >= GOAL_HEALTH_RPS and health['status_errors'] == 0)} (measured {health_rps:,.0f} "
@@ -549,11 +573,9 @@ def goal_lines(report: dict[str, Any]) -> list[str]:
         f"(measured {hook_rps:,.0f}/s at p95 {hook_p95:.1f} ms with {webhook['connections']} connections, "
         f"{hook_bad} non-200/failed)",
         f"- {GOAL_SSE_CLIENTS:,} SSE clients on one process under {GOAL_SSE_RSS_MB:.0f} MB RSS (original "
-        f"{ORIGINAL['sse']}): {verdict(sse_ok)} ({sse['open']:,} of {sse['clients']:,} open, "
-        f"{sse['with_preamble']:,} with the preamble, {sse.get('delivered_to', 0):,} got every task event; "
-        f"{sse['rss_held_mb']:.0f} MB RSS)",
-        f"- API idle RSS < {GOAL_IDLE_RSS_MB:.0f} MB: {verdict(idle < GOAL_IDLE_RSS_MB)} (measured {idle:.0f} MB; "
-        f"bare FastAPI {report['bare']['rss_mb']['idle']:.0f} MB)",
+        f"{ORIGINAL['sse']}): {sse_line}",
+        f"- API process idle RSS < {GOAL_IDLE_RSS_MB:.0f} MB: {verdict(idle < GOAL_IDLE_RSS_MB)} (measured "
+        f"{idle:.0f} MB{idle_note}; bare FastAPI {report['bare']['rss_mb']['idle']:.0f} MB)",
     ]
 
 
@@ -573,7 +595,8 @@ def markdown(report: dict[str, Any]) -> str:
     machine, sizes, orch, bare = report["machine"], report["sizes"], report["orch"], report["bare"]
     o_sse, b_sse = orch["sse"], bare["sse"]
     rows = [
-        ("idle RSS (MB)", f"{orch['rss_mb']['idle']:.0f}", f"{bare['rss_mb']['idle']:.0f}"),
+        ("idle RSS (MB); largest process", f"{orch['rss_mb']['idle']:.0f}; {orch['largest_rss_mb']['idle']:.0f}",
+         f"{bare['rss_mb']['idle']:.0f}; {bare['largest_rss_mb']['idle']:.0f}"),
         (f"`GET /health` (req/s, {sizes['health_connections']} connections)", wrk_cell(orch["health"]),
          wrk_cell(bare["health"])),
         ("`GET /health` latency p50 / p95 / p99 (ms)", latency_cell(orch["health"]), latency_cell(bare["health"])),
@@ -712,6 +735,7 @@ def bench(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         results["bare"]["sse"] = run_sse(bare, "/sse", None, sizes.sse_clients, dispatch=False)
         for server, side in ((orch, "orch"), (bare, "bare")):
             results[side]["rss_mb"] = server.rss_mb
+            results[side]["largest_rss_mb"] = server.largest_rss_mb
         report.update(results)
         report["load_avg_end"] = round(os.getloadavg()[0], 2)
     finally:
