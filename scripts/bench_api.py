@@ -196,7 +196,7 @@ DEFAULT = Sizes(health_s=10, health_connections=64, webhook_s=10, webhook_connec
                 dispatch_rate=200, sse_clients=2_000)
 QUICK = Sizes(health_s=3, health_connections=64, webhook_s=3, webhook_connections=8, dispatch_s=5,
               dispatch_rate=200, sse_clients=200)
-MAX_WEBHOOKS_PER_S = 10_000  # deliveries signed per second of the webhook run; running out is an error
+MAX_WEBHOOKS_PER_S = 20_000  # deliveries signed per second of the webhook run; running out is an error
 
 
 # --- the two servers -----------------------------------------------------------------------------
