@@ -13,11 +13,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Collection
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from orch.stack.pools import INPROCESS_POOL
+
+if TYPE_CHECKING:
+    from orch.config.schema import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_FILE = PROJECT_ROOT / "prefect.yaml"
@@ -96,6 +101,30 @@ def apply_deployments() -> None:
         raise SystemExit("prefect deploy failed: " + (lines[-1] if lines else f"exit {result.returncode}"))
 
 
+SWEEP_DEPLOYMENT = "monitor-sweep/interval"
+
+
+def apply_sweep_interval(settings: Settings, deployment_name: str = SWEEP_DEPLOYMENT) -> int:
+    """Make the sweep's interval schedule follow ``monitoring.interval``; returns the interval in seconds.
+
+    ``prefect.yaml`` schedules the sweep every 60 s (the default), and ``prefect deploy`` applies that;
+    an operator who sets ``monitoring.interval: 30`` expects sweeps every 30 s, so the schedule is
+    updated after the deploy. Whether the schedule is active (paused in the UI) is left as it was.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    wanted = timedelta(seconds=settings.monitoring.interval)
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(deployment_name)
+        for entry in deployment.schedules:
+            schedule = entry.schedule
+            if isinstance(schedule, IntervalSchedule) and schedule.interval != wanted:
+                client.update_deployment_schedule(deployment.id, entry.id, schedule=IntervalSchedule(
+                    interval=wanted, anchor_date=schedule.anchor_date, timezone=schedule.timezone))
+    return settings.monitoring.interval
+
+
 def main() -> int:
     from blocks.register import register_blocks
     from deployments.automations import apply_automations
@@ -108,6 +137,7 @@ def main() -> int:
     ensure_work_pools(work_pools())
     register_blocks(settings)
     apply_deployments()
+    apply_sweep_interval(settings)
     apply_automations(settings)
     print("applied: " + ", ".join(deployment_names()))
     return 0
