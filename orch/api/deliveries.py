@@ -44,9 +44,10 @@ class DeliveryLog:
 
     async def remember(self, digest: str, event: str) -> bool:
         """Store the delivery; False when it was stored before (a replay). Database errors propagate."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
         self._pending.append((digest, event, utcnow(), future))
-        if self._writer is None:
+        if self._writer is None or self._writer.get_loop() is not loop:  # a test client's loop may be gone
             self._writer = asyncio.create_task(self._write_pending())
         return await future
 
