@@ -104,8 +104,9 @@ def apply_deployments() -> None:
 SWEEP_DEPLOYMENT = "monitor-sweep/interval"
 
 
-def apply_sweep_interval(settings: Settings, deployment_name: str = SWEEP_DEPLOYMENT) -> int:
-    """Make the sweep's interval schedule follow ``monitoring.interval``; returns the interval in seconds.
+def apply_sweep_interval(settings: Settings, deployment_name: str = SWEEP_DEPLOYMENT) -> int | None:
+    """Make the sweep's interval schedule follow ``monitoring.interval``; returns the interval in seconds,
+    or None when ``prefect.yaml`` no longer deploys the sweep (there is nothing to follow it then).
 
     ``prefect.yaml`` schedules the sweep every 60 s (the default), and ``prefect deploy`` applies that;
     an operator who sets ``monitoring.interval: 30`` expects sweeps every 30 s, so the schedule is
@@ -113,10 +114,14 @@ def apply_sweep_interval(settings: Settings, deployment_name: str = SWEEP_DEPLOY
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.schedules import IntervalSchedule
+    from prefect.exceptions import ObjectNotFound
 
     wanted = timedelta(seconds=settings.monitoring.interval)
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(deployment_name)
+        try:
+            deployment = client.read_deployment_by_name(deployment_name)
+        except ObjectNotFound:
+            return None
         for entry in deployment.schedules:
             schedule = entry.schedule
             if isinstance(schedule, IntervalSchedule) and schedule.interval != wanted:

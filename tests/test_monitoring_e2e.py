@@ -162,6 +162,7 @@ def test_the_sweep_schedule_follows_monitoring_interval(prefect_server: str, iso
             assert apply_sweep_interval(settings, f"{monitor_sweep.name}/{name}") == 15
             (entry,) = client.read_deployment(deployment_id).schedules
             assert entry.schedule.interval == timedelta(seconds=15) and entry.active is False
+            assert apply_sweep_interval(settings, f"{monitor_sweep.name}/not-deployed") is None
         finally:
             client.delete_deployment(deployment_id)
             client.delete_work_pool(pool)
