@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install up test doctor bench clean ci ci-preflight ci-lint ci-test ci-diff-cover ci-sbom ci-secrets ci-eol
+.PHONY: install lock up test test-fast doctor bench clean ci ci-preflight ci-lint ci-test ci-diff-cover ci-sbom ci-secrets ci-eol
 
 # `make test` arguments (CI adds coverage); RUFF_STRICT=1 makes lint findings fail CI; DIFF_COVER_MIN is the
 # share of changed lines (against the previous commit) the tests must cover.
@@ -15,14 +15,38 @@ DIFF_COVER_MIN ?= 80
 CI_OUT         := .ci/out
 SBOM_DIR       := observability/sbom
 
+# Every install comes from the locks: requirements-dev.lock (runtime + dev tools, what make and CI install) and
+# requirements.lock (runtime only, what a production host installs), every package pinned with its hashes, for
+# every platform and Python 3.11+. `make lock` refreshes them from pyproject.toml's ranges, keeping today's
+# pins; `make lock UPGRADE=1` moves everything to the newest allowed, `make lock UPGRADE=prefect` one package.
+LOCK     := requirements.lock
+DEV_LOCK := requirements-dev.lock
+PIP      := $(BIN)/python -m pip --disable-pip-version-check
+UPGRADE  ?=
+UV_FLAGS := --quiet --universal --generate-hashes --python-version 3.11 --custom-compile-command 'make lock' \
+            $(if $(filter 1,$(UPGRADE)),--upgrade,$(addprefix --upgrade-package ,$(filter-out 1,$(UPGRADE))))
+
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ORCH-Next needs Python 3.11+; found " + sys.version.split()[0] + " (run: make PYTHON=python3.11 ...)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) install --quiet --require-hashes --no-deps -r $(DEV_LOCK)
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	@$(PIP) check >/dev/null || { $(PIP) check; echo "make: $(DEV_LOCK) does not satisfy pyproject.toml; run: make lock" >&2; exit 1; }
 	@touch $(STAMP)
+
+# The build backend (pyproject's build-system.requires) is locked too: installs build without isolation. The
+# lock is made with the uv that the lock pins (needs only the venv, so it works when the lock is stale).
+UV_PIN := $(shell sed -n 's/^uv==\([^ ]*\).*/==\1/p' $(DEV_LOCK) 2>/dev/null)
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(PIP) install --quiet 'uv$(UV_PIN)'
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(BIN)/uv pip compile pyproject.toml - --extra dev $(UV_FLAGS) -o $(DEV_LOCK)
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(BIN)/uv pip compile pyproject.toml - -c $(DEV_LOCK) $(UV_FLAGS) -o $(LOCK)
+	@$(MAKE) --no-print-directory install
 
 up: $(STAMP)
 	exec $(BIN)/orch up

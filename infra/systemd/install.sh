@@ -144,7 +144,7 @@ if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then
 fi
 
 [ -x "$ROOT$APP_DIR/.venv/bin/python" ] || echo "note: $APP_DIR/.venv is missing: put the checkout in $APP_DIR and run" \
-  "python3 -m venv $APP_DIR/.venv && $APP_DIR/.venv/bin/pip install -e $APP_DIR"
+  "python3 -m venv $APP_DIR/.venv && $APP_DIR/.venv/bin/pip install --require-hashes --no-deps -r $APP_DIR/requirements.lock && $APP_DIR/.venv/bin/pip install --no-deps --no-build-isolation -e $APP_DIR"
 cat <<EOF
 
 Next: set the secrets in $CONF_DIR/orch-next.env and check $CONF_DIR/config.yaml

@@ -96,7 +96,7 @@ function Invoke-Nssm([string[]]$Arguments) {
 $exists = Test-ServiceExists
 if ($Apply) {
     if (-not (Get-Command nssm -ErrorAction SilentlyContinue)) { throw "nssm not found on PATH (choco install nssm)" }
-    if (-not (Test-Path $Python)) { throw "$Python not found: create the venv first (python -m venv .venv; .venv\Scripts\pip install -e .)" }
+    if (-not (Test-Path $Python)) { throw "$Python not found: create the venv first (python -m venv .venv; .venv\Scripts\pip install --require-hashes --no-deps -r requirements.lock; .venv\Scripts\pip install --no-deps --no-build-isolation -e .)" }
     if ($exists) {
         $existing = Get-ExistingToken
         if ($existing) { $McpToken = $existing }
