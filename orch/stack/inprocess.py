@@ -106,10 +106,13 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
         self._armed: set[Any] = set()
         self._running: dict[Any, tuple[FlowRun, threading.Thread]] = {}
         self._identifier = f"orch-inprocess:{socket.gethostname()}"
+        self._timers: anyio.abc.TaskGroup | None = None
 
     async def start(self, *args: Any, **kwargs: Any) -> None:
-        """Prefect's worker loops, plus a poll whenever a run is scheduled in this pool."""
+        """Prefect's worker loops, plus a poll whenever a run is scheduled in this pool and one at the start
+        time of each run due within the look-ahead (both in a task group of ORCH's own)."""
         async with anyio.create_task_group() as group:
+            self._timers = group
             group.start_soon(self._poll_on_scheduled_events)
             await super().start(*args, **kwargs)
             group.cancel_scope.cancel()
@@ -133,9 +136,9 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
             start = response.flow_run.next_scheduled_start_time or response.flow_run.expected_start_time
             if start is None or start <= now:
                 due.append(response)
-            elif response.flow_run.id not in self._armed and self._runs_task_group is not None:
+            elif response.flow_run.id not in self._armed and self._timers is not None:
                 self._armed.add(response.flow_run.id)
-                self._runs_task_group.start_soon(self._poll_at, response.flow_run.id, (start - now).total_seconds())
+                self._timers.start_soon(self._poll_at, response.flow_run.id, (start - now).total_seconds())
         return due
 
     async def _poll_at(self, flow_run_id: Any, delay: float) -> None:
@@ -189,11 +192,19 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
         deadline = asyncio.get_running_loop().time() + grace
         while self._running and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.1)
+        from prefect.client.schemas.responses import SetStateStatus
+        from prefect.states import Crashed
+
         crashed = []
+        message = f"the ORCH worker stopped while this run was in progress (it had {grace:g} s to finish)"
         for flow_run, _thread in list(self._running.values()):
-            await self._propose_crashed_state(flow_run, "the ORCH worker stopped while this run was in progress "
-                                                        f"(it had {grace:g} s to finish)")
-            crashed.append(flow_run.name)
+            try:
+                result = await self.client.set_flow_run_state(flow_run.id, Crashed(message=message))
+            except Exception as exc:  # noqa: BLE001 - the process is exiting; say which run may stay Running
+                log.warning("in-process worker: could not report run %s as Crashed: %s", flow_run.name, exc)
+                continue
+            if result.status == SetStateStatus.ACCEPT:  # refused when the run reached a final state meanwhile
+                crashed.append(flow_run.name)
         return crashed
 
     async def kill_infrastructure(self, infrastructure_pid: str, configuration: BaseJobConfiguration,
@@ -208,10 +219,14 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
         from prefect.events.clients import get_events_subscriber
         from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
 
-        while self._work_pool is None:
-            await anyio.sleep(0.2)
+        pool_id = None
+        while pool_id is None:  # the pool is known after the worker's first poll
+            with contextlib.suppress(RuntimeError):
+                pool_id = self.work_pool.id
+            if pool_id is None:
+                await anyio.sleep(0.2)
         wanted = EventFilter(event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
-                             any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{self._work_pool.id}"]))
+                             any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{pool_id}"]))
         wake = asyncio.Event()
         async with anyio.create_task_group() as group:
             group.start_soon(self._poll_when_woken, wake)
