@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,6 @@ from support import BIN, free_port
 
 from orch.config.runtime import get_settings, reset_settings_cache
 from orch.supply_chain.code_scanners import run_bandit, run_dependency_audit
-from orch.supply_chain.eol import check
 from orch.supply_chain.resource_guard import check_resources
 from orch.supply_chain.secrets_scan import repository_files, scan, secret_hash
 
@@ -24,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Fake secrets assembled at run time, so this file itself holds none for the repository's own scan.
 FAKE_AWS_KEY = "AKIA" + "Z7Q2" * 4
 FAKE_JWT_SECRET = "jwt-" + "q8Vz3Kp1" * 4  # pragma: allowlist secret
+FAKE_PREFECT_KEY = "pnu_" + "r4Nd0mK3y" * 4  # pragma: allowlist secret
 
 
 @pytest.fixture
@@ -37,9 +37,10 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def scan_secrets_script(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def scan_secrets_script(root: Path, *args: str, data: bool = False) -> subprocess.CompletedProcess[str]:
+    """The guide's scan_secrets.py on ``root`` as ORCH_HOME; its data and log directories only with ``data``."""
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "ops" / "scan_secrets.py"), "--root", str(root),
-                           "--no-data", *args], capture_output=True, text=True, timeout=120,
+                           *([] if data else ["--no-data"]), *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "ORCH_HOME": str(root)})
 
 
@@ -86,47 +87,53 @@ def test_the_running_configurations_secrets_are_found_in_logs_and_secrets_json_i
     assert [(f.filename, f.type) for f in result.new] == [("data/logs/worker.log", "ORCH configured secret")]
 
 
+def fresh_install_data(home: Path) -> Path:
+    """``<home>/data`` as `orch up` and one backup leave it (needs the ``prefect_server`` fixture): the
+    database, secrets.json, a real backup and its catalog, and the real Prefect server's memo store."""
+    from orch.backup.create import create_backup
+    from orch.config.loader import load_settings
+    from orch.storage.migrate import upgrade
+
+    settings = load_settings(environ={"ORCH_HOME": str(home)})  # as `orch up` does: secrets.json too
+    upgrade(settings.database, create_database=True)
+    digest = create_backup(settings)["sha256"]
+    data = home / "data"
+    assert digest in (data / "backups" / "catalog.json").read_text()
+    memo = Path(os.environ["PREFECT_HOME"]) / "memo_store.toml"  # written by the session server's start-up
+    assert memo.is_file(), f"the Prefect server wrote no {memo}"
+    (data / "prefect").mkdir()
+    shutil.copy(memo, data / "prefect" / "memo_store.toml")  # where `orch up` puts the server's home
+    return data
+
+
+def test_a_fresh_installs_own_data_files_are_not_secrets_and_a_leak_beside_them_still_is(
+        prefect_server: str, project: Path) -> None:
+    """After `orch up` and one backup, data/ holds the backup catalog (sha256 digests) and the Prefect
+    server's memo store (a sha256 of its block registry): not secrets. A secret in a log, or in a file a
+    human writes beside the memo store (Prefect's profiles.toml), or the memo store's very content under
+    another name, still is: the exclusion is of those two files, not of what they look like."""
+    data = fresh_install_data(project)
+    memo = data / "prefect" / "memo_store.toml"
+    clean = scan_secrets_script(project, data=True)
+    assert clean.returncode == 0 and clean.stdout.startswith("secret scan: "), clean.stdout + clean.stderr
+
+    (data / "logs").mkdir()
+    (data / "logs" / "worker.log").write_text(f'{{"message": "env AWS_ACCESS_KEY_ID={FAKE_AWS_KEY}"}}\n')
+    (data / "prefect" / "profiles.toml").write_text(
+        f'active = "local"\n\n[profiles.local]\nPREFECT_API_KEY = "{FAKE_PREFECT_KEY}"\n')
+    shutil.copy(memo, data / "backups" / "notes.toml")
+    leaked = scan_secrets_script(project, data=True)
+    assert leaked.returncode == 1
+    reported = {line.split(":")[0] for line in leaked.stdout.splitlines()}
+    assert reported == {"data/logs/worker.log", "data/prefect/profiles.toml", "data/backups/notes.toml"}, \
+        leaked.stdout
+    assert FAKE_AWS_KEY not in leaked.stdout + leaked.stderr and FAKE_PREFECT_KEY not in leaked.stdout
+
+
 def test_a_corrupt_baseline_is_a_clear_error_not_an_empty_one(project: Path) -> None:
     (project / ".secrets.baseline").write_text("{not json")
     done = scan_secrets_script(project)
     assert done.returncode == 1 and done.stderr.startswith("error: ") and "baseline" in done.stderr
-
-
-TABLE = {"reviewed": date(2026, 1, 1), "fresh_for_days": 180, "warn_days": 182,
-         "products": {"python": {"3.10": date(2026, 10, 31), "3.11": date(2027, 10, 31), "3.12": date(2028, 10, 31)},
-                      "prefect": {"3": None}, "somepkg": {"1": date(2020, 1, 1)}, "newpkg": {"1": None}}}
-
-
-@pytest.mark.parametrize(("python", "today", "status"), [
-    ("3.10.14", date(2026, 11, 26), "failed"),  # past
-    ("3.11.7", date(2027, 6, 1), "warning"),  # within 6 months
-    ("3.12.1", date(2026, 3, 1), "ok"),  # future
-    ("3.11.7", date(2027, 10, 31), "warning"),  # the last supported day
-])
-def test_eol_past_near_and_future_dates(python: str, today: date, status: str) -> None:
-    result = check(TABLE, {"python": python, "prefect": "3.9.1", "somepkg": None, "newpkg": "2.0"}, today)
-    entries = {e.product: e for e in result.entries}
-    assert entries["python"].status == status
-    assert entries["prefect"].status == "ok"
-    assert entries["somepkg"].status == "not_checked" and entries["somepkg"].detail == "not installed"
-    assert entries["newpkg"].status == "not_checked" and "not in the EOL table" in entries["newpkg"].detail
-
-
-def test_eol_table_older_than_its_freshness_says_so() -> None:
-    assert check(TABLE, {}, date(2026, 6, 29)).table_stale is False
-    assert check(TABLE, {}, date(2026, 7, 1)).table_stale is True
-
-
-def test_eol_script_on_the_shipped_table_and_a_past_date(tmp_path: Path) -> None:
-    script = [sys.executable, str(ROOT / "scripts" / "ops" / "check_eol.py"),
-              "--table", str(ROOT / "security" / "eol.yaml")]
-    assert subprocess.run(script, capture_output=True, text=True, timeout=60).returncode == 0
-    late = subprocess.run([*script, "--today", "2031-01-01"], capture_output=True, text=True, timeout=60)
-    assert late.returncode == 1 and "FAILED" in late.stdout and "stale" in late.stdout
-    bad = tmp_path / "eol.yaml"
-    bad.write_text("reviewed: 2026-01-01\nproducts:\n  python:\n    '3.11': next year\n")
-    broken = subprocess.run([*script[:2], "--table", str(bad)], capture_output=True, text=True, timeout=60)
-    assert broken.returncode == 1 and "must be a date" in broken.stderr
 
 
 def test_dependency_audit_says_not_checked_when_the_vulnerability_service_is_unreachable(tmp_path: Path) -> None:
@@ -189,18 +196,36 @@ def test_resource_guard_warns_and_fails_only_when_strict(tmp_path: Path, monkeyp
     assert done.returncode == 1 and "resource guard: failed" in done.stderr
 
 
-def scan_env(monkeypatch: pytest.MonkeyPatch, project: Path, **extra: str) -> None:
-    """Point the configuration at the small project; the dependency audit's service is unreachable (a
-    closed proxy), loopback (the Prefect server, the receivers) is not."""
+def environment_eol_table(directory: Path) -> tuple[Path, str]:
+    """An EOL table for this environment and the summary line the EOL check must give for it: the running
+    Python's line (checked), Prefect only up to line 0 (so the installed one is newer than the table, as a
+    fresh install's newest cryptography was), and a product that is not installed. Never stale, never past
+    an end: what it asserts does not move with the date or with what a registry serves."""
+    from importlib.metadata import version
+
+    table = directory / "eol.yaml"
+    table.write_text(f"reviewed: 2026-01-01\nfresh_for_days: 100000\nproducts:\n  python:\n"
+                     f"    '{sys.version_info.major}.{sys.version_info.minor}': null\n  prefect:\n    '0': null\n"
+                     "  orch-test-not-installed:\n    '1': null\n")
+    return table, (f"eol: passed (1 checked; 1 newer than the table (prefect {version('prefect')}); 1 not checked "
+                   "(orch-test-not-installed))")
+
+
+def scan_env(monkeypatch: pytest.MonkeyPatch, project: Path, **extra: str) -> str:
+    """Point the configuration at the small project, with :func:`environment_eol_table` (returns its summary
+    line); the dependency audit's service is unreachable (a closed proxy), loopback (the Prefect server, the
+    receivers) is not."""
     closed = f"http://127.0.0.1:{free_port()}"
+    eol_table, eol_summary = environment_eol_table(project.parent)
     values = {"ORCH_HOME": str(project), "ORCH_SUPPLY_CHAIN__CODE_PATHS": "[pkg]",
-              "ORCH_SUPPLY_CHAIN__EOL_TABLE": str(ROOT / "security" / "eol.yaml"),
+              "ORCH_SUPPLY_CHAIN__EOL_TABLE": str(eol_table),
               "ORCH_SUPPLY_CHAIN__RESOURCE_GUARD__CPU_PERCENT": "100",
               "ORCH_SUPPLY_CHAIN__RESOURCE_GUARD__MIN_FREE_DISK": "1",
               "HTTPS_PROXY": closed, "HTTP_PROXY": closed, "NO_PROXY": "127.0.0.1,localhost", **extra}
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     reset_settings_cache()
+    return eol_summary
 
 
 def test_orch_scan_writes_one_report_with_a_line_per_scanner(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,7 +285,9 @@ def test_security_scan_flow_publishes_the_report_notifies_and_fails_on_a_leak(
 
 def test_security_scan_deployment_runs_to_completed_with_its_artifact(
         prefect_server: str, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """As a scheduled run executes it: a deployment on a process work pool, picked up by a real worker."""
+    """As a scheduled run executes it: a deployment on a process work pool, picked up by a real worker, on a
+    healthy fresh install (its data directory after `orch up` and a backup; a package newer than the EOL
+    table): it passes."""
     import asyncio
 
     from prefect.client.orchestration import get_client
@@ -269,7 +296,8 @@ def test_security_scan_deployment_runs_to_completed_with_its_artifact(
 
     from flows.security_scan import security_scan
 
-    scan_env(monkeypatch, project)
+    eol_summary = scan_env(monkeypatch, project)
+    fresh_install_data(project)
     pool = f"orch-test-{uuid.uuid4().hex[:8]}"
 
     async def create_pool() -> None:
@@ -299,7 +327,9 @@ def test_security_scan_deployment_runs_to_completed_with_its_artifact(
     assert run.state.is_completed(), (run.state, worker.stdout[-6000:], worker.stderr[-6000:])
     [artifact] = [a for a in found if a.key]
     assert artifact.key == "security-report" and artifact.type == "markdown"
-    assert "# Security report - PASSED" in artifact.data and "| eol | passed |" in artifact.data
+    assert "# Security report - PASSED" in artifact.data and "| secrets | passed |" in artifact.data
+    eol_detail = eol_summary.removeprefix("eol: passed (").removesuffix(")")
+    assert f"| eol | passed | {eol_detail} |" in artifact.data  # a package newer than the table fails nothing
     assert (project / "security_reports" / "security-report-latest.json").is_file()
     assert get_settings().supply_chain.code_paths == ["pkg"]
 
@@ -320,9 +350,9 @@ def test_a_log_too_large_for_detect_secrets_is_still_searched_for_orch_secrets(t
 
 
 def test_the_guides_security_scan_script_works_as_written(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    scan_env(monkeypatch, project)
+    eol_summary = scan_env(monkeypatch, project)
     done = subprocess.run([str(ROOT / "scripts" / "security_scan.sh"), "--only", "eol", "--only", "semgrep"],
                           capture_output=True, text=True, timeout=120, cwd=project)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[:2] == ["Running security scans...", "eol: passed (6 checked)"]
+    assert done.stdout.splitlines()[:2] == ["Running security scans...", eol_summary]
     assert (project / "security_reports" / "security-report-latest.md").is_file()

@@ -7,6 +7,8 @@ runs each as its own retryable task and stores everything in one transaction.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
 import time
@@ -75,7 +77,9 @@ def collect_api(settings: Settings, window_seconds: float) -> list[Sample]:
     """
     from orch.monitoring.targets import probe_client
 
-    host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::", "") else settings.api.host
+    host = settings.api.host
+    with contextlib.suppress(ValueError):  # a name (localhost) is no address: probed as it is
+        host = "127.0.0.1" if not host or ipaddress.ip_address(host).is_unspecified else host  # 0.0.0.0, ::
     started = time.perf_counter()
     try:
         status = probe_client().get(f"http://{host}:{settings.api.port}/health").status_code

@@ -7,6 +7,8 @@ only logs what it would do is what ``self_healing.dry_run`` is for.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import signal
 import subprocess
@@ -47,7 +49,9 @@ class Health:
 
 def orch_targets(settings: Settings) -> list[TargetSettings]:
     """ORCH's own API and worker, restarted through `orch up`'s supervisor."""
-    host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::", "") else settings.api.host
+    host = settings.api.host
+    with contextlib.suppress(ValueError):  # a name (localhost) is no address: probed as it is
+        host = "127.0.0.1" if not host or ipaddress.ip_address(host).is_unspecified else host  # 0.0.0.0, ::
     return [
         TargetSettings(name="orch-api", health_check={"url": f"http://{host}:{settings.api.port}/healthz"},
                        restart={"supervised": "api"}),

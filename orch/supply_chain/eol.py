@@ -1,20 +1,29 @@
 """EOL check: the running Python and key dependencies against the dated table in the repository.
 
-A release line past its end of life fails; one ending within ``warn_days`` warns; a line the table does
-not list, or a product that is not installed, is "not checked" rather than passed. A table older than
-its own ``fresh_for_days`` is reported as stale (a warning: its answers may miss new announcements).
+A release line past its end of life fails; one ending within ``warn_days`` warns. A version newer than
+every line the table lists for its product is "newer", neither a failure nor a warning: its line came
+after the newest one the reviewer saw, so no end of life can have been announced for it when the table
+was reviewed; it asks for a line at the next review (failing it would turn the check red on every
+upgrade to a new release line). A line older than every listed one or between listed ones, and a product
+that is not installed, are "not checked" rather than passed: there the table has no answer, and an old
+line may well be past its end. A table older than its own ``fresh_for_days`` is reported as stale (a
+warning: its answers may miss new announcements).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
+
 from orch.supply_chain.errors import SupplyChainError
+from orch.supply_chain.results import ScannerResult
 
 
 @dataclass(frozen=True)
@@ -23,7 +32,7 @@ class EolEntry:
     version: str
     cycle: str | None
     eol: date | None
-    status: str  # ok | warning | failed | not_checked
+    status: str  # ok | warning | failed | newer | not_checked
     detail: str
 
 
@@ -40,6 +49,27 @@ class EolResult:
     @property
     def warnings(self) -> list[EolEntry]:
         return [e for e in self.entries if e.status == "warning"]
+
+    def scanner_result(self) -> ScannerResult:
+        """The one summary ``orch scan``, the security-scan flow and check_eol.py print, e.g.
+        ``eol: passed (5 checked; 1 newer than the table (cryptography 51.0.1))``: only what the table
+        judged counts as checked."""
+        findings = [{"product": e.product, "version": e.version, "cycle": e.cycle,
+                     "eol": str(e.eol) if e.eol else None, "status": e.status, "text": e.detail}
+                    for e in self.entries]
+        newer = [f"{e.product} {e.version}" for e in self.entries if e.status == "newer"]
+        unchecked = [e.product for e in self.entries if e.status == "not_checked"]
+        notes = [f"{len(self.entries) - len(newer) - len(unchecked)} checked"]
+        notes += [f"{len(newer)} newer than the table ({', '.join(newer)})"] if newer else []
+        notes += [f"{len(unchecked)} not checked ({', '.join(unchecked)})"] if unchecked else []
+        notes += [f"table reviewed {self.table_reviewed} is stale"] if self.table_stale else []
+        if self.failed:
+            return ScannerResult("eol", "failed", "; ".join([e.detail for e in self.failed] + notes),
+                                 {"high": len(self.failed)}, findings)
+        if self.warnings or self.table_stale:
+            return ScannerResult("eol", "warning", "; ".join([e.detail for e in self.warnings] + notes),
+                                 {"medium": len(self.warnings)} if self.warnings else {}, findings)
+        return ScannerResult("eol", "passed", "; ".join(notes), {}, findings)
 
     def to_dict(self) -> dict[str, Any]:
         return {"table_reviewed": str(self.table_reviewed), "table_stale": self.table_stale,
@@ -91,6 +121,13 @@ def check(table: dict[str, Any], versions: dict[str, str | None], today: date) -
             result.entries.append(EolEntry(product, "-", None, None, "not_checked", "not installed"))
             continue
         cycle = _cycle_of(version, set(cycles))
+        latest = None if cycle else _latest_line_before(version, cycles)
+        if latest is not None:
+            result.entries.append(EolEntry(product, version, None, None, "newer",
+                                           f"{product} {version} is newer than the table's latest line "
+                                           f"({latest}); no end of life can have been announced for it when "
+                                           f"the table was reviewed ({reviewed})"))
+            continue
         if cycle is None:
             result.entries.append(EolEntry(product, version, None, None, "not_checked",
                                            f"release line of {version} is not in the EOL table"))
@@ -118,6 +155,23 @@ def _cycle_of(version: str, cycles: set[str]) -> str | None:
         if candidate in cycles:
             return candidate
     return None
+
+
+def _latest_line_before(version: str, cycles: Iterable[str]) -> str | None:
+    """The table's latest line when ``version`` comes after every listed line, else None.
+
+    Compared as numbers (``packaging``), at each line's own length: ``51.0.1`` after ``50``, ``3.15.0``
+    after ``3.9`` and ``3.14`` (as text, "3.15" < "3.9"), ``2.2.0`` after ``2.1``. An unparsable version or
+    line answers None, so that version stays "not checked".
+    """
+    try:
+        release = Version(version).release
+        lines = {cycle: Version(cycle).release for cycle in cycles}
+    except InvalidVersion:
+        return None
+    if not lines or not all(release[:len(line)] > line for line in lines.values()):
+        return None
+    return max(lines, key=lambda cycle: lines[cycle])
 
 
 def run_check(table_path: Path, today: date | None = None) -> EolResult:

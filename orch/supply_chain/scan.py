@@ -26,18 +26,29 @@ def reports_dir(settings: Settings) -> Path:
 
 
 def secret_scan_files(settings: Settings, root: Path, data: bool = True) -> list[Path]:
-    """The repository's files, then the data and log directories' (once each); never ORCH's secret store
-    or the baseline itself."""
-    from orch.config.local_secrets import SECRETS_FILE
+    """The repository's files, then the data and log directories' (once each), minus :func:`not_scanned`."""
     from orch.supply_chain.secrets_scan import directory_files, repository_files
 
     places = [Path(settings.data_dir)] + ([Path(settings.logging.file).parent] if settings.logging.file else [])
     files = {f.resolve(): f for f in repository_files(root)}
     for place in places if data else []:
         files.update((f.resolve(), f) for f in directory_files(place) if f.resolve() not in files)
-    files.pop((Path(settings.data_dir) / SECRETS_FILE).resolve(), None)
-    files.pop((root / settings.supply_chain.secrets_baseline).resolve(), None)  # hashes, which look random
+    for skipped in not_scanned(settings, root):
+        files.pop(skipped.resolve(), None)
     return list(files.values())
+
+
+def not_scanned(settings: Settings, root: Path) -> list[Path]:
+    """The files the secret scan skips by exact path (the reasons are in :mod:`orch.supply_chain.secrets_scan`):
+    ORCH's secret store, and files only code writes, whose digests look random to an entropy detector."""
+    from orch.backup.catalog import CATALOG
+    from orch.config.local_secrets import SECRETS_FILE
+
+    data = Path(settings.data_dir)
+    return [data / SECRETS_FILE,
+            root / settings.supply_chain.secrets_baseline,
+            Path(settings.backup.directory or data / "backups") / CATALOG,
+            data / "prefect" / "memo_store.toml"]  # the Prefect server's home under `orch up`
 
 
 def scan_secrets(settings: Settings) -> ScannerResult:
@@ -58,20 +69,7 @@ def scan_secrets(settings: Settings) -> ScannerResult:
 def check_eol(settings: Settings) -> ScannerResult:
     from orch.supply_chain.eol import run_check
 
-    result = run_check(repo_dir(settings) / settings.supply_chain.eol_table)
-    findings = [{"product": e.product, "version": e.version, "cycle": e.cycle, "eol": str(e.eol) if e.eol else None,
-                 "status": e.status, "text": e.detail} for e in result.entries]
-    unchecked = [e for e in result.entries if e.status == "not_checked"]
-    notes = [f"{len(result.entries) - len(unchecked)} checked"]
-    notes += [f"{len(unchecked)} not checked ({', '.join(e.product for e in unchecked)})"] if unchecked else []
-    notes += [f"table reviewed {result.table_reviewed} is stale"] if result.table_stale else []
-    if result.failed:
-        return ScannerResult("eol", "failed", "; ".join([e.detail for e in result.failed] + notes),
-                             {"high": len(result.failed)}, findings)
-    if result.warnings or result.table_stale:
-        return ScannerResult("eol", "warning", "; ".join([e.detail for e in result.warnings] + notes),
-                             {"medium": len(result.warnings)} if result.warnings else {}, findings)
-    return ScannerResult("eol", "passed", "; ".join(notes), {}, findings)
+    return run_check(repo_dir(settings) / settings.supply_chain.eol_table).scanner_result()
 
 
 def scan_bandit(settings: Settings) -> ScannerResult:

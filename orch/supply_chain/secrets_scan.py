@@ -1,8 +1,19 @@
 """Secret scan: detect-secrets' detectors plus rules for ORCH's own secrets, against a baseline.
 
 What is scanned: the repository's files (tracked and untracked-but-not-ignored, as git lists them), and
-ORCH's data and log directories, where a leaked secret would end up (``secrets.json``, the one place
-ORCH keeps generated secrets on purpose, mode 0600, is skipped; binary files are skipped).
+ORCH's data and log directories, where a leaked secret would end up. Binary files are skipped, and four
+files by exact path (:func:`orch.supply_chain.scan.not_scanned`), each because it cannot hold a secret
+someone wrote and would otherwise fail every scan:
+- ``<data_dir>/secrets.json``: the one place ORCH keeps generated secrets on purpose (mode 0600);
+- the baseline: SHA-1 hashes of accepted findings, which look random;
+- the backup catalog (``catalog.json`` in the backup directory): written only by
+  :mod:`orch.backup.catalog`, it holds each backup's SHA-256 digest, and its database URL with the
+  password masked;
+- Prefect's ``memo_store.toml`` in ``<data_dir>/prefect`` (the server's home under ``orch up``): written
+  only by the Prefect server, one SHA-256 of its block registry.
+Every other file there stays scanned with every rule: logs above all, and whatever a human may write or
+copy in (a Prefect ``profiles.toml`` holding an API key, notes, exported configuration), even beside
+those files and even when its content looks like theirs.
 
 What is found:
 - everything detect-secrets' default plugins and filters report (keywords, high-entropy strings,

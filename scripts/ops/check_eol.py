@@ -1,7 +1,8 @@
 """The guide's ``python scripts/ops/check_eol.py``: Python and key dependencies against security/eol.yaml.
 
-Exit 1 when something is past its end of life; warnings (within 6 months, a stale table, a release line
-the table does not list) are printed and exit 0.
+Exit 1 when something is past its end of life; warnings (within 6 months, a stale table), a release line
+newer than the table's latest and one the table does not list are printed and exit 0. The last line is
+the summary ``orch scan`` prints for the EOL check.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{entry.status.upper().replace('_', ' '):<11} {entry.product} {entry.version}: {entry.detail}")
     if result.table_stale:
         print(f"WARNING     the EOL table was reviewed on {result.table_reviewed}; it is stale, review it")
+    print(result.scanner_result().summary())
     return 1 if result.failed else 0
 
 
