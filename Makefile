@@ -54,6 +54,11 @@ up: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Everything but the tests marked slow (whole stacks, worker processes, deployment runs): a quick loop while
+# developing. `make test` (and so CI) still runs all of them.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
+
 doctor: $(STAMP)
 	$(BIN)/orch doctor
 
