@@ -9,6 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from support import BIN, run_orch
 
@@ -28,6 +29,7 @@ def test_guide_schedules_are_prefect_yaml_schedules() -> None:
         assert spec[key]["work_pool"]["name"] == "orch-process" and "schedules" not in spec[key]
 
 
+@pytest.mark.slow
 def test_prefect_deployment_run_of_backup_completes_with_its_catalog_entry(
         prefect_server: str, isolated_env: Path) -> None:
     env = {**os.environ, "ORCH_HOME": str(isolated_env), "PREFECT_API_URL": prefect_server,

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from support import run_orch
 
 
@@ -62,6 +63,7 @@ monitoring:
     assert run_orch("config", "validate", str(good)).returncode == 0
 
 
+@pytest.mark.slow
 def test_silences_windows_and_alerts_from_the_command_line(isolated_env: Path) -> None:
     env = {"DATABASE_URL": f"sqlite:///{isolated_env}/data/orch.db"}
     assert run_orch("db", "init", env=env).returncode == 0

@@ -82,6 +82,7 @@ def test_corruption_found_by_db_check_and_repaired_by_emergency_recovery(
         assert "emergency-recovery completed" in message["text"] and "restored" in message["text"]
 
 
+@pytest.mark.slow
 def test_recovery_without_a_verified_backup_stops_and_asks_for_a_human(isolated_env: Path) -> None:
     env = {"ORCH_HOME": str(isolated_env)}
     assert run_orch("db", "init", env=env).returncode == 0
@@ -219,6 +220,7 @@ def test_restore_flow_restores_and_a_refused_one_fails_with_the_reason(
         assert texts[1].startswith("<!channel> *[critical] ORCH-Next restore failed*")
 
 
+@pytest.mark.slow
 def test_guide_scripts_run_the_same_code(isolated_env: Path) -> None:
     """The scripts at the guide's paths: emergency recovery on a healthy system changes nothing; the
     backup and restore scripts fail with one line and exit 1."""

@@ -283,6 +283,7 @@ def test_security_scan_flow_publishes_the_report_notifies_and_fails_on_a_leak(
     assert FAKE_JWT_SECRET not in artifact.data
 
 
+@pytest.mark.slow
 def test_security_scan_deployment_runs_to_completed_with_its_artifact(
         prefect_server: str, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """As a scheduled run executes it: a deployment on a process work pool, picked up by a real worker, on a
