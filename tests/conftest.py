@@ -64,11 +64,18 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield api_url
     finally:
-        process.terminate()
         try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            # Ship what the tests' flow runs logged while the server still answers: left to the drain at
+            # exit, it was retried against the closed port for a minute or more after the last test.
+            from prefect.logging.handlers import APILogHandler
+
+            APILogHandler().flush()
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
         log.close()
 
 

@@ -6,9 +6,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 BIN = Path(sys.executable).parent
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -35,19 +39,51 @@ def require_redis(url: str, purpose: str) -> None:
         pytest.fail(f"Redis at {url} is required for {purpose}: {exc}")
 
 
-def wait_for_https(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """Until ``GET https://127.0.0.1:<port>/healthz`` answers 200; fails with the server's stderr if it dies."""
-    import time
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, *, interval: float = 0.2,
+               ignore: tuple[type[BaseException], ...] = (), details: Callable[[], str] | None = None) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail naming ``what``.
 
-    import httpx
-
+    For waiting on an observable effect (an HTTP answer, a row, a file, a state), never for letting
+    another process "get somewhere": the timeout is a generous upper bound for a loaded machine, not a
+    claim about speed, so nothing a test asserts depends on it. Exceptions in ``ignore`` mean "not
+    yet" (a server still starting); an assertion the predicate raises (a process that died) fails at
+    once. ``details`` (a log tail, say) is added to either failure message.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
+            value = predicate()
+        except ignore:
             pass
+        except AssertionError as exc:
+            if details is None:
+                raise
+            raise AssertionError(f"{exc}\n{details()}") from None
+        else:
+            if value:
+                return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}"
+                                 + (f"\n{details()}" if details else ""))
+        time.sleep(interval)
+
+
+def answers_200(url: str, process: subprocess.Popen[Any] | None = None, **kwargs: Any) -> bool:
+    """One readiness probe for :func:`wait_until`: ``GET url`` is 200; fails at once if ``process`` died."""
+    import httpx
+
+    if process is not None:
+        assert process.poll() is None, f"the process serving {url} exited with code {process.returncode}"
+    try:
+        return httpx.get(url, timeout=2, **kwargs).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_for_https(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Until ``GET https://127.0.0.1:<port>/healthz`` answers 200; fails with the server's stderr if it dies."""
+    def up() -> bool:
         assert process.poll() is None, process.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, f"the HTTPS API on port {port} did not start within {timeout} s"
-        time.sleep(0.2)
+        return answers_200(f"https://127.0.0.1:{port}/healthz", verify=False)
+
+    wait_until(up, timeout, f"the HTTPS API on port {port}")

@@ -214,10 +214,9 @@ def test_analysis_reads_what_the_running_api_writes(isolated_env: Path) -> None:
     import signal
     import subprocess
     import sys
-    import time
 
     import httpx
-    from support import free_port
+    from support import answers_200, free_port, wait_until
 
     port = free_port()
     env = {**os.environ, "ORCH_PORT": str(port), "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
@@ -227,15 +226,7 @@ def test_analysis_reads_what_the_running_api_writes(isolated_env: Path) -> None:
                            stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and api.poll() is None, "the API did not start"
-            time.sleep(0.2)
+        wait_until(lambda: answers_200(f"{base}/healthz", api), 60, "the API to start")
         for _ in range(3):
             httpx.get(f"{base}/no-such-page", timeout=5)
         refused = httpx.post(f"{base}/auth/token", data={"username": "mallory", "password": "Wrong-password-1!"},

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import httpx
 import pytest
 import yaml
 from receivers import HttpReceiver, http_receiver
-from support import free_port
+from support import free_port, wait_until
 
 from orch.config.runtime import get_settings, reset_settings_cache
 from orch.storage.migrate import upgrade
@@ -52,11 +51,9 @@ class Service:
         except httpx.HTTPError:
             return False
 
-    def wait(self, healthy: bool, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while self.healthy() != healthy:
-            assert time.monotonic() < deadline, f"service never became {'healthy' if healthy else 'down'}"
-            time.sleep(0.1)
+    def wait(self, healthy: bool, timeout: float = 60) -> None:
+        wait_until(lambda: self.healthy() == healthy, timeout, f"the service to be {'healthy' if healthy else 'down'}",
+                   interval=0.1)
 
     def stop(self) -> None:
         if self.pid_file.exists():
@@ -156,7 +153,8 @@ def test_restart_heals_a_killed_service_and_says_so_once(prefect_server: str, is
     from flows.self_heal import self_heal
 
     configure(isolated_env, monkeypatch, slack, {"name": "web", "health_check": {"url": service.url},
-                                                 "restart": {"command": service.start_command}})
+                                                 "restart": {"command": service.start_command}},
+              settle_seconds=60)  # how long the restarted server may take to answer: a deadline, not a pause
     service.kill()
     result = self_heal(target="web", summary="target_up 0 < 1 on web for 0 s")
     assert result["outcome"] == "healed" and result["action"] == "restart" and service.healthy()
@@ -288,6 +286,7 @@ def test_maintenance_mode_silences_and_switches_stop_healing(prefect_server: str
     assert "maintenance 1 covers web" in texts[0] and "MAINTENANCE MODE is on" in texts[1]
 
 
+@pytest.mark.slow
 def test_an_approved_destructive_action_runs(prefect_server: str, isolated_env: Path, tmp_path: Path,
                                             slack: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
@@ -308,12 +307,11 @@ def test_an_approved_destructive_action_runs(prefect_server: str, isolated_env: 
     runner = threading.Thread(target=lambda: outcome.update(self_heal(target="web")))
     runner.start()
     paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
-    deadline = time.monotonic() + 60
     with get_client(sync_client=True) as client:
-        while not (runs := [r for r in client.read_flow_runs(flow_run_filter=paused) if r.name == "self-heal web"]):
-            assert time.monotonic() < deadline, "the run never paused for approval"
-            time.sleep(0.5)
+        runs = wait_until(lambda: [r for r in client.read_flow_runs(flow_run_filter=paused)
+                                   if r.name == "self-heal web"], 90, "the run to pause for approval", interval=0.5)
     resume_flow_run(runs[0].id, run_input={"approve": True, "comment": "go ahead"})
     runner.join(90)
+    assert not runner.is_alive(), "the approved run did not finish"
     assert outcome["outcome"] == "healed" and isolated.exists()
     assert outcome["steps"][0] == {"step": "approval", "action": "isolate", "ok": True, "detail": "approved: go ahead"}

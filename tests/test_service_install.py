@@ -38,10 +38,29 @@ def _as_nobody(command: list[str]) -> list[str]:
     return ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups", *command]
 
 
-def _install(root: Path, *, unprivileged: bool = False) -> subprocess.CompletedProcess[str]:
-    command = ["bash", str(INSTALL), "--root", str(root)]
+def _install(root: Path, *, unprivileged: bool = False, script: Path = INSTALL) -> subprocess.CompletedProcess[str]:
+    command = ["bash", str(script), "--root", str(root)]
     return subprocess.run(_as_nobody(command) if unprivileged else command, check=False, capture_output=True, text=True,
                           timeout=60)
+
+
+def _open_to_all(path: Path) -> None:
+    """Owner writes, everyone reads (files) and enters (directories), under ``path`` and ``path`` itself."""
+    for item in [path, *path.rglob("*")]:
+        item.chmod(0o755 if item.is_dir() or os.access(item, os.X_OK) else 0o644)
+
+
+def _world_readable_checkout(base: Path) -> Path:
+    """What install.sh reads (itself, ``infra/``, ``config/``), copied with the checkout's layout into ``base``.
+
+    The script finds its sources next to itself; run from the clone, it would work only where every
+    directory above the clone lets another user in, and a clone under a 0700 home does not.
+    """
+    checkout = base / "checkout"
+    for name in ("infra", "config"):
+        shutil.copytree(ROOT / name, checkout / name)
+    _open_to_all(base)
+    return checkout / INSTALL.relative_to(ROOT)
 
 
 def _snapshot(root: Path) -> dict[str, tuple[object, ...]]:
@@ -117,27 +136,39 @@ def test_rerun_keeps_an_edited_config_and_repairs_its_mode(tmp_path: Path) -> No
 
 @pytest.mark.skipif(not IS_ROOT or not shutil.which("setpriv"), reason="needs root to drop to another user")
 def test_install_without_root_privileges() -> None:
+    """As ``nobody``: the script and its sources are a world-readable copy, the root is nobody's own.
+
+    Neither pytest's tmp_path nor the clone (which may sit under a 0700 home) can be entered by another
+    user, so both live in a fresh directory of the system's temporary directory that is opened up here.
+    """
     import pwd
     import tempfile
 
-    root = Path(tempfile.mkdtemp(prefix="orch-install-"))  # pytest's tmp_path is closed to other users
-    nobody = pwd.getpwnam("nobody")
-    os.chown(root, nobody.pw_uid, nobody.pw_gid)
+    base = Path(tempfile.mkdtemp(prefix="orch-install-"))
     try:
-        _check_unprivileged_install(root)
+        script = _world_readable_checkout(base)
+        root = base / "root"
+        root.mkdir()
+        nobody = pwd.getpwnam("nobody")
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
+        reach = subprocess.run(_as_nobody(["test", "-r", str(script), "-a", "-w", str(root)]), check=False,
+                               timeout=60)
+        assert reach.returncode == 0, f"nobody cannot reach {base}: a directory above it is closed to other users"
+        _check_unprivileged_install(root, script)
     finally:
-        shutil.rmtree(root)
+        shutil.rmtree(base)
 
 
-def _check_unprivileged_install(root: Path) -> None:
-    first = _install(root, unprivileged=True)
+def _check_unprivileged_install(root: Path, script: Path) -> None:
+    first = _install(root, unprivileged=True, script=script)
     assert first.returncode == 0, first.stderr
     assert "skipped   user orch-next (needs root" in first.stdout
     assert (root / "etc/orch-next/orch-next.env").stat().st_mode & 0o777 == 0o600
+    assert (root / "etc/orch-next/config.yaml").read_text() == (ROOT / "config/production.yaml.example").read_text()
     snapshot = _snapshot(root)
-    assert _install(root, unprivileged=True).returncode == 0 and _snapshot(root) == snapshot
+    assert _install(root, unprivileged=True, script=script).returncode == 0 and _snapshot(root) == snapshot
 
-    refused = subprocess.run(_as_nobody(["bash", str(INSTALL)]), check=False, capture_output=True, text=True,
+    refused = subprocess.run(_as_nobody(["bash", str(script)]), check=False, capture_output=True, text=True,
                              timeout=60)
     assert refused.returncode == 2 and refused.stderr.startswith("error: run as root")
 

@@ -1,10 +1,15 @@
 """``orch up`` end to end: a real Prefect server, worker, deployments and API, started and stopped the
-way an operator does it, twice over the same data directory."""
+way an operator does it, twice over the same data directory.
+
+A clean stop is judged by what ``orch up`` says and leaves behind (exit 0, no process it had to kill
+after the grace, no orphans), not by a stopwatch: a loaded machine is slower, not wrong."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -17,7 +22,8 @@ from pathlib import Path
 
 import httpx
 import psutil
-from support import BIN, free_port, run_orch
+import pytest
+from support import BIN, answers_200, free_port, run_orch, wait_until
 
 UP_TIMEOUT = 150
 
@@ -31,6 +37,7 @@ class Stack:
     orch_api: str
     lines: list[str] = field(default_factory=list)
     _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    _pump: threading.Thread | None = None
 
     def read_until(self, marker: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -45,11 +52,25 @@ class Stack:
                 return
         raise AssertionError(f"no {marker!r} within {timeout} s:\n" + "".join(self.lines))
 
-    def stop(self) -> float:
-        started = time.monotonic()
+    def stop(self, timeout: float = 90) -> str:
+        """SIGTERM, as Ctrl-C does; everything ``orch up`` printed, once it has exited and said it all.
+
+        ``timeout`` only bounds a hang. Whether the stop was clean is read from the output
+        (:func:`assert_stopped_cleanly`), never from how long it took.
+        """
         self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=15)
-        return time.monotonic() - started
+        self.process.wait(timeout=timeout)
+        assert self._pump is not None
+        self._pump.join(timeout)  # its last lines may still be in the pipe when the process has exited
+        assert not self._pump.is_alive(), "orch up exited but its output never ended"
+        return "".join(self.lines)
+
+
+def assert_stopped_cleanly(stack: Stack, output: str) -> None:
+    """Exit 0, and every process ended on SIGTERM within the supervisor's grace: none had to be killed."""
+    assert stack.process.returncode == 0, output
+    assert not re.search(r"^killing \d+ process\(es\) still running", output, re.MULTILINE), output
+    assert re.search(r"^stopping \d+ process\(es\)\nstopped in \d+\.\d s\n\Z", output, re.MULTILINE), output
 
 
 def stack_env(home: Path, prefect_port: int, api_port: int) -> dict[str, str]:
@@ -77,7 +98,8 @@ def orch_up(home: Path, prefect_port: int, api_port: int, **extra_env: str) -> I
             stack._queue.put(line)
         stack._queue.put(None)
 
-    threading.Thread(target=pump, daemon=True).start()
+    stack._pump = threading.Thread(target=pump, daemon=True)
+    stack._pump.start()
     try:
         yield stack
     finally:
@@ -88,6 +110,23 @@ def orch_up(home: Path, prefect_port: int, api_port: int, **extra_env: str) -> I
 
 def descendants(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
+
+
+def commands(pid: int) -> list[tuple[psutil.Process, str]]:
+    """Each descendant with its command line; one that exits while it is read (``deployments``) is left out."""
+    found = []
+    for proc in descendants(pid):
+        with contextlib.suppress(psutil.Error):
+            found.append((proc, " ".join(proc.cmdline())))
+    return found
+
+
+def running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie; a process that ends while it is looked at is not running."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def deployment(stack: Stack, name: str) -> dict:
@@ -114,39 +153,23 @@ def run_db_health(stack: Stack) -> str:
 def run_in_process(stack: Stack, deployment_id: str) -> dict:
     """Run a deployment of the ``orch-inprocess`` pool; the run must execute inside the worker process."""
     run = httpx.post(f"{stack.prefect_api}/deployments/{deployment_id}/create_flow_run", json={}, timeout=10).json()
-    deadline = time.monotonic() + 60
-    while True:
+
+    def final() -> dict | None:
         found = httpx.get(f"{stack.prefect_api}/flow_runs/{run['id']}", timeout=10).json()
-        if found["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            assert found["infrastructure_pid"] == f"orch-inprocess:{socket.gethostname()}", found
-            return dict(found)
-        assert time.monotonic() < deadline, found["state"]
-        time.sleep(0.25)
+        return dict(found) if found["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    found = wait_until(final, 120, f"flow run {run['id']} to finish")
+    assert found["infrastructure_pid"] == f"orch-inprocess:{socket.gethostname()}", found
+    return found
 
 
-def wait_for(check, within: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    return False
+def scheduled_runs(stack: Stack, deployment_id: str) -> list[dict]:
+    return list(httpx.post(f"{stack.prefect_api}/flow_runs/filter", json={
+        "deployments": {"id": {"any_": [deployment_id]}},
+        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}, timeout=10).json())
 
 
-def scheduled_runs(stack: Stack, deployment_id: str, within: float) -> list[dict]:
-    deadline = time.monotonic() + within
-    while True:
-        runs = httpx.post(f"{stack.prefect_api}/flow_runs/filter", json={
-            "deployments": {"id": {"any_": [deployment_id]}},
-            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}, timeout=10).json()
-        if runs or time.monotonic() > deadline:
-            return list(runs)
-        time.sleep(1)
-
-
+@pytest.mark.slow
 def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> None:
     home = tmp_path / "stack"
     home.mkdir()
@@ -170,10 +193,10 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
         assert sweep["work_pool_name"] == deployment(stack, "auto")["work_pool_name"] == "orch-inprocess"
         assert run_in_process(stack, sweep["id"])["state"]["type"] == "COMPLETED"  # in the worker's process
 
-        api = next(p for p in descendants(stack.process.pid) if "orch.api.server" in " ".join(p.cmdline()))
+        api = next(p for p, command in commands(stack.process.pid) if "orch.api.server" in command)
         api.kill()  # a component that dies is restarted, and says so
-        stack.read_until("api exited with code -9", 30)
-        assert wait_for(lambda: httpx.get(f"{stack.orch_api}/healthz", timeout=2).status_code == 200, 30)
+        stack.read_until("api exited with code -9", 60)
+        wait_until(lambda: answers_200(f"{stack.orch_api}/healthz"), 120, "the restarted API to answer")
 
         first_run = run_db_health(stack)
         dispatched = run_orch("dispatch", "--core", "WORK_AI_01", "--action", "noop", "--wait",
@@ -184,14 +207,12 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
                            "--param", "name=db-health/hourly", "--wait", env={"ORCH_HOME": str(home)}, timeout=180)
         assert chained.returncode == 0, chained.stdout + chained.stderr
         assert '"state": "COMPLETED"' in chained.stdout  # a task that ran a deployment, through the worker
-        assert scheduled_runs(stack, hourly["id"], within=60), "the hourly schedule produced no runs"
+        wait_until(lambda: scheduled_runs(stack, hourly["id"]), 120, "the hourly schedule to produce runs")
         tree = descendants(stack.process.pid)
         assert len(tree) >= 3
-        elapsed = stack.stop()
-        assert stack.process.returncode == 0, "".join(stack.lines)
-        assert elapsed < 10, f"stopping took {elapsed:.1f} s"
-        left = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        assert left == [], f"orphans: {[(p.pid, p.cmdline()) for p in left]}"
+        assert_stopped_cleanly(stack, stack.stop())
+        left = [p for p in tree if running(p)]
+        assert left == [], f"orphans: {left}"
 
     secrets_before = (home / "data" / "secrets.json").read_text()
     made = run_orch("user", "create-admin", "--username", "keeper", "--password-stdin",
@@ -203,7 +224,7 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
         run = httpx.get(f"{stack.prefect_api}/flow_runs/{first_run}", timeout=10).json()
         assert run["state"]["type"] == "COMPLETED"  # Prefect's history survived the restart
         assert (home / "data" / "secrets.json").read_text() == secrets_before
-        assert stack.stop() < 10 and stack.process.returncode == 0
+        assert_stopped_cleanly(stack, stack.stop())
 
     again = run_orch("user", "create-admin", "--username", "keeper", "--password-stdin",
                      input="Keep-All-Data-42!\n", env={"ORCH_HOME": str(home)})
@@ -249,15 +270,16 @@ def test_up_refuses_a_data_dir_it_cannot_create(tmp_path: Path) -> None:
     assert line.startswith("error: data_dir: cannot write generated secrets to /proc/orch-data/secrets.json")
 
 
+@pytest.mark.slow
 def test_up_uses_an_existing_prefect_server(tmp_path: Path, prefect_server: str) -> None:
     """With PREFECT_API_URL set, `orch up` starts no server: worker, deployments and API only."""
     with orch_up(tmp_path, free_port(), free_port(), PREFECT_API_URL=prefect_server) as stack:
         stack.read_until("Press Ctrl-C to stop.", UP_TIMEOUT)
         output = "".join(stack.lines)
         assert "Prefect UI" not in output and f"Prefect API:  {prefect_server}" in output
-        commands = [" ".join(p.cmdline()) for p in descendants(stack.process.pid)]
-        assert not any("server start" in c for c in commands), commands
-        assert any("orch.stack.worker" in c for c in commands) and any("orch.api.server" in c for c in commands)
+        started = [command for _, command in commands(stack.process.pid)]
+        assert not any("server start" in c for c in started), started
+        assert any("orch.stack.worker" in c for c in started) and any("orch.api.server" in c for c in started)
         assert deployment(stack, "hourly")["work_pool_name"] == "orch-process"
         assert httpx.get(f"{stack.orch_api}/health", timeout=10).json()["status"] == "ok"
-        assert stack.stop() < 10 and stack.process.returncode == 0
+        assert_stopped_cleanly(stack, stack.stop())

@@ -138,6 +138,8 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
                 due.append(response)
             elif response.flow_run.id not in self._armed and self._timers is not None:
                 self._armed.add(response.flow_run.id)
+                log.debug("in-process worker: flow run %s is due in %.1f s; polling for it then",
+                          response.flow_run.id, (start - now).total_seconds())
                 self._timers.start_soon(self._poll_at, response.flow_run.id, (start - now).total_seconds())
         return due
 
@@ -233,6 +235,8 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
             while True:
                 try:
                     async with get_events_subscriber(filter=wanted, reconnect_on_clean_close=True) as events:
+                        log.info("in-process worker: listening for runs scheduled in work pool %s",
+                                 self.work_pool.name)
                         async for _event in events:
                             wake.set()
                 except Exception as exc:  # noqa: BLE001 - the periodic poll still runs; try again shortly

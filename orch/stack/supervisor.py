@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -102,16 +102,33 @@ class Supervisor:
         return tail_lines(self.log_dir / f"{name}.log", lines)
 
     def stop_all(self, grace: float = 7.0, hard: float = 2.0,
-                 on_progress: Callable[[str], None] | None = None) -> list[int]:
-        """SIGTERM the whole tree, wait ``grace`` seconds, SIGKILL what is left; return leftover pids."""
+                 on_progress: Callable[[str], None] | None = None, last: Collection[str] = ()) -> list[int]:
+        """SIGTERM the whole tree, wait ``grace`` seconds, SIGKILL what is left; return leftover pids.
+
+        The components named in ``last`` (with their descendants) are sent SIGTERM only once everything
+        else has ended, within the same grace: the Prefect server must outlive the worker and the flow
+        runs, which report their final states to it as they stop (stopped together, they retried against
+        a closed port until the grace ran out and were killed). ``on_progress`` hears how many processes
+        are stopped and, when the grace was not enough, which ones were killed.
+        """
         me = psutil.Process()
         tree = self._descendants(me)
         if on_progress and tree:
             on_progress(f"stopping {len(tree)} process(es)")
-        for proc in tree:
+        deadline = time.monotonic() + grace
+        late = self._trees(last)
+        early = [proc for proc in tree if proc not in late]
+        for proc in early:
             _signal(proc, terminate=True)
-        _, alive = psutil.wait_procs(tree, timeout=grace)
-        leftovers = alive + [p for p in self._descendants(me) if p not in alive]
+        _, alive = psutil.wait_procs(early, timeout=max(0.0, deadline - time.monotonic()))
+        for proc in late:
+            _signal(proc, terminate=True)
+        _, alive = psutil.wait_procs(alive + late, timeout=max(0.0, deadline - time.monotonic()))
+        leftovers = [proc for proc in alive + [p for p in self._descendants(me) if p not in alive] if _alive(proc)]
+        if on_progress and leftovers:  # the operator (and a test) can tell a clean stop from a forced one
+            names = {r.process.pid: r.component.name for r in self.running.values()}
+            on_progress(f"killing {len(leftovers)} process(es) still running after {grace:g} s: "
+                        + ", ".join(f"{names.get(p.pid, 'pid')} {p.pid}" for p in leftovers))
         for proc in leftovers:
             _signal(proc, terminate=False)
         _, still = psutil.wait_procs(leftovers, timeout=hard)
@@ -122,6 +139,18 @@ class Supervisor:
         self.running.clear()
         self._reap_orphans()
         return [p.pid for p in still]
+
+    def _trees(self, names: Collection[str]) -> list[psutil.Process]:
+        """The processes of the named running components and all their descendants."""
+        found: list[psutil.Process] = []
+        for name in names:
+            running = self.running.get(name)
+            if running is None or running.process.poll() is not None:
+                continue
+            with contextlib.suppress(psutil.Error):  # ended meanwhile: nothing of it to stop
+                proc = psutil.Process(running.process.pid)
+                found += [proc, *self._descendants(proc)]
+        return found
 
     @staticmethod
     def _descendants(me: psutil.Process) -> list[psutil.Process]:
@@ -150,6 +179,14 @@ def tail_lines(path: Path, lines: int) -> list[str]:
     except OSError:
         return []
     return [line for line in text.splitlines() if line.strip() and not line.startswith("---")][-lines:]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    """Still running: a zombie has ended already and only waits to be reaped."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _signal(proc: psutil.Process, *, terminate: bool) -> None:

@@ -4,7 +4,8 @@ Start order (measured, see README): the Prefect server and the ORCH API start to
 applier starts at once too and waits for the server itself, so its ~2 s of imports overlap the server's
 boot; the worker starts when the server is ready. A component that dies after start-up is restarted
 with backoff; one that keeps dying stops the stack with its last log line. Ctrl-C / SIGTERM stop
-everything within 10 s.
+everything within 10 s, the Prefect server last: the worker reports its runs' final states to it while
+it stops (stopped together, the worker retried against a closed port and was killed after the grace).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], 
         return 0
     finally:
         t0 = time.monotonic()
-        leftovers = supervisor.stop_all(on_progress=say)
+        leftovers = supervisor.stop_all(on_progress=say, last=("prefect-server",))
         say(f"stopped in {time.monotonic() - t0:.1f} s"
             + (f"; could not stop pids {leftovers}" if leftovers else ""))
 
