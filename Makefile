@@ -51,13 +51,16 @@ lock:
 up: $(STAMP)
 	exec $(BIN)/orch up
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist, one test module per worker at a time, each worker with
+# its own Prefect server): most of a test's time is waiting for processes and servers, so two share two cores.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile $(PYTEST_ARGS)
 
 # Everything but the tests marked slow (whole stacks, worker processes, deployment runs): a quick loop while
 # developing. `make test` (and so CI) still runs all of them.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile -m 'not slow' $(PYTEST_ARGS)
 
 doctor: $(STAMP)
 	$(BIN)/orch doctor
@@ -83,7 +86,7 @@ ci-lint: $(STAMP)
 ci-test: $(STAMP)
 	@mkdir -p $(CI_OUT) && rm -f $(CI_OUT)/.coverage*
 	COVERAGE_FILE=$(CURDIR)/$(CI_OUT)/.coverage $(MAKE) --no-print-directory test \
-		PYTEST_ARGS="--cov --cov-report=xml:$(CI_OUT)/coverage.xml --cov-report=term:skip-covered $(PYTEST_ARGS)"
+		PYTEST_ARGS="--cov --cov-report=xml:$(CI_OUT)/coverage.xml --cov-report=term:skip-covered --durations=25 $(PYTEST_ARGS)"
 
 ci-diff-cover: $(STAMP)
 	@if git rev-parse --verify --quiet HEAD~1 >/dev/null; then \
