@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from support import free_port
+from support import free_port, wait_until
 
 from orch.api.app import create_app
 from orch.config.loader import load_settings
@@ -116,10 +115,12 @@ def serve(settings: Settings) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
+
+    def started() -> bool:
+        assert thread.is_alive() or server.started, "uvicorn's thread ended before it started serving"
+        return bool(server.started)
+
+    wait_until(started, 60, f"uvicorn to start on port {port}", interval=0.02)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -18,7 +18,10 @@ def _token(url: str, role: str) -> str:
 
 
 class Reader(threading.Thread):
-    """Reads an SSE stream in the background and keeps every event it saw."""
+    """Reads an SSE stream in the background and keeps every event it saw.
+
+    ``connected`` is set once the response has begun: the server subscribes a stream before it answers,
+    so from then on the reader gets every later event (what a test waits for before causing any)."""
 
     def __init__(self, url: str, headers: dict[str, str]) -> None:
         super().__init__(daemon=True)
@@ -27,10 +30,18 @@ class Reader(threading.Thread):
         self.status: int | None = None
         self.content_type = ""
         self.stop = threading.Event()
+        self.connected = threading.Event()
 
     def run(self) -> None:
-        with httpx.stream("GET", self.url, headers=self.headers, timeout=httpx.Timeout(5, read=30)) as response:
+        try:
+            self._read()
+        finally:
+            self.connected.set()  # also when the request failed: the test then sees no status, not a hang
+
+    def _read(self) -> None:
+        with httpx.stream("GET", self.url, headers=self.headers, timeout=httpx.Timeout(30, read=30)) as response:
             self.status, self.content_type = response.status_code, response.headers.get("content-type", "")
+            self.connected.set()
             current: dict[str, Any] = {}
             for line in response.iter_lines():
                 if self.stop.is_set():
@@ -43,7 +54,7 @@ class Reader(threading.Thread):
                     key, _, value = line.partition(":")
                     current[key] = json.loads(value) if key == "data" else value.strip()
 
-    def wait_for(self, predicate: Any, timeout: float = 20) -> list[dict[str, Any]]:
+    def wait_for(self, predicate: Any, timeout: float = 60) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate(self.events):
@@ -62,8 +73,9 @@ def test_task_events_stream_end_to_end_and_resume(isolated_env: Any) -> None:
         everyone = Reader(f"{url}/sse/events", viewer)
         core_only = Reader(f"{url}/sse/events", core)
         everyone.start(), core_only.start()
-        time.sleep(0.5)
+        assert everyone.connected.wait(60) and core_only.connected.wait(60)
         assert everyone.status == 200 and everyone.content_type.startswith("text/event-stream")
+        assert core_only.status == 200
 
         mine = httpx.post(f"{url}/dispatch", json={"core_id": "core-a", "action": "external"}, headers=operator).json()
         other = httpx.post(f"{url}/dispatch", json={"core_id": "core-z", "action": "noop"}, headers=operator).json()

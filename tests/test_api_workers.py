@@ -14,13 +14,12 @@ import re
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from support import free_port, require_redis, run_orch, wait_for_https
+from support import free_port, require_redis, run_orch, wait_for_https, wait_until
 from test_api_tls import _handshake, _self_signed
 
 REDIS_URL = "redis://127.0.0.1:6379/3"
@@ -40,6 +39,11 @@ def two_workers(isolated_env: Path) -> Iterator[tuple[int, Path, subprocess.Pope
     process = subprocess.Popen([sys.executable, "-m", "orch.api.server"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
     wait_for_https(port, process, timeout=60)
+    # The first worker up answers the probe; wait for the second too (each writes its metric files when
+    # its app is built), or the kernel could hand every request below to the first one.
+    metrics_dir = isolated_env / "data" / "prometheus-multiproc" / str(port)
+    wait_until(lambda: len({pid for pid in _workers_of(process.pid) if any(metrics_dir.glob(f"*_{pid}.db"))}) == 2,
+               60, "both API workers to start", interval=0.1)
     yield port, isolated_env, process
     if process.poll() is None:
         process.kill()
@@ -77,10 +81,12 @@ def test_two_workers_share_metrics_logs_and_tls(two_workers: tuple[int, Path, su
     workers = _workers_of(process.pid)
     process.terminate()
     assert process.wait(20) == 0
-    deadline = time.monotonic() + 5
-    while (left := [pid for pid in workers if Path(f"/proc/{pid}").exists()]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in left]
+
+    def left() -> list[int]:
+        return [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+    wait_until(lambda: not left(), 30, "the workers to exit with their parent", interval=0.1,
+               details=lambda: f"still running: {left()}")
 
 
 def test_workers_need_a_shared_rate_limit_store(isolated_env: Path) -> None:

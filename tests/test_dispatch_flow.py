@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import httpx
@@ -65,20 +64,33 @@ def test_drain_runs_every_outcome(queue: TaskQueue, prefect_server: str) -> None
 
 
 def test_cancelled_while_running_is_not_completed(queue: TaskQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator cancels once the task is seen running (not after a guessed delay); the dispatcher
+    learns it at its next lease renewal (every lease/3 = 0.5 s) while the 3 s task still runs. The lease
+    leaves 1 s between renewals and expiry, so a loaded machine does not lose it to a retry instead."""
+    from support import wait_until
+
     from flows.dispatch import dispatch
 
-    monkeypatch.setenv("ORCH_DISPATCH__LEASE_SECONDS", "0.3")
+    monkeypatch.setenv("ORCH_DISPATCH__LEASE_SECONDS", "1.5")
     from orch.config.runtime import reset_settings_cache
 
     reset_settings_cache()
-    task_id = put(queue, action="sleep", params={"seconds": 1.5}, max_retries=2)
+    task_id = put(queue, action="sleep", params={"seconds": 3}, max_retries=2)
+    errors: list[BaseException] = []
 
-    def cancel_soon() -> None:
-        time.sleep(0.5)
-        queue.cancel(task_id, "ops")
+    def cancel_once_running() -> None:
+        try:
+            wait_until(lambda: queue.get(task_id)["status"] == "running", 120, "the task to start",
+                       interval=0.01)
+            queue.cancel(task_id, "ops")
+        except BaseException as exc:  # noqa: BLE001 - asserted in the test's thread
+            errors.append(exc)
 
-    threading.Thread(target=cancel_soon).start()
+    canceller = threading.Thread(target=cancel_once_running)
+    canceller.start()
     summary = dispatch(run_for_seconds=0, concurrency=2)
+    canceller.join(30)
+    assert errors == []
     assert summary["lost"] == 1
     assert queue.get(task_id)["status"] == "cancelled"
     assert events(queue, task_id) == ["task.created", "task.started", "task.cancelled"]

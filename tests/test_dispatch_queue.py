@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import time
+from datetime import datetime
 from typing import Any
 
 import pytest
+from support import wait_until
 
 from orch.config.schema import CoreSettings, Settings
 from orch.dispatch.errors import InvalidTask, InvalidTransition, QueueFull, TaskNotFound
@@ -39,10 +40,13 @@ def test_priority_order_then_fifo(settings: Settings) -> None:
 
 
 def test_aging_lets_an_old_low_task_pass_newer_critical_ones(settings: Settings) -> None:
-    settings.dispatch.aging_seconds = 0.05
+    """With one level gained per microsecond, a low task dispatched before a critical one is older by far
+    more than the three levels between them (each dispatch is a database transaction), so it runs first:
+    the order is made by the order of the calls, not by sleeping between them. With the default aging
+    the same two tasks run critical first (test_priority_order_then_fifo)."""
+    settings.dispatch.aging_seconds = 1e-6
     queue = TaskQueue(settings)
     low = put(queue, priority="low")
-    time.sleep(0.2)  # more than 3 levels * 0.05 s
     critical = put(queue, priority="critical")
     assert claimed_ids(queue) == [low["task_id"], critical["task_id"]]
 
@@ -146,8 +150,7 @@ def test_lease_expiry_retries_and_completion_happens_once(settings: Settings) ->
     queue = TaskQueue(settings)
     task = put(queue, max_retries=1)
     [dead] = queue.claim("dispatcher-that-dies", 1)
-    time.sleep(0.1)
-    [alive] = queue.claim("d2", 1)
+    [alive] = wait_until(lambda: queue.claim("d2", 1), 30, "the dead dispatcher's lease to run out", interval=0.01)
     assert (alive.task_id, alive.attempt) == (task["task_id"], 2)
     assert queue.finish(dead, "completed", result={"late": True}) is False  # the dead one's report is stale
     assert queue.finish(alive, "completed", result={"ok": True}) is True
@@ -163,8 +166,12 @@ def test_lease_expiry_without_retries_left_fails(settings: Settings) -> None:
     queue = TaskQueue(settings)
     task = put(queue, max_retries=0)
     queue.claim("d1", 1)
-    time.sleep(0.1)
-    assert queue.claim("d1", 1) == []
+
+    def swept() -> bool:  # every claim sweeps expired leases; this one finds nothing to run
+        assert queue.claim("d1", 1) == []
+        return bool(queue.get(task["task_id"])["status"] != "running")
+
+    wait_until(swept, 30, "the lease to run out", interval=0.01)
     failed = queue.get(task["task_id"])
     assert failed["status"] == "failed" and failed["error"] == "lease expired after 1 attempt(s)"
 
@@ -297,20 +304,30 @@ def test_external_tasks_are_claimed_by_their_core_and_time_out(settings: Setting
     assert queue.claim("core", 10, external_core="WORK_AI_08") == []
     [claim] = queue.claim("core:WORK_AI_07", 10, external_core="WORK_AI_07")
     assert claim.task_id == task["task_id"]
-    time.sleep(1.1)  # the core went silent past the task's timeout
-    queue.claim("dispatcher", 10)  # any dispatcher's sweep enforces it
+
+    def swept() -> bool:  # the core went silent: any dispatcher's claim, once the timeout has run out, ends it
+        assert queue.claim("dispatcher", 10) == []
+        return bool(queue.get(task["task_id"])["status"] != "running")
+
+    wait_until(swept, 30, "the external task's 1 s timeout to run out", interval=0.01)
     timed_out = queue.get(task["task_id"])
     assert (timed_out["status"], timed_out["error"]) == ("timed_out", "timeout after 1 attempt(s)")
     assert queue.finish(claim, "completed") is False  # a late report changes nothing
 
 
 def test_completed_duration_is_the_last_attempts(settings: Settings) -> None:
+    """The duration is the finishing attempt's: from its own ``task.started`` to the end, not from the
+    first, abandoned attempt a lease earlier. Checked against the stored times, not a stopwatch."""
     settings.dispatch.lease_seconds = 0.2
     queue = TaskQueue(settings)
     task = put(queue, max_retries=1)
     queue.claim("dies", 1)
-    time.sleep(0.3)
-    [second] = queue.claim("d2", 1)
+    [second] = wait_until(lambda: queue.claim("d2", 1), 30, "the abandoned attempt's lease to run out", interval=0.01)
     queue.finish(second, "completed")
-    [done] = [e for e in queue.events(task["task_id"]) if e["event_type"] == "task.completed"]
-    assert done["data"]["duration"] < 0.2  # the first, abandoned attempt is not counted
+    ended = queue.get(task["task_id"])
+    first_start, finished = (datetime.fromisoformat(ended[key]) for key in ("started_at", "finished_at"))
+    events = queue.events(task["task_id"])
+    second_start = datetime.fromisoformat([e for e in events if e["event_type"] == "task.started"][-1]["timestamp"])
+    [done] = [e for e in events if e["event_type"] == "task.completed"]
+    assert (second_start - first_start).total_seconds() > 0.2  # the lease ran out in between
+    assert done["data"]["duration"] == round((finished - second_start).total_seconds(), 3)

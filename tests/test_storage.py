@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
-from support import free_port, run_orch
+from support import free_port, run_orch, wait_until
 
 from orch.config.schema import DatabaseSettings
 from orch.storage.engine import StorageError, connection_scope, get_engine, session_scope
@@ -121,35 +121,59 @@ import sys, time
 from pathlib import Path
 from orch.config.schema import DatabaseSettings
 from orch.storage.engine import session_scope
+holding, release = Path(sys.argv[2]), Path(sys.argv[3])
 with session_scope(DatabaseSettings(url=sys.argv[1], timeout=5), write_lock=True):
-    Path(sys.argv[2]).touch()
-    time.sleep(float(sys.argv[3]))
+    holding.touch()
+    deadline = time.monotonic() + 120
+    while not release.exists():  # holds the turn until the test says so, however slow the machine
+        assert time.monotonic() < deadline, "never told to let go"
+        time.sleep(0.01)
 """
 
 
 def test_sqlite_writers_of_other_processes_take_turns(isolated_env: Path) -> None:
     """Another process's writer holds the turn: this one waits for it (file lock), not in SQLite's
-    sleeping busy handler, and says so in one line when the wait exceeds database.timeout."""
+    sleeping busy handler, and says so in one line when the wait exceeds database.timeout.
+
+    The holder keeps the turn until the test releases it, so the order is explicit: the impatient
+    writer gives up while it is held, and the patient one gets the turn only after the release was
+    ordered (it finds the release file) and long before its own timeout (else it would raise)."""
     url = f"sqlite:///{isolated_env / 'data' / 'orch.db'}"
     upgrade(DatabaseSettings(url=url), create_database=True)
-    marker = isolated_env / "holding"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_TURN, url, str(marker), "1.5"])
+    holding, release = isolated_env / "holding", isolated_env / "release"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_TURN, url, str(holding), str(release)])
     try:
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            assert holder.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
+        def holds() -> bool:
+            assert holder.poll() is None, f"the holder exited with code {holder.returncode}"
+            return holding.exists()
+
+        wait_until(holds, 60, "the other process to take the write turn", interval=0.02)
         impatient = DatabaseSettings(url=url, timeout=0.3)
         with pytest.raises(StorageError, match="no write turn within 0.3 s"), \
                 connection_scope(impatient, write_lock=True):
             pass
-        started = time.monotonic()
-        with connection_scope(DatabaseSettings(url=url, timeout=10), write_lock=True) as connection:
-            waited = time.monotonic() - started
-            connection.execute(text("SELECT 1"))
-        assert 0.3 < waited < 3  # it got the turn once the holder let go, not at its own timeout
+
+        outcome: list[object] = []
+        trying = threading.Event()
+
+        def patient_writer() -> None:
+            trying.set()
+            try:
+                with connection_scope(DatabaseSettings(url=url, timeout=120), write_lock=True) as connection:
+                    outcome.append(release.exists())  # got the turn: only after the holder was told to go
+                    connection.execute(text("SELECT 1"))
+            except Exception as exc:  # noqa: BLE001 - asserted in the test's thread
+                outcome.append(exc)
+
+        writer = threading.Thread(target=patient_writer)
+        writer.start()
+        assert trying.wait(60)
+        release.touch()
+        writer.join(150)
+        assert outcome == [True]
     finally:
-        holder.wait(10)
+        release.touch()
+        holder.wait(150)
     assert holder.returncode == 0
 
 

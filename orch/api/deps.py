@@ -86,11 +86,14 @@ IDENTITY_CACHE_LIMIT = 10_000  # distinct live tokens remembered per process; mo
 class IdentityCache:
     """Checked identities by token digest, each kept until ``ttl`` seconds pass or its token expires.
 
-    Keyed by a SHA-256 digest so the process holds no bearer token longer than its request."""
+    Keyed by a SHA-256 digest so the process holds no bearer token longer than its request. ``clock``
+    (seconds, monotonic) is what the period is measured on: a test passes its own to step past the
+    period instead of sleeping through it."""
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
-        self._entries: dict[bytes, tuple[Principal, float]] = {}  # digest -> principal, valid until (monotonic)
+        self.clock = clock
+        self._entries: dict[bytes, tuple[Principal, float]] = {}  # digest -> principal, valid until (clock)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -99,14 +102,14 @@ class IdentityCache:
 
     def get(self, key: bytes) -> Principal | None:
         entry = self._entries.get(key)
-        if entry is None or entry[1] <= time.monotonic():
+        if entry is None or entry[1] <= self.clock():
             return None
         return entry[0]
 
     def put(self, key: bytes, principal: Principal, token_expires_at: int) -> None:
         if self.ttl <= 0:
             return
-        until = time.monotonic() + min(self.ttl, token_expires_at - time.time())
+        until = self.clock() + min(self.ttl, token_expires_at - time.time())
         with self._lock:
             if len(self._entries) >= IDENTITY_CACHE_LIMIT:
                 self._entries.clear()

@@ -101,9 +101,13 @@ class LockManager:
                 waiter.expires_at = now + timedelta(seconds=max(WAITER_TTL, poll_seconds * 5))
                 session.flush()
                 waiter_id = waiter.id
-                holder = session.get(ResourceLock, resource)
+                # The line before the holder: a waiter that takes the lock deletes its place in the same
+                # commit, so under READ COMMITTED (PostgreSQL) seeing its place gone means seeing its lock
+                # too. Read the other way round, a commit in between shows "free" and "first" together,
+                # and two waiters insert the lock (a unique violation instead of a wait).
                 first = session.scalar(select(func.min(LockWaiter.sort_key)).where(
                     LockWaiter.resource == resource))
+                holder = session.get(ResourceLock, resource)
                 if holder is None and first is not None and waiter.sort_key <= first:
                     lock = ResourceLock(resource=resource, owner=owner, priority=int(priority),
                                         acquired_at=now, expires_at=now + timedelta(seconds=ttl))
