@@ -21,6 +21,8 @@ from orch.config.loader import load_settings
 from orch.dispatch.queue import TaskQueue
 from orch.storage.migrate import upgrade
 
+pytestmark = pytest.mark.slow  # dispatcher processes killed and restarted, CLI chains
+
 
 @pytest.fixture
 def env(prefect_server: str, database_url: str, isolated_env: Path) -> dict[str, str]:
