@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -61,6 +62,12 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         time.sleep(0.3)
     os.environ["PREFECT_API_URL"] = api_url
     os.environ["PREFECT_HOME"] = str(home)
+    if "prefect.context" in sys.modules:
+        # Prefect freezes its settings when prefect.context is first imported: a test that imported Prefect
+        # before this fixture first ran (any order, under xdist) would otherwise start an ephemeral server.
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
     try:
         yield api_url
     finally:

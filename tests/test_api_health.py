@@ -21,10 +21,23 @@ def serve_with(**environ: str) -> Iterator[str]:
         yield url
 
 
+def forget_workers(prefect_api: str, pool: str) -> None:
+    """No worker in ``pool`` on the session's Prefect server, made explicit: an earlier test's worker (this
+    server is shared by the tests of one pytest worker, in any order) stays ONLINE there until its
+    heartbeats time out, although its process is gone."""
+    response = httpx.post(f"{prefect_api}/work_pools/{pool}/workers/filter", json={}, timeout=10)
+    if response.status_code == 404:  # no such pool yet: no worker either
+        return
+    response.raise_for_status()
+    for worker in response.json():
+        httpx.delete(f"{prefect_api}/work_pools/{pool}/workers/{worker['name']}", timeout=10).raise_for_status()
+
+
 def test_health_with_database_and_prefect_but_no_dispatcher(database_url: str, prefect_server: str) -> None:
     """Database and Prefect fine, no worker online in the ORCH pool: degraded (200), and it says why.
     (The all-ok answer, with a worker running, is checked by the `orch up` end-to-end test.)"""
     upgrade(load_settings(environ={"DATABASE_URL": database_url}, generate_secrets=False).database)
+    forget_workers(prefect_server, "orch-process")
     with serve_with(DATABASE_URL=database_url, PREFECT_API_URL=prefect_server) as url:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
         response = httpx.get(f"{url}/health")

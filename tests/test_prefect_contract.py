@@ -50,6 +50,7 @@ CALLABLES = [
     ("prefect.events.clients:get_events_subscriber", False, {"filter", "reconnect_on_clean_close"}),
     ("prefect.client.orchestration:PrefectClient.set_flow_run_state", True, {"flow_run_id", "state"}),
     ("prefect.client.orchestration:PrefectClient.read_deployment", True, {"deployment_id"}),
+    ("prefect.context:refresh_global_settings_context", False, set()),  # the tests' session server (conftest)
 ]
 
 
