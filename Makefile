@@ -38,13 +38,14 @@ $(STAMP): pyproject.toml $(DEV_LOCK)
 
 # The build backend (pyproject's build-system.requires) is locked too: installs build without isolation. The
 # lock is made with the uv that the lock pins (needs only the venv, so it works when the lock is stale).
+BUILD_REQS = $(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
 UV_PIN := $(shell sed -n 's/^uv==\([^ ]*\).*/==\1/p' $(DEV_LOCK) 2>/dev/null)
 lock:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(PIP) install --quiet 'uv$(UV_PIN)'
-	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+	$(BUILD_REQS) \
 		| $(BIN)/uv pip compile pyproject.toml - --extra dev $(UV_FLAGS) -o $(DEV_LOCK)
-	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+	$(BUILD_REQS) \
 		| $(BIN)/uv pip compile pyproject.toml - -c $(DEV_LOCK) $(UV_FLAGS) -o $(LOCK)
 	@$(MAKE) --no-print-directory install
 

@@ -7,8 +7,6 @@ runs each as its own retryable task and stores everything in one transaction.
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import json
 import os
 import time
@@ -75,11 +73,9 @@ def collect_api(settings: Settings, window_seconds: float) -> list[Sample]:
     The error rate comes from the API's own access log lines (``event_type: http_request``), so it covers
     real traffic of every client, not just the probe.
     """
-    from orch.monitoring.targets import probe_client
+    from orch.monitoring.targets import api_probe_host, probe_client
 
-    host = settings.api.host
-    with contextlib.suppress(ValueError):  # a name (localhost) is no address: probed as it is
-        host = "127.0.0.1" if not host or ipaddress.ip_address(host).is_unspecified else host  # 0.0.0.0, ::
+    host = api_probe_host(settings)
     started = time.perf_counter()
     try:
         status = probe_client().get(f"http://{host}:{settings.api.port}/health").status_code

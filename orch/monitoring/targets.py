@@ -47,11 +47,17 @@ class Health:
     latency_ms: float | None = None
 
 
-def orch_targets(settings: Settings) -> list[TargetSettings]:
-    """ORCH's own API and worker, restarted through `orch up`'s supervisor."""
+def api_probe_host(settings: Settings) -> str:
+    """Where to reach ORCH's own API: loopback when it listens on every interface (0.0.0.0, ::, empty)."""
     host = settings.api.host
     with contextlib.suppress(ValueError):  # a name (localhost) is no address: probed as it is
-        host = "127.0.0.1" if not host or ipaddress.ip_address(host).is_unspecified else host  # 0.0.0.0, ::
+        host = "127.0.0.1" if not host or ipaddress.ip_address(host).is_unspecified else host
+    return host
+
+
+def orch_targets(settings: Settings) -> list[TargetSettings]:
+    """ORCH's own API and worker, restarted through `orch up`'s supervisor."""
+    host = api_probe_host(settings)
     return [
         TargetSettings(name="orch-api", health_check={"url": f"http://{host}:{settings.api.port}/healthz"},
                        restart={"supervised": "api"}),
