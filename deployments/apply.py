@@ -22,7 +22,7 @@ import yaml
 from orch.stack.pools import INPROCESS_POOL
 
 if TYPE_CHECKING:
-    from orch.config.schema import Settings
+    from orch.config.schema import PrefectSettings, Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_FILE = PROJECT_ROOT / "prefect.yaml"
@@ -58,16 +58,17 @@ def _flow_name(module_file: Path, function: str) -> str:
     return function.replace("_", "-")
 
 
-def wait_for_server(api_url: str, timeout: float) -> None:
+def wait_for_server(prefect: PrefectSettings, timeout: float) -> None:
     from orch.prefect_api import prefect_readiness
 
     deadline = time.monotonic() + timeout
     while True:
-        ready = prefect_readiness(api_url, timeout=2)
+        ready = prefect_readiness(prefect, timeout=2)
         if ready.ready:
             return
         if time.monotonic() > deadline:
-            raise SystemExit(f"Prefect server at {api_url} not ready after {timeout:.0f} s: {ready.problem}")
+            raise SystemExit(f"Prefect server at {prefect.resolved_api_url()} not ready after {timeout:.0f} s: "
+                             f"{ready.problem}")
         time.sleep(0.3)
 
 
@@ -138,7 +139,7 @@ def main() -> int:
     settings = get_settings()
     api_url = settings.prefect.resolved_api_url()
     os.environ["PREFECT_API_URL"] = api_url
-    wait_for_server(api_url, timeout=float(os.environ.get("ORCH_PREFECT_WAIT", "90")))
+    wait_for_server(settings.prefect, timeout=float(os.environ.get("ORCH_PREFECT_WAIT", "90")))
     ensure_work_pools(work_pools())
     register_blocks(settings)
     apply_deployments()

@@ -11,8 +11,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from orch.config.runtime import get_settings
 from orch.dispatch.dispatcher import run_dispatcher
+from orch.dispatch.lease_owner import EXECUTOR_LABEL, dispatcher_id
+from orch.logging_config import get_logger
 
 MAX_CONCURRENCY = 64
+RUN_TAGS = ("orch", "dispatch")
+
+log = get_logger(__name__)
 
 
 class _ThreadTimeoutNotice(logging.Filter):
@@ -31,6 +36,27 @@ class _ThreadTimeoutNotice(logging.Filter):
 logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
 
 
+def mark_executor() -> None:
+    """Tag this run as ORCH's and label it with the process executing it.
+
+    The dispatcher service calls the flow directly (no deployment, so no tags): without this, a run whose
+    process is SIGKILLed stays Running in Prefect for good and nothing can tell it from a live one. The
+    monitoring sweep (orch/monitoring/zombies.py) reads the label back and crashes the run once that
+    process is provably gone. A failure here costs only that evidence (heartbeats remain), never the run.
+    """
+    from prefect import get_client, runtime
+
+    run_id = runtime.flow_run.id
+    if not run_id:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run_id, tags=sorted({*runtime.flow_run.tags, *RUN_TAGS}))
+            client.update_flow_run_labels(run_id, {EXECUTOR_LABEL: dispatcher_id()})
+    except Exception as exc:  # noqa: BLE001 - see above
+        log.warning("dispatch: could not label flow run %s with its executor: %s", run_id, exc)
+
+
 @flow(name="dispatch", task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY))
 def dispatch(run_for_seconds: float = 0, concurrency: int = 16, poll_seconds: float = 0.05) -> dict[str, Any]:
     """Claim queued tasks in queue order and run them, ``concurrency`` at a time.
@@ -39,6 +65,7 @@ def dispatch(run_for_seconds: float = 0, concurrency: int = 16, poll_seconds: fl
     dispatcher service runs it for an hour at a time, polling every ``poll_seconds``.
     """
     concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
+    mark_executor()
     summary = run_dispatcher(get_settings(), concurrency=concurrency, run_for_seconds=run_for_seconds,
                              poll_seconds=poll_seconds)
     return asdict(summary)

@@ -16,18 +16,18 @@ from prefect import flow, get_run_logger, runtime
 
 from orch.config.runtime import get_settings
 from orch.monitoring import messages, targets
-from orch.monitoring.alerts import Notice
+from orch.monitoring.alerts import Notice, healing_stopped_by
 from orch.notify import send_notification
+from orch.storage.types import utcnow
 from tasks import monitoring
 
 COLLECTORS = (monitoring.system_metrics, monitoring.api_metrics, monitoring.queue_metrics, monitoring.lock_metrics,
-              monitoring.database_metrics, monitoring.prefect_metrics)
+              monitoring.database_metrics, monitoring.prefect_metrics, monitoring.prefect_zombies)
 
 
 def healing_will_report(settings: Any) -> bool:
     """Whether a self-heal run will notify for a firing target alert (else this sweep must)."""
-    return (settings.features.enable_self_healing and settings.monitoring.self_healing.enabled
-            and not settings.features.maintenance_mode)
+    return healing_stopped_by(settings) is None
 
 
 def emit_alert_event(notice: Notice) -> None:
@@ -51,6 +51,7 @@ def monitor_sweep() -> dict[str, Any]:
         logger.info("monitoring is turned off (features.enable_monitoring: false); nothing measured")
         return {"skipped": "features.enable_monitoring is false"}
     names = [target.name for target in targets.configured_targets(settings)]
+    started = utcnow()
     futures = [collector.submit() for collector in COLLECTORS] + [monitoring.target_health.submit(n) for n in names]
     found = []
     for future in futures:
@@ -59,7 +60,7 @@ def monitor_sweep() -> dict[str, Any]:
             found += future.result()
         else:  # one broken collector must not blind the sweep to everything else
             logger.warning("a collector failed after its retries: %s", future.state.message)
-    monitoring.store_samples(found)
+    monitoring.store_samples(found, started)
     notices = monitoring.evaluate_alerts(names)
     to_say = []
     for notice in notices:

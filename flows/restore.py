@@ -13,7 +13,10 @@ from tasks.notify import notify, notify_failure
 
 @flow(name="restore")
 def restore(backup: str = "latest") -> dict[str, Any]:
-    """Verify the backup on a copy, then pause dispatch, keep a pre-restore copy, swap, check, resume."""
+    """Verify the backup on a copy, then pause dispatch, keep a pre-restore copy, swap, check, resume.
+
+    ``backup`` is ``latest`` or a backup's name in the backup directory; a path leading anywhere else is
+    refused unread (orch.backup.restore.backup_path)."""
     logger = get_run_logger()
     try:
         candidate = steps.check_backup(backup)

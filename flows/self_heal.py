@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, runtime
 from prefect.input import RunInput
 
 from orch.config.runtime import get_settings
-from orch.monitoring import healing, messages
+from orch.monitoring import alerts, healing, messages
 from orch.monitoring.targets import find_target, healing_plan
 from orch.notify import send_notification
 from tasks.healing import attempt_action, healthy_within
@@ -134,10 +134,12 @@ def _report(settings: Any, target: str, alert_name: str, fired: str, steps: list
     """One message: what fired, where, the value against the threshold, what healing did, the run."""
     did = [f"- {s['step']}" + (f" #{s['attempt']}" if "attempt" in s and s["step"] != "health_check" else "")
            + f": {'ok' if s.get('ok') else 'failed'} - {s.get('detail', '')}" for s in steps]
+    heals = alerts.heals_of(settings, target, alert_name)
+    again = f" (heal {heals} since it fired)" if heals > 1 else ""
     if outcome == "healed":
-        title, severity, verdict = f"{target} healed after {alert_name}", "warning", "Healed."
+        title, severity, verdict = f"{target} healed after {alert_name}{again}", "warning", "Healed."
     else:
-        title, severity = f"{target} NOT healed after {alert_name}: a human must act", "critical"
+        title, severity = f"{target} NOT healed after {alert_name}{again}: a human must act", "critical"
         verdict = "Every healing action is exhausted; paging a human."
     body = "\n".join([f"Fired: {fired}", "Healing did:", *did, verdict] + ([f"Run: {run_url}"] if run_url else []))
     send_notification(settings, title, body, severity, labels={"alertname": alert_name, "target": target},

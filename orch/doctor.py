@@ -46,7 +46,7 @@ def _database(settings: Any) -> dict[str, Any]:
 def _prefect(settings: Any) -> dict[str, Any]:
     from orch.prefect_api import prefect_readiness
 
-    ready = prefect_readiness(settings.prefect.resolved_api_url())
+    ready = prefect_readiness(settings.prefect)
     result: dict[str, Any] = {"status": "ok" if ready.ready else "degraded", "url": ready.url,
                               "latency_ms": ready.latency_ms}
     if ready.problem:

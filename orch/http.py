@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 
 import httpx
 
@@ -13,9 +14,12 @@ _shared: httpx.Client | None = None
 _shared_lock = threading.Lock()
 
 
-def http_client(timeout: float = 5.0, **kwargs: object) -> httpx.Client:
-    """A client that never waits forever: an operator's health check must answer, even 'down'."""
-    return httpx.Client(timeout=httpx.Timeout(timeout), headers={"User-Agent": USER_AGENT},
+def http_client(timeout: float = 5.0, headers: Mapping[str, str] | None = None, **kwargs: object) -> httpx.Client:
+    """A client that never waits forever: an operator's health check must answer, even 'down'.
+
+    ``headers`` are sent with every request besides the User-Agent (e.g. Prefect's auth header).
+    """
+    return httpx.Client(timeout=httpx.Timeout(timeout), headers={"User-Agent": USER_AGENT, **(headers or {})},
                         **kwargs)  # type: ignore[arg-type]
 
 

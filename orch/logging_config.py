@@ -41,6 +41,7 @@ _SENSITIVE = ("password", "passwd", "secret", "token", "authorization", "api_key
               "credential", "private_key", "signature")
 _MIN_SECRET_LENGTH = 8
 _MAX_DEPTH = 8  # deeper (or self-referencing) extras are redacted as text instead of recursed into
+DATA_DEPTH = 100  # JSON data (a tree, never self-referencing) is recursed this deep; API bodies are shallower
 
 _KEY_HINTS = tuple(name.replace("_", "") for name in _SENSITIVE)  # what _KEY_NAMES can match, squashed
 _KEY_NAMES = "|".join(name.replace("_", "[_-]?") for name in _SENSITIVE)
@@ -151,20 +152,34 @@ def _is_sensitive(key: str) -> bool:
     return any(name in lowered for name in _SENSITIVE)
 
 
-def _redact_field(key: str, value: Any, depth: int = 0) -> Any:
-    return MASK if _is_sensitive(key) else _redact_value(value, depth)
+def redact_structure(value: Any, *, max_depth: int = DATA_DEPTH) -> Any:
+    """``value`` with every secret :func:`redact` finds masked, and every value under a sensitive key
+    (``password``, ``token``, ...) replaced by ``***``; dicts and lists keep their shape.
+
+    The one masking rule for structured data: log ``extra=`` fields, the SSE stream and every API
+    response carrying task params, metadata, results, errors or events go through here, so what one
+    shows masked no other shows in clear. Keys are redacted too (a URL with a password can be a key).
+    Containers deeper than ``max_depth`` are masked as their text instead of recursed into: log
+    extras may reference themselves, and no caller may hit the recursion limit. Linear in the size.
+    """
+    return _redact_value(value, max_depth)
 
 
-def _redact_value(value: Any, depth: int = 0) -> Any:
-    """Redact a structured ``extra`` value, keeping its shape so JSON output stays queryable."""
+def _redact_field(key: str, value: Any) -> Any:
+    return MASK if _is_sensitive(key) else _redact_value(value, _MAX_DEPTH)
+
+
+def _redact_value(value: Any, depth_left: int) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, _PLAIN):
         return value
-    if depth < _MAX_DEPTH and isinstance(value, Mapping):
-        return {key: _redact_field(str(key), item, depth + 1) for key, item in value.items()}
-    if depth < _MAX_DEPTH and isinstance(value, (list, tuple, set, frozenset)):
-        return [_redact_value(item, depth + 1) for item in value]
+    if depth_left > 0 and isinstance(value, Mapping):
+        return {(redact(key) if isinstance(key, str) else key):
+                MASK if _is_sensitive(str(key)) else _redact_value(item, depth_left - 1)
+                for key, item in value.items()}
+    if depth_left > 0 and isinstance(value, (list, tuple, set, frozenset)):
+        return [_redact_value(item, depth_left - 1) for item in value]
     # Any other object reaches the log through str(); keep it as is unless that text leaks something.
     try:
         text = str(value)

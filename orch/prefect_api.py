@@ -1,18 +1,29 @@
-"""Small, synchronous questions to the Prefect server that ORCH's health checks ask.
+"""Small, synchronous questions to the Prefect server that ORCH's health checks ask, and the one way
+ORCH's own HTTP calls to Prefect authenticate.
 
 Why not Prefect's client: ``orch doctor`` and the health endpoint must answer in milliseconds and must
 not import Prefect (about 2 s); ``/api/ready`` (which, unlike ``/api/health``, checks the server's
 database) is one GET.
+
+Prefect's server, started with ``PREFECT_SERVER_API_AUTH_STRING``, answers 401 to every route but
+``GET /health`` and ``GET /ready`` without ``Authorization: Basic base64(auth string)`` (Prefect's own
+client sends the same header from ``PREFECT_API_AUTH_STRING``). Every ORCH call to Prefect's REST API
+takes its header from :func:`prefect_headers` or its client from :func:`prefect_http_client`.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from dataclasses import dataclass
 
 import httpx
 
-from orch.http import shared_http_client
+from orch.config.schema import PrefectSettings
+from orch.http import http_client, shared_http_client
+
+# The cheapest route the auth check guards: readiness would say "ready" to a wrong string otherwise.
+_AUTH_PROBE = "/admin/version"
 
 
 @dataclass(frozen=True)
@@ -23,25 +34,51 @@ class Readiness:
     problem: str | None = None
 
 
-def prefect_readiness(api_url: str, timeout: float = 3.0) -> Readiness:
-    """Ask ``GET {api_url}/ready``; a refused connection or a non-200 answer is 'not ready', with why."""
-    url = api_url.rstrip("/") + "/ready"
+def prefect_headers(prefect: PrefectSettings) -> dict[str, str]:
+    """``Authorization: Basic ...`` for the configured auth string; none when there is no string."""
+    if prefect.auth_string is None:
+        return {}
+    token = base64.b64encode(prefect.auth_string.get_secret_value().encode("utf-8")).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
+
+
+def prefect_http_client(prefect: PrefectSettings, timeout: float = 5.0) -> httpx.Client:
+    """A client whose every request to Prefect carries the auth header (for a block of calls)."""
+    return http_client(timeout, headers=prefect_headers(prefect))
+
+
+def prefect_readiness(prefect: PrefectSettings, timeout: float = 3.0) -> Readiness:
+    """Ask ``GET {api}/ready``, then whether the server accepts ORCH's auth string.
+
+    A refused connection, a non-200 answer or a 401 is 'not ready', with why: ``/ready`` needs no
+    credentials, so without the second question a wrong or missing string would look healthy while
+    every flow start and worker poll fails.
+    """
+    api = prefect.resolved_api_url().rstrip("/")
+    url = api + "/ready"
+    client = shared_http_client()
     started = time.perf_counter()
     try:
-        response = shared_http_client().get(url, timeout=timeout)
+        response = client.get(url, timeout=timeout)
+        latency = round((time.perf_counter() - started) * 1000, 1)
+        if response.status_code != 200:
+            return Readiness(False, url, latency, f"HTTP {response.status_code}")
+        checked = client.get(api + _AUTH_PROBE, headers=prefect_headers(prefect), timeout=timeout)
     except httpx.HTTPError as exc:
         return Readiness(False, url, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-    latency = round((time.perf_counter() - started) * 1000, 1)
-    if response.status_code != 200:
-        return Readiness(False, url, latency, f"HTTP {response.status_code}")
+    if checked.status_code == 401:
+        given = "was refused" if prefect.auth_string is not None else "is not set"
+        return Readiness(False, url, latency, f"HTTP 401: the Prefect server requires an auth string and ORCH's "
+                                              f"{given} (set PREFECT_API_AUTH_STRING to the server's "
+                                              "PREFECT_SERVER_API_AUTH_STRING)")
     return Readiness(True, url, latency)
 
 
-def online_workers(api_url: str, pool: str, timeout: float = 3.0) -> int:
+def online_workers(prefect: PrefectSettings, pool: str, timeout: float = 3.0) -> int:
     """How many workers of ``pool`` the server currently sees as ONLINE (0 when it cannot tell)."""
-    url = f"{api_url.rstrip('/')}/work_pools/{pool}/workers/filter"
+    url = f"{prefect.resolved_api_url().rstrip('/')}/work_pools/{pool}/workers/filter"
     try:
-        response = shared_http_client().post(url, json={}, timeout=timeout)
+        response = shared_http_client().post(url, json={}, headers=prefect_headers(prefect), timeout=timeout)
     except httpx.HTTPError:
         return 0
     if response.status_code != 200:

@@ -21,7 +21,12 @@ In one invocation, side by side:
     POST route, which is the client's own floor;
 (e) SSE: N concurrent ``GET /sse/events`` streams on raw asyncio sockets; each must get the ``retry:``
     preamble, then two dispatched tasks' ``task.created`` events; RSS of the API process while it holds
-    them; bare: the same number of streams held by a route that only sends the preamble.
+    them; bare: the same number of streams held by a route that only sends the preamble;
+(f) logins: ``POST /auth/token`` one at a time (p50/p95), with the stored hash's parameters, beside the
+    password hash alone in this process (argon2id as stored, and the scrypt N=2^14 it replaced);
+(g) ``GET /healthz`` one request at a time on a keep-alive socket, first alone (the baseline), then while
+    another client streams a 50 MB request header as fast as the server reads it, over and over; what the
+    attacker got back and the API's RSS after.
 
 Usage: ``.venv/bin/python scripts/bench_api.py [--quick] [--workers N] [--out DIR]``. Needs ``wrk``
 (Debian: ``apt-get install wrk``); ``--workers`` above 1 (``api.workers``) needs Redis on 127.0.0.1:6379.
@@ -85,6 +90,12 @@ GOAL_WEBHOOK_P95_MS = 20.0
 GOAL_SSE_CLIENTS = 2_000
 GOAL_SSE_RSS_MB = 300.0
 GOAL_IDLE_RSS_MB = 150.0
+GOAL_LOGIN_P95_MS = 150.0  # issue 14: argon2id logins, one at a time (one core)
+GOAL_HEALTHZ_UNDER_ATTACK_P99_MS = 100.0  # issue 14: while a client streams a 50 MB header
+LOGINS = 40
+ATTACK_HEADER_BYTES = 50 * 2**20
+ATTACK_CHUNK = 64 * 1024
+PROBE_SECONDS = 5.0  # /healthz probed one request at a time, without and then with the attack
 ORIGINAL = {"health": "1,000 req/s", "dispatch": "p95 < 500 ms", "webhook": "200/s, p95 < 100 ms",
             "sse": "500 clients", "memory": "< 512 MB baseline"}
 
@@ -576,6 +587,24 @@ def goal_lines(report: dict[str, Any]) -> list[str]:
         f"{ORIGINAL['sse']}): {sse_line}",
         f"- API process idle RSS < {GOAL_IDLE_RSS_MB:.0f} MB: {verdict(idle < GOAL_IDLE_RSS_MB)} (measured "
         f"{idle:.0f} MB{idle_note}; bare FastAPI {report['bare']['rss_mb']['idle']:.0f} MB)",
+        *security_goal_lines(orch),
+    ]
+
+
+def security_goal_lines(orch: dict[str, Any]) -> list[str]:
+    login, attack = orch["login"], orch["header_attack"]
+    l95 = login["latency_ms"]["p95"]
+    refused = login["logins"] - login["statuses"].get("200", 0)
+    a99 = attack["attacked"]["latency_ms"].get("p99")
+    failed = sum(attack["attacked"]["failures"].values())
+    return [
+        f"- login p95 < {GOAL_LOGIN_P95_MS:.0f} ms ({login['hash']['scheme']} {login['hash']['parameters']}): "
+        f"{verdict(l95 < GOAL_LOGIN_P95_MS and refused == 0)} (measured p50 {login['latency_ms']['p50']:.0f} ms, "
+        f"p95 {l95:.0f} ms; {refused} refused)",
+        f"- `/healthz` p99 < {GOAL_HEALTHZ_UNDER_ATTACK_P99_MS:.0f} ms while a client streams a "
+        f"{attack['header_bytes'] // 2**20} MB header: "
+        f"{verdict(a99 is not None and a99 < GOAL_HEALTHZ_UNDER_ATTACK_P99_MS and failed == 0)} (measured p99 "
+        f"{fmt(a99, 1)} ms, {failed} failed; alone {fmt(attack['alone']['latency_ms'].get('p99'), 1)} ms)",
     ]
 
 
@@ -623,6 +652,7 @@ def markdown(report: dict[str, Any]) -> str:
         ("server CPU-s: health / webhook / dispatch / SSE", cpu_cell(orch), cpu_cell(bare)),
         ("server CPU per request (ms): health / webhook / dispatch", per_request_cell(orch),
          per_request_cell(bare)),
+        *security_rows(orch),
     ]
     body = ["| figure | ORCH API | bare FastAPI (ceiling) |", "|---|---|---|",
             *("| " + " | ".join(row) + " |" for row in rows)]
@@ -643,6 +673,28 @@ def markdown(report: dict[str, Any]) -> str:
         f"raw asyncio sockets for {sizes['sse_clients']:,} SSE streams.", "",
         *body, "", "Goals:", *goal_lines(report), "",
         f"API RSS over the run (MB): {', '.join(f'{k} {v:.0f}' for k, v in orch['rss_mb'].items())}.", ""])
+
+
+def security_rows(orch: dict[str, Any]) -> list[tuple[str, str, str]]:
+    login, attack = orch["login"], orch["header_attack"]
+    hashed = login["hash"]
+    alone, attacked = attack["alone"], attack["attacked"]
+    verify = hashed.get("verify_ms", {})
+    return [
+        (f"`POST /auth/token`, {login['logins']} one at a time, p50 / p95 (ms); server CPU per login (ms)",
+         f"{login['latency_ms']['p50']:.0f} / {login['latency_ms']['p95']:.0f}; "
+         f"{login['server_cpu_s'] * 1000 / login['logins']:.0f}", "–"),
+        (f"password hash alone, p50 (ms): {hashed['scheme']} {hashed['parameters']} / scrypt N=2^14 (replaced)",
+         f"{fmt(verify.get('p50'), 1)} / {hashed['scrypt_2_14_ms']['p50']:.1f}", "–"),
+        ("`GET /healthz` one at a time, p50 / p99 (ms): alone / while a 50 MB header streams",
+         f"{pct2(alone['latency_ms'])} / {pct2(attacked['latency_ms'])}", "–"),
+        ("the 50 MB header attack: attempts; what the attacker got", f"{attacked['attacks']}; "
+         + "; ".join(f"{k} ×{v}" for k, v in attacked["attack_outcomes"].items()), "–"),
+    ]
+
+
+def pct2(figures: dict[str, float]) -> str:
+    return f"{figures['p50']:.1f}, {figures['p99']:.1f}" if figures.get("n") else "–"
 
 
 def _workers_text(workers: int) -> str:
@@ -676,6 +728,134 @@ def write_report(report: dict[str, Any], out: Path) -> str:
     return table
 
 
+# --- logins and a header attack (issue 14) ------------------------------------------------------
+
+def stored_hash(server_home: Path) -> str:
+    """The admin's stored password hash, read from the bench's own SQLite database."""
+    import sqlite3
+
+    with sqlite3.connect(server_home / "data" / "orch.db") as db:
+        row = db.execute("SELECT password_hash FROM users WHERE username = ?", (ADMIN,)).fetchone()
+    if row is None:
+        raise BenchError(f"user {ADMIN} not in {server_home / 'data' / 'orch.db'}")
+    return str(row[0])
+
+
+def hash_alone_ms(stored: str, rounds: int = 10) -> dict[str, Any]:
+    """The stored hash verified in this process, and the scrypt (N=2^14, r=8, p=1) hash it replaced."""
+    import hashlib
+
+    from argon2 import PasswordHasher
+
+    def timed(verify: Callable[[], object]) -> float:
+        began = time.perf_counter()
+        verify()
+        return (time.perf_counter() - began) * 1000
+
+    parts = stored.split("$")
+    if stored.startswith("$argon2"):  # $argon2id$v=19$m=...,t=...,p=...$salt$digest
+        scheme, parameters = parts[1], parts[3]
+    else:  # scrypt$N$r$p$salt$digest
+        scheme, parameters = parts[0], f"N={parts[1]},r={parts[2]},p={parts[3]}"
+    figures: dict[str, Any] = {"scheme": scheme, "parameters": parameters}
+    if stored.startswith("$argon2"):
+        hasher = PasswordHasher()
+        figures["verify_ms"] = percentiles([timed(lambda: hasher.verify(stored, PASSWORD)) for _ in range(rounds)])
+    salt = os.urandom(16)
+    figures["scrypt_2_14_ms"] = percentiles([timed(lambda: hashlib.scrypt(
+        PASSWORD.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)) for _ in range(rounds)])
+    return figures
+
+
+def run_logins(server: Server, home: Path) -> dict[str, Any]:
+    def measure() -> dict[str, Any]:
+        latencies, statuses = [], Counter[str]()
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for _ in range(LOGINS):
+                began = time.perf_counter()
+                status = client.post("/auth/token", data={"username": ADMIN, "password": PASSWORD}).status_code
+                latencies.append((time.perf_counter() - began) * 1000)
+                statuses[str(status)] += 1
+        return {"logins": LOGINS, "latency_ms": percentiles(latencies), "statuses": dict(statuses)}
+
+    figures = with_cpu(server, measure)
+    figures["hash"] = hash_alone_ms(stored_hash(home))
+    return figures
+
+
+async def probe_healthz(port: int, seconds: float) -> dict[str, Any]:
+    """``GET /healthz`` back to back on one keep-alive socket for ``seconds``: each answer's latency."""
+    request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    latencies: list[float] = []
+    failures: Counter[str] = Counter()
+    end = time.perf_counter() + seconds
+    try:
+        while time.perf_counter() < end:
+            began = time.perf_counter()
+            try:
+                status = await asyncio.wait_for(exchange(reader, writer, request), 10)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+                failures[type(exc).__name__] += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                continue
+            latencies.append((time.perf_counter() - began) * 1000)
+            if status != 200:
+                failures[str(status)] += 1
+    finally:
+        writer.close()
+    return {"latency_ms": percentiles(latencies), "failures": dict(failures)}
+
+
+async def big_header(port: int) -> dict[str, Any]:
+    """One request whose header grows to 50 MB, sent as fast as the server takes it; what came back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Big: ".encode())
+    chunk = b"a" * ATTACK_CHUNK
+    sent, outcome = 0, "sent whole"
+    try:
+        while sent < ATTACK_HEADER_BYTES:
+            writer.write(chunk)
+            await asyncio.wait_for(writer.drain(), 30)
+            sent += len(chunk)
+        writer.write(b"\r\n\r\n")
+        await asyncio.wait_for(writer.drain(), 30)
+    except (OSError, TimeoutError) as exc:
+        outcome = f"cut off ({type(exc).__name__})"
+    try:
+        head = await asyncio.wait_for(reader.read(256), 30)
+        status = head.split(b" ", 2)[1].decode() if head.startswith(b"HTTP/") else ("closed" if not head else "?")
+    except (OSError, TimeoutError, IndexError) as exc:
+        status = type(exc).__name__
+    writer.close()
+    return {"sent_bytes": sent, "outcome": outcome, "status": status}
+
+
+async def healthz_under_attack(port: int, seconds: float) -> dict[str, Any]:
+    stop = asyncio.Event()
+    attacks: list[dict[str, Any]] = []
+
+    async def attacker() -> None:
+        while not stop.is_set():
+            attacks.append(await big_header(port))
+
+    task = asyncio.create_task(attacker())
+    await asyncio.sleep(0.2)  # the first header is on its way before the probe starts
+    probe = await probe_healthz(port, seconds)
+    stop.set()
+    await task
+    return {**probe, "attacks": len(attacks), "attack_outcomes": dict(Counter(
+        f"{a['status']} after {a['sent_bytes'] // 2**20} MB, {a['outcome']}" for a in attacks))}
+
+
+def run_header_attack(server: Server) -> dict[str, Any]:
+    alone = asyncio.run(probe_healthz(server.port, PROBE_SECONDS))
+    attacked = with_cpu(server, lambda: asyncio.run(healthz_under_attack(server.port, PROBE_SECONDS)))
+    server.note_rss("after_header_attack")
+    return {"alone": alone, "attacked": attacked, "header_bytes": ATTACK_HEADER_BYTES}
+
+
 # --- main ----------------------------------------------------------------------------------------
 
 def uvicorn_loop() -> str:
@@ -700,7 +880,8 @@ def bench(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         "open_files_limit": raise_open_files(2 * sizes.sse_clients + 512),
         "goals": {"health_per_s": GOAL_HEALTH_RPS, "dispatch_p95_ms": GOAL_DISPATCH_P95_MS,
                   "webhook_per_s": GOAL_WEBHOOK_PER_S, "webhook_p95_ms": GOAL_WEBHOOK_P95_MS,
-                  "sse_clients": GOAL_SSE_CLIENTS, "sse_rss_mb": GOAL_SSE_RSS_MB, "idle_rss_mb": GOAL_IDLE_RSS_MB},
+                  "sse_clients": GOAL_SSE_CLIENTS, "sse_rss_mb": GOAL_SSE_RSS_MB, "idle_rss_mb": GOAL_IDLE_RSS_MB,
+                  "login_p95_ms": GOAL_LOGIN_P95_MS, "healthz_under_attack_p99_ms": GOAL_HEALTHZ_UNDER_ATTACK_P99_MS},
         "original": ORIGINAL}
     script = workdir / "bench.lua"
     script.write_text(WRK_SCRIPT, encoding="utf-8")
@@ -736,6 +917,11 @@ def bench(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         for server, side in ((orch, "orch"), (bare, "bare")):
             results[side]["rss_mb"] = server.rss_mb
             results[side]["largest_rss_mb"] = server.largest_rss_mb
+        say(f"(f) {LOGINS} logins one at a time")
+        results["orch"]["login"] = run_logins(orch, workdir / "orch")
+        say(f"(g) /healthz for {PROBE_SECONDS:.0f} s alone, then while a client streams a "
+            f"{ATTACK_HEADER_BYTES // 2**20} MB header")
+        results["orch"]["header_attack"] = run_header_attack(orch)
         report.update(results)
         report["load_avg_end"] = round(os.getloadavg()[0], 2)
     finally:

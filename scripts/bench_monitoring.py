@@ -277,12 +277,13 @@ def deploy(name: str, pool: str, env: dict[str, str], *extra: str) -> None:
 
 def start_worker(argv: list[str], env: dict[str, str], log: Path, api_url: str, pool: str) -> subprocess.Popen[bytes]:
     """A worker process, returned once the server sees it ONLINE in ``pool``."""
+    from orch.config.schema import PrefectSettings
     from orch.prefect_api import online_workers
 
     out = open(log, "wb")  # noqa: SIM115
     process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90
-    while online_workers(api_url, pool) < 1:
+    while online_workers(PrefectSettings(api_url=api_url), pool) < 1:
         if process.poll() is not None or time.monotonic() > deadline:
             raise BenchError(f"worker for {pool} did not come online", log_tail(log))
         time.sleep(0.3)

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -49,6 +50,16 @@ GOAL_OWN_RSS_MB = 300.0
 PREFECT_SERVER = "prefect server"
 SUPERVISOR = "supervisor"
 SCENARIOS = {"fresh": "`orch up` (fresh)", "existing": "`orch up` (existing data)", "naive": "naive baseline"}
+# Both stacks keep Prefect's API behind an auth string, as `orch up` does; the checks send it.
+PREFECT_AUTH = f"orch:{secrets.token_urlsafe(32)}"
+PREFECT_AUTH_ENV = {"PREFECT_API_AUTH_STRING": PREFECT_AUTH, "PREFECT_SERVER_API_AUTH_STRING": PREFECT_AUTH}
+
+
+def prefect_auth_headers() -> dict[str, str]:
+    from orch.config.schema import PrefectSettings
+    from orch.prefect_api import prefect_headers
+
+    return prefect_headers(PrefectSettings(auth_string=PREFECT_AUTH))
 
 
 @dataclass(frozen=True)
@@ -124,7 +135,8 @@ def prefect_ready(client: httpx.Client, ends: Endpoints) -> str | None:
 
 
 def worker_online(client: httpx.Client, ends: Endpoints) -> str | None:
-    response = client.post(f"{ends.prefect_api}/work_pools/{POOL}/workers/filter", json={})
+    response = client.post(f"{ends.prefect_api}/work_pools/{POOL}/workers/filter", json={},
+                           headers=prefect_auth_headers())
     if response.status_code != 200:
         return f"work pool {POOL}: HTTP {response.status_code}"
     online = any(worker.get("status") == "ONLINE" for worker in response.json())
@@ -133,7 +145,7 @@ def worker_online(client: httpx.Client, ends: Endpoints) -> str | None:
 
 def deployment_exists(client: httpx.Client, ends: Endpoints) -> str | None:
     response = client.post(f"{ends.prefect_api}/deployments/filter",
-                           json={"deployments": {"name": {"any_": [DEPLOYMENT]}}})
+                           json={"deployments": {"name": {"any_": [DEPLOYMENT]}}}, headers=prefect_auth_headers())
     found = response.status_code == 200 and bool(response.json())
     return None if found else f"deployment {DEPLOYMENT!r} not found"
 
@@ -232,7 +244,7 @@ class OrchUp:
 
     def __init__(self, home: Path, ends: Endpoints) -> None:
         env = {**clean_environ(), "ORCH_HOME": str(home), "PREFECT_SERVER_API_PORT": str(ends.prefect_port),
-               "ORCH_PORT": str(ends.api_port)}
+               "ORCH_PORT": str(ends.api_port), **PREFECT_AUTH_ENV}
         self.ends = ends
         self.log_dir = home / "data" / "logs"
         self.lines: list[tuple[float, str]] = []
@@ -350,7 +362,7 @@ class HandStitched:
     def __init__(self, home: Path, ends: Endpoints) -> None:
         self.ends = ends
         self.env = {**clean_environ(), "PREFECT_HOME": str(home / "prefect"), "PREFECT_API_URL": ends.prefect_api,
-                    "ORCH_HOME": str(home), "ORCH_PORT": str(ends.api_port)}
+                    "ORCH_HOME": str(home), "ORCH_PORT": str(ends.api_port), **PREFECT_AUTH_ENV}
         self.log_dir = home / "logs"
         self.log_dir.mkdir(parents=True)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}

@@ -20,6 +20,8 @@ from prefect.tasks import exponential_backoff
 
 from orch.dispatch.actions import ActionContext, ActionFailed, registry
 from orch.dispatch.queue import Claim, TaskQueue
+from orch.dispatch.request import authorize_run
+from orch.security.flow_access import NotPermitted
 
 BACKOFF_FACTOR = 1.0  # retry delays 1, 2, 4, 8 ... seconds
 
@@ -40,6 +42,8 @@ def retry_delays(retries: int) -> list[float]:
 def describe(exc: BaseException) -> str:
     if isinstance(exc, ActionFailed):
         return str(exc)
+    if isinstance(exc, NotPermitted):
+        return f"not run: {exc}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
@@ -53,7 +57,11 @@ def execute(queue: TaskQueue, attempt: Attempt) -> Any:
                             timeout=claim.timeout, dispatch=queue.dispatch)
     started = time.monotonic()
     try:
-        result = spec.run(spec.params.model_validate(claim.params), context)
+        params = spec.params.model_validate(claim.params)
+        requirement = spec.needs(params)
+        if requirement is not None:  # checked at dispatch; again now, against the owner's current role
+            authorize_run(queue.database, claim.task_id, requirement)
+        result = spec.run(params, context)
     except BaseException as exc:
         # Prefect interrupts a timed-out attempt with its own internal cancellation error (turned into
         # TaskRunTimeoutError only outside this function), and actions raise their own kinds of timeout:
@@ -61,7 +69,8 @@ def execute(queue: TaskQueue, attempt: Attempt) -> Any:
         timed_out = isinstance(exc, (TimeoutError, subprocess.TimeoutExpired)) or (
             time.monotonic() - started >= claim.timeout)
         error = f"timed out after {claim.timeout} s" if timed_out else describe(exc)
-        if claim.retries_left > 0 and not attempt.lost.is_set():
+        # a refusal is a verdict, not a hiccup: retrying would only ask the same question again
+        if claim.retries_left > 0 and not attempt.lost.is_set() and not isinstance(exc, NotPermitted):
             delays = retry_delays(claim.max_retries + 1)
             following = queue.retrying(claim, error, delays[min(claim.attempt - 1, len(delays) - 1)])
             if following is None:
@@ -102,5 +111,5 @@ def for_claim(attempt: Attempt) -> Task[..., Any]:
         timeout_seconds=claim.timeout,
         retries=retries,
         retry_delay_seconds=retry_delays(claim.max_retries + 1)[claim.attempt - 1:][:retries] or 0,
-        retry_condition_fn=lambda _task, _run, _state: not attempt.lost.is_set(),
+        retry_condition_fn=lambda _task, _run, _state: not (attempt.lost.is_set() or attempt.ended.is_set()),
     )

@@ -3,13 +3,15 @@ and act. Collectors never fail because what they measure is down: that is a samp
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from orch.config.runtime import get_settings
-from orch.monitoring import alerts, rules, samples, targets
+from orch.monitoring import alerts, rules, samples, targets, zombies
 from orch.monitoring.samples import Sample
 
 RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [1, 3], "cache_policy": NO_CACHE}
@@ -46,6 +48,17 @@ def prefect_metrics() -> list[Sample]:
     return samples.collect_prefect(get_settings())
 
 
+@task(name="prefect-zombies", **RETRIES)
+def prefect_zombies() -> list[Sample]:
+    """Crash ORCH's flow runs (and their task runs) left Running by an executor that is gone, and count
+    them: ``prefect_zombie_runs``. Healing here, not in self-heal: it is ORCH's own engine, no approval."""
+    try:
+        found = zombies.heal(get_settings())
+    except httpx.HTTPError:
+        return []  # Prefect unreachable or refusing: ``prefect_up`` says so, no count is better than 0
+    return [Sample("prefect_zombie_runs", float(len(found.zombies)))]
+
+
 @task(name="target-health", task_run_name="target-health {name}", **RETRIES)
 def target_health(name: str) -> list[Sample]:
     """``target_up`` 1/0 and the check's latency; nothing when it cannot be told here (not under orch up)."""
@@ -60,8 +73,10 @@ def target_health(name: str) -> list[Sample]:
 
 
 @task(name="store-samples", **RETRIES)
-def store_samples(found: list[Sample]) -> int:
-    return samples.store(get_settings(), found)
+def store_samples(found: list[Sample], at: datetime | None = None) -> int:
+    """Store one sweep's samples stamped ``at``: the sweep's start, before any check ran, so a sample
+    stamped after a heal ended was measured after it too."""
+    return samples.store(get_settings(), found, at)
 
 
 @task(name="evaluate-alerts", **RETRIES)

@@ -50,6 +50,7 @@ def make_settings(home: Path, database_url: str | None = None, **environ: str) -
     env = {"ORCH_HOME": str(home), "JWT_SECRET": JWT_SECRET, "WEBHOOK_SECRET": WEBHOOK_SECRET,
            "ORCH_MCP_TOKEN": MCP_TOKEN, "PREFECT_API_URL": os.environ.get("PREFECT_API_URL",
                                                                            f"http://127.0.0.1:{free_port()}/api"),
+           "PREFECT_API_AUTH_STRING": os.environ.get("PREFECT_API_AUTH_STRING", "orch-test:no-session-server"),
            **({"DATABASE_URL": database_url} if database_url else {}), **environ}
     settings = load_settings(environ=env, generate_secrets=False)
     settings.security.rate_limit.requests_per_minute = 100_000
@@ -109,10 +110,15 @@ def api(api_factory: Callable[..., Api]) -> Api:
 
 
 @contextmanager
-def serve(settings: Settings) -> Iterator[str]:
-    """The real app under uvicorn on a loopback port, in a thread, for one test."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None))
+def serve_app(settings: Settings, **options: Any) -> Iterator[tuple[str, Any]]:
+    """The real app under uvicorn with the options ``python -m orch.api.server`` uses (the bounded
+    protocol, no proxy headers unless configured...), on a loopback port in a thread; yields its URL and app."""
+    from orch.api.server import OrchUvicornConfig, uvicorn_options
+
+    app = create_app(settings)
+    config = OrchUvicornConfig(app, **{**uvicorn_options(settings), "host": "127.0.0.1", "port": free_port(),
+                                       **options})
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
 
@@ -120,9 +126,16 @@ def serve(settings: Settings) -> Iterator[str]:
         assert thread.is_alive() or server.started, "uvicorn's thread ended before it started serving"
         return bool(server.started)
 
-    wait_until(started, 60, f"uvicorn to start on port {port}", interval=0.02)
+    wait_until(started, 60, f"uvicorn to start on port {config.port}", interval=0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{config.port}", app
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """:func:`serve_app`, for a test that needs only the URL."""
+    with serve_app(settings) as (url, _app):
+        yield url

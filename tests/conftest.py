@@ -8,6 +8,7 @@ and dropped afterwards. A PostgreSQL that cannot be reached fails the tests that
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -30,20 +31,29 @@ _LEAKY_ENV = [
     "PREFECT_SERVER_API_HOST", "PREFECT_SERVER_API_PORT", "MAINTENANCE_MODE",
 ]
 PG_ADMIN_URL = os.environ.get("ORCH_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PREFECT_AUTH_ENV = "PREFECT_API_AUTH_STRING"
+# The session server's auth string: the whole suite runs against an authenticated Prefect, as `orch up` starts it.
+PREFECT_AUTH_STRING = f"orch-test:{secrets.token_urlsafe(24)}"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 pytest_plugins = ["api_fixtures"]
 
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Prefect server for the whole session; yields its API URL and exports PREFECT_API_URL."""
+    """A real Prefect server for the whole session; yields its API URL and exports PREFECT_API_URL.
+
+    The server requires an auth string (PREFECT_SERVER_API_AUTH_STRING) and the test process exports it as
+    PREFECT_API_AUTH_STRING, which every child a test starts from ``os.environ`` inherits: what talks to
+    this server without it gets 401, so every test that uses it proves ORCH authenticates.
+    """
     import httpx
 
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": api_url}
+           "PREFECT_API_URL": api_url, "PREFECT_SERVER_API_AUTH_STRING": PREFECT_AUTH_STRING,
+           PREFECT_AUTH_ENV: PREFECT_AUTH_STRING}
     log = open(home / "server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
@@ -62,6 +72,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         time.sleep(0.3)
     os.environ["PREFECT_API_URL"] = api_url
     os.environ["PREFECT_HOME"] = str(home)
+    os.environ[PREFECT_AUTH_ENV] = PREFECT_AUTH_STRING
     if "prefect.context" in sys.modules:
         # Prefect freezes its settings when prefect.context is first imported: a test that imported Prefect
         # before this fixture first ran (any order, under xdist) would otherwise start an ephemeral server.
@@ -87,7 +98,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_env(tmp_path: Path, _prefect_auth_restored: None, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test runs in its own ORCH_HOME (and CWD) with none of the developer's ORCH variables."""
     for name in _LEAKY_ENV:
         monkeypatch.delenv(name, raising=False)
@@ -102,6 +113,26 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     yield home
     reset_settings_cache()
     dispose_engines()
+
+
+@pytest.fixture
+def _prefect_auth_restored() -> Iterator[None]:
+    """Undo what ``get_settings()`` shares with Prefect's client in this process (the auth string it
+    resolved, e.g. a generated one); torn down after ``monkeypatch`` (isolated_env asks for it first), so
+    Prefect's settings are refreshed from the session's environment as it was, PREFECT_API_URL included."""
+    before = os.environ.get(PREFECT_AUTH_ENV)
+    yield
+    if os.environ.get(PREFECT_AUTH_ENV) != before:
+        os.environ.pop(PREFECT_AUTH_ENV, None)
+        if before is not None:
+            os.environ[PREFECT_AUTH_ENV] = before
+    if "prefect.context" in sys.modules:
+        from prefect.context import refresh_global_settings_context
+        from prefect.settings import get_current_settings
+
+        seen = get_current_settings().api.auth_string
+        if (seen.get_secret_value() if seen else None) != before:
+            refresh_global_settings_context()
 
 
 def _admin_engine():  # type: ignore[no-untyped-def]

@@ -87,3 +87,13 @@ def wait_for_https(port: int, process: subprocess.Popen[bytes], timeout: float =
         return answers_200(f"https://127.0.0.1:{port}/healthz", verify=False)
 
     wait_until(up, timeout, f"the HTTPS API on port {port}")
+
+
+def prefect_auth(auth_string: str | None = None) -> dict[str, str]:
+    """The header a Prefect server started with an auth string requires: ``auth_string``, else the
+    session server's (conftest exports it as PREFECT_API_AUTH_STRING). ORCH's own helper builds it."""
+    from orch.config.schema import PrefectSettings
+    from orch.prefect_api import prefect_headers
+
+    given = auth_string if auth_string is not None else os.environ.get("PREFECT_API_AUTH_STRING")
+    return prefect_headers(PrefectSettings(auth_string=given))

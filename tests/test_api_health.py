@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import httpx
 from api_fixtures import serve
-from support import free_port
+from support import free_port, prefect_auth
 
 from orch.config.loader import load_settings
 from orch.storage.migrate import upgrade
@@ -25,12 +25,14 @@ def forget_workers(prefect_api: str, pool: str) -> None:
     """No worker in ``pool`` on the session's Prefect server, made explicit: an earlier test's worker (this
     server is shared by the tests of one pytest worker, in any order) stays ONLINE there until its
     heartbeats time out, although its process is gone."""
-    response = httpx.post(f"{prefect_api}/work_pools/{pool}/workers/filter", json={}, timeout=10)
+    response = httpx.post(f"{prefect_api}/work_pools/{pool}/workers/filter", json={}, headers=prefect_auth(),
+                          timeout=10)
     if response.status_code == 404:  # no such pool yet: no worker either
         return
     response.raise_for_status()
     for worker in response.json():
-        httpx.delete(f"{prefect_api}/work_pools/{pool}/workers/{worker['name']}", timeout=10).raise_for_status()
+        httpx.delete(f"{prefect_api}/work_pools/{pool}/workers/{worker['name']}", headers=prefect_auth(),
+                     timeout=10).raise_for_status()
 
 
 def test_health_with_database_and_prefect_but_no_dispatcher(database_url: str, prefect_server: str) -> None:

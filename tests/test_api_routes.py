@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from api_fixtures import PASSWORD, Api
+from support import prefect_auth
 
 from orch.dispatch.locks import LockManager
 
@@ -199,7 +200,7 @@ def test_run_deployment_on_the_real_prefect_server(api_factory: Any, prefect_ser
     assert started.status_code == 201, started.text
     run = started.json()
     assert run["deployment"] == "db-health/hourly" and run["state"] == "SCHEDULED"
-    assert httpx.get(f"{prefect_server}/flow_runs/{run['flow_run_id']}").json()["deployment_id"]
+    assert httpx.get(f"{prefect_server}/flow_runs/{run['flow_run_id']}", headers=prefect_auth()).json()["deployment_id"]
     bad = client.post("/deployments/db-health/hourly/runs", json={"parameters": {"nope": 1}},
                       headers=api.headers("operator"))
     assert bad.status_code == 422 and "parameters" in bad.json()["detail"]

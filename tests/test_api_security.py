@@ -90,7 +90,8 @@ def test_rbac_matrix(api: Api) -> None:
 
 def _token(claims: dict[str, Any], key: str = JWT_SECRET, algorithm: str = "HS256") -> str:
     now = int(time.time())
-    base = {"sub": "alice", "role": "admin", "iat": now, "nbf": now, "exp": now + 600, "iss": "orch-next"}
+    base = {"sub": "alice", "role": "admin", "ver": 0, "iat": now, "nbf": now, "exp": now + 600,
+            "iss": "orch-next"}
     return jwt.encode({**base, **claims}, key, algorithm=algorithm)
 
 
@@ -101,7 +102,8 @@ def _unsigned(claims: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
     now = int(time.time())
-    body = {"sub": "alice", "role": "admin", "iat": now, "nbf": now, "exp": now + 600, "iss": "orch-next", **claims}
+    body = {"sub": "alice", "role": "admin", "ver": 0, "iat": now, "nbf": now, "exp": now + 600, "iss": "orch-next",
+            **claims}
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(body)}."
 
 
@@ -111,8 +113,12 @@ def _unsigned(claims: dict[str, Any]) -> str:
     ("wrong key", _token({}, key="another-secret-0123456789"), "signature"),
     ("expired", _token({"exp": int(time.time()) - 120}), "expired"),
     ("not yet valid", _token({"nbf": int(time.time()) + 600}), "not valid yet"),
-    ("no exp", jwt.encode({"sub": "alice", "role": "admin", "iat": int(time.time()), "nbf": int(time.time()),
-                           "iss": "orch-next"}, JWT_SECRET, algorithm="HS256"), "exp"),
+    ("no exp", jwt.encode({"sub": "alice", "role": "admin", "ver": 0, "iat": int(time.time()),
+                           "nbf": int(time.time()), "iss": "orch-next"}, JWT_SECRET, algorithm="HS256"), "exp"),
+    ("no version (issued before tokens carried one)", jwt.encode(
+        {"sub": "alice", "role": "admin", "iat": int(time.time()), "nbf": int(time.time()),
+         "exp": int(time.time()) + 600, "iss": "orch-next"}, JWT_SECRET, algorithm="HS256"), "'ver'"),
+    ("old version", _token({"ver": 7}), "revoked"),
     ("garbage", "not.a.token", "malformed"),
     ("unknown user", _token({"sub": "mallory"}), "no longer exists"),
 ])
@@ -178,17 +184,26 @@ def test_identity_cache_off_reads_the_user_on_every_request(api_factory: Any) ->
     assert api.client.get("/users", headers=headers).status_code == 200
 
 
-def test_lockout_after_failures_and_admin_unlock(api: Api) -> None:
+def test_throttle_after_failures_and_admin_unlock(api_factory: Any) -> None:
+    """Failures make this address wait (429, Retry-After) instead of locking the account; an admin's
+    ``unlock`` ends the wait at once, audited with the address that was throttled. (The first wait is
+    a minute, so no assertion depends on how fast the machine answers.)"""
+    api = api_factory(ORCH_SECURITY__LOCKOUT__BASE_DELAY_SECONDS="60")
     for _ in range(api.settings.security.lockout.max_failures):
-        assert api.login("oscar", "wrong-password").status_code == 401
-    locked = api.login("oscar")  # the right password no longer works
-    assert locked.status_code == 401
-    assert locked.json()["detail"] == api.login("nobody-at-all").json()["detail"]  # same words for all failures
+        refused = api.login("oscar", "wrong-password")
+        assert refused.status_code == 401
+    assert refused.json()["detail"] == api.login("nobody-at-all").json()["detail"]  # same words for all failures
+    throttled = api.login("oscar")  # the right password must wait too, from this address
+    assert throttled.status_code == 429 and 30 <= int(throttled.headers["retry-after"]) <= 60
     audit = api.client.get("/audit", params={"action": "authenticate", "username": "oscar", "success": False},
                            headers=api.headers("admin")).json()["entries"]
-    reasons = [entry["details"]["reason"] for entry in audit]
-    assert reasons.count("wrong password") == 5 and any(r.startswith("account locked") for r in reasons)
+    assert [entry["details"]["reason"] for entry in audit].count("wrong password") == 5
+    assert audit[0]["details"]["address_waits_seconds"] == 60
+    assert audit[0]["ip_address"] == "testclient"
     assert api.client.patch("/users/oscar", json={"unlock": True}, headers=api.headers("admin")).status_code == 200
+    unlocked = api.client.get("/audit", params={"action": "user.unlock"}, headers=api.headers("admin")).json()
+    assert unlocked["entries"][0]["resource_id"] == "oscar"
+    assert unlocked["entries"][0]["details"]["addresses"] == ["*", "testclient"]
     assert api.login("oscar").status_code == 200
 
 

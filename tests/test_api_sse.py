@@ -116,3 +116,36 @@ def test_health_event_stream_headers(isolated_env: Any) -> None:
             if len(beats) == 3:
                 break
         assert [b["sequence"] for b in beats] == [1, 2, 3] and beats[0]["status"] == "ok"
+
+
+def test_the_stream_and_job_events_show_the_same_masked_data(isolated_env: Any) -> None:
+    """One masking rule: each event's data on the stream equals its data from ``/jobs/{id}/events``,
+    and neither holds the secrets of the task's metadata or error (also inside quotes or nested)."""
+    settings = make_settings(isolated_env, ORCH_API__SSE_POLL_SECONDS="0.05")
+    add_users(settings)
+    secrets = ("meta-pw-stream-0001", "nested-pw-stream-0002", "quoted pw stream 0003")  # pragma: allowlist secret
+    with serve(settings) as url:
+        viewer = {"Authorization": f"Bearer {_token(url, 'viewer')}"}
+        core = {"Authorization": f"Bearer {_token(url, 'system')}"}
+        operator = {"Authorization": f"Bearer {_token(url, 'operator')}"}
+        reader = Reader(f"{url}/sse/events", viewer)
+        reader.start()
+        assert reader.connected.wait(60) and reader.status == 200
+
+        task_id = httpx.post(f"{url}/dispatch", headers=operator, json={
+            "core_id": "core-a", "action": "external",
+            "metadata": {"password": secrets[0], "credentials": {"user": "u", "password": secrets[1]}}}
+        ).json()["task_id"]
+        httpx.post(f"{url}/cores/core-a/claim", headers=core)
+        httpx.put(f"{url}/jobs/{task_id}/status", headers=core,
+                  json={"status": "failed", "error": f'login: password: "{secrets[2]}" refused'})
+
+        streamed = reader.wait_for(lambda ev: any(e["event"] == "task.failed" for e in ev))
+        reader.stop.set()
+        listed = httpx.get(f"{url}/jobs/{task_id}/events", headers=viewer).json()["events"]
+        assert [e["data"]["event_id"] for e in streamed] == [e["event_id"] for e in listed]
+        assert [e["data"]["data"] for e in streamed] == [e["data"] for e in listed]
+        assert not [s for s in secrets if s in json.dumps(streamed) + json.dumps(listed)]
+        created, failed = listed[0]["data"], listed[-1]["data"]
+        assert (created["metadata"]["password"], created["metadata"]["credentials"]) == ("***", "***")
+        assert failed["error"] == 'login: password: "***" refused'

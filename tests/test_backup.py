@@ -143,21 +143,56 @@ def test_truncated_and_bit_flipped_backups_are_refused_and_change_nothing(sqlite
         restore_backup(settings, entry["file"])
     (directory / entry["file"]).write_bytes(good)
 
-    truncated = directory.parent / "truncated.db.gz"  # outside the catalog: only gzip can tell
+    truncated = directory / "truncated.db.gz"  # outside the catalog: only gzip can tell
     truncated.write_bytes(good[: len(good) - 100])
     with pytest.raises(BackupError, match="truncated.db.gz is corrupt or truncated"):
         restore_backup(settings, str(truncated))
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 0x10
-    bitflip = directory.parent / "bitflip.db.gz"
+    bitflip = directory / "bitflip.db.gz"
     bitflip.write_bytes(bytes(flipped))
     with pytest.raises(BackupError, match="corrupt or truncated"):
-        restore_backup(settings, str(bitflip))
+        restore_backup(settings, bitflip.name)
+    truncated.unlink()
+    bitflip.unlink()
 
     assert task_count(settings) == 7
     assert not (directory / "pre_restore").exists() or not list((directory / "pre_restore").iterdir())
     assert [p.name for p in directory.iterdir() if p.name.startswith(".restore")] == []
     assert check(settings, "latest").steps[0] == "checksum matches the catalog"  # the real one still verifies
+
+
+def test_a_backup_outside_the_backup_directory_is_refused_unread(sqlite_settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    """Whoever may start the restore flow names the file it opens: a path leading out of the backup
+    directory is refused before it is opened, and the refusal never echoes a byte of it."""
+    settings = sqlite_settings
+    put(settings, 2)
+    directory = backup_dir(settings)
+    secret = tmp_path / "secret.db.gz"
+    secret.write_bytes(b"TOP-SECRET-BYTES\n")
+    (directory / "leads-out.db.gz").symlink_to(secret)
+    for ref in ("/etc/passwd", "../x", str(secret), "leads-out.db.gz", f"{directory}/../../secret.db.gz"):
+        with pytest.raises(BackupError, match="is outside the backup directory") as refused:
+            check(settings, ref)
+        assert "TOP-SECRET" not in str(refused.value) and "b'" not in str(refused.value)
+        with pytest.raises(BackupError, match="is outside the backup directory"):
+            restore_backup(settings, ref)
+    assert task_count(settings) == 2
+    with pytest.raises(BackupError, match="^backup file not found: nope.db.gz$"):
+        check(settings, "nope.db.gz")  # a name inside that is not there: as before
+
+
+def test_restore_flow_refuses_etc_passwd_without_echoing_it(prefect_server: str, isolated_env: Path) -> None:
+    from flows.restore import restore
+    from orch.config.runtime import get_settings
+    from orch.storage.migrate import upgrade
+
+    upgrade(get_settings().database, create_database=True)
+    state = restore(backup="/etc/passwd", return_state=True)
+    assert state.is_failed()
+    assert "'/etc/passwd' is outside the backup directory" in (state.message or "")
+    assert "b'" not in (state.message or "") and "root:" not in (state.message or "")
 
 
 def test_restore_latest_replaces_the_data_and_keeps_a_pre_restore_copy(sqlite_settings: Settings) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from support import free_port, run_orch
 
@@ -34,7 +35,7 @@ def test_help_imports_nothing_heavy() -> None:
 
 def test_every_command_has_help() -> None:
     for args in (["up"], ["doctor"], ["config", "validate"], ["db", "init"], ["db", "migrate"],
-                 ["db", "check"], ["user", "create-admin"]):
+                 ["db", "check"], ["user", "create-admin"], ["user", "unlock"]):
         result = run_orch(*args, "--help")
         assert result.returncode == 0 and "Usage:" in result.stdout, (args, result.stderr)
 
@@ -76,6 +77,39 @@ def test_create_admin_enforces_policy_and_audits(database_url: str) -> None:
         [entry] = session.scalars(select(AuditRecord)).all()
         assert (entry.action, entry.resource, entry.resource_id) == ("user.create", "user", "ops")
         assert entry.actor.startswith("cli:") and GOOD_PASSWORD not in json.dumps(entry.details)
+
+
+def test_user_unlock_ends_the_waits_and_is_audited(database_url: str, isolated_env: Path) -> None:
+    """Failed logins from one address make it wait; ``orch user unlock`` forgets them (audited with the
+    address), and the right password works from there again at once."""
+    from orch.audit import Caller
+    from orch.config.loader import load_settings
+    from orch.security.login import LoginFailed, LoginThrottled, authenticate
+
+    env = {"DATABASE_URL": database_url}
+    assert run_orch("db", "init", env=env).returncode == 0
+    assert run_orch("user", "create-admin", "--username", "ops", "--password-stdin", input=GOOD_PASSWORD + "\n",
+                    env=env).returncode == 0
+    settings = load_settings(environ={**env, "ORCH_HOME": str(isolated_env),
+                                      "ORCH_SECURITY__LOCKOUT__BASE_DELAY_SECONDS": "600"}, generate_secrets=False)
+    attacker = Caller(ip_address="198.51.100.7")
+    for _ in range(settings.security.lockout.max_failures):
+        with pytest.raises(LoginFailed):
+            authenticate(settings, "ops", "Wrong-Horse-9-Battery", attacker)
+    with pytest.raises(LoginThrottled):
+        authenticate(settings, "ops", GOOD_PASSWORD, attacker)
+
+    result = run_orch("user", "unlock", "ops", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "user 'ops' unlocked (failures forgotten from *, 198.51.100.7)"
+    assert authenticate(settings, "ops", GOOD_PASSWORD, attacker).role == "admin"
+    with session_scope(DatabaseSettings(url=database_url)) as session:
+        entry = session.scalars(select(AuditRecord).where(AuditRecord.action == "user.unlock")).one()
+        assert (entry.resource_id, entry.details["addresses"]) == ("ops", ["*", "198.51.100.7"])
+        assert entry.actor.startswith("cli:")
+
+    unknown = run_orch("user", "unlock", "ghost", env=env)
+    assert unknown.returncode == 1 and unknown.stderr.strip() == "error: no user 'ghost'"
 
 
 def test_create_admin_without_terminal_or_input(isolated_env: Path) -> None:

@@ -162,6 +162,8 @@ def test_production_requires_secrets() -> None:
     assert errors == [
         "security.jwt_secret: required when environment is production (set JWT_SECRET)",
         "security.webhook_secret: required when environment is production (set WEBHOOK_SECRET)",
+        "prefect.auth_string: required when environment is production "
+        "(set PREFECT_API_AUTH_STRING, the server's PREFECT_SERVER_API_AUTH_STRING)",
     ]
 
 
@@ -172,12 +174,16 @@ def test_short_secret_rejected_without_echoing_it(monkeypatch: pytest.MonkeyPatc
     assert "hunter2" not in " ".join(errors)
 
 
-def test_local_secrets_generated_once_private_and_stable(isolated_env: Path) -> None:
+def test_local_secrets_generated_once_private_and_stable(isolated_env: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING"):  # the session's Prefect server exports them
+        monkeypatch.delenv(name, raising=False)
     first = load_settings()
     secrets_file = isolated_env / "data" / "secrets.json"
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
     stored = json.loads(secrets_file.read_text())
-    assert set(stored) == {"jwt_secret", "webhook_secret", "mcp_token"}
+    assert set(stored) == {"jwt_secret", "webhook_secret", "mcp_token", "prefect_auth_string"}
+    assert load_settings().prefect.auth_string.get_secret_value() == stored.pop("prefect_auth_string")  # type: ignore[union-attr]
     second = load_settings()
     for name in stored:
         value = getattr(first.security, name).get_secret_value()
@@ -224,6 +230,7 @@ def test_example_documents_every_key_and_validates(monkeypatch: pytest.MonkeyPat
     assert documented - defaults == set(), "example documents keys that do not exist"
     monkeypatch.setenv("JWT_SECRET", "example-jwt-secret-0123456789")
     monkeypatch.setenv("WEBHOOK_SECRET", "example-webhook-secret-0123456789")
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", "orch:example-prefect-0123456789")
     settings = load_settings(EXAMPLE, generate_secrets=False)
     assert settings.environment == "production"
     assert settings.database.url.startswith("postgresql://orch:change-me@")
@@ -255,6 +262,7 @@ def test_infra_env_example_feeds_the_production_example(isolated_env: Path) -> N
     example = (EXAMPLE.parents[1] / "infra" / "orch-next.env.example").read_text()
     filled = (example.replace("JWT_SECRET=\n", "JWT_SECRET=jwt-from-env-file-0123456789\n")
               .replace("WEBHOOK_SECRET=\n", "WEBHOOK_SECRET=hook-from-env-file-0123456789\n")
+              .replace("PREFECT_API_AUTH_STRING=\n", "PREFECT_API_AUTH_STRING=orch:from-env-file-0123456789\n")
               .replace("ORCH_CONFIG_PATH=/etc/orch-next/config.yaml", f"ORCH_CONFIG_PATH={EXAMPLE}"))
     env_file = write(isolated_env / "orch-next.env", filled)
     import os

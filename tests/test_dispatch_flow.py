@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support import prefect_auth
 
 from orch.config.runtime import get_settings
 from orch.dispatch.queue import TaskQueue
@@ -58,7 +59,7 @@ def test_drain_runs_every_outcome(queue: TaskQueue, prefect_server: str) -> None
     assert timed_out["error"] == "timed out after 1 s"
 
     runs = httpx.post(f"{prefect_server}/task_runs/filter", json={
-        "task_runs": {"name": {"any_": [f"shell {failing}"]}}}, timeout=10).json()
+        "task_runs": {"name": {"any_": [f"shell {failing}"]}}}, headers=prefect_auth(), timeout=10).json()
     assert [r["name"] for r in runs] == [f"shell {failing}"]
     assert runs[0]["state"]["type"] == "FAILED" and runs[0]["run_count"] == 2
 

@@ -331,3 +331,53 @@ def test_completed_duration_is_the_last_attempts(settings: Settings) -> None:
     [done] = [e for e in events if e["event_type"] == "task.completed"]
     assert (second_start - first_start).total_seconds() > 0.2  # the lease ran out in between
     assert done["data"]["duration"] == round((finished - second_start).total_seconds(), 3)
+
+
+LEASE_HOLDER = """
+import sys
+from orch.config.loader import load_settings
+from orch.dispatch.lease_owner import dispatcher_id
+from orch.dispatch.queue import TaskQueue
+settings = load_settings(environ={"ORCH_HOME": sys.argv[1], "DATABASE_URL": sys.argv[2]}, generate_secrets=False)
+settings.dispatch.lease_seconds = 3600
+(claim,) = TaskQueue(settings).claim(dispatcher_id(), 1)
+print(claim.task_id, claim.lease_owner, flush=True)
+sys.stdin.read()  # holds the lease until killed
+"""
+
+
+def test_a_killed_dispatchers_leases_are_released_by_its_successor_at_once(settings: Settings, tmp_path: Any) -> None:
+    """Issue 15: a dispatcher SIGKILLed with an hour-long lease; its successor on this host hands its task
+    back at once (the pid is gone), while a live holder's lease and a lease of another host or boot stay."""
+    import signal
+    import subprocess
+    import sys
+
+    from orch.dispatch import lease_owner
+
+    settings.dispatch.lease_seconds = 3600
+    queue = TaskQueue(settings)
+    task = put(queue)
+    url = settings.database.url or ""
+    claimer = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(tmp_path), url], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        task_id, owner = claimer.stdout.readline().split()  # type: ignore[union-attr]
+        assert task_id == task["task_id"] and lease_owner.gone(owner) is None  # alive: its lease holds
+        assert queue.release_dead_leases() == 0
+        claimer.send_signal(signal.SIGKILL)
+        claimer.wait(timeout=30)
+    finally:
+        claimer.kill()
+    assert lease_owner.gone(owner) is not None
+    other_host = put(queue)
+    (held,) = queue.claim(f"elsewhere:{claimer.pid}:abcdef:{lease_owner.boot_id()}", 1)
+    assert held.task_id == other_host["task_id"]
+    assert queue.release_dead_leases() == 1  # the dead one only
+    assert queue.get(task["task_id"])["status"] == "queued"
+    assert queue.get(other_host["task_id"])["status"] == "running"
+    retrying = [e for e in queue.events(task["task_id"]) if e["event_type"] == "task.retrying"]
+    assert f"pid {claimer.pid} no longer exists" in retrying[-1]["data"]["reason"]
+    # The same dead pid under another boot id is not provably gone: it may be another machine's.
+    other_boot = owner.rsplit(":", 1)[0] + ":00000000"
+    assert lease_owner.gone(other_boot) is None and lease_owner.gone("core:WORK_AI_01") is None

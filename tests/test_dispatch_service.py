@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import run_orch
+from support import prefect_auth, run_orch
 
 from orch.config.loader import load_settings
 from orch.dispatch.queue import TaskQueue
@@ -111,6 +111,18 @@ def test_cli_dispatch_wait_and_manage(env: dict[str, str], tmp_path: Path) -> No
     assert run_orch("tasks", "show", "nope", env=env).stderr.strip() == "error: no task nope"
 
 
+def test_cli_dispatches_an_admin_flow_as_the_local_administrator(env: dict[str, str]) -> None:
+    """The CLI runs on the host with the database and the secrets: its tasks (owner ``cli:<login>``) act as
+    admin when dispatched and when they run, where an API operator's are refused (test_api_authz_effects)."""
+    from orch.security.flow_access import role_of_owner
+
+    code, queued = dispatch_json(env, "--action", "run-deployment", "--param", "name=restore/manual")
+    assert code == 0 and queued["status"] == "queued" and queued["owner"].startswith("cli:")
+    queue = queue_for(env)
+    assert role_of_owner(queue.database, queued["owner"]) == "admin"  # what the run-time check will read
+    queue.cancel(queued["task_id"], "test")  # nothing here may start a restore
+
+
 def test_dispatcher_killed_mid_task_completes_it_exactly_once(env: dict[str, str], tmp_path: Path) -> None:
     queue = queue_for(env)
     code, task = dispatch_json(env, "--action", "sleep", "--param", "seconds=2", "--max-retries", "1")
@@ -120,19 +132,21 @@ def test_dispatcher_killed_mid_task_completes_it_exactly_once(env: dict[str, str
         assert running["attempts"] == 1
         first.send_signal(signal.SIGKILL)  # no goodbye: the lease is all that is left
         first.wait(10)
-    # Started at once: it takes the task when the dead one's lease runs out, however long that takes.
+    # Started at once on the same host: it proves the dead one's pid is gone and takes the task back at
+    # once, without waiting out the lease (issue 15).
     with dispatcher(env, tmp_path / "second.log") as second:
         done = wait_status(queue, task["task_id"], "completed", 60)
         second.send_signal(signal.SIGTERM)  # as a service manager stops it: finish, then exit cleanly
         assert second.wait(15) == 0
     flow_runs = httpx.post(f"{env['PREFECT_API_URL']}/flow_runs/filter", json={
-        "flows": {"name": {"any_": ["dispatch"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1}, timeout=10).json()
+        "flows": {"name": {"any_": ["dispatch"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1},
+        headers=prefect_auth(), timeout=10).json()
     assert flow_runs[0]["state"]["type"] == "COMPLETED", flow_runs[0]["state"]
     assert done["attempts"] == 2
     events = queue.events(task["task_id"])
     assert [e["event_type"] for e in events] == [
         "task.created", "task.started", "task.retrying", "task.started", "task.completed"]
-    assert events[2]["data"]["reason"] == "lease expired"
+    assert "is gone (pid" in events[2]["data"]["reason"], events[2]["data"]
 
 
 def test_stopping_dispatcher_keeps_its_leases_so_nothing_runs_twice(env: dict[str, str], tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from orch.logging_config import (
     get_logger,
     in_pytest,
     redact,
+    redact_structure,
     register_secret,
     reset_logging,
 )
@@ -322,6 +323,33 @@ FAST_PATH_SAMPLES = (
 def test_redact_fast_path_matches_every_pattern(text: str) -> None:
     """redact() skips a pattern when the text cannot match it; the answer must be what all patterns give."""
     assert redact(text) == _apply_patterns(text)
+
+
+def test_redact_structure_is_the_one_rule_for_data() -> None:
+    """API responses and SSE mask task data with this; it must mask what logs mask, keys included, keep
+    JSON's shape (also deeper than log extras are recursed) and leave already masked data as it is."""
+    register_secret("registered-secret-value-0001")
+    deep: Any = {"password": "deep-pw-0002", "n": 1}
+    for _ in range(30):
+        deep = {"level": [deep]}
+    data = {
+        "dsn": "postgresql://orch:dsn-pw-0003@db/orch", "credentials": {"user": "u"}, "count": 3, "ok": None,
+        "note": 'retry with password: "quoted pw 0004"', "postgresql://orch:key-pw-0005@db/orch": 1,
+        "list": ["Bearer abc.def", "registered-secret-value-0001", 2.5], "deep": deep,
+    }
+    masked = redact_structure(data)
+    text = json.dumps(masked)
+    assert not [s for s in ("pw-000", "pw 0004", "abc.def", "registered-secret") if s in text], text
+    assert masked["dsn"] == "postgresql://orch:***@db/orch" and masked["credentials"] == "***"
+    assert (masked["count"], masked["ok"], masked["list"][2]) == (3, None, 2.5)
+    assert masked["note"] == 'retry with password: "***"'
+    assert masked["postgresql://orch:***@db/orch"] == 1
+    inner = masked["deep"]
+    for _ in range(30):
+        inner = inner["level"][0]
+    assert inner == {"password": "***", "n": 1}  # still a dict 61 levels down: the shape is kept
+    assert redact_structure(masked) == masked
+    assert data["dsn"].endswith("dsn-pw-0003@db/orch")  # the input is not changed
 
 
 def test_filter_is_idempotent_on_one_record() -> None:

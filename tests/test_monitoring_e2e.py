@@ -49,7 +49,9 @@ def test_killed_service_is_healed_by_the_automation_and_reported_once(
                 "database": {"url": f"sqlite:///{isolated_env}/data/orch.db"},
                 "monitoring": {"interval": 5, "orch_targets": False,
                                "alert_thresholds": {"cpu_percent": 100, "memory_percent": 100,
-                                                    "disk_usage_percent": 100},
+                                                    "disk_usage_percent": 100,
+                                                    # runs earlier tests killed on the shared Prefect server
+                                                    "prefect_zombie_runs": 1_000_000},
                                "alerting": {"for_seconds": 0},
                                # settle: how long the restarted service may take to answer (a deadline)
                                "self_healing": {"max_retries": 2, "backoff_seconds": 0.5, "settle_seconds": 60},

@@ -9,7 +9,7 @@ import pytest
 
 from orch.config.loader import load_settings
 from orch.config.schema import Settings
-from orch.monitoring import alerts, rules, silences
+from orch.monitoring import alerts, healing, rules, silences
 from orch.monitoring.samples import Sample, store
 from orch.storage.migrate import upgrade
 
@@ -142,3 +142,80 @@ def test_silences_and_maintenance_windows_suppress_matching_alerts_until_they_en
     with pytest.raises(silences.SilenceError, match="duration"):
         silences.create(settings, kind="silence", target="db", duration=timedelta(0), actor="x")
     assert silences.parse_duration("15m") == timedelta(minutes=15)
+
+
+def obs_at(state: str, latest_at: datetime, target: str = "web") -> rules.Observation:
+    """A target_down observation whose newest sample was taken at ``latest_at``."""
+    return rules.Observation("target_down", target, state, "critical", f"target_down {state}", 0.0, 1.0, heal=True,
+                             latest_at=latest_at)
+
+
+def heal(settings: Settings, target: str = "web") -> str:
+    """What the self-heal flow records for one run: the gate's decision, or a run that acts and heals."""
+    gate = healing.gate(settings, target, "target_down")
+    if not gate.allowed:
+        healing.start_run(settings, target, "target_down", None, gate.outcome, gate.reason)
+        return gate.outcome
+    healing.finish_run(settings, healing.start_run(settings, target, "target_down", None), "healed")
+    return "healed"
+
+
+def only_alert(settings: Settings) -> dict:  # type: ignore[type-arg]
+    (alert,) = alerts.list_alerts(settings)
+    return alert
+
+
+def test_a_target_down_again_after_its_heal_is_healed_again(sqlite_settings: Settings) -> None:
+    settings = sqlite_settings
+    settings.monitoring.self_healing.max_runs_per_hour = 2
+    now = datetime.now(UTC)
+    (fired,) = alerts.apply(settings, [obs_at("firing", now)], now)
+    assert fired.heal and (only_alert(settings)["heal_state"], only_alert(settings)["heals"]) == ("requested", 1)
+    assert alerts.apply(settings, [obs_at("firing", now)], now) == []  # the heal is on its way: not twice
+    assert heal(settings) == "healed"
+    healed_at = datetime.fromisoformat(only_alert(settings)["heal_at"])
+    # A sweep that measured before the heal ended says nothing new about the target.
+    assert alerts.apply(settings, [obs_at("firing", healed_at - timedelta(seconds=1))], healed_at) == []
+    # Down again, measured after the heal, and no sweep saw it well in between: heal again.
+    later = healed_at + timedelta(milliseconds=1)
+    (again,) = alerts.apply(settings, [obs_at("firing", later)], later)
+    assert (again.kind, again.heal) == ("firing", True)
+    assert (only_alert(settings)["heal_state"], only_alert(settings)["heals"]) == ("requested", 2)
+    assert heal(settings) == "healed"
+    # The third time the circuit breaker (2 an hour) refuses, says so, and the alert stops asking.
+    third = datetime.fromisoformat(only_alert(settings)["heal_at"]) + timedelta(milliseconds=1)
+    (asked,) = alerts.apply(settings, [obs_at("firing", third)], third)
+    assert asked.heal and heal(settings) == "circuit_open"
+    fourth = datetime.fromisoformat(only_alert(settings)["heal_at"]) + timedelta(seconds=10)
+    assert alerts.apply(settings, [obs_at("firing", fourth)], fourth) == []
+    assert only_alert(settings)["heal_state"] == "circuit_open"
+    # Resolved, then firing again: a new firing with heals of its own.
+    alerts.apply(settings, [obs_at("ok", fourth)], fourth)
+    (new,) = alerts.apply(settings, [obs_at("firing", fourth)], fourth + timedelta(seconds=1))
+    assert new.heal and only_alert(settings)["heals"] == 1
+
+
+def test_a_heal_skipped_by_a_silence_runs_when_the_silence_ends(sqlite_settings: Settings) -> None:
+    settings = sqlite_settings
+    now = datetime.now(UTC)
+    (fired,) = alerts.apply(settings, [obs_at("firing", now)], now)
+    assert fired.heal
+    silence = silences.create(settings, kind="silence", target="web", alert_name="target_down",
+                              duration=timedelta(hours=1), actor="cli:test", reason="looking at it")
+    assert heal(settings) == "skipped"  # the silence came between the alert and its heal run
+    assert alerts.apply(settings, [obs_at("firing", now)], datetime.now(UTC)) == []  # still silenced
+    silences.end(settings, silence["id"], "cli:test")
+    (handed,) = alerts.apply(settings, [obs_at("firing", now)], datetime.now(UTC))
+    assert (handed.kind, handed.heal) == ("firing", True) and only_alert(settings)["heals"] == 2
+
+
+def test_a_heal_skipped_because_healing_is_off_is_not_asked_every_sweep(sqlite_settings: Settings) -> None:
+    settings = sqlite_settings
+    settings.monitoring.self_healing.enabled = False
+    now = datetime.now(UTC)
+    (fired,) = alerts.apply(settings, [obs_at("firing", now)], now)
+    assert fired.heal and heal(settings) == "skipped"
+    assert alerts.apply(settings, [obs_at("firing", now)], datetime.now(UTC)) == []
+    settings.monitoring.self_healing.enabled = True  # switched on (config reloaded): the alert is healed now
+    (handed,) = alerts.apply(settings, [obs_at("firing", now)], datetime.now(UTC))
+    assert handed.heal

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import func, select
-from support import answers_200, free_port, require_redis, wait_until
+from support import answers_200, free_port, prefect_auth, require_redis, wait_until
 
 from orch.config.loader import load_settings
 from orch.config.schema import Settings
@@ -58,7 +58,8 @@ def _wait_up(url: str, child: subprocess.Popen[bytes], log: Path) -> None:
 def _wait_dispatchers(prefect_api: str, since: str, count: int, logs: Path) -> None:
     query = {"flows": {"name": {"any_": ["dispatch"]}},
              "flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}, "start_time": {"after_": since}}}
-    wait_until(lambda: len(httpx.post(f"{prefect_api}/flow_runs/filter", json=query, timeout=5).json()) >= count,
+    wait_until(lambda: len(httpx.post(f"{prefect_api}/flow_runs/filter", json=query, headers=prefect_auth(),
+                                      timeout=5).json()) >= count,
                120, f"{count} dispatchers to run their dispatch flow",
                details=lambda: (logs / "dispatcher-0.log").read_text()[-2000:])
 

@@ -79,3 +79,43 @@ def test_weekly_deployment_is_in_prefect_yaml() -> None:
     weekly = next(d for d in spec["deployments"] if d["entrypoint"] == "flows/ops_report.py:ops_report")
     assert weekly["work_pool"]["name"] == "orch-process"
     assert weekly["schedules"] == [{"cron": "0 6 * * 1", "timezone": "UTC"}]
+
+
+
+def _task_runs_of(flow_run_id: object) -> list[object]:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read() -> list[object]:
+        async with get_client() as prefect:
+            return list(await prefect.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[flow_run_id]))))
+
+    return asyncio.run(read())
+
+
+def test_log_paths_outside_the_log_directories_are_refused_and_nothing_is_read(
+        prefect_server: str, isolated_env: Path, tmp_path: Path) -> None:
+    """An operator may start ops-report (API, run-deployment, Prefect): its file parameters must not turn
+    it into a reader of any file on the host. Refused in the flow, before any task runs."""
+    from flows.ops_report import ops_report
+
+    _write_week_of_logs(isolated_env)
+    secret = tmp_path / "secret.log"
+    secret.write_text(_line(level="ERROR", message="TOP-SECRET"))
+    (isolated_env / "logs" / "leads-out.log").symlink_to(secret)
+    for parameters in ({"log_paths": ["/etc/passwd"]}, {"audit_paths": [str(secret)]},
+                       {"log_paths": [str(isolated_env / "logs" / ".." / ".." / "secret.log")]},
+                       {"log_paths": [str(isolated_env / "logs" / "leads-out.log")]},
+                       {"log_paths": ["-"]}):
+        state = ops_report(days=7, return_state=True, **parameters)
+        assert state.is_failed(), parameters
+        assert "outside the configured log directories" in state.message and "TOP-SECRET" not in state.message
+        assert _task_runs_of(state.state_details.flow_run_id) == []  # no task ran: nothing was read
+
+    inside = ops_report(days=7, log_paths=[str(isolated_env / "logs" / "orch-next.log")], return_state=True)
+    assert inside.is_completed(), inside.message
+    assert inside.result()["requests"] == 21
+    assert len(_task_runs_of(inside.state_details.flow_run_id)) == 4

@@ -51,6 +51,10 @@ CALLABLES = [
     ("prefect.client.orchestration:PrefectClient.set_flow_run_state", True, {"flow_run_id", "state"}),
     ("prefect.client.orchestration:PrefectClient.read_deployment", True, {"deployment_id"}),
     ("prefect.context:refresh_global_settings_context", False, set()),  # the tests' session server (conftest)
+    # The executor label on the runs ORCH executes (flows/dispatch.py, the in-process worker): zombie evidence.
+    ("prefect.client.orchestration:PrefectClient.update_flow_run_labels", True, {"flow_run_id", "labels"}),
+    ("prefect.client.orchestration:SyncPrefectClient.update_flow_run_labels", False, {"flow_run_id", "labels"}),
+    ("prefect.client.orchestration:SyncPrefectClient.update_flow_run", False, {"flow_run_id", "tags"}),
 ]
 
 
@@ -112,3 +116,33 @@ def test_a_crashed_state_can_still_be_built_and_accepted_statuses_named() -> Non
 
     assert Crashed(message="stopped").is_crashed()
     assert SetStateStatus.ACCEPT.value == "ACCEPT", "Prefect contract: SetStateStatus.ACCEPT changed"
+
+
+def test_the_rest_shapes_the_zombie_sweep_relies_on() -> None:
+    """orch/monitoring/zombies.py speaks Prefect's REST API with httpx (no Prefect import in orch/): the
+    request and response fields it sends and reads, by name, and the heartbeat it judges runs by."""
+    import prefect.flow_engine as engine
+    from prefect.server.api import flow_runs, task_runs
+    from prefect.server.events.filters import EventFilter, EventOccurredFilter, EventResourceFilter
+    from prefect.server.events.schemas.events import EventPage, ReceivedEvent
+    from prefect.server.schemas.core import FlowRun, TaskRun
+    from prefect.settings.models.flows import FlowsSettings
+
+    from orch.monitoring import zombies
+
+    for route in (flow_runs.set_flow_run_state, task_runs.set_task_run_state):
+        assert {"state", "force"} <= set(_parameters(route)), f"Prefect contract: {route.__name__} changed"
+    shapes = [(EventFilter, {"event", "resource", "occurred", "order"}), (EventResourceFilter, {"id"}),
+              (EventOccurredFilter, {"since", "until"}), (EventPage, {"events"}), (ReceivedEvent, {"occurred"}),
+              (FlowRun, {"id", "name", "labels", "infrastructure_pid", "start_time", "tags", "state_type"}),
+              (TaskRun, {"id", "name", "state_type"})]
+    for model, fields in shapes:
+        missing = sorted(fields - set(model.model_fields))
+        assert not missing, f"Prefect contract: {model.__name__} no longer has the fields {missing}"
+    assert f'"{zombies.HEARTBEAT_EVENT}"' in inspect.getsource(engine), (
+        f"Prefect contract: the flow engine no longer emits {zombies.HEARTBEAT_EVENT}")
+    frequency = FlowsSettings.model_fields["heartbeat_frequency"]
+    assert frequency.default == zombies.PREFECT_DEFAULT_HEARTBEAT, "Prefect contract: the heartbeat default changed"
+    names = {str(choice).lower() for choice in frequency.validation_alias.choices}  # type: ignore[union-attr]
+    assert {name.lower() for name in zombies.HEARTBEAT_ENV} <= names, (
+        f"Prefect contract: the heartbeat frequency is no longer read from {zombies.HEARTBEAT_ENV}")

@@ -209,7 +209,7 @@ def test_restore_flow_restores_and_a_refused_one_fails_with_the_reason(
         with session_scope(settings.database) as session:
             assert sorted(session.scalars(select(Task.task_id))) == sorted(kept)
 
-        broken = isolated_env / "broken.db.gz"
+        broken = isolated_env / "data" / "backups" / "broken.db.gz"
         broken.write_bytes(b"\x1f\x8b" + os.urandom(200))
         refused = restore(backup=str(broken), return_state=True)
         assert refused.is_failed()

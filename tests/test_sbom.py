@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,8 +178,6 @@ def test_malformed_signature_is_named(signed: tuple[Path, Path], keys: Path, dam
 
 
 def test_altered_signature_bytes_with_intact_hints_fail(signed: tuple[Path, Path], keys: Path) -> None:
-    import base64
-
     sbom, signature = signed
     document = json.loads(signature.read_text())
     raw = bytearray(base64.b64decode(document["signature"]))
@@ -207,6 +207,84 @@ def test_embedded_jsf_signature_is_valid_cyclonedx_and_detects_tampering(
         verify_embedded(embedded, load_public_key(keys))
     with pytest.raises(VerificationFailed, match="missing signature"):
         verify_embedded(sbom, load_public_key(keys))
+
+
+def _with_a_float(sbom_bytes: bytes) -> dict[str, Any]:
+    """The SBOM with a CVSS score: a float, where RFC 8785 (``7``) and ``json.dumps`` (``7.0``) differ."""
+    document = json.loads(sbom_bytes)
+    document["vulnerabilities"] = [{"id": "CVE-2024-0001", "ratings": [{"score": 7.0, "method": "CVSSv31"}]}]
+    return document
+
+
+def _pss_verifies(keys: Path, signature: str, data: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    try:
+        load_public_key(keys).verify(raw, data, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                                            salt_length=padding.PSS.DIGEST_LENGTH), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
+def test_embedded_signature_signs_the_rfc_8785_form(tmp_path: Path, sbom_bytes: bytes, keys: Path) -> None:
+    import rfc8785
+
+    sbom, embedded = tmp_path / "sbom.json", tmp_path / "sbom.signed.json"
+    sbom.write_text(json.dumps(_with_a_float(sbom_bytes)))
+    signed = sign_embedded(sbom, embedded, load_private_key(keys))
+    document = json.loads(embedded.read_text())
+    assert validation_errors(document) == []
+    unsigned = {**document, "signature": {k: v for k, v in document["signature"].items() if k != "value"}}
+    jcs = rfc8785.dumps(unsigned)
+    legacy = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    assert b'"score":7}' in jcs and jcs != legacy
+    assert _pss_verifies(keys, document["signature"]["value"], jcs)  # what an independent JSF verifier checks
+    assert not _pss_verifies(keys, document["signature"]["value"], legacy)
+    assert signed["canonicalization"] == "RFC 8785"
+    result = verify_embedded(embedded, load_public_key(keys))
+    assert result["verified"] is True and result["canonicalization"] == "RFC 8785" and "warning" not in result
+
+    document["vulnerabilities"][0]["ratings"][0]["score"] = 7.5  # tampered: the score no longer verifies
+    embedded.write_text(json.dumps(document))
+    with pytest.raises(VerificationFailed, match="SBOM changed"):
+        verify_embedded(embedded, load_public_key(keys))
+
+
+def test_a_legacy_signature_verifies_with_a_warning_to_re_sign(
+        tmp_path: Path, sbom_bytes: bytes, keys: Path) -> None:
+    """A BOM signed before RFC 8785 (over ``json.dumps(sort_keys=True)``) still verifies, and says to re-sign."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from support import run_orch
+
+    document = _with_a_float(sbom_bytes)
+    public = load_public_key(keys).public_numbers()
+    document["signature"] = {"algorithm": "PS256", "publicKey": {
+        "kty": "RSA", "n": base64.urlsafe_b64encode(public.n.to_bytes((public.n.bit_length() + 7) // 8, "big"))
+        .rstrip(b"=").decode(), "e": "AQAB"}}
+    legacy = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    raw = load_private_key(keys).sign(legacy, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                                          salt_length=padding.PSS.DIGEST_LENGTH), hashes.SHA256())
+    document["signature"]["value"] = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    old = tmp_path / "old.signed.json"
+    old.write_text(json.dumps(document, indent=2, sort_keys=True))
+
+    result = verify_embedded(old, load_public_key(keys))
+    assert result["verified"] is True and result["canonicalization"] == "legacy json.dumps(sort_keys=True)"
+    assert result["warning"] == "signed with the legacy canonical form; re-sign with `orch sbom sign --embed`"
+    cli = run_orch("sbom", "verify", "--sbom", str(old), "--embedded", "--keys-dir", str(keys),
+                   env={"ORCH_HOME": str(tmp_path)})
+    assert cli.returncode == 0 and json.loads(cli.stdout)["verified"] is True
+    assert cli.stderr.strip() == f"warning: {result['warning']}"
+
+    document["components"][0]["version"] += ".1"  # tampered: neither form verifies
+    old.write_text(json.dumps(document))
+    with pytest.raises(VerificationFailed, match="SBOM changed"):
+        verify_embedded(old, load_public_key(keys))
 
 
 def _script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

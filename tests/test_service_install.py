@@ -213,7 +213,8 @@ def test_units_start_what_orch_up_starts() -> None:
     worker = units["orch-next-worker.service"]["ExecStart"][0].split()
     assert worker[:-1] == argv("worker")[:-1] and worker[-1] == "orch-worker-%H"
     child = child_environment(settings, None)
-    for name in ("PREFECT_WORKER_QUERY_SECONDS", "PREFECT_LOGGING_EXTRA_LOGGERS", "PYTHONUNBUFFERED"):
+    for name in ("PREFECT_WORKER_QUERY_SECONDS", "PREFECT_LOGGING_EXTRA_LOGGERS", "PYTHONUNBUFFERED",
+                 "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"):
         assert f"{name}={child[name]}" in units["orch-next-worker.service"]["Environment"], name
     server = units["orch-next-prefect-server.service"]
     defaults = dict(value.split("=", 1) for value in server["Environment"])
@@ -224,7 +225,7 @@ def test_units_start_what_orch_up_starts() -> None:
     assert {f"{k}={v}" for k, v in PREFECT_TUNING.items()} <= set(server["Environment"])
     flush = float(PREFECT_TUNING["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"])
     assert flush >= 1 and flush.is_integer()  # Prefect int()s it: below 1 the recorder's loop never sleeps
-    assert "EnvironmentFile" not in server or server["EnvironmentFile"] == ["-/etc/orch-next/prefect-server.env"]
+    assert server["EnvironmentFile"] == ["/etc/orch-next/prefect-server.env"]  # its auth string: never open
     assert units["orch-next-db-init.service"]["ExecStart"] == [venv + "orch db init"]
 
 
@@ -435,7 +436,8 @@ def test_multi_host_environment_example_is_a_valid_configuration() -> None:
 
     example = {k: v for k, v in dotenv_values(INFRA / "multi-host/orch-next.env.example").items() if v}
     example.update(ORCH_CONFIG_PATH=str(ROOT / "config/production.yaml.example"), ORCH_HOME=str(ROOT),
-                   JWT_SECRET="multi-host-jwt-secret-0123456789", WEBHOOK_SECRET="multi-host-webhook-0123456789")
+                   JWT_SECRET="multi-host-jwt-secret-0123456789", WEBHOOK_SECRET="multi-host-webhook-0123456789",
+                   PREFECT_API_AUTH_STRING="orch:multi-host-prefect-0123456789")
     settings = load_settings(environ=example, generate_secrets=False)
     assert settings.environment == "production"
     assert settings.database.url == "postgresql://orch:CHANGE_ME@db.internal:5432/orch_next"

@@ -7,6 +7,7 @@ after the grace, no orphans), not by a stopwatch: a loaded machine is slower, no
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import re
@@ -23,7 +24,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from support import BIN, answers_200, free_port, run_orch, wait_until
+from support import BIN, answers_200, free_port, prefect_auth, run_orch, wait_until
 
 UP_TIMEOUT = 150
 
@@ -38,6 +39,16 @@ class Stack:
     lines: list[str] = field(default_factory=list)
     _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
     _pump: threading.Thread | None = None
+
+    @property
+    def prefect_auth_string(self) -> str:
+        """The string its Prefect server requires: the one given to `orch up`, else the one it generated."""
+        given = self.env.get("PREFECT_API_AUTH_STRING")
+        return given or json.loads((self.home / "data" / "secrets.json").read_text())["prefect_auth_string"]
+
+    @property
+    def prefect(self) -> dict[str, str]:
+        return prefect_auth(self.prefect_auth_string)
 
     def read_until(self, marker: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -131,31 +142,32 @@ def running(proc: psutil.Process) -> bool:
 
 def deployment(stack: Stack, name: str) -> dict:
     found = httpx.post(f"{stack.prefect_api}/deployments/filter",
-                       json={"deployments": {"name": {"any_": [name]}}}, timeout=10).json()
+                       json={"deployments": {"name": {"any_": [name]}}}, headers=stack.prefect, timeout=10).json()
     assert len(found) == 1, found
     return found[0]
 
 
 def run_db_health(stack: Stack) -> str:
     """``prefect deployment run`` as an operator types it; returns the flow run's id."""
-    env = {**stack.env, "PREFECT_API_URL": stack.prefect_api}
+    env = {**stack.env, "PREFECT_API_URL": stack.prefect_api, "PREFECT_API_AUTH_STRING": stack.prefect_auth_string}
     result = subprocess.run([str(BIN / "prefect"), "deployment", "run", "db-health/hourly", "--watch",
                              "--watch-timeout", "90"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = httpx.post(f"{stack.prefect_api}/flow_runs/filter", json={
         "deployments": {"id": {"any_": [deployment(stack, "hourly")["id"]]}},
         "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
-        "sort": "EXPECTED_START_TIME_DESC", "limit": 1}, timeout=10).json()
+        "sort": "EXPECTED_START_TIME_DESC", "limit": 1}, headers=stack.prefect, timeout=10).json()
     assert run["state"]["type"] == "COMPLETED"
     return str(run["id"])
 
 
 def run_in_process(stack: Stack, deployment_id: str) -> dict:
     """Run a deployment of the ``orch-inprocess`` pool; the run must execute inside the worker process."""
-    run = httpx.post(f"{stack.prefect_api}/deployments/{deployment_id}/create_flow_run", json={}, timeout=10).json()
+    run = httpx.post(f"{stack.prefect_api}/deployments/{deployment_id}/create_flow_run", json={},
+                     headers=stack.prefect, timeout=10).json()
 
     def final() -> dict | None:
-        found = httpx.get(f"{stack.prefect_api}/flow_runs/{run['id']}", timeout=10).json()
+        found = httpx.get(f"{stack.prefect_api}/flow_runs/{run['id']}", headers=stack.prefect, timeout=10).json()
         return dict(found) if found["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
     found = wait_until(final, 120, f"flow run {run['id']} to finish")
@@ -166,7 +178,7 @@ def run_in_process(stack: Stack, deployment_id: str) -> dict:
 def scheduled_runs(stack: Stack, deployment_id: str) -> list[dict]:
     return list(httpx.post(f"{stack.prefect_api}/flow_runs/filter", json={
         "deployments": {"id": {"any_": [deployment_id]}},
-        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}, timeout=10).json())
+        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}, headers=stack.prefect, timeout=10).json())
 
 
 @pytest.mark.slow
@@ -185,6 +197,10 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
         assert health["status"] == "ok", health
         assert httpx.get(f"{stack.orch_api}/docs", timeout=10).status_code == 200
         assert httpx.get(f"http://127.0.0.1:{prefect_port}/", timeout=10).status_code == 200  # the UI
+        # Prefect's API is closed to whoever lacks the generated auth string; everything above used it.
+        assert httpx.post(f"{stack.prefect_api}/deployments/filter", json={}, timeout=10).status_code == 401
+        assert httpx.post(f"{stack.prefect_api}/block_documents/filter", json={"include_secrets": True},
+                          timeout=10).status_code == 401
 
         hourly = deployment(stack, "hourly")
         assert hourly["work_pool_name"] == "orch-process"
@@ -221,10 +237,14 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
 
     with orch_up(home, prefect_port, api_port) as stack:
         stack.read_until("Press Ctrl-C to stop.", UP_TIMEOUT)
-        run = httpx.get(f"{stack.prefect_api}/flow_runs/{first_run}", timeout=10).json()
+        run = httpx.get(f"{stack.prefect_api}/flow_runs/{first_run}", headers=stack.prefect, timeout=10).json()
         assert run["state"]["type"] == "COMPLETED"  # Prefect's history survived the restart
         assert (home / "data" / "secrets.json").read_text() == secrets_before
-        assert_stopped_cleanly(stack, stack.stop())
+        output = stack.stop()
+        assert_stopped_cleanly(stack, output)
+    auth = stack.prefect_auth_string
+    assert auth not in output
+    assert not [log.name for log in (home / "data" / "logs").glob("*.log") if auth in log.read_text(errors="replace")]
 
     again = run_orch("user", "create-admin", "--username", "keeper", "--password-stdin",
                      input="Keep-All-Data-42!\n", env={"ORCH_HOME": str(home)})
@@ -260,7 +280,7 @@ def test_up_refuses_an_unreachable_database(tmp_path: Path) -> None:
 def test_up_refuses_a_read_only_data_dir(tmp_path: Path) -> None:
     """/proc is read-only even for root, unlike a chmod-ed directory."""
     secrets = {name: f"{name}-given-by-operator-0123" for name in ("JWT_SECRET", "WEBHOOK_SECRET",
-                                                                    "ORCH_MCP_TOKEN")}
+                                                                    "ORCH_MCP_TOKEN", "PREFECT_API_AUTH_STRING")}
     line = up_fails(tmp_path, {"ORCH_DATA_DIR": "/proc/self", **secrets})
     assert line.startswith("error: data directory /proc/self is not writable"), line
 
@@ -273,7 +293,8 @@ def test_up_refuses_a_data_dir_it_cannot_create(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_up_uses_an_existing_prefect_server(tmp_path: Path, prefect_server: str) -> None:
     """With PREFECT_API_URL set, `orch up` starts no server: worker, deployments and API only."""
-    with orch_up(tmp_path, free_port(), free_port(), PREFECT_API_URL=prefect_server) as stack:
+    with orch_up(tmp_path, free_port(), free_port(), PREFECT_API_URL=prefect_server,
+                 PREFECT_API_AUTH_STRING=os.environ["PREFECT_API_AUTH_STRING"]) as stack:
         stack.read_until("Press Ctrl-C to stop.", UP_TIMEOUT)
         output = "".join(stack.lines)
         assert "Prefect UI" not in output and f"Prefect API:  {prefect_server}" in output

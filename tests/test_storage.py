@@ -310,3 +310,34 @@ def test_upgrade_keeps_rows_written_by_the_previous_schema(database_url: str) ->
     with session_scope(settings) as session:
         task = session.get(Task, "old-1")
         assert task is not None and task.locks == [] and task.sort_key == 0 and task.status == "queued"
+
+
+def test_upgrade_to_0006_keeps_users_and_their_scrypt_hashes(database_url: str) -> None:
+    """0006 drops the account-lock columns and adds token_version: users written at 0005 (a scrypt hash,
+    a lock in force) come out at version 0, their hash still verifying (it is replaced at the next login)."""
+    import base64
+    import hashlib
+
+    from alembic import command
+
+    from orch.security.passwords import needs_rehash, verify_password
+    from orch.storage.migrate import _alembic_config, ensure_database_exists
+    from orch.storage.models import User
+
+    settings = DatabaseSettings(url=database_url)
+    ensure_database_exists(settings)
+    salt = b"0123456789abcdef"
+    digest = hashlib.scrypt(b"Old-Password-1!", salt=salt, n=2**14, r=8, p=1, dklen=32)
+    old_hash = f"scrypt$16384$8$1${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+    with get_engine(settings).begin() as connection:
+        command.upgrade(_alembic_config(connection), "0005")
+        connection.execute(text(
+            "INSERT INTO users (username, password_hash, role, is_active, failed_attempts, locked_until,"
+            " created_at, updated_at) VALUES ('old', :hash, 'admin', true, 3, '2030-01-01 00:00:00',"
+            " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"), {"hash": old_hash})
+    assert upgrade(settings).after == head_revision()
+    with session_scope(settings) as session:
+        user = session.scalars(select(User).where(User.username == "old")).one()
+        assert (user.role, user.is_active, user.token_version) == ("admin", True, 0)
+        assert verify_password("Old-Password-1!", user.password_hash) and needs_rehash(user.password_hash)
+        assert not verify_password("Old-Password-2!", user.password_hash)

@@ -117,6 +117,28 @@ ensure_dir "$CONF_DIR" 750 root-group
 place "$SRC/config/production.yaml.example" "$CONF_DIR/config.yaml" 600 service keep
 place "$SRC/infra/orch-next.env.example" "$CONF_DIR/orch-next.env" 600 service keep
 
+# The Prefect server's auth string, made once: the server reads it from prefect-server.env
+# (PREFECT_SERVER_API_AUTH_STRING), the ORCH services send it from orch-next.env (PREFECT_API_AUTH_STRING,
+# filled in only while that line is still empty). Never printed; an existing file is never replaced.
+prefect_env="$ROOT$CONF_DIR/prefect-server.env"
+if [ -e "$prefect_env" ]; then
+  fix_attrs "$prefect_env" 600 service unchanged "$CONF_DIR/prefect-server.env"
+else
+  auth="orch:$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  tmp="$(dirname "$prefect_env")/.prefect-server.env.tmp.$$"
+  (umask 077 && printf '%s\n' "# Prefect server settings (see infra/multi-host/prefect-server.env.example)." \
+    "PREFECT_SERVER_API_AUTH_STRING=$auth" > "$tmp")
+  mv -f "$tmp" "$prefect_env"
+  fix_attrs "$prefect_env" 600 service created "$CONF_DIR/prefect-server.env"
+  env_file="$ROOT$CONF_DIR/orch-next.env"
+  if grep -q '^PREFECT_API_AUTH_STRING=$' "$env_file"; then
+    tmp="$(dirname "$env_file")/.orch-next.env.tmp.$$"
+    (umask 077 && sed "s|^PREFECT_API_AUTH_STRING=\$|PREFECT_API_AUTH_STRING=$auth|" "$env_file" > "$tmp")
+    mv -f "$tmp" "$env_file"
+    fix_attrs "$env_file" 600 service updated "$CONF_DIR/orch-next.env (PREFECT_API_AUTH_STRING: the same string)"
+  fi
+fi
+
 # The guide runs its scripts from the checkout (cron: /opt/orch-next/.venv/bin/python scripts/...); ORCH
 # reads <ORCH_HOME>/.env, so this link gives them the service's config path and secrets (readable by
 # root and orch-next only).

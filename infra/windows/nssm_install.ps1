@@ -10,6 +10,10 @@
     - AppEnvironmentExtra: ORCH_HOST=127.0.0.1, ORCH_PORT=5001, ORCH_MCP_TOKEN. The token lives only in
       NSSM's environment (the service's registry key, readable by administrators): an existing service
       keeps its token, a new one gets -McpToken, $env:ORCH_MCP_TOKEN, or a generated one. It is never printed.
+    - PREFECT_API_AUTH_STRING, the Prefect server's auth string, only when given (-PrefectAuthString or
+      $env:PREFECT_API_AUTH_STRING; a re-run without it keeps the service's; never printed). Without it the API
+      uses the one `orch up` generated into data\secrets.json (prefect_auth_string), which is what a
+      Prefect server started by `orch up` in the same directory requires.
     - stdout/stderr go to data\logs\current\service_stdout.log / service_stderr.log, rotated by NSSM at
       10 MB or after 1 day, also while running. NSSM keeps every rotated file, so a daily scheduled task
       (ORCH-Next-LogPrune, this script with -PruneLogs) keeps the newest 5 per stream.
@@ -28,7 +32,8 @@ param(
     [string]$AppDirectory = (Resolve-Path (Join-Path $PSScriptRoot "..\..")).Path,
     [string]$ListenHost = "127.0.0.1",
     [int]$Port = 5001,
-    [string]$McpToken = $env:ORCH_MCP_TOKEN
+    [string]$McpToken = $env:ORCH_MCP_TOKEN,
+    [string]$PrefectAuthString = $env:PREFECT_API_AUTH_STRING
 )
 
 Set-StrictMode -Version Latest
@@ -61,12 +66,12 @@ function Test-ServiceExists {
     catch { return $false }  # Get-Service exists on Windows only; a dry run elsewhere assumes a new service
 }
 
-function Get-ExistingToken {
+function Get-ExistingToken([string]$Name = "ORCH_MCP_TOKEN") {
     # An installed service keeps its token: re-running the script must not log every client out.
     # NSSM may answer in UTF-16 when redirected; dropping the NULs makes it plain text either way.
     $lines = & nssm get $ServiceName AppEnvironmentExtra 2>$null
     foreach ($line in @($lines)) {
-        if (($line -replace "`0", "") -match '^ORCH_MCP_TOKEN=(.+)$') { return $Matches[1] }
+        if (($line -replace "`0", "") -match "^$Name=(.+)$") { return $Matches[1] }
     }
     return $null
 }
@@ -79,7 +84,8 @@ function New-Token {
 
 function Format-Command([string[]]$Arguments) {
     $shown = foreach ($arg in $Arguments) {
-        $masked = $arg -replace '^ORCH_MCP_TOKEN=.*$', 'ORCH_MCP_TOKEN=********'
+        $masked = $arg -replace '^ORCH_MCP_TOKEN=.*$', 'ORCH_MCP_TOKEN=********' `
+                       -replace '^PREFECT_API_AUTH_STRING=.*$', 'PREFECT_API_AUTH_STRING=********'
         if ($masked -match '\s') { '"' + $masked + '"' } else { $masked }
     }
     return "nssm " + ($shown -join " ")
@@ -100,9 +106,12 @@ if ($Apply) {
     if ($exists) {
         $existing = Get-ExistingToken
         if ($existing) { $McpToken = $existing }
+        $existingAuth = Get-ExistingToken "PREFECT_API_AUTH_STRING"
+        if ($existingAuth -and -not $PrefectAuthString) { $PrefectAuthString = $existingAuth }
     }
 }
 if (-not $McpToken) { $McpToken = New-Token }
+$PrefectAuthEnv = @(if ($PrefectAuthString) { "PREFECT_API_AUTH_STRING=$PrefectAuthString" })
 
 $settings = @(
     @("Application", $Python),
@@ -111,7 +120,7 @@ $settings = @(
     @("DisplayName", "ORCH-Next Orchestration Service"),
     @("Description", "ORCH-Next API (uvicorn) on ${ListenHost}:${Port}"),
     @("Start", "SERVICE_AUTO_START"),
-    @("AppEnvironmentExtra", "ORCH_HOST=$ListenHost", "ORCH_PORT=$Port", "ORCH_MCP_TOKEN=$McpToken"),
+    (@("AppEnvironmentExtra", "ORCH_HOST=$ListenHost", "ORCH_PORT=$Port", "ORCH_MCP_TOKEN=$McpToken") + $PrefectAuthEnv),
     @("AppStdout", (Join-Path $LogDir "service_stdout.log")),
     @("AppStderr", (Join-Path $LogDir "service_stderr.log")),
     @("AppRotateFiles", "1"),

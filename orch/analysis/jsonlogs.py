@@ -32,6 +32,32 @@ class LogSourceError(OrchError):
     """None of the logs asked for exists, or a time window cannot be read."""
 
 
+class LogPathRefused(LogSourceError):
+    """A path a flow was asked to read lies outside the directories it may read (never retried)."""
+
+
+def confine(paths: Iterable[str | Path], directories: list[Path]) -> list[Path]:
+    """Each of ``paths`` resolved (symlinks, ``..``) and inside one of ``directories``, or
+    :class:`LogPathRefused` naming those outside. Nothing is opened: a flow parameter such as
+    ``log_paths=["/etc/passwd"]`` is refused before a byte of it is read. Standard input is refused too:
+    a flow run has none."""
+    from orch.security.flow_access import confined
+
+    kept: list[Path] = []
+    refused: list[str] = []
+    for path in paths:
+        inside = None if str(path) == STDIN else confined(path, directories)
+        if inside is None:
+            refused.append(str(path)[:200])
+        else:
+            kept.append(inside)
+    if refused:
+        allowed = ", ".join(str(directory) for directory in directories)
+        raise LogPathRefused(f"refusing to read {', '.join(map(repr, refused[:5]))}: outside the configured "
+                             f"log directories ({allowed})")
+    return kept
+
+
 @dataclass
 class ReadStats:
     """What was read, so a report can say how much it is based on (and how much it could not use)."""

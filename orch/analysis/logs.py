@@ -13,12 +13,34 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orch.analysis.jsonlogs import ReadStats, entry_time, read_entries, require_some
+from orch.analysis.jsonlogs import ReadStats, confine, entry_time, read_entries, require_some
+from orch.config.schema import Settings
 
 ERROR_LEVELS = frozenset({"ERROR", "CRITICAL"})
 TASK_FAILURES = frozenset({"task.failed", "task.timed_out"})
 EARLIEST = datetime.min.replace(tzinfo=UTC)  # undated entries sort first
 KEY_LENGTH = 200  # long messages are grouped by their first 200 characters of the first line
+
+
+def log_directories(settings: Settings) -> list[Path]:
+    """The directories this installation logs to (``logging.file``, ``logging.audit_file`` and the
+    worker's log under ``data_dir``): the only places a flow started by anyone may read logs from."""
+    from orch.analysis.sources import default_audit_paths, default_log_paths
+
+    directories: list[Path] = []
+    for path in [*default_log_paths(settings), *default_audit_paths(settings)]:
+        if path.parent not in directories:
+            directories.append(path.parent)
+    return directories
+
+
+def confine_to_log_directories(settings: Settings, paths: list[str] | None) -> list[str] | None:
+    """``paths`` given as a flow parameter, resolved and checked to lie in :func:`log_directories`
+    (:class:`~orch.analysis.jsonlogs.LogPathRefused` otherwise); None or empty stays as is (the defaults,
+    which are inside by definition). The flow then reads exactly the resolved paths it checked."""
+    if not paths:
+        return paths
+    return [str(path) for path in confine(paths, log_directories(settings))]
 
 
 def level(entry: dict[str, Any]) -> str:

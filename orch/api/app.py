@@ -1,8 +1,12 @@
 """The FastAPI application factory. One router module per resource; this file only assembles them.
 
-Middleware, outermost first: trusted hosts, access log and metrics, CORS, maintenance mode, body size
-limit, GZip. Host checking comes first so nothing else runs for a forged Host header; CORS sits
-outside maintenance mode so a browser's preflight still gets its answer during maintenance.
+Middleware, outermost first: security headers, trusted proxies, trusted hosts, access log and metrics,
+CORS, maintenance mode, the request guard (NUL characters, body size, JSON depth), GZip. Security headers
+come first so that every answer, a refusal included, carries them. The proxies' ``X-Forwarded-For`` is
+applied here, from ``api.forwarded_allow_ips`` only (uvicorn's own is off, see
+:func:`orch.api.server.uvicorn_options`), so the in-process test client and uvicorn see the same address.
+Host checking comes next so nothing else runs for a forged Host header; CORS sits outside maintenance
+mode so a browser's preflight still gets its answer during maintenance.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from orch import __version__
 from orch.config.schema import Settings
@@ -37,13 +42,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from orch.api.deliveries import DeliveryLog
     from orch.api.deps import IdentityCache
     from orch.api.errors import install_error_handlers
-    from orch.api.events import EventHub
+    from orch.api.events import EventHub, StreamSlots
     from orch.api.metrics import ApiMetrics
     from orch.api.metrics import router as metrics_router
     from orch.api.middleware import (
         AccessLogMiddleware,
-        BodyLimitMiddleware,
         MaintenanceMiddleware,
+        RequestGuardMiddleware,
+        SecurityHeadersMiddleware,
     )
     from orch.api.routes import (
         auth,
@@ -87,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = RateLimiter(settings.security.rate_limit)
     app.state.identity_cache = IdentityCache(settings.security.identity_cache_seconds)
     app.state.event_hub = hub
+    app.state.anonymous_streams = StreamSlots(settings.api.max_anonymous_streams)
+    app.state.user_streams = StreamSlots(settings.api.max_streams_per_user)
     app.state.health_cache = health._Cache(settings.api.health_cache_seconds)
     app.state.deliveries = DeliveryLog(settings.database, settings.security.webhook_tolerance_seconds)
     _register_domain_metrics(app, settings)
@@ -101,7 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.api.max_body_bytes)
+    app.add_middleware(RequestGuardMiddleware, limit=settings.api.max_body_bytes,
+                       max_json_depth=settings.api.max_json_depth)
     app.add_middleware(MaintenanceMiddleware, settings=settings)
     app.add_middleware(CORSMiddleware, allow_origins=settings.api.cors_origins, allow_credentials=True,
                        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
@@ -109,6 +118,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        max_age=CORS_MAX_AGE_SECONDS)
     app.add_middleware(AccessLogMiddleware, metrics=app.state.metrics)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api.trusted_hosts)
+    if settings.api.forwarded_allow_ips:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.api.forwarded_allow_ips)
+    app.add_middleware(SecurityHeadersMiddleware)
     return app
 
 

@@ -4,10 +4,17 @@ Every route names its permission with ``Depends(require(Permission.X))`` (or is 
 :data:`PUBLIC_ROUTES`); a test walks the app's routes and fails on a route that does neither.
 
 Identity is re-read from the database, not trusted from the token, so a disabled user or a changed role
-takes effect long before the token expires. Each process keeps a token's checked identity for
-``security.identity_cache_seconds`` (1 s): a client sending hundreds of requests a second then costs
+takes effect long before the token expires; the same read compares the token's ``ver`` claim with the
+user's ``token_version``, which every change of password, role or state raises, so such a change also
+revokes the tokens issued before it (the new password's owner logs in again; the old token's holder
+cannot). Each process keeps a token's checked identity for ``security.identity_cache_seconds`` (1 s):
+a client sending hundreds of requests a second then costs
 one token check and one read per second instead of one per request, and a change made through this
 process's ``/users`` clears the cache at once (other replicas follow within the period).
+
+A token is read from the ``Authorization`` header only; ``?access_token=`` is accepted by the streaming
+routes alone (``require(..., query_token=True)``), because a browser's EventSource cannot send headers,
+and a token in a URL ends up in proxy and access logs.
 """
 
 from __future__ import annotations
@@ -79,7 +86,8 @@ def unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-_IDENTITY = select(User.role, User.is_active).where(User.username == bindparam("username"))  # built once
+_IDENTITY = select(User.role, User.is_active, User.token_version) \
+    .where(User.username == bindparam("username"))  # built once
 IDENTITY_CACHE_LIMIT = 10_000  # distinct live tokens remembered per process; more clears the cache
 
 
@@ -130,6 +138,8 @@ def _principal_from_token(settings: Settings, token: str, cache: IdentityCache, 
         row = connection.execute(_IDENTITY, {"username": claims.username}).first()
     if row is None or not row.is_active:
         raise unauthorized("token's user no longer exists or is disabled")
+    if row.token_version != claims.version:
+        raise unauthorized("token revoked: the user's password, role or state changed since; log in again")
     principal = Principal(username=claims.username, role=row.role)
     cache.put(key, principal, claims.expires_at)
     return principal
@@ -143,10 +153,14 @@ async def rate_limit(request: Request, key: str) -> None:
                             headers={"Retry-After": str(verdict.retry_after)})
 
 
-async def authorize(request: Request, token: str | None, permission: Permission) -> Principal:
-    """Authenticate the bearer token, apply the user's rate limit, then check ``permission``."""
+async def authorize(request: Request, token: str | None, permission: Permission, *,
+                    query_token: bool = False) -> Principal:
+    """Authenticate the bearer token, apply the user's rate limit, then check ``permission``.
+
+    ``query_token``: also take the token from ``?access_token=`` (streams only: see the module's doc)."""
     state = request.app.state
-    token = token or request.query_params.get("access_token")  # browsers' EventSource cannot send headers
+    if not token and query_token:
+        token = request.query_params.get("access_token")  # browsers' EventSource cannot send headers
     if not token:
         raise unauthorized("not authenticated: send Authorization: Bearer <token> from POST /auth/token")
     cache: IdentityCache = state.identity_cache
@@ -166,11 +180,14 @@ async def limit_by_address(request: Request) -> None:
     await rate_limit(request, f"address:{client_address(request)}")
 
 
-def require(permission: Permission) -> Callable[..., object]:
-    """A dependency that authenticates the caller, checks ``permission`` and applies the user's rate limit."""
+def require(permission: Permission, *, query_token: bool = False) -> Callable[..., object]:
+    """A dependency that authenticates the caller, checks ``permission`` and applies the user's rate limit.
+
+    ``query_token=True`` is for streaming routes a browser's EventSource opens: it may send the token as
+    ``?access_token=``; every other route refuses a token there."""
 
     async def dependency(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]) -> Principal:
-        return await authorize(request, token, permission)
+        return await authorize(request, token, permission, query_token=query_token)
 
     dependency.permission = permission  # type: ignore[attr-defined]  # read by the route-permission test
     return dependency

@@ -18,6 +18,7 @@ from orch.dispatch.errors import InvalidTask, InvalidTransition, QueueFull, Task
 from orch.dispatch.locks import LockNotHeld
 from orch.errors import OrchError
 from orch.logging_config import get_logger
+from orch.security.flow_access import NotPermitted
 from orch.security.users import UserError
 from orch.storage.engine import StorageError
 
@@ -37,7 +38,39 @@ def _json(status: int, detail: str, headers: dict[str, str] | None = None, **ext
     return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
 
 
+def document_error_body(app: FastAPI) -> None:
+    """Make the OpenAPI schema describe the 422 body :func:`install_error_handlers` really sends.
+
+    FastAPI documents its own ``HTTPValidationError`` (``detail`` as an array of objects) for every route
+    with parameters that does not declare a 422 itself; ORCH's body is ``{"detail": str, "errors": [str]}``
+    (:class:`orch.api.schemas.ErrorBody`). Routes that use ``errors()`` already say so; this covers the rest.
+    """
+    from orch.api.schemas import ERRORS
+
+    generate = app.openapi  # FastAPI's: builds the schema once and keeps it in app.openapi_schema
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "HTTPValidationError" in components:  # not corrected yet (the schema is built once)
+            ours = {"description": ERRORS[422]["description"],
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    answers = operation.get("responses", {})
+                    if "HTTPValidationError" in str(answers.get("422", "")):
+                        answers["422"] = ours
+            del components["HTTPValidationError"]
+            components.pop("ValidationError", None)
+            components.setdefault("ErrorBody", ERRORS[422]["model"].model_json_schema())
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    document_error_body(app)
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _json(422, "invalid request", errors=_lines(exc))
@@ -52,6 +85,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return _json(422, "invalid task", errors=exc.errors)
         if isinstance(exc, QueueFull):
             return _json(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
+        if isinstance(exc, NotPermitted):
+            return _json(403, str(exc))
         if isinstance(exc, TaskNotFound):
             return _json(404, str(exc))
         if isinstance(exc, InvalidTransition | LockNotHeld):

@@ -22,10 +22,12 @@ from functools import cached_property
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
+from starlette.types import Receive, Scope, Send
 
 from orch.config.schema import Settings
-from orch.logging_config import get_logger, redact
+from orch.logging_config import get_logger, redact_structure
 from orch.storage.engine import session_scope
 from orch.storage.models import Task, TaskEvent
 
@@ -52,8 +54,9 @@ class Event:
 
     @cached_property
     def wire(self) -> str:
-        """The SSE message text, built once however many streams it goes to."""
-        data = redact(json.dumps(self.payload, default=str, separators=(",", ":")))
+        """The SSE message text, built once however many streams it goes to, masked by the same rule as
+        every API response (``redact_structure``), so the stream and ``/jobs/{id}/events`` agree."""
+        data = json.dumps(redact_structure(self.payload), default=str, separators=(",", ":"))
         return f"id: {self.cursor[0]}.{self.cursor[1]}\nevent: {self.name}\ndata: {data}\n\n"
 
 
@@ -196,3 +199,49 @@ async def stream(hub: EventHub, subscriber: Subscriber, missed: list[Event], hea
             on_sent(1)
     finally:
         hub.unsubscribe(subscriber)
+
+
+STREAM_RETRY_AFTER = 30
+
+
+class StreamSlots:
+    """Open streams per key (``anonymous``, a username), capped: a stream holds a connection and a task
+    for as long as the client likes, so without a cap one client could hold them by the thousand.
+
+    Counted per API process, like the hub's subscribers; the event loop is the only writer.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: dict[str, int] = {}
+
+    def take(self, key: str) -> bool:
+        """Take a slot for ``key``; False when its streams are at the limit."""
+        if self.open.get(key, 0) >= self.limit:
+            return False
+        self.open[key] = self.open.get(key, 0) + 1
+        return True
+
+    def give_back(self, key: str) -> None:
+        left = self.open.get(key, 0) - 1
+        if left > 0:
+            self.open[key] = left
+        else:
+            self.open.pop(key, None)
+
+    def response(self, key: str, content: AsyncIterator[str], headers: dict[str, str]) -> StreamingResponse:
+        """The stream as a response that gives its slot back when the response ends, however it ends
+        (a generator's ``finally`` would not run for a client gone before the first message)."""
+        return _SlotResponse(content, lambda: self.give_back(key), headers)
+
+
+class _SlotResponse(StreamingResponse):
+    def __init__(self, content: AsyncIterator[str], release: Callable[[], None], headers: dict[str, str]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()

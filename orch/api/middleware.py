@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware: access log and metrics, body size limit, maintenance mode.
+"""Pure-ASGI middleware: security headers, access log and metrics, the request guard (NUL characters,
+body size, JSON depth), maintenance mode.
 
 Pure ASGI rather than ``BaseHTTPMiddleware`` because the latter costs a task and a memory stream per
 request and buffers streaming responses, which would break SSE and halve ``/health`` throughput.
@@ -6,11 +7,17 @@ request and buffers streaming responses, which would break SSE and halve ``/heal
 
 from __future__ import annotations
 
+import base64
+import functools
+import gzip
+import hashlib
 import json
+import re
 import time
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orch.logging_config import get_logger
@@ -66,55 +73,190 @@ class AccessLogMiddleware:
                        "client": client[0] if client else None, "user": state.get("user")})
 
 
-class BodyLimitMiddleware:
-    """413 for a body above ``limit`` bytes, whether it declares its length or streams it."""
+class RequestGuardMiddleware:
+    """Refuse what the routes must never see, before any of them runs.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    - a NUL character in the path or the query string (422): PostgreSQL cannot store it in text, and the
+      driver's error became a 500 wherever such a value reached a query (a username, a task id, a filter);
+    - a body above ``max_body_bytes`` (413), whether it declares its length or streams it;
+    - a JSON body nesting deeper than ``max_json_depth`` (422), judged by a byte scan before any
+      recursive parser sees it (100,000 levels made the webhook's ``json.loads`` a RecursionError);
+    - a JSON string with ``\\u0000`` or a lone surrogate, or a form field with a NUL (422), for the same
+      reason as the path.
+
+    Bodies of changes are read whole (at most ``max_body_bytes``) and handed on in one message, so every
+    route, including the webhook that reads its raw body to check the signature, gets the checked bytes.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, max_json_depth: int) -> None:
         self.app = app
         self.limit = limit
+        self.max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+        problem = unstorable_in_target(scope["path"], scope["query_string"])
+        if problem:
+            await send_json(send, 422, {"detail": "invalid request", "errors": [problem]})
             return
+        if scope["method"] not in WRITE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(send)
+            return
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge(self.limit)
-            return message
+            if message["type"] != "http.request":  # the client left: nothing to answer
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = body_problem(body, headers.get(b"content-type", b""), self.max_json_depth)
+        if problem:
+            await send_json(send, 422, {"detail": "invalid request", "errors": [problem]})
+            return
+        replayed = False
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # http.disconnect, for a route that waits for it
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+        await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _too_large(self, send: Send) -> None:
         await send_json(send, 413, {"detail": f"request body larger than {self.limit} bytes "
                                               "(api.max_body_bytes)"})
 
 
-class _TooLarge(HTTPException):
-    """An HTTPException so that FastAPI's body parsing passes it on instead of calling it a 400."""
+NUL_PROBLEM = "contains a NUL character, which cannot be stored"
+SURROGATE_PROBLEM = "contains a lone UTF-16 surrogate, which is not text"
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[{]}"))
+# An escape preceded by an even number of backslashes is an escape, not text: \\u0000 is not a NUL.
+_UNESCAPED = rb"(?<!\\)(?:\\\\)*\\u"
+_NUL_ESCAPE = re.compile(_UNESCAPED + rb"0000")
+_SURROGATE_ESCAPE = re.compile(_UNESCAPED + rb"[dD][89a-fA-F]")
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body larger than {limit} bytes (api.max_body_bytes)")
+
+def unstorable_in_target(path: str, query: bytes) -> str | None:
+    """Where the path or the query string carries a NUL (``%00``), as an ``errors`` line, or None."""
+    if "\x00" in path:
+        return f"path: {NUL_PROBLEM}"
+    if b"%00" in query or b"\x00" in query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name + value:
+                return f"query.{name.replace(chr(0), '')}: {NUL_PROBLEM}"
+    return None
+
+
+def body_problem(body: bytes, content_type: bytes, max_depth: int) -> str | None:
+    """The first reason a body must be refused, as an ``errors`` line, or None."""
+    kind = content_type.split(b";", 1)[0].strip().lower()
+    if kind == b"application/x-www-form-urlencoded":
+        if b"%00" in body or b"\x00" in body:
+            for name, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
+                if "\x00" in name + value:
+                    return f"form.{name.replace(chr(0), '')}: {NUL_PROBLEM}"
+        return None
+    if kind == b"multipart/form-data":  # no route takes files: a NUL is in a field
+        return f"form: {NUL_PROBLEM}" if b"\x00" in body else None
+    # Anything else is parsed as JSON by FastAPI (no content type included) or by the webhook.
+    if json_depth_exceeds(body, max_depth):
+        return f"body: JSON nests deeper than {max_depth} levels (api.max_json_depth)"
+    if b"\\u" not in body:  # no escapes at all: the usual body, one search
+        return None
+    if _NUL_ESCAPE.search(body):
+        return f"{_json_place(body, _has_nul)}: {NUL_PROBLEM}"
+    if _SURROGATE_ESCAPE.search(body):
+        return _lone_surrogate(body)
+    return None
+
+
+def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
+    """Whether the brackets outside strings nest deeper than ``max_depth``, in linear time and in C.
+
+    Fewer brackets than the limit cannot nest deeper (the common case: two counts). Otherwise strings are
+    blanked, everything but brackets dropped, and one regular expression of ``max_depth`` nested
+    possessive groups must match all of what is left (no backtracking, so linear: 1 MB of brackets in
+    about 15 ms). Unclosed openers are closed first, because a parser recurses into ``[[[[`` before it
+    finds the end missing; a bracket string that is not JSON may be called too deep, still a 422.
+    """
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return False
+    brackets = _STRING.sub(b"", body).translate(_BRACKETS, _NOT_BRACKETS)
+    unclosed = brackets.count(b"(") - brackets.count(b")")
+    if unclosed > max_depth:
+        return True
+    brackets += b")" * max(unclosed, 0)
+    return _nesting(max_depth).match(brackets).end() != len(brackets)
+
+
+@functools.cache
+def _nesting(depth: int) -> re.Pattern[bytes]:
+    """Brackets nested at most ``depth`` deep, with stray closers allowed (a parser stops at those)."""
+    inner = b""
+    for _ in range(depth - 1):
+        inner = rb"(?:\(" + inner + rb"\))*+"
+    return re.compile(rb"(?:\(" + inner + rb"\)|\)++)*+")
+
+
+def _has_nul(text: str) -> bool:
+    return "\x00" in text
+
+
+def _json_place(body: bytes, bad: Callable[[str], bool]) -> str:
+    """``body.<path>`` of the first string (key or value) for which ``bad`` holds; ``body`` if none is found
+    (the body is not JSON after all). Only called for a body already refused, whose depth is bounded."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return "body"
+
+    def find(node: Any, path: str) -> str | None:
+        if isinstance(node, str):
+            return path if bad(node) else None
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            where = f"{path}.{key}"
+            if isinstance(key, str) and bad(key):
+                return where
+            found = find(value, where)
+            if found:
+                return found
+        return None
+
+    return find(document, "body") or "body"
+
+
+def _lone_surrogate(body: bytes) -> str | None:
+    """A surrogate escape may be half of a valid pair (an emoji from an ASCII-only encoder): only a string
+    that cannot be encoded as UTF-8 holds a lone one."""
+    def unencodable(text: str) -> bool:
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return True
+        return False
+
+    place = _json_place(body, unencodable)
+    return None if place == "body" else f"{place}: {SURROGATE_PROBLEM}"
 
 
 class MaintenanceMiddleware:
@@ -133,3 +275,62 @@ class MaintenanceMiddleware:
                 {"Retry-After": str(MAINTENANCE_RETRY_AFTER)})
             return
         await self.app(scope, receive, send)
+
+
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY")]
+# The only HTML is /docs: Swagger UI's script and style from jsDelivr, its favicon, and one inline script
+# allowed by its hash (added per page); nothing may frame it, post forms elsewhere or change its base.
+HTML_POLICY = ("default-src 'none'; script-src 'self' https://cdn.jsdelivr.net{hashes}; "
+               "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+               "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+class SecurityHeadersMiddleware:
+    """``nosniff``, ``no-referrer`` and ``DENY`` framing on every response, and a Content-Security-Policy on
+    HTML, whose inline scripts are allowed by their SHA-256 (so the policy needs no ``unsafe-inline``).
+
+    HTML responses (only /docs, a few KB) are held until their body is complete to hash it; every other
+    response, SSE included, passes through untouched but for the headers.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+        parts: list[bytes] = []
+
+        async def secured_send(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() not in _SECURITY_NAMES]
+                message = {**message, "headers": headers + SECURITY_HEADERS}
+                if any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers):
+                    held = message
+                    return
+            elif held is not None and message["type"] == "http.response.body":
+                parts.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                body = b"".join(parts)
+                gzipped = (b"content-encoding", b"gzip") in held["headers"]  # GZip runs inside this
+                policy = _policy(gzip.decompress(body) if gzipped else body)
+                await send({**held, "headers": [*held["headers"], (b"content-security-policy", policy)]})
+                message = {"type": "http.response.body", "body": body}
+            await send(message)
+
+        await self.app(scope, receive, secured_send)
+
+
+_SECURITY_NAMES = frozenset(name for name, _ in SECURITY_HEADERS) | {b"content-security-policy"}
+
+
+def _policy(html: bytes) -> bytes:
+    hashes = "".join(f" 'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+                     for script in _INLINE_SCRIPT.findall(html))
+    return HTML_POLICY.format(hashes=hashes).encode()

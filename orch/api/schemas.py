@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from orch.logging_config import redact_structure
 
 MAX_ID = 2**63 - 1  # the largest id a database column holds: a larger number is a 422, not a 500
 
@@ -36,12 +38,26 @@ class TaskOut(BaseModel):
     finished_at: str | None
     updated_at: str | None
 
+    @field_validator("params", "metadata", "result", "error")
+    @classmethod
+    def _masked(cls, value: Any) -> Any:
+        """Every role reads a task masked by the rule SSE uses: params, metadata, results and errors
+        carry passwords and database URLs the dispatcher needs but no reader should see. Only
+        responses are built from this model; the queue and the claiming core keep the real values."""
+        return redact_structure(value)
+
 
 class TaskEventOut(BaseModel):
     event_id: int
     event_type: str
     timestamp: str | None
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("data")
+    @classmethod
+    def _masked(cls, value: dict[str, Any]) -> Any:
+        """An event's data (metadata, errors) is masked exactly as the SSE stream masks it."""
+        return redact_structure(value)
 
 
 # Documented on every route so clients (and the schema checks) know the error shapes.

@@ -20,9 +20,11 @@ import shutil
 import ssl
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
+
+from orch.api.protocol import DEFAULT_MAX_HEADERS, bounded_protocol
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -33,7 +35,12 @@ TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!MD5:!
 
 
 class OrchUvicornConfig(uvicorn.Config):
-    """uvicorn's configuration, plus the TLS floor, in this process or in every worker process."""
+    """uvicorn's configuration, plus the TLS floor and the header-count limit (read by
+    :mod:`orch.api.protocol`), in this process or in every worker process."""
+
+    def __init__(self, app: Any, *, max_headers: int = DEFAULT_MAX_HEADERS, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.max_headers = max_headers
 
     def load(self) -> None:
         super().load()
@@ -83,25 +90,38 @@ def _multiprocess_dir(settings: Settings) -> str:
     return str(path)
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn options every ORCH API process runs with (the tests' real servers use them too).
+
+    ``http`` is uvicorn's own protocol with a bound on the request head (:mod:`orch.api.protocol`).
+    ``proxy_headers`` is off because the app itself applies ``api.forwarded_allow_ips``
+    (:func:`orch.api.app.create_app`): uvicorn's default would trust ``X-Forwarded-For`` from
+    127.0.0.1, i.e. from any local client, and the in-process test client would behave differently.
+    """
+    api = settings.api
+    return dict(host=api.host, port=api.port, log_config=None, server_header=False,
+                timeout_graceful_shutdown=5, backlog=4096, ssl_certfile=api.tls_cert_file,
+                ssl_keyfile=api.tls_key_file, ssl_ciphers=TLS_CIPHERS, proxy_headers=False,
+                http=bounded_protocol(), h11_max_incomplete_event_size=api.max_header_bytes,
+                max_headers=api.max_headers)
+
+
 def main() -> int:
     from orch.api.metrics import MULTIPROC_ENV
     from orch.config.runtime import get_settings
 
     settings = get_settings()
     api = settings.api
-    common = dict(host=api.host, port=api.port, log_config=None, server_header=False,
-                  timeout_graceful_shutdown=5, backlog=4096, ssl_certfile=api.tls_cert_file,
-                  ssl_keyfile=api.tls_key_file, ssl_ciphers=TLS_CIPHERS)
+    common = uvicorn_options(settings)
     if api.workers == 1:
         _configure_logging(settings, shared_file=False)
-        uvicorn.Server(OrchUvicornConfig(_built(settings), **common)).run()  # type: ignore[arg-type]
+        uvicorn.Server(OrchUvicornConfig(_built(settings), **common)).run()
         return 0
     from uvicorn.supervisors import Multiprocess
 
     os.environ[MULTIPROC_ENV] = _multiprocess_dir(settings)  # inherited by every worker
     _configure_logging(settings, shared_file=True)
-    config = OrchUvicornConfig("orch.api.server:worker_app", factory=True, workers=api.workers,
-                               **common)  # type: ignore[arg-type]
+    config = OrchUvicornConfig("orch.api.server:worker_app", factory=True, workers=api.workers, **common)
     Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0
 

@@ -143,7 +143,9 @@ def gunzip_file(source: Path, target: Path) -> str:
               gzip.GzipFile(fileobj=_Hashing(raw), mode="rb") as f_in):  # type: ignore[arg-type]
             shutil.copyfileobj(f_in, f_out, CHUNK)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise BackupError(f"{source.name} is corrupt or truncated ({exc}); refusing it") from None
+        # The reason by kind, never the exception's text: BadGzipFile's quotes the file's first bytes.
+        why = {EOFError: "it ends early", gzip.BadGzipFile: "it is not gzip data"}.get(type(exc), "its data is corrupt")
+        raise BackupError(f"{source.name} is corrupt or truncated ({why}); refusing it") from None
     return digest.hexdigest()
 
 

@@ -39,8 +39,26 @@ class Candidate:
     steps: list[str] = field(default_factory=list)
 
 
+def backup_path(settings: Settings, ref: str) -> Path:
+    """``ref`` (a backup's name, or a path) resolved inside the backup directory, or :class:`BackupError`.
+
+    Whoever may start the ``restore`` flow names the file it opens, so a path outside the backup
+    directory (``/etc/passwd``, ``../x``, a symlink leading out) is refused before it is opened: a
+    restore can neither read nor echo a file it was not made for. To restore a file from elsewhere,
+    copy it into the backup directory first."""
+    from orch.security.flow_access import confined
+
+    directory = backup_dir(settings)
+    path = confined(ref, [directory])
+    if path is None:
+        raise BackupError(f"backup {ref[:200]!r} is outside the backup directory {directory}: give a backup's "
+                          "name (orch backup list) or 'latest', or copy the file into that directory first")
+    return path
+
+
 def resolve(settings: Settings, ref: str) -> tuple[Path, dict[str, Any] | None]:
-    """``latest`` (newest verified backup of this database's engine), a catalog name, or a path."""
+    """``latest`` (newest verified backup of this database's engine), or a file in the backup directory
+    (its catalog name, or a path that leads there)."""
     directory = backup_dir(settings)
     catalog = Catalog(directory)
     engine = "sqlite" if is_sqlite(settings.database.url or "") else "postgresql"
@@ -49,10 +67,10 @@ def resolve(settings: Settings, ref: str) -> tuple[Path, dict[str, Any] | None]:
         if entry is None:
             raise BackupError(f"no verified {engine} backup in {catalog.path} (run: orch backup create)")
         return directory / entry["file"], entry
-    path = Path(ref) if Path(ref).exists() else directory / ref
+    path = backup_path(settings, ref)
     if not path.is_file():
         raise BackupError(f"backup file not found: {ref}")
-    entry = catalog.find(path.name) if path.resolve().parent == directory.resolve() else None
+    entry = catalog.find(path.name) if path.parent == directory.resolve() else None
     return path, entry
 
 

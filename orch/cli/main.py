@@ -167,6 +167,26 @@ def create_admin(
         typer.echo(f"admin user {username!r} created")
 
 
+@user_app.command("unlock")
+def user_unlock(username: Annotated[str, typer.Argument(help="The user whose failed logins to forget.")],
+                config: ConfigOption = None) -> None:
+    """End the waits failed logins imposed on USERNAME, from every address; audited."""
+    with user_errors():
+        settings = load(config)
+        from sqlalchemy import select
+
+        from orch.security.login import unlock
+        from orch.storage.engine import session_scope
+        from orch.storage.models import User
+
+        with session_scope(settings.database, write_lock=True) as session:
+            if session.scalar(select(User.id).where(User.username == username)) is None:
+                fail(f"no user {username!r}")
+            addresses = unlock(session, username, actor=cli_owner())
+        typer.echo(f"user {username!r} unlocked" + (f" (failures forgotten from {', '.join(addresses)})"
+                                                     if addresses else " (no failures were counted)"))
+
+
 def _parse_params(pairs: list[str], as_json: str | None) -> dict[str, Any]:
     """``k=v`` pairs (v read as JSON when it parses, else as a string) over ``--params-json``."""
     params: dict[str, Any] = {}
@@ -212,18 +232,26 @@ def dispatch_task(
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the final state; exit 1 unless completed.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Queue a task for a core and print it (with --wait, its final state)."""
+    """Queue a task for a core and print it (with --wait, its final state).
+
+    Acts as the local administrator: the task's owner is ``cli:<login>``, which holds the admin role when
+    the task is dispatched and when it runs (whoever can run this on the host can read the database and
+    its secrets anyway), so a ``run-deployment`` of restore is allowed here and refused to an API operator.
+    """
     with user_errors():
         settings = load(config)
         from orch.dispatch.queue import TaskQueue
-        from orch.dispatch.request import validate
+        from orch.dispatch.request import authorize, validate
+        from orch.security.flow_access import role_of_owner
 
         body: dict[str, Any] = {
             "core_id": core, "action": action, "priority": priority, "params": _parse_params(param or [], params_json),
             "timeout": timeout, "max_retries": max_retries, "locks": lock or [], "stay": stay,
             "idempotency_key": idempotency_key, "metadata": {"source": "cli", "user_id": os_user(), "tags": tag or []}}
         queue = TaskQueue(settings)
-        task, created = queue.enqueue(validate(body, settings), cli_owner())
+        valid, owner = validate(body, settings), cli_owner()
+        authorize(valid, owner, role_of_owner(settings.database, owner))  # the same rule as at run time
+        task, created = queue.enqueue(valid, owner)
         if not wait:
             _print_json({**task, "created": created})
             return

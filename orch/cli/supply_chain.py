@@ -83,6 +83,8 @@ def verify(
         target = sbom or paths.sbom
         result = verify_embedded(target, key) if embedded else verify_detached(
             target, sig or target.with_suffix(".sig"), key)
+        if "warning" in result:  # verified, but a person should act on it (an old canonical form)
+            typer.echo(f"warning: {result['warning']}", err=True)
         typer.echo(json.dumps(result))
 
 

@@ -44,9 +44,13 @@ ENV_ALIASES: tuple[tuple[str, str], ...] = (
     ("ORCH_LOG_LEVEL", "logging.level"),
     ("ORCH_HOST", "api.host"),
     ("ORCH_PORT", "api.port"),
+    ("FORWARDED_ALLOW_IPS", "api.forwarded_allow_ips"),
     ("PREFECT_API_URL", "prefect.api_url"),
     ("PREFECT_SERVER_API_HOST", "prefect.server_host"),
     ("PREFECT_SERVER_API_PORT", "prefect.server_port"),
+    # The server's and the clients' names for one string; a client process sends the client one.
+    ("PREFECT_SERVER_API_AUTH_STRING", "prefect.auth_string"),
+    ("PREFECT_API_AUTH_STRING", "prefect.auth_string"),
     ("MAINTENANCE_MODE", "features.maintenance_mode"),
 )
 
@@ -260,11 +264,15 @@ def _production_requirements(settings: Settings) -> list[str]:
     if settings.environment != "production":
         return []
     hints = {"jwt_secret": "JWT_SECRET", "webhook_secret": "WEBHOOK_SECRET"}
-    return [
+    missing = [
         f"security.{name}: required when environment is production (set {var})"
         for name, var in hints.items()
         if getattr(settings.security, name) is None
     ]
+    if settings.prefect.auth_string is None:  # else Prefect's API, and every flow, is open to the network
+        missing.append("prefect.auth_string: required when environment is production "
+                       "(set PREFECT_API_AUTH_STRING, the server's PREFECT_SERVER_API_AUTH_STRING)")
+    return missing
 
 
 def _resolve_paths(settings: Settings, home: Path) -> None:

@@ -19,12 +19,20 @@ from pydantic import SecretStr
 from orch.config.schema import Settings
 
 SECRETS_FILE = "secrets.json"
-GENERATED = ("jwt_secret", "webhook_secret", "mcp_token")
+GENERATED = ("jwt_secret", "webhook_secret", "mcp_token")  # settings.security.<name>
+# settings.prefect.auth_string, kept under this key. ``user:password``: Prefect's UI asks for it in that form.
+PREFECT_AUTH_KEY = "prefect_auth_string"
 
 
 def fill_local_secrets(settings: Settings) -> Path:
-    """Set every missing generated secret on ``settings`` from ``<data_dir>/secrets.json``."""
+    """Set every missing generated secret on ``settings`` from ``<data_dir>/secrets.json``.
+
+    The Prefect auth string is generated only for the server ``orch up`` starts (no ``prefect.api_url``):
+    an existing server has a string of its own, which can only be given, never guessed.
+    """
     missing = [name for name in GENERATED if getattr(settings.security, name) is None]
+    if settings.prefect.auth_string is None and settings.prefect.api_url is None:
+        missing.append(PREFECT_AUTH_KEY)
     path = Path(settings.data_dir) / SECRETS_FILE
     if not missing:
         return path
@@ -36,8 +44,16 @@ def fill_local_secrets(settings: Settings) -> Path:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError([f"data_dir: cannot write generated secrets to {path}: {reason}"]) from None
     for name in missing:
-        setattr(settings.security, name, SecretStr(stored[name]))
+        if name == PREFECT_AUTH_KEY:
+            settings.prefect.auth_string = SecretStr(stored[name])
+        else:
+            setattr(settings.security, name, SecretStr(stored[name]))
     return path
+
+
+def _generate(name: str) -> str:
+    token = secrets.token_urlsafe(32)
+    return f"orch:{token}" if name == PREFECT_AUTH_KEY else token
 
 
 def _load_or_create(path: Path, needed: list[str]) -> dict[str, str]:
@@ -50,7 +66,7 @@ def _load_or_create(path: Path, needed: list[str]) -> dict[str, str]:
                 os.chmod(path, 0o600)
         absent = [name for name in needed if not stored.get(name)]
         if absent:
-            stored.update({name: secrets.token_urlsafe(32) for name in absent})
+            stored.update({name: _generate(name) for name in absent})
             _write_private(path, json.dumps(stored, indent=2) + "\n")
     return stored
 

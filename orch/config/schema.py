@@ -92,10 +92,28 @@ class RateLimitSettings(Section):
 
 
 class LockoutSettings(Section):
-    max_failures: int = Field(default=5, gt=0, description="Failed logins within window_seconds that lock "
-                              "the account.")
-    window_seconds: int = Field(default=900, gt=0)
-    lockout_seconds: int = Field(default=900, gt=0, description="How long a locked account stays locked.")
+    """Login throttling (the section keeps its historical name and keys).
+
+    Nothing locks an account: failures are counted per (user, client address), and only that address
+    waits, longer after each further failure, so an attacker elsewhere cannot lock the owner out. All
+    addresses together only slow the user down, briefly, and never at an address that has logged in as
+    that user before (see :mod:`orch.security.login`)."""
+
+    max_failures: int = Field(default=5, gt=0, description="Failed logins for one user from one address "
+                              "before that address must wait between attempts.")
+    window_seconds: int = Field(default=900, gt=0, description="A failure count is forgotten after this "
+                                "long without failures (counted from the end of the last wait).")
+    lockout_seconds: int = Field(default=900, gt=0, description="The longest wait one address is given; "
+                                 "the wait doubles from base_delay_seconds with each further failure.")
+    base_delay_seconds: float = Field(default=1.0, gt=0, le=3600, description="The first wait, after "
+                                      "max_failures failures.")
+    user_max_failures: int = Field(default=20, gt=0, description="Failed logins for one user from all "
+                                   "addresses together before new addresses are slowed down.")
+    user_max_delay_seconds: float = Field(default=5.0, gt=0, le=60, description="The longest wait of that "
+                                          "slow-down: short, so it never amounts to a lockout.")
+    known_address_days: int = Field(default=30, gt=0, le=3650, description="An address that logged in as "
+                                    "a user is exempt from that user's slow-down this long after its last "
+                                    "success.")
 
 
 class PasswordPolicySettings(Section):
@@ -135,6 +153,8 @@ class AlertThresholds(Section):
     disk_usage_percent: float = Field(default=90, gt=0, le=100)
     response_time_ms: float = Field(default=2000, gt=0)
     error_rate_percent: float = Field(default=5, gt=0, le=100)
+    prefect_zombie_runs: int = Field(default=0, ge=0, description="Alert when a sweep finds more Prefect runs "
+                                     "whose executor is gone than this; they are marked Crashed whatever it says.")
 
 
 HealAction = Literal["restart", "isolate", "rollback"]
@@ -396,6 +416,17 @@ class FeatureSettings(Section):
 class CoreSettings(Section):
     concurrency: int | None = Field(default=None, gt=0, description="Overrides dispatch.core_concurrency.")
     description: str = ""
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="This core's own webhook signing secret: a `task.*` webhook signed with it "
+        "may move only this core's tasks, and one signed with the shared security.webhook_secret may not "
+        "move them any more. Unset: the shared secret reports for this core.")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _strong_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
 
 
 class DispatchSettings(Section):
@@ -420,6 +451,19 @@ class DispatchSettings(Section):
     concurrency: int = Field(default=16, gt=0, le=64, description="Tasks one dispatcher runs at once.")
     poll_seconds: float = Field(default=0.05, gt=0, le=10, description="How often an idle dispatcher "
                                 "looks for work (bounds the wait from dispatch to start).")
+
+    @model_validator(mode="after")
+    def _own_webhook_secrets(self) -> DispatchSettings:
+        """A webhook is attributed to the core whose secret signs it, so two cores sharing one could each
+        report on the other's tasks."""
+        seen: dict[str, str] = {}
+        for core_id, core in self.cores.items():
+            if core.webhook_secret is not None:
+                other = seen.setdefault(core.webhook_secret.get_secret_value(), core_id)
+                if other != core_id:
+                    raise ValueError(f"cores {other} and {core_id} have the same webhook_secret; each core "
+                                     "needs its own")
+        return self
 
 
 class BackupSettings(Section):
@@ -511,11 +555,32 @@ class ApiSettings(Section):
                          "uvicorn --workers). Above 1: the rate limit must be shared "
                          "(security.rate_limit.storage_url), /metrics adds up every worker, and the workers "
                          "append to logging.file, which logrotate then rotates.")
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="A request line and headers larger "
+                                  "than this get 431 and the connection is closed before more is read.")
+    max_headers: int = Field(default=100, ge=8, le=10_000, description="More header fields get 431.")
+    max_json_depth: int = Field(default=64, ge=1, le=256, description="JSON bodies nesting deeper get 422 "
+                                "before any parser recurses into them.")
+    max_anonymous_streams: int = Field(default=100, ge=1, description="Concurrent /events/health streams per "
+                                       "API process; one more gets 503 with Retry-After.")
+    max_streams_per_user: int = Field(default=20, ge=1, description="Concurrent /sse/events streams of one "
+                                      "user per API process; one more gets 429 with Retry-After.")
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="FORWARDED_ALLOW_IPS: the proxies (addresses or networks, comma-separated) whose "
+                    "X-Forwarded-For and X-Forwarded-Proto the API believes. Empty (the default): nobody's, "
+                    "so a client cannot choose the address the rate limit and the audit log see.")
 
-    @field_validator("max_body_bytes", mode="before")
+    @field_validator("max_body_bytes", "max_header_bytes", mode="before")
     @classmethod
     def _size(cls, value: int | str) -> int:
         return parse_size(value)
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _address_list(cls, value: list[str] | str) -> list[str]:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiSettings:
@@ -532,6 +597,20 @@ class PrefectSettings(Section):
     server_host: str = "127.0.0.1"
     server_port: int = Field(default=4200, gt=0, lt=65536, description="PREFECT_SERVER_API_PORT.")
     worker_poll_seconds: float = Field(default=2, gt=0, le=60)
+    auth_string: SecretStr | None = Field(
+        default=None,
+        description="PREFECT_API_AUTH_STRING (or PREFECT_SERVER_API_AUTH_STRING): the `user:password` "
+                    "Prefect's API and UI ask for. Generated locally for the server `orch up` starts; "
+                    "required in production.",
+    )
+
+    @field_validator("auth_string")
+    @classmethod
+    def _strong_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        """The one credential between the network and every ORCH flow (restore included)."""
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
 
     def resolved_api_url(self) -> str:
         """The Prefect API every ORCH component talks to."""
@@ -580,8 +659,9 @@ class Settings(BaseSettings):
         security, notifications = self.security, self.notifications
         candidates = [security.jwt_secret, security.webhook_secret, security.mcp_token,
                       notifications.slack.webhook_url, notifications.email.password,
-                      notifications.webhook.url]
+                      notifications.webhook.url, self.prefect.auth_string]
         values = [c.get_secret_value() for c in candidates if c is not None]
+        values += [c.webhook_secret.get_secret_value() for c in self.dispatch.cores.values() if c.webhook_secret]
         if self.database.url and "@" in self.database.url:
             from urllib.parse import unquote, urlsplit
 

@@ -2,9 +2,13 @@
 (called by the dispatch flow inside a Prefect task).
 
 Built in: ``noop``, ``sleep``, ``shell`` (an argv list, never through a shell, allow-listed executables
-only), ``http`` (allow-listed hosts only), ``run-deployment`` (any Prefect deployment, waited for) and
+only), ``http`` (allow-listed hosts only), ``run-deployment`` (a Prefect deployment, waited for) and
 ``external`` (an outside core does the work and reports back through the API). More come from the
 entry-point group ``orch_next.actions``: each entry point names an :class:`ActionSpec`.
+
+An action whose effect needs more than ``task:create`` says so with ``needs`` (``run-deployment``: the
+permission of the flow it starts, from :mod:`orch.security.flow_access`); the task's owner must hold it
+when the task is dispatched and again when it runs.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from orch.config.schema import DispatchSettings
+from orch.security.flow_access import Requirement, to_start
 
 ENTRY_POINT_GROUP = "orch_next.actions"
 
@@ -43,14 +48,20 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _needs_nothing(params: Any) -> Requirement | None:
+    return None
+
+
 @dataclass(frozen=True)
 class ActionSpec:
-    """An action: its params model, a check against configuration, and how to run it (None: external)."""
+    """An action: its params model, a check against configuration, how to run it (None: external), and
+    what its owner must be allowed beyond ``task:create`` for the effect these params have (None: nothing)."""
 
     name: str
     params: type[BaseModel]
     run: Callable[[Any, ActionContext], Any] | None
     check: Callable[[Any, DispatchSettings], list[str]] = field(default=lambda params, dispatch: [])
+    needs: Callable[[Any], Requirement | None] = _needs_nothing
 
 
 class NoParams(Params):
@@ -78,6 +89,12 @@ class HttpParams(Params):
 class RunDeploymentParams(Params):
     name: str = Field(pattern=r"^[^/]+/[^/]+$", description="flow-name/deployment-name")
     parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+def _needs_to_start(params: RunDeploymentParams) -> Requirement:
+    """Starting a flow needs what the flow's own route needs (admin for restore, recovery, self-heal,
+    maintenance and for any deployment that is not ORCH's)."""
+    return to_start(params.name)
 
 
 class ExternalParams(BaseModel):
@@ -178,7 +195,7 @@ BUILTIN: dict[str, ActionSpec] = {spec.name: spec for spec in (
     ActionSpec("sleep", SleepParams, _run_sleep),
     ActionSpec("shell", ShellParams, _run_shell, _check_shell),
     ActionSpec("http", HttpParams, _run_http, _check_http),
-    ActionSpec("run-deployment", RunDeploymentParams, _run_deployment),
+    ActionSpec("run-deployment", RunDeploymentParams, _run_deployment, needs=_needs_to_start),
     ActionSpec("external", ExternalParams, None),
 )}
 _registry: dict[str, ActionSpec] | None = None

@@ -8,24 +8,18 @@ database and Prefect only ever sees what is actually running: its backlog cannot
 from __future__ import annotations
 
 import contextlib
-import os
 import queue as stdlib_queue
-import socket
 import threading
 import time
 from dataclasses import dataclass
-from uuid import uuid4
 
 from orch.config.schema import Settings
+from orch.dispatch.lease_owner import dispatcher_id
 from orch.dispatch.queue import TaskQueue
 from orch.logging_config import get_logger
 
 log = get_logger(__name__)
 STOP = threading.Event()  # set by the dispatcher service on SIGTERM: stop claiming, finish what runs
-
-
-def dispatcher_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
 
 
 @dataclass
@@ -50,6 +44,7 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
 
     queue = TaskQueue(settings)
     summary = DispatchSummary(dispatcher=dispatcher_id())
+    queue.release_dead_leases()  # a predecessor killed on this host: its tasks now, not after the lease
     started = time.monotonic()
     in_flight: dict[str, Attempt] = {}
     done: stdlib_queue.SimpleQueue[str] = stdlib_queue.SimpleQueue()

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from orch.audit import Caller, record_audit
 from orch.config.schema import Settings
+from orch.dispatch import lease_owner as owners
 from orch.dispatch.errors import InvalidTransition, QueueFull, TaskNotFound
 from orch.dispatch.locks import expire_locks, record_acquisition
 from orch.dispatch.ordering import Priority, sort_key
@@ -304,15 +305,36 @@ class TaskQueue:
         expired = session.scalars(select(Task).where(Task.status == "running", Task.lease_expires_at < now)
                                   .with_for_update(skip_locked=True)).all()
         for task in expired:
-            reason = "timeout" if task.action == "external" else "lease expired"
-            if task.attempts <= task.max_retries:
-                add_event(session, task, "task.retrying", {"attempt": task.attempts, "reason": reason,
-                                                           "dispatcher": task.lease_owner})
-                task.status, task.lease_owner, task.lease_expires_at = "queued", None, None
-                self._release_locks(session, task)
-            else:
-                final = "timed_out" if task.action == "external" else "failed"
-                self._end(session, task, final, now, error=f"{reason} after {task.attempts} attempt(s)")
+            self._lease_over(session, task, "timeout" if task.action == "external" else "lease expired", now)
+
+    def _lease_over(self, session: Session, task: Task, reason: str, now: datetime) -> None:
+        """The task's attempt is over without an answer: queued again while attempts remain, else ended."""
+        if task.attempts <= task.max_retries:
+            add_event(session, task, "task.retrying", {"attempt": task.attempts, "reason": reason,
+                                                       "dispatcher": task.lease_owner})
+            task.status, task.lease_owner, task.lease_expires_at = "queued", None, None
+            self._release_locks(session, task)
+        else:
+            final = "timed_out" if task.action == "external" else "failed"
+            self._end(session, task, final, now, error=f"{reason} after {task.attempts} attempt(s)")
+
+    def release_dead_leases(self) -> int:
+        """Hand back at once the tasks leased by dispatchers of this host that are provably gone
+        (:mod:`orch.dispatch.lease_owner`), instead of waiting out their leases. Returns how many."""
+        prefix = owners.host_prefix()
+        released = 0
+        with session_scope(self.database, write_lock=True) as session:
+            held = session.scalars(select(Task).where(Task.status == "running", Task.lease_owner.startswith(
+                prefix, autoescape=True)).with_for_update(skip_locked=True)).all()
+            now = utcnow()
+            for task in held:
+                reason = owners.gone(task.lease_owner or "")
+                if reason is not None:
+                    self._lease_over(session, task, reason, now)
+                    released += 1
+        if released:
+            log.warning("released %d task(s) leased by dispatchers of this host that are gone", released)
+        return released
 
     # ---- while running -------------------------------------------------------------------------
     def renew(self, lease_owner: str, task_ids: list[str]) -> set[str]:

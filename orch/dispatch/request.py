@@ -9,25 +9,42 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
 )
 
-from orch.config.schema import Settings
+from orch.config.schema import DatabaseSettings, Settings
 from orch.dispatch.actions import registry
 from orch.dispatch.errors import InvalidTask
 from orch.dispatch.ordering import Priority
+from orch.security.flow_access import Requirement, check, role_of_owner
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 LOCK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
 MAX_METADATA_BYTES = 8192
+
+
+def _not_bool_or_text(value: object) -> object:
+    """JSON Schema's integer is 3 or 3.0, never ``true`` or ``"3"``, which pydantic's lax int takes (and
+    its strict int refuses 3.0, which the schema allows)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be an integer, not a boolean or a string")
+    return value
+
+
+# An integer as request bodies' JSON has it. In an optional field, put the bounds inside the Annotated
+# (``Annotated[int, Field(le=9), NOT_BOOL_OR_TEXT] | None``): outside, pydantic documents them as "le".
+NOT_BOOL_OR_TEXT = BeforeValidator(_not_bool_or_text)
+JsonInt = Annotated[int, NOT_BOOL_OR_TEXT]
 
 
 class TaskMetadata(BaseModel):
@@ -36,7 +53,7 @@ class TaskMetadata(BaseModel):
     model_config = ConfigDict(extra="allow")
     source: str | None = Field(default=None, max_length=128)
     user_id: str | None = Field(default=None, max_length=128)
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=32)
 
     @field_validator("tags")
     @classmethod
@@ -53,13 +70,14 @@ class DispatchRequest(BaseModel):
     action: str = "external"
     params: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
-    timeout: int | None = Field(default=None, gt=0, le=7 * 86400, description="Seconds; default "
-                                "features.task_timeout_default.")
-    stay: bool = False
+    timeout: Annotated[int, Field(gt=0, le=7 * 86400), NOT_BOOL_OR_TEXT] | None = Field(
+        default=None, description="Seconds; default features.task_timeout_default.")
+    stay: StrictBool = False  # strict: `1`/`"yes"` is a mistake, not true (nor `true` a 1)
     metadata: TaskMetadata = Field(default_factory=TaskMetadata)
-    locks: list[str] = Field(default_factory=list, max_length=16)
+    locks: list[Annotated[str, Field(pattern=LOCK_NAME)]] = Field(default_factory=list, max_length=16,
+                                                                 json_schema_extra={"uniqueItems": True})
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
-    max_retries: int | None = Field(default=None, ge=0, le=20)
+    max_retries: Annotated[int, Field(ge=0, le=20), NOT_BOOL_OR_TEXT] | None = None
 
     @field_validator("priority", mode="before")
     @classmethod
@@ -93,6 +111,7 @@ class ValidTask:
     locks: list[str]
     idempotency_key: str | None
     max_retries: int
+    requirement: Requirement | None = None  # what the owner must be allowed beyond task:create
 
 
 def validate(body: dict[str, Any] | DispatchRequest, settings: Settings) -> ValidTask:
@@ -108,6 +127,7 @@ def validate(body: dict[str, Any] | DispatchRequest, settings: Settings) -> Vali
         errors.append(f"core_id: unknown core {request.core_id!r}; declared: {', '.join(sorted(dispatch.cores))}")
     spec = registry().get(request.action)
     params: dict[str, Any] = request.params
+    requirement: Requirement | None = None
     if spec is None:
         errors.append(f"action: unknown action {request.action!r}; known: {', '.join(sorted(registry()))}")
     else:
@@ -115,6 +135,7 @@ def validate(body: dict[str, Any] | DispatchRequest, settings: Settings) -> Vali
             parsed = spec.params.model_validate(request.params)
             errors.extend(spec.check(parsed, dispatch))
             params = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            requirement = spec.needs(parsed)
         except ValidationError as exc:
             errors.extend(f"params.{line}" if not line.startswith("params") else line for line in _lines(exc))
     if _json_size(request.params) > dispatch.max_params_bytes:
@@ -129,7 +150,28 @@ def validate(body: dict[str, Any] | DispatchRequest, settings: Settings) -> Vali
         core_id=request.core_id, action=request.action, params=params, priority=request.priority,
         timeout=request.timeout or settings.features.task_timeout_default, stay=request.stay,
         metadata=metadata, locks=request.locks, idempotency_key=request.idempotency_key,
-        max_retries=dispatch.default_max_retries if request.max_retries is None else request.max_retries)
+        max_retries=dispatch.default_max_retries if request.max_retries is None else request.max_retries,
+        requirement=requirement)
+
+
+def authorize(task: ValidTask, owner: str, role: str | None) -> None:
+    """When dispatched: raise :class:`~orch.security.flow_access.NotPermitted` unless ``owner`` (with
+    ``role``) may cause the task's effect; ``task:create`` itself is the caller's business (the route's)."""
+    if task.requirement is not None:
+        check(owner, role, task.requirement)
+
+
+def authorize_run(database: DatabaseSettings, task_id: str, requirement: Requirement) -> None:
+    """When it runs: the same check against the role the task's owner holds *now*, read from the
+    database, so an owner demoted or disabled since dispatch does not start what only the old role could."""
+    from sqlalchemy import select
+
+    from orch.storage.engine import session_scope
+    from orch.storage.models import Task
+
+    with session_scope(database) as session:
+        owner = session.scalar(select(Task.owner).where(Task.task_id == task_id)) or "unknown"
+    check(owner, role_of_owner(database, owner), requirement)
 
 
 def _json_size(value: Any) -> int:

@@ -7,6 +7,12 @@ returns the :class:`Notice` list of what must be said or healed, so the flow dec
 Flapping: every flip of the underlying condition (bad/good) is remembered for ``flap_window``; with
 ``flap_threshold`` flips in the window the alert is held as ``flapping``: one notice, no healing and no
 further paging until the condition stays put long enough for the count to fall.
+
+Heals: an alert's life includes its heals. A heal notice marks the alert ``requested``; the self-heal run
+records what it came to (:func:`record_heal`). While the alert stays firing, it asks for healing again
+when a sample taken after a heal that ended healthy is bad again (the target died again before any sweep
+saw it well), or when a heal that was skipped (a silence, a maintenance window, maintenance mode) can now
+act. A heal that failed or met the circuit breaker is not asked again: a human was paged.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from orch.config.schema import Settings
 from orch.monitoring import silences
@@ -26,6 +33,7 @@ from orch.storage.types import utcnow
 
 STATES = ("pending", "firing", "flapping", "resolved", "inactive")
 ACTIVE_STATES = ("pending", "firing", "flapping")
+HEAL_AGAIN_AFTER = ("healed", "skipped")  # the heal outcomes after which a still-firing alert heals again
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,8 @@ def alert_view(row: Alert) -> dict[str, Any]:
     return {"id": row.id, "alert_name": row.alert_name, "target": row.target, "state": row.state,
             "severity": row.severity, "summary": row.summary, "value": row.value, "threshold": row.threshold,
             "pending_since": _iso(row.pending_since), "fired_at": _iso(row.fired_at),
-            "resolved_at": _iso(row.resolved_at), "last_notified_at": _iso(row.last_notified_at)}
+            "resolved_at": _iso(row.resolved_at), "last_notified_at": _iso(row.last_notified_at),
+            "heal_state": row.heal_state, "heal_at": _iso(row.heal_at), "heals": row.heals or 0}
 
 
 def _flips(row: Alert, active: bool, now: datetime, window: int) -> int:
@@ -91,12 +100,14 @@ def apply(settings: Settings, observations: list[Observation], now: datetime | N
                     row.pending_since = obs.since or now
                 if after == "firing":
                     row.fired_at, row.last_notified_at = now, None
+                    row.heal_state, row.heal_at, row.heals = None, None, 0  # a new firing: its own heals
                 if after in ("resolved", "inactive"):
                     row.resolved_at = now
                 session.add(AlertEvent(timestamp=now, alert_name=row.alert_name, target=row.target, state=after,
                                        severity=row.severity, summary=row.summary, value=row.value,
                                        threshold=row.threshold))
-            notice = _notice(row, before, after, obs, now, alerting.repeat_interval)
+            notice = _notice(row, before, after, obs, now, alerting.repeat_interval) or \
+                _heal_again(settings, row, before, after, obs)
             if notice is None:
                 continue
             silenced = silences.suppressing(quiet, row.target, row.alert_name)
@@ -104,6 +115,8 @@ def apply(settings: Settings, observations: list[Observation], now: datetime | N
                 continue  # said (and healed) when the silence ends, if it still fires
             if notice.kind in ("firing", "reminder", "flapping"):
                 row.last_notified_at = now
+            if notice.heal:
+                row.heal_state, row.heal_at, row.heals = "requested", now, (row.heals or 0) + 1
             notices.append(Notice(notice.kind, alert_view(row), notice.heal))
     return notices
 
@@ -130,6 +143,48 @@ def _notice(row: Alert, before: str, after: str, obs: Observation, now: datetime
     if after == "resolved" and before in ("firing", "flapping"):
         return Notice("resolved", {}) if before == "flapping" or row.last_notified_at else None
     return None
+
+
+def _heal_again(settings: Settings, row: Alert, before: str, after: str, obs: Observation) -> Notice | None:
+    """A firing alert whose last heal ended healthy, or was skipped, and which is still bad: heal again.
+
+    After ``healed`` only a sample taken after the heal ended counts (the sweep stamps samples with its
+    start, before any check ran), so a sweep that measured before the heal finished cannot trigger a
+    second heal of a target that is well. After ``skipped`` the switches must allow healing now, or each
+    sweep would start a run that only says healing is off.
+    """
+    if not (obs.heal and before == after == "firing" and row.heal_state in HEAL_AGAIN_AFTER):
+        return None
+    if row.heal_state == "healed":
+        if obs.latest_at is None or row.heal_at is None or obs.latest_at <= row.heal_at:
+            return None
+    elif healing_stopped_by(settings):
+        return None
+    return Notice("firing", {}, heal=True)
+
+
+def healing_stopped_by(settings: Settings) -> str | None:
+    """Which switch stops healing now, or None when it may act (silences are checked separately)."""
+    if not settings.features.enable_self_healing or not settings.monitoring.self_healing.enabled:
+        return "self-healing is turned off (features.enable_self_healing / monitoring.self_healing.enabled)"
+    if settings.features.maintenance_mode:
+        return "MAINTENANCE_MODE is on: self-healing is paused"
+    return None
+
+
+def record_heal(session: Session, target: str, alert_name: str, outcome: str, at: datetime) -> None:
+    """What a heal run came to, on the alert it was for (in the run's own transaction)."""
+    row = session.scalar(select(Alert).where(Alert.alert_name == alert_name, Alert.target == target)
+                         .with_for_update())
+    if row is not None:
+        row.heal_state, row.heal_at = outcome, at
+
+
+def heals_of(settings: Settings, target: str, alert_name: str) -> int:
+    """How many heals the alert's current firing has asked for (1 for the first)."""
+    with session_scope(settings.database) as session:
+        return int(session.scalar(select(Alert.heals).where(Alert.alert_name == alert_name,
+                                                           Alert.target == target)) or 0)
 
 
 def list_alerts(settings: Settings, *, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from orch.audit import record_audit
 from orch.config.schema import Settings
-from orch.monitoring import silences
+from orch.monitoring import alerts, silences
 from orch.storage.engine import session_scope
 from orch.storage.models import HealRun
 from orch.storage.types import utcnow
@@ -35,11 +35,9 @@ class Gate:
 
 def gate(settings: Settings, target: str, alert_name: str) -> Gate:
     """Switches, maintenance mode, silences and windows, then the circuit breaker, in that order."""
-    if not settings.features.enable_self_healing or not settings.monitoring.self_healing.enabled:
-        return Gate(False, "skipped", "self-healing is turned off (features.enable_self_healing / "
-                    "monitoring.self_healing.enabled)")
-    if settings.features.maintenance_mode:
-        return Gate(False, "skipped", "MAINTENANCE_MODE is on: self-healing is paused")
+    stopped = alerts.healing_stopped_by(settings)
+    if stopped:
+        return Gate(False, "skipped", stopped)
     quiet = silences.suppressing(silences.active(settings), target, alert_name)
     if quiet is not None:
         return Gate(False, "skipped", f"{quiet.kind} {quiet.id} covers {target} until {quiet.ends_at.isoformat()}")
@@ -67,6 +65,8 @@ def start_run(settings: Settings, target: str, alert_name: str, flow_run_id: str
                       finished_at=None if outcome == "running" else utcnow())
         session.add(run)
         session.flush()
+        if run.finished_at is not None:  # decided without acting: the alert learns it now
+            alerts.record_heal(session, target, alert_name, outcome, run.finished_at)
         record_audit(session, actor=ACTOR, action="heal.start" if outcome == "running" else f"heal.{outcome}",
                      resource="target", resource_id=target, success=outcome in ("running", "dry_run"),
                      details={"heal_run": run.id, "alert_name": alert_name, "flow_run_id": flow_run_id,
@@ -91,6 +91,7 @@ def finish_run(settings: Settings, run_id: int, outcome: str) -> dict[str, Any]:
         if run is None:
             raise LookupError(f"heal run {run_id} not found")
         run.outcome, run.finished_at = outcome, utcnow()
+        alerts.record_heal(session, run.target, run.alert_name, outcome, run.finished_at)
         record_audit(session, actor=ACTOR, action="heal.finish", resource="target", resource_id=run.target,
                      success=outcome == "healed", details={"heal_run": run_id, "outcome": outcome})
         return run_view(run)

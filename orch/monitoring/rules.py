@@ -28,6 +28,7 @@ class Observation:
     threshold: float | None
     since: datetime | None = None  # when the crossing began
     heal: bool = False  # a firing target alert triggers self-healing
+    latest_at: datetime | None = None  # when the newest sample judged was taken (is it newer than a heal?)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ def threshold_rules(settings: Settings, targets: list[str]) -> list[ThresholdRul
         ThresholdRule("database_down", "database_up", 1, False, "critical", "", 0),
         ThresholdRule("prefect_down", "prefect_up", 1, False, "critical", "", wait),
         ThresholdRule("prefect_stalled", "prefect_lag_seconds", stall, True, "critical", " s", 0),
+        # Found and crashed in the same sweep (orch/monitoring/zombies.py): a warning that it happened.
+        ThresholdRule("prefect_zombie_runs", "prefect_zombie_runs", thresholds.prefect_zombie_runs, True, "warning",
+                      "", 0),
         ThresholdRule("target_down", "target_up", 1, False, "critical", "", alerting.target_for_seconds,
                       tuple(targets), heal=True),
     ]
@@ -77,18 +81,19 @@ def evaluate_threshold(settings: Settings, rule: ThresholdRule, subject: str, no
             bad_since = stamp
         else:
             break
-    value = points[-1][1]
+    latest_at, value = points[-1]
     target = subject if subject != HOST else "host"
     comparison = ">" if rule.above else "<"
     if bad_since is None:
         return Observation(rule.alert_name, target, "ok", rule.severity,
-                           f"{rule.metric} {value:g}{rule.unit} on {target}", value, rule.threshold, heal=rule.heal)
+                           f"{rule.metric} {value:g}{rule.unit} on {target}", value, rule.threshold, heal=rule.heal,
+                           latest_at=latest_at)
     lasted = (now - bad_since).total_seconds()
     state = "firing" if lasted >= rule.for_seconds else "pending"
     summary = (f"{rule.metric} {value:g}{rule.unit} {comparison} {rule.threshold:g}{rule.unit} on {target} "
                f"for {lasted:.0f} s")
     return Observation(rule.alert_name, target, state, rule.severity, summary, value, rule.threshold, bad_since,
-                       rule.heal)
+                       rule.heal, latest_at)
 
 
 def ewma(values: list[float], alpha: float) -> tuple[float, float]:

@@ -176,6 +176,7 @@ def collect_prefect(settings: Settings) -> list[Sample]:
     A server that answers ``/ready`` while no run starts is not healthy; the lag says so.
     """
     from orch.monitoring.targets import probe_client
+    from orch.prefect_api import prefect_headers
 
     api_url = settings.prefect.resolved_api_url().rstrip("/")
     client = probe_client()
@@ -193,7 +194,7 @@ def collect_prefect(settings: Settings) -> list[Sample]:
                           "expected_start_time": {"before_": now.isoformat()}},
             "sort": "EXPECTED_START_TIME_ASC", "limit": 1}
     try:
-        response = client.post(f"{api_url}/flow_runs/filter", json=body)
+        response = client.post(f"{api_url}/flow_runs/filter", json=body, headers=prefect_headers(settings.prefect))
         response.raise_for_status()
         runs = response.json()
     except Exception:  # noqa: BLE001

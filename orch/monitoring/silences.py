@@ -66,9 +66,13 @@ def create(settings: Settings, *, kind: str, target: str, duration: timedelta, a
 
 
 def end(settings: Settings, silence_id: int, actor: str, caller: Caller | None = None) -> dict[str, Any]:
-    """End a silence or window now."""
-    with session_scope(settings.database) as session:
-        row = session.get(Silence, silence_id)
+    """End a silence or window now.
+
+    A read then a write: it takes the writers' turn (SQLite's IMMEDIATE, the row lock on PostgreSQL), or
+    beside concurrent dispatches SQLite refused the late upgrade to a write with "database is locked",
+    and two operators ending the same silence could both audit it."""
+    with session_scope(settings.database, write_lock=True) as session:
+        row = session.get(Silence, silence_id, with_for_update=True)
         if row is None:
             raise SilenceNotFound(f"no silence or maintenance window with id {silence_id}")
         if row.ended_at is None:

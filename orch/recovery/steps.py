@@ -113,7 +113,7 @@ def health(settings: Settings) -> dict[str, Any]:
     from orch.storage.health import check_database
 
     db = check_database(settings.database)
-    prefect = prefect_readiness(settings.prefect.resolved_api_url(), timeout=5)
+    prefect = prefect_readiness(settings.prefect, timeout=5)
     try:
         with http_client(timeout=5) as client:
             api = client.get(f"http://{settings.api.host}:{settings.api.port}/health").json().get("status", "?")

@@ -1,7 +1,12 @@
 """JWT access tokens: HS256 only, signed with ``security.jwt_secret``, short-lived.
 
 Decoding names exactly one algorithm, so ``alg: none`` and algorithm-confusion tokens are refused by
-PyJWT before the signature is even considered; ``exp``, ``iat``, ``nbf`` and ``sub`` are required.
+PyJWT before the signature is even considered; ``exp``, ``iat``, ``nbf``, ``sub`` and ``ver`` are required.
+
+``ver`` is the user's ``token_version`` when the token was issued; the API compares it with the stored
+one on every identity check, so a change of password, role or state revokes the tokens issued before it.
+A token without it (issued before the claim existed) is refused: it lives at most ``jwt_expiry``, and
+logging in again is the whole cost, where accepting it would keep a token alive that a change meant to end.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class TokenClaims:
     username: str
     role: str
     expires_at: int
+    version: int
 
 
 def _secret(security: SecuritySettings) -> str:
@@ -35,11 +41,12 @@ def _secret(security: SecuritySettings) -> str:
     return security.jwt_secret.get_secret_value()
 
 
-def issue_token(security: SecuritySettings, username: str, role: str) -> tuple[str, int]:
-    """A signed token for ``username``; returns it with its lifetime in seconds."""
+def issue_token(security: SecuritySettings, username: str, role: str, version: int) -> tuple[str, int]:
+    """A signed token for ``username`` at ``token_version`` ``version``; returns it with its lifetime in
+    seconds."""
     now = int(time.time())
-    claims = {"sub": username, "role": role, "iat": now, "nbf": now, "exp": now + security.jwt_expiry,
-              "iss": ISSUER, "jti": uuid.uuid4().hex}
+    claims = {"sub": username, "role": role, "ver": version, "iat": now, "nbf": now,
+              "exp": now + security.jwt_expiry, "iss": ISSUER, "jti": uuid.uuid4().hex}
     return jwt.encode(claims, _secret(security), algorithm=ALGORITHM), security.jwt_expiry
 
 
@@ -47,7 +54,7 @@ def decode_token(security: SecuritySettings, token: str) -> TokenClaims:
     """Verify signature, algorithm, issuer and time claims; raise :class:`TokenError` otherwise."""
     try:
         claims = jwt.decode(token, _secret(security), algorithms=[ALGORITHM], issuer=ISSUER,
-                            options={"require": ["exp", "iat", "nbf", "sub", "iss"]}, leeway=5)
+                            options={"require": ["exp", "iat", "nbf", "sub", "iss", "ver"]}, leeway=5)
     except jwt.ExpiredSignatureError:
         raise TokenError("token expired") from None
     except jwt.ImmatureSignatureError:
@@ -60,7 +67,7 @@ def decode_token(security: SecuritySettings, token: str) -> TokenClaims:
         raise TokenError(f"token lacks the {exc.claim!r} claim") from None
     except jwt.PyJWTError:
         raise TokenError("token malformed") from None
-    subject, role = claims.get("sub"), claims.get("role")
-    if not isinstance(subject, str) or not isinstance(role, str):
+    subject, role, version = claims.get("sub"), claims.get("role"), claims.get("ver")
+    if not isinstance(subject, str) or not isinstance(role, str) or type(version) is not int:
         raise TokenError("token malformed")
-    return TokenClaims(username=subject, role=role, expires_at=int(claims["exp"]))
+    return TokenClaims(username=subject, role=role, expires_at=int(claims["exp"]), version=version)

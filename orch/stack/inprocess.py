@@ -26,7 +26,9 @@ variables are not applied) and its working directory. Only ORCH's own flows (mod
 checkout) run here; anything else is refused with the reason, and belongs on ``orch-process``.
 A running in-process run cannot be killed from the UI (there is no process to kill): it ends on its
 own. On SIGTERM the worker stops taking runs, gives running ones :data:`STOP_GRACE_SECONDS`, and
-reports what is still running as Crashed, so no run is left Running forever.
+reports what is still running as Crashed, so no run is left Running forever. A SIGKILL reports
+nothing: each run carries the label ``orch.executor`` naming this process, and the monitoring sweep
+crashes the runs of a process that is gone (orch/monitoring/zombies.py).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import anyio.abc
 from prefect.exceptions import InfrastructureNotAvailable
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
+from orch.dispatch.lease_owner import EXECUTOR_LABEL, dispatcher_id
 from orch.logging_config import get_logger
 
 if TYPE_CHECKING:
@@ -153,6 +156,7 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
         """Execute the run in a thread through Prefect's flow engine; return when it has finished."""
         deployment = await self.client.read_deployment(flow_run.deployment_id)
         flow = resolve_flow(deployment.entrypoint or "")
+        await self._label_executor(flow_run)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[int] = loop.create_future()
         thread = threading.Thread(target=self._execute, args=(flow, flow_run, loop, done),
@@ -166,6 +170,16 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
         finally:
             self._running.pop(flow_run.id, None)
         return InProcessResult(identifier=self._identifier, status_code=status)
+
+    async def _label_executor(self, flow_run: FlowRun) -> None:
+        """Label the run with this process (``host:pid:nonce:boot``): Prefect's ``infrastructure_pid`` says
+        only ``orch-inprocess:<host>``, and a run left Running by a SIGKILLed worker can then be proved
+        dead and crashed by the monitoring sweep (orch/monitoring/zombies.py). Without the label the run
+        still executes; only that evidence is missing (heartbeats remain)."""
+        try:
+            await self.client.update_flow_run_labels(flow_run.id, {EXECUTOR_LABEL: dispatcher_id()})
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("in-process worker: could not label run %s with its executor: %s", flow_run.name, exc)
 
     @staticmethod
     def _execute(flow: Flow[..., Any], flow_run: FlowRun, loop: asyncio.AbstractEventLoop,

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orch.config.loader import CONFIG_PATH_ENV, HOME_ENV, project_home, read_environ
-from orch.config.schema import Settings
+from orch.config.local_secrets import PREFECT_AUTH_KEY, SECRETS_FILE
+from orch.config.schema import PrefectSettings, Settings
 from orch.errors import OrchError
 from orch.stack.pools import INPROCESS_POOL, PROCESS_POOL
 from orch.stack.preflight import ensure_port_free, ensure_writable_dir
@@ -72,7 +73,14 @@ def child_environment(settings: Settings, config_path: str | None) -> dict[str, 
     if config_path:
         env[CONFIG_PATH_ENV] = str(Path(config_path).resolve())
     env["PREFECT_API_URL"] = settings.prefect.resolved_api_url()
+    if settings.prefect.auth_string is not None:
+        # The server child checks the SERVER variable, every client (worker, flows, `prefect deploy`)
+        # sends the other; both from the settings, so a string given to `orch up` reaches every child.
+        auth = settings.prefect.auth_string.get_secret_value()
+        env["PREFECT_SERVER_API_AUTH_STRING"] = auth
+        env["PREFECT_API_AUTH_STRING"] = auth
     env.setdefault("PREFECT_WORKER_QUERY_SECONDS", str(settings.prefect.worker_poll_seconds))
+    env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")  # Prefect's minimum: a zombie run shows in 90 s
     for key, value in PREFECT_TUNING.items():
         env.setdefault(key, value)
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -129,14 +137,14 @@ def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], 
         for name in ("prefect-server", "api", "deployments"):
             if name in plan:
                 supervisor.start(plan[name])
-        _wait(lambda: _prefect_ready(urls.prefect_api), supervisor, stop, "Prefect server", started)
+        _wait(lambda: _prefect_ready(settings.prefect), supervisor, stop, "Prefect server", started)
         supervisor.start(plan["worker"])
-        _wait(lambda: _all_up(urls, pool, supervisor), supervisor, stop, "the stack", started)
+        _wait(lambda: _all_up(urls, settings.prefect, pool, supervisor), supervisor, stop, "the stack", started)
         if stop.is_set():
             return 0
         say(f"ORCH-Next is up in {time.monotonic() - started:.1f} s")
         if urls.prefect_ui:
-            say(f"  Prefect UI:   {urls.prefect_ui}")
+            say(f"  Prefect UI:   {urls.prefect_ui}   (login: {_auth_source(settings)})")
         say(f"  Prefect API:  {urls.prefect_api}")
         say(f"  ORCH API:     {urls.orch_api}   (docs: {urls.docs})")
         say(f"  Deployments:  {', '.join(deployment_names())} (work pools {pool}, {INPROCESS_POOL})")
@@ -173,13 +181,19 @@ def _install_signal_handlers() -> threading.Event:
     return stop
 
 
-def _prefect_ready(api_url: str) -> bool:
+def _auth_source(settings: Settings) -> str:
+    """Where the operator finds the string the Prefect UI asks for (never the string itself)."""
+    return (f'PREFECT_API_AUTH_STRING if you set it, else "{PREFECT_AUTH_KEY}" in '
+            f"{Path(settings.data_dir) / SECRETS_FILE}")
+
+
+def _prefect_ready(prefect: PrefectSettings) -> bool:
     from orch.prefect_api import prefect_readiness
 
-    return prefect_readiness(api_url, timeout=2).ready
+    return prefect_readiness(prefect, timeout=2).ready
 
 
-def _all_up(urls: StackUrls, pool: str, supervisor: Supervisor) -> bool:
+def _all_up(urls: StackUrls, prefect: PrefectSettings, pool: str, supervisor: Supervisor) -> bool:
     from orch.http import http_client
     from orch.prefect_api import online_workers
 
@@ -192,7 +206,7 @@ def _all_up(urls: StackUrls, pool: str, supervisor: Supervisor) -> bool:
                 return False
     except Exception:  # noqa: BLE001 - not up yet, whatever the reason
         return False
-    return online_workers(urls.prefect_api, pool) > 0 and online_workers(urls.prefect_api, INPROCESS_POOL) > 0
+    return online_workers(prefect, pool) > 0 and online_workers(prefect, INPROCESS_POOL) > 0
 
 
 def _wait(ready: Callable[[], bool], supervisor: Supervisor, stop: threading.Event, what: str,

@@ -140,9 +140,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Raised by every change of password, role or state; a token carries the value it was issued at
+    # and is refused once they differ, so credentials that change take their old tokens with them.
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -165,6 +165,25 @@ class AuditRecord(Base):
     user_agent: Mapped[str | None] = mapped_column(String(255))
     success: Mapped[bool] = mapped_column(Boolean, default=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class LoginThrottle(Base):
+    """Failed logins for one user from one client address (``address`` ``*``: from all of them).
+
+    Keyed by the name as typed, whether or not such a user exists, so throttling reveals no names. An
+    address waits until ``blocked_until`` before its next attempt is even checked; ``last_success_at``
+    marks an address that has logged in as the user, which the user-wide slow-down spares.
+    """
+
+    __tablename__ = "login_throttles"
+    __table_args__ = (Index("ix_login_throttles_last_failed", "last_failed_at"),)
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class WebhookDelivery(Base):
@@ -220,6 +239,12 @@ class Alert(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     transitions: Mapped[list[str]] = mapped_column(JSON, default=list)  # ISO times of fire/resolve changes
+    # The alert's life includes its heals: what the last heal request came to (requested, healed, failed,
+    # skipped, circuit_open, dry_run), when, and how many heals this firing has asked for. A target that
+    # is down again after a heal ended healthy is healed again; see orch.monitoring.alerts.
+    heal_state: Mapped[str | None] = mapped_column(String(16))
+    heal_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

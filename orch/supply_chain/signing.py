@@ -7,8 +7,11 @@ RSA-PSS check itself passes; they only turn "invalid" into "the SBOM changed" or
 
 Embedded: CycloneDX's ``signature`` property (JSON Signature Format, algorithm ``PS256``, the public key
 as a JWK). JSF signs the canonical form of the document with the signature object present but without
-its ``value``; the canonical form here is RFC 8785 (JCS) for documents without floating-point numbers,
-which an SBOM does not have (sorted keys, no whitespace, UTF-8).
+its ``value``, and JSF defines that form as RFC 8785 (JCS), made here by the ``rfc8785`` package (numbers
+as ECMAScript prints them, keys in UTF-16 order). The form is not recorded in the signature object:
+JSF fixes it, and CycloneDX's JSF schema allows no other property there. Older ORCH versions signed
+``json.dumps(sort_keys=True)`` output instead, which differs from JCS for floats and some keys; such
+signatures still verify, with a warning to re-sign (:data:`LEGACY_WARNING`).
 
 Keys: ``private_key.pem`` (PKCS#8, mode 0600, refused when group- or world-readable) and
 ``public_key.pem`` in a keys directory, or a PEM private key from a Prefect Secret block in production.
@@ -35,6 +38,9 @@ PRIVATE_KEY = "private_key.pem"  # pragma: allowlist secret - a file name
 PUBLIC_KEY = "public_key.pem"
 ALGORITHM = "RSA-PSS-SHA256"
 JSF_ALGORITHM = "PS256"
+CANONICAL_FORM = "RFC 8785"
+LEGACY_FORM = "legacy json.dumps(sort_keys=True)"
+LEGACY_WARNING = "signed with the legacy canonical form; re-sign with `orch sbom sign --embed`"
 KEY_BITS = 3072
 
 
@@ -195,21 +201,36 @@ def _jwk(key: RSAPublicKey) -> dict[str, str]:
 
 
 def canonical(document: dict[str, Any]) -> bytes:
-    """JCS (RFC 8785) for documents without floats: sorted keys, no whitespace, UTF-8."""
+    """JSF's canonical form: RFC 8785 (JCS). Raises ``rfc8785.CanonicalizationError`` (a ValueError) for
+    what JCS cannot represent: NaN, infinities, integers beyond 2**53."""
+    import rfc8785
+
+    return rfc8785.dumps(document)
+
+
+def _legacy_canonical(document: dict[str, Any]) -> bytes:
+    """What embedded signatures made before RFC 8785 signed; only verified, never signed any more."""
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def sign_embedded(sbom: Path, out: Path, key: RSAPrivateKey) -> dict[str, Any]:
-    """Write a copy of the BOM carrying a JSF ``PS256`` signature to ``out``."""
+    """Write a copy of the BOM carrying a JSF ``PS256`` signature over its RFC 8785 form to ``out``."""
     document = _load_json(sbom)
     document.pop("signature", None)
     document["signature"] = {"algorithm": JSF_ALGORITHM, "publicKey": _jwk(key.public_key())}
-    document["signature"]["value"] = _b64url(_sign(key, canonical(document)))
+    try:
+        signed = canonical(document)
+    except ValueError as exc:
+        raise SupplyChainError(f"{sbom} cannot be signed: RFC 8785 cannot represent it ({exc})") from None
+    document["signature"]["value"] = _b64url(_sign(key, signed))
     write_atomic(out, (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
-    return {"sbom": str(out), "algorithm": JSF_ALGORITHM, "key_fingerprint": fingerprint(key.public_key())}
+    return {"sbom": str(out), "algorithm": JSF_ALGORITHM, "canonicalization": CANONICAL_FORM,
+            "key_fingerprint": fingerprint(key.public_key())}
 
 
 def verify_embedded(sbom: Path, key: RSAPublicKey) -> dict[str, Any]:
+    """Verify the JSF signature over the RFC 8785 form; a signature over the legacy form still verifies,
+    and the result then says so (``canonicalization``, ``warning``) so the BOM gets re-signed."""
     document = _load_json(sbom)
     signature = document.get("signature")
     if signature is None:
@@ -227,9 +248,16 @@ def verify_embedded(sbom: Path, key: RSAPublicKey) -> dict[str, Any]:
     if len(value) != key.key_size // 8:
         raise VerificationFailed("malformed signature", f"{len(value)} signature bytes, expected "
                                  f"{key.key_size // 8}")
-    if not _check(key, value, canonical(unsigned)):
-        raise VerificationFailed("SBOM changed", f"{sbom} does not match its embedded signature")
-    return {"sbom": str(sbom), "algorithm": JSF_ALGORITHM, "key_fingerprint": fingerprint(key), "verified": True}
+    facts = {"sbom": str(sbom), "algorithm": JSF_ALGORITHM, "key_fingerprint": fingerprint(key), "verified": True}
+    try:
+        current = canonical(unsigned)
+    except ValueError:  # not representable in JCS, so not signed by this version: only the legacy form can match
+        current = None
+    if current is not None and _check(key, value, current):
+        return {**facts, "canonicalization": CANONICAL_FORM}
+    if _check(key, value, _legacy_canonical(unsigned)):
+        return {**facts, "canonicalization": LEGACY_FORM, "warning": LEGACY_WARNING}
+    raise VerificationFailed("SBOM changed", f"{sbom} does not match its embedded signature")
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -1,16 +1,20 @@
-"""``POST /auth/token``: the OAuth2 password form in, a JWT out. Every attempt is audited."""
+"""``POST /auth/token``: the OAuth2 password form in, a JWT out. Every checked attempt is audited.
+
+Every answer carries ``Cache-Control: no-store`` and ``Pragma: no-cache`` (RFC 6749 5.1): a token in a
+shared or browser cache would outlive the login that made it.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException
+from fastapi import APIRouter, Depends, Form, HTTPException, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from orch.api.deps import CallerDep, SettingsDep, limit_by_address
 from orch.api.schemas import errors
-from orch.security.login import LoginFailed, authenticate
+from orch.security.login import LoginFailed, LoginThrottled, authenticate
 from orch.security.tokens import issue_token
 
 router = APIRouter(tags=["auth"])
@@ -23,19 +27,28 @@ class TokenOut(BaseModel):
     role: str
 
 
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
 @router.post("/auth/token", response_model=TokenOut, responses=errors(),
              dependencies=[Depends(limit_by_address)])
-async def login(settings: SettingsDep, caller: CallerDep,
+async def login(settings: SettingsDep, caller: CallerDep, response: Response,
                 username: Annotated[str, Form(min_length=1, max_length=64)],
                 password: Annotated[str, Form(min_length=1, max_length=1024)]) -> TokenOut:
     """Exchange a username and password for a bearer token valid ``security.jwt_expiry`` seconds.
 
-    After ``security.lockout.max_failures`` failures within the window the account is locked for
-    ``lockout_seconds``; the answer to every failure is the same, so it does not reveal which names exist.
+    After ``security.lockout.max_failures`` failures for one user from one address, that address waits
+    (429 with ``Retry-After``, the password not even checked), longer after each further failure; other
+    addresses are not affected. Every failed check answers the same words, whether the name exists or not.
     """
+    response.headers.update(NO_STORE)
     try:
         user = await run_in_threadpool(authenticate, settings, username, password, caller)
+    except LoginThrottled as exc:
+        raise HTTPException(status_code=429, detail=str(exc),
+                            headers={"Retry-After": str(exc.retry_after), **NO_STORE}) from None
     except LoginFailed as exc:
-        raise HTTPException(status_code=401, detail=str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
-    token, lifetime = issue_token(settings.security, user.username, user.role)
+        raise HTTPException(status_code=401, detail=str(exc),
+                            headers={"WWW-Authenticate": "Bearer", **NO_STORE}) from None
+    token, lifetime = issue_token(settings.security, user.username, user.role, user.token_version)
     return TokenOut(access_token=token, expires_in=lifetime, role=user.role)

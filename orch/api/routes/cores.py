@@ -16,14 +16,14 @@ from orch.api.routes.tasks import visible_task
 from orch.api.schemas import TaskEventOut, TaskOut, errors
 from orch.config.schema import Settings
 from orch.dispatch.queue import TaskQueue
-from orch.dispatch.request import IDENTIFIER
+from orch.dispatch.request import IDENTIFIER, NOT_BOOL_OR_TEXT, JsonInt
 from orch.security.rbac import Permission
 
 router = APIRouter(tags=["cores"])
 
 
 class ClaimRequest(BaseModel):
-    limit: int = Field(default=1, ge=1, le=50)
+    limit: JsonInt = Field(default=1, ge=1, le=50)
 
 
 class ClaimedTask(BaseModel):
@@ -42,7 +42,8 @@ class ClaimResponse(BaseModel):
 class StatusReport(BaseModel):
     status: Literal["running", "completed", "failed"] = Field(
         description="running: still working (renews the lease); completed/failed: the attempt ended")
-    attempt: int | None = Field(default=None, ge=1, description="The attempt reported on; a report for an "
+    attempt: Annotated[int, Field(ge=1), NOT_BOOL_OR_TEXT] | None = Field(
+        default=None, description="The attempt reported on; a report for an "
                                 "attempt that is over is refused (409)")
     result: Any = None
     error: str | None = Field(default=None, max_length=10_000)

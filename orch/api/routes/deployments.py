@@ -2,11 +2,13 @@
 
 Talks to Prefect's REST API with the project's HTTP client instead of importing Prefect, which would
 double the API's memory for one route. Only the deployments in this project's ``prefect.yaml`` can be
-started here; Prefect's own API and UI remain the place for anything else.
+started here; Prefect's own API and UI remain the place for anything else. What starting each flow needs
+is :mod:`orch.security.flow_access`'s table, the same one the ``run-deployment`` action obeys.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -18,14 +20,14 @@ from orch.api.deps import CallerDep, Principal, SettingsDep, require
 from orch.api.schemas import errors
 from orch.audit import Caller, record_audit
 from orch.config.schema import Settings
-from orch.http import http_client
+from orch.errors import OrchError
+from orch.prefect_api import prefect_http_client
+from orch.security.flow_access import NotPermitted, check, record_refusal, to_start
 from orch.security.rbac import Permission
 from orch.storage.engine import session_scope
 
 router = APIRouter(tags=["deployments"])
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
-# Flows that change or restore the system itself: admins only.
-ADMIN_FLOWS = frozenset({"restore", "emergency-recovery", "service-recovery", "self-heal", "db-maintenance"})
 
 
 class RunRequest(BaseModel):
@@ -42,15 +44,51 @@ class RunStarted(BaseModel):
 
 @lru_cache(maxsize=1)
 def _orch_deployments() -> frozenset[str]:
+    # Known layering debt: orch/ should not import deployments/ (the names should be passed in).
     from deployments.apply import deployment_names
 
     return frozenset(deployment_names())
 
 
+def _log_paths(settings: Settings, value: Any) -> None:
+    from orch.analysis.logs import confine_to_log_directories
+
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):  # else: the schema check's
+        confine_to_log_directories(settings, value)
+
+
+def _backup(settings: Settings, value: Any) -> None:
+    from orch.backup.restore import backup_path
+
+    if isinstance(value, str) and value != "latest":
+        backup_path(settings, value)
+
+
+# Flow parameters that name files, and the orch-layer check the flow itself applies to each when it runs.
+FILE_PARAMETERS: dict[str, dict[str, Callable[[Settings, Any], None]]] = {
+    "ops-report": {"log_paths": _log_paths, "audit_paths": _log_paths},
+    "restore": {"backup": _backup},
+}
+
+
+def _refuse_early(settings: Settings, flow: str, parameters: dict[str, Any]) -> None:
+    """422 before Prefect is asked, for a file parameter the flow would refuse anyway (it checks again
+    when it runs, on its own host, so a run started from Prefect is covered too): ``ops-report``'s log
+    paths outside the log directories, a ``restore`` backup outside the backup directory."""
+    problems = []
+    for key, check_value in FILE_PARAMETERS.get(flow, {}).items():
+        try:
+            check_value(settings, parameters.get(key))
+        except OrchError as exc:
+            problems.append(f"parameters.{key}: {exc}")
+    if problems:
+        raise HTTPException(422, "invalid parameters: " + "; ".join(problems))
+
+
 def _start(settings: Settings, name: str, parameters: dict[str, Any], actor: str, caller: Caller) -> RunStarted:
     api = settings.prefect.resolved_api_url().rstrip("/")
     try:
-        with http_client(10.0) as client:
+        with prefect_http_client(settings.prefect, 10.0) as client:
             found = client.get(f"{api}/deployments/name/{name}")
             if found.status_code == 404:
                 raise HTTPException(404, f"deployment {name} is not registered on the Prefect server yet "
@@ -106,7 +144,12 @@ async def run_deployment(flow: Annotated[str, Path(pattern=NAME)], deployment: A
     name = f"{flow}/{deployment}"
     if name not in await run_in_threadpool(_orch_deployments):
         raise HTTPException(404, f"no ORCH deployment {name}; known: {', '.join(sorted(_orch_deployments()))}")
-    if flow in ADMIN_FLOWS and not principal.may(Permission.SYSTEM_ADMIN):
-        raise HTTPException(403, f"starting {flow} needs permission 'system:admin'")
-    return await run_in_threadpool(_start, settings, name, (body or RunRequest()).parameters, principal.username,
-                                   caller)
+    try:
+        check(principal.username, principal.role, to_start(name))
+    except NotPermitted as refusal:
+        await run_in_threadpool(record_refusal, settings.database, refusal, action="deployment.run",
+                                resource="deployment", resource_id=name, caller=caller)
+        raise HTTPException(403, str(refusal)) from None
+    parameters = (body or RunRequest()).parameters
+    await run_in_threadpool(_refuse_early, settings, flow, parameters)
+    return await run_in_threadpool(_start, settings, name, parameters, principal.username, caller)

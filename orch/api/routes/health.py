@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, TypeAdapter
@@ -23,6 +23,8 @@ from sqlalchemy import func, select
 
 from orch import __version__
 from orch.api.deps import authorize, oauth2_scheme
+from orch.api.events import STREAM_RETRY_AFTER, StreamSlots
+from orch.api.schemas import ErrorBody
 from orch.config.schema import Settings
 from orch.prefect_api import online_workers, prefect_readiness
 from orch.security.rbac import Permission
@@ -32,6 +34,7 @@ from orch.storage.health import ping
 router = APIRouter(tags=["health"])
 Status = Literal["ok", "degraded", "down", "disabled", "unknown"]
 WORK_POOL = "orch-process"
+ANONYMOUS = "anonymous"  # the one key of /events/health's stream slots
 
 
 class ComponentHealth(BaseModel):
@@ -134,11 +137,19 @@ async def health(request: Request,
 
 
 @router.get("/events/health", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}, "description": "heartbeat stream"}})
+            responses={200: {"content": {"text/event-stream": {}}, "description": "heartbeat stream"},
+                       503: {"model": ErrorBody, "description": "api.max_anonymous_streams streams are open "
+                                                                 "(Retry-After)"}})
 async def health_events(request: Request) -> StreamingResponse:
-    """A heartbeat every ``api.sse_heartbeat_seconds``: proves the stream path (proxies, buffering) works."""
+    """A heartbeat every ``api.sse_heartbeat_seconds``: proves the stream path (proxies, buffering) works.
+
+    Anyone may open it, so the open streams are capped (``api.max_anonymous_streams`` per process)."""
     interval = request.app.state.settings.api.sse_heartbeat_seconds
     started = request.app.state.started
+    slots: StreamSlots = request.app.state.anonymous_streams
+    if not slots.take(ANONYMOUS):
+        raise HTTPException(503, f"{slots.limit} anonymous event streams are open (api.max_anonymous_streams); "
+                                 "retry later", headers={"Retry-After": str(STREAM_RETRY_AFTER)})
 
     async def beats() -> AsyncIterator[str]:
         sequence = 0
@@ -150,8 +161,7 @@ async def health_events(request: Request) -> StreamingResponse:
             yield f"id: {sequence}\nevent: heartbeat\ndata: {data}\n\n"
             await asyncio.sleep(interval)
 
-    return StreamingResponse(beats(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return slots.response(ANONYMOUS, beats(), {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def _check_all(settings: Settings) -> dict[str, ComponentHealth]:
@@ -169,7 +179,7 @@ def _database(settings: Settings) -> ComponentHealth:
 
 
 def _prefect(settings: Settings) -> ComponentHealth:
-    ready = prefect_readiness(settings.prefect.resolved_api_url(), timeout=2.0)
+    ready = prefect_readiness(settings.prefect, timeout=2.0)
     if ready.ready:
         return ComponentHealth(status="ok", latency_ms=ready.latency_ms)
     return ComponentHealth(status="degraded", detail=ready.problem, latency_ms=ready.latency_ms)
@@ -177,7 +187,7 @@ def _prefect(settings: Settings) -> ComponentHealth:
 
 def _dispatcher(settings: Settings) -> ComponentHealth:
     """Dispatchers run inside the workers of the ORCH work pool; none online means nothing runs."""
-    count = online_workers(settings.prefect.resolved_api_url(), WORK_POOL, timeout=2.0)
+    count = online_workers(settings.prefect, WORK_POOL, timeout=2.0)
     if count == 0:
         return ComponentHealth(status="degraded", detail=f"no online worker in work pool {WORK_POOL!r}; "
                                                          "queued tasks wait")

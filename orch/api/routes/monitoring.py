@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from orch.api.deps import CallerDep, Principal, SettingsDep, require
 from orch.api.schemas import MAX_ID, errors
+from orch.dispatch.request import JsonInt
 from orch.monitoring import alerts, healing, silences
 from orch.monitoring.targets import configured_targets, healing_plan
 from orch.security.rbac import Permission
@@ -30,7 +31,7 @@ class SilenceIn(BaseModel):
     kind: Literal["silence", "maintenance"] = "silence"
     target: str = Field(min_length=1, max_length=255, description="Target name or glob (`web*`, `*`).")
     alert_name: str = Field(default="*", min_length=1, max_length=64, description="Alert name or glob (silences).")
-    duration_seconds: int = Field(gt=0, le=int(silences.MAX_DURATION.total_seconds()))
+    duration_seconds: JsonInt = Field(gt=0, le=int(silences.MAX_DURATION.total_seconds()))
     reason: str = Field(default="", max_length=1000)
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
 from orch.api.deps import Principal, require
-from orch.api.events import Event, parse_cursor, stream
+from orch.api.events import STREAM_RETRY_AFTER, Event, StreamSlots, parse_cursor, stream
 from orch.api.schemas import errors
 from orch.security.rbac import Permission
 
@@ -17,14 +17,16 @@ router = APIRouter(tags=["events"])
 
 @router.get("/sse/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "event stream"}, **errors()})
-async def sse_events(request: Request, principal: Annotated[Principal, Depends(require(Permission.TASK_READ))],
+async def sse_events(request: Request,
+                     principal: Annotated[Principal, Depends(require(Permission.TASK_READ, query_token=True))],
                      last_event_id: Annotated[str | None, Header(max_length=64)] = None,
                      kinds: Annotated[str, Query(pattern=r"^(task|alert)(,(task|alert))?$",
                                                  description="task, alert or both")] = "task,alert",
                      task_id: Annotated[str | None, Query(max_length=64)] = None) -> StreamingResponse:
     """Events as they happen (``id`` is a resume cursor: reconnect with ``Last-Event-ID`` to get what was
     missed). Alerts need ``system:monitor``; a core's ``system`` user sees only its own core's tasks.
-    A ``: keep-alive`` comment is sent every ``api.sse_heartbeat_seconds``."""
+    A ``: keep-alive`` comment is sent every ``api.sse_heartbeat_seconds``. One user may hold
+    ``api.max_streams_per_user`` streams per API process at once (429 beyond)."""
     app = request.app
     settings = app.state.settings
     if not settings.features.enable_sse:
@@ -43,6 +45,11 @@ async def sse_events(request: Request, principal: Annotated[Principal, Depends(r
 
     hub = app.state.event_hub
     metrics = app.state.metrics
+    slots: StreamSlots = app.state.user_streams
+    if not slots.take(principal.username):
+        raise HTTPException(429, f"user {principal.username!r} has {slots.limit} event streams open "
+                                 "(api.max_streams_per_user); close one or retry later",
+                            headers={"Retry-After": str(STREAM_RETRY_AFTER)})
     subscriber, missed = await hub.subscribe(accepts, parse_cursor(last_event_id))
     metrics.sse_connections.inc()
 
@@ -54,5 +61,4 @@ async def sse_events(request: Request, principal: Annotated[Principal, Depends(r
         finally:
             metrics.sse_connections.dec()
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return slots.response(principal.username, body(), {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -14,7 +14,8 @@ from orch.api.schemas import TaskOut, errors
 from orch.config.schema import Settings
 from orch.dispatch.errors import InvalidTask, InvalidTransition, TaskNotFound
 from orch.dispatch.queue import TaskQueue
-from orch.dispatch.request import DispatchRequest, validate
+from orch.dispatch.request import DispatchRequest, ValidTask, authorize, validate
+from orch.security.flow_access import NotPermitted, record_refusal
 from orch.security.rbac import Permission
 from orch.storage.models import TASK_STATUSES
 
@@ -56,22 +57,40 @@ def _accepted(task: dict[str, Any], created: bool) -> DispatchAccepted:
                             created=created)
 
 
-def _dispatch_one(settings: Settings, body: DispatchRequest, owner: str, caller: Any) -> DispatchAccepted:
-    task, created = TaskQueue(settings).enqueue(validate(body, settings), owner, caller)
-    return _accepted(task, created)
+def _authorize(settings: Settings, tasks: list[ValidTask], principal: Principal, caller: Any) -> None:
+    """403, audited as a refusal, when the caller may not cause what a task would do (an operator's
+    ``run-deployment`` of ``restore``): what a task does needs the same permission as every other way
+    of doing it. A batch is refused whole, as for any other problem in it."""
+    for index, task in enumerate(tasks):
+        try:
+            authorize(task, principal.username, principal.role)
+        except NotPermitted as refusal:
+            record_refusal(settings.database, refusal, action="task.create", resource="task", resource_id=None,
+                           caller=caller, details={"action": task.action, "core_id": task.core_id,
+                                                   **({"index": index} if len(tasks) > 1 else {})})
+            where = f"tasks.{index}: " if len(tasks) > 1 else ""
+            raise HTTPException(403, f"{where}{refusal}") from None
+
+
+def _dispatch_one(settings: Settings, body: DispatchRequest, principal: Principal, caller: Any) -> DispatchAccepted:
+    task = validate(body, settings)
+    _authorize(settings, [task], principal, caller)
+    queued, created = TaskQueue(settings).enqueue(task, principal.username, caller)
+    return _accepted(queued, created)
 
 
 @router.post("/dispatch", status_code=202, response_model=DispatchAccepted, responses=errors())
 async def dispatch(body: DispatchRequest, settings: SettingsDep, caller: CallerDep,
                    principal: Annotated[Principal, Depends(require(Permission.TASK_CREATE))]) -> DispatchAccepted:
-    """Queue a task for a core. 422 lists every problem; 429 + Retry-After when the queue is full.
+    """Queue a task for a core. 422 lists every problem; 429 + Retry-After when the queue is full; 403 when
+    the task's effect needs more than the caller holds (``run-deployment`` of an admin-only flow).
 
     The same ``idempotency_key`` from the same user returns the earlier task instead of a new one.
     """
-    return await run_in_threadpool(_dispatch_one, settings, body, principal.username, caller)
+    return await run_in_threadpool(_dispatch_one, settings, body, principal, caller)
 
 
-def _dispatch_batch(settings: Settings, body: BatchRequest, owner: str, caller: Any) -> BatchAccepted:
+def _dispatch_batch(settings: Settings, body: BatchRequest, principal: Principal, caller: Any) -> BatchAccepted:
     valid, problems = [], []
     for index, request in enumerate(body.tasks):
         try:
@@ -80,8 +99,9 @@ def _dispatch_batch(settings: Settings, body: BatchRequest, owner: str, caller: 
             problems.extend(f"tasks.{index}.{line}" for line in exc.errors)
     if problems:
         raise InvalidTask(problems)
-    return BatchAccepted(tasks=[_accepted(task, created)
-                                for task, created in TaskQueue(settings).enqueue_many(valid, owner, caller)])
+    _authorize(settings, valid, principal, caller)
+    return BatchAccepted(tasks=[_accepted(task, created) for task, created
+                                in TaskQueue(settings).enqueue_many(valid, principal.username, caller)])
 
 
 @router.post("/dispatch/batch", status_code=202, response_model=BatchAccepted, responses=errors())
@@ -89,7 +109,7 @@ async def dispatch_batch(body: BatchRequest, settings: SettingsDep, caller: Call
                          principal: Annotated[Principal, Depends(require(Permission.TASK_CREATE))]
                          ) -> BatchAccepted:
     """Up to 100 tasks, all or nothing: one invalid task refuses the batch and lists every problem."""
-    return await run_in_threadpool(_dispatch_batch, settings, body, principal.username, caller)
+    return await run_in_threadpool(_dispatch_batch, settings, body, principal, caller)
 
 
 @router.get("/tasks", response_model=TaskPage, responses=errors())
@@ -99,8 +119,10 @@ async def list_tasks(settings: SettingsDep, principal: Annotated[Principal, Depe
                      limit: Annotated[int, Query(ge=1, le=500)] = 50,
                      offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> TaskPage:
     """Newest first. A core's ``system`` user sees only its own core's tasks."""
+    if principal.core_id is not None and core_id not in (None, principal.core_id):
+        return TaskPage(tasks=[], limit=limit, offset=offset)  # another core's tasks: none it may see
     if principal.core_id is not None:
-        core_id = principal.core_id if core_id in (None, principal.core_id) else "\0"
+        core_id = principal.core_id
     tasks = await run_in_threadpool(TaskQueue(settings).list, status=status, core_id=core_id, limit=limit,
                                     offset=offset)
     return TaskPage(tasks=tasks, limit=limit, offset=offset)

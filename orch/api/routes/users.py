@@ -7,13 +7,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 from sqlalchemy import select
 
 from orch.api.deps import CallerDep, Principal, SettingsDep, require
 from orch.api.schemas import errors
 from orch.audit import Caller, record_audit
 from orch.config.schema import Settings
+from orch.security.login import unlock
 from orch.security.passwords import hash_password, policy_problems
 from orch.security.rbac import Permission
 from orch.security.users import UserError, create_user
@@ -29,7 +30,6 @@ class UserOut(BaseModel):
     username: str
     role: str
     is_active: bool
-    locked_until: datetime | None
     last_login_at: datetime | None
     created_at: datetime
 
@@ -42,9 +42,10 @@ class UserCreate(BaseModel):
 
 class UserUpdate(BaseModel):
     role: Role | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
     password: str | None = Field(default=None, min_length=1, max_length=1024)
-    unlock: bool = Field(default=False, description="Clear a lockout after failed logins")
+    unlock: StrictBool = Field(default=False, description="Forget the failed logins counted for this user from "
+                         "every address, ending any wait they imposed (as `orch user unlock`)")
 
 
 class UsersOut(BaseModel):
@@ -71,7 +72,7 @@ class AuditPage(BaseModel):
 
 
 def _out(user: User) -> UserOut:
-    return UserOut(username=user.username, role=user.role, is_active=user.is_active, locked_until=user.locked_until,
+    return UserOut(username=user.username, role=user.role, is_active=user.is_active,
                    last_login_at=user.last_login_at, created_at=user.created_at)
 
 
@@ -118,11 +119,12 @@ def _update(settings: Settings, username: str, body: UserUpdate, actor: str, cal
                 raise UserError("password must contain " + ", ".join(problems))
             user.password_hash = hash_password(body.password)
             changed["password"] = "changed"
-        if body.unlock:
-            user.locked_until, user.failed_attempts, user.last_failed_at = None, 0, None
-            changed["unlock"] = True
         if user.username == actor and (body.role not in (None, "admin") or body.is_active is False):
             raise UserError("an admin cannot demote or disable their own account; ask another admin")
+        if changed:  # the tokens issued before die with the credentials they were issued for
+            user.token_version += 1
+        if body.unlock:
+            changed["unlock"] = unlock(session, username, actor=actor, caller=caller)
         record_audit(session, actor=actor, action="user.update", resource="user", resource_id=username,
                      ip_address=caller.ip_address, user_agent=caller.user_agent, details=changed)
         return _out(user)
@@ -132,7 +134,8 @@ def _update(settings: Settings, username: str, body: UserUpdate, actor: str, cal
 async def update_user(username: Annotated[str, Path(pattern=USERNAME)], body: UserUpdate, settings: SettingsDep,
                       caller: CallerDep, request: Request,
                       principal: Annotated[Principal, Depends(require(Permission.USER_UPDATE))]) -> UserOut:
-    """Change a user's role, enable or disable them, set a new password, or clear a lockout."""
+    """Change a user's role, enable or disable them, set a new password, or end the waits failed logins
+    imposed. A change of password, role or state revokes the user's existing tokens (401 from then on)."""
     updated = await run_in_threadpool(_update, settings, username, body, principal.username, caller)
     request.app.state.identity_cache.clear()  # the change applies to this process's next request
     return updated
