@@ -35,6 +35,10 @@ class Reader(threading.Thread):
     def run(self) -> None:
         try:
             self._read()
+        except httpx.TransportError:
+            if not self.stop.is_set():
+                raise  # the stream broke while the test still read it
+            # told to stop, and the server went away before another line came: the end the test asked for
         finally:
             self.connected.set()  # also when the request failed: the test then sees no status, not a hang
 
