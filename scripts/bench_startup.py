@@ -38,6 +38,7 @@ from bench_common import BenchError, clean_environ, log_tail, machine_info, spre
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the virtualenv's bin: orch, prefect
 POOL = "orch-process"
+INPROCESS_POOL = "orch-inprocess"
 DEPLOYMENT = "hourly"
 READY_LINE = "Press Ctrl-C to stop."
 START_TIMEOUT = 150.0
@@ -47,6 +48,7 @@ POLL_SECONDS = 0.1
 MIN_BASELINE_RUNS = 2  # one hand-stitched run says little about its spread
 GOAL_HEALTHY_S = 20.0
 GOAL_OWN_RSS_MB = 300.0
+GOAL_STOP_S = 2.0  # SIGTERM to `orch up` exited, every process ended on its own (issue 15)
 PREFECT_SERVER = "prefect server"
 SUPERVISOR = "supervisor"
 SCENARIOS = {"fresh": "`orch up` (fresh)", "existing": "`orch up` (existing data)", "naive": "naive baseline"}
@@ -78,10 +80,12 @@ class Endpoints:
 
 @dataclass
 class RunResult:
-    """One start: ``milestones_s`` are seconds after the first spawn, the last one being 'verified healthy'."""
+    """One start: ``milestones_s`` are seconds after the first spawn, the last one being 'verified healthy';
+    ``stopped_s`` says when each component's process had exited, in seconds after the SIGTERM."""
 
     healthy_s: float
     stop_s: float
+    stopped_s: dict[str, float]
     orphans: int
     rss_mb: dict[str, float]
     milestones_s: dict[str, float]
@@ -193,6 +197,33 @@ def descendants(pid: int) -> list[psutil.Process]:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
+
+
+class ExitClock:
+    """When each process of a stopping stack exits, polled every 10 ms from a thread: which part of a stop
+    costs what (the order of `orch up`'s stop shows in it: API and worker first, the Prefect server last)."""
+
+    def __init__(self, procs: Iterable[psutil.Process]) -> None:
+        self.procs = {proc: component_label(proc) for proc in procs}
+        self.exited: dict[str, float] = {}
+        self.began = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        waiting = dict(self.procs)
+        while waiting and not self._done.wait(0.01):
+            for proc, label in list(waiting.items()):
+                if not is_alive(proc):
+                    at = round(time.monotonic() - self.began, 2)
+                    self.exited[label] = max(at, self.exited.get(label, 0.0))
+                    del waiting[proc]
+
+    def stop(self) -> dict[str, float]:
+        self._done.set()
+        self._thread.join()
+        return dict(sorted(self.exited.items(), key=lambda item: item[1]))
 
 
 def kill_all(procs: Iterable[psutil.Process]) -> None:
@@ -313,16 +344,23 @@ class OrchUp:
         except OSError:
             return None
 
-    def stop(self) -> tuple[float, int]:
-        """SIGTERM as Ctrl-C would; (seconds until it exited, processes of its tree still alive then)."""
+    def stop(self) -> tuple[float, int, dict[str, float]]:
+        """SIGTERM as Ctrl-C would; (seconds until it exited, processes of its tree still alive then,
+        when each component exited). A stop that had to kill something is an error, not a figure."""
         self.tree = descendants(self.process.pid)
+        clock = ExitClock(psutil.Process(self.process.pid).children())
         began = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise BenchError(f"`orch up` still running {STOP_TIMEOUT:.0f} s after SIGTERM", self.tail()) from None
-        return time.monotonic() - began, sum(1 for p in self.tree if is_alive(p))
+        stop_s = time.monotonic() - began
+        self._pump.join(timeout=5)
+        killed = [line for _, line in self.lines if line.startswith("killing ")]
+        if killed:
+            raise BenchError(f"`orch up` had to kill processes at its stop: {killed[0]}", self.tail())
+        return stop_s, sum(1 for p in self.tree if is_alive(p)), {**clock.stop(), "orch up": round(stop_s, 2)}
 
     def kill(self) -> None:
         """Leave nothing running whatever happened; SIGTERM first so ``orch up`` stops its own children."""
@@ -346,9 +384,9 @@ def run_orch_up(home: Path) -> RunResult:
         time.sleep(IDLE_SECONDS)
         supervisor = psutil.Process(stack.process.pid)
         rss = {SUPERVISOR: round(rss_mb(supervisor), 1), **rss_by_component(supervisor.children())}
-        stop_s, orphans = stack.stop()
+        stop_s, orphans, stopped = stack.stop()
         milestones = dict(sorted(stack.milestones.items(), key=lambda item: item[1]))
-        return RunResult(healthy_s, round(stop_s, 2), orphans, rss, milestones, load)
+        return RunResult(healthy_s, round(stop_s, 2), stopped, orphans, rss, milestones, load)
     finally:
         stack.kill()
 
@@ -378,6 +416,10 @@ class HandStitched:
                                       "--port", str(self.ends.prefect_port), "--analytics-off"])
         self.wait_for("prefect-server", "prefect server ready")
         self.run("work-pool", [prefect, "work-pool", "create", POOL, "--type", "process"],
+                 tolerate="already exists")
+        # prefect.yaml also deploys to ORCH's in-process pool, which `prefect deploy` refuses to target
+        # while it does not exist; by hand it is one more pool (nothing runs its flows in the baseline).
+        self.run("work-pool-inprocess", [prefect, "work-pool", "create", INPROCESS_POOL, "--type", "process"],
                  tolerate="already exists")
         self.mark("work pool created")
         self.run("deployments", [prefect, "--no-prompt", "deploy", "--all"])
@@ -427,9 +469,11 @@ class HandStitched:
     def roots(self) -> list[psutil.Process]:
         return [psutil.Process(process.pid) for process in self.processes.values()]
 
-    def stop(self) -> tuple[float, int]:
-        """SIGTERM every session at once, as Ctrl-C in each terminal would; (seconds, survivors)."""
+    def stop(self) -> tuple[float, int, dict[str, float]]:
+        """SIGTERM every session at once, as Ctrl-C in each terminal would; (seconds, survivors, when each
+        exited). The Prefect server's own exit here is the baseline of `orch up`'s stop figure."""
         self.tree = [p for root in self.roots() for p in (root, *descendants(root.pid))]
+        clock = ExitClock(self.roots())
         began = time.monotonic()
         for process in self.processes.values():
             if process.poll() is None:
@@ -440,7 +484,7 @@ class HandStitched:
             except subprocess.TimeoutExpired:
                 raise BenchError(f"{name} still running {STOP_TIMEOUT:.0f} s after SIGTERM",
                                  log_tail(self.log_dir / f"{name}.log")) from None
-        return time.monotonic() - began, sum(1 for p in self.tree if is_alive(p))
+        return time.monotonic() - began, sum(1 for p in self.tree if is_alive(p)), clock.stop()
 
     def kill(self) -> None:
         """SIGKILL every session still led by its process (only then is the group surely still ours)."""
@@ -461,9 +505,9 @@ def run_naive(home: Path) -> RunResult:
         stack.start()
         time.sleep(IDLE_SECONDS)
         rss = rss_by_component(stack.roots())
-        stop_s, orphans = stack.stop()
-        return RunResult(stack.milestones["verified healthy"], round(stop_s, 2), orphans, rss, stack.milestones,
-                         load)
+        stop_s, orphans, stopped = stack.stop()
+        return RunResult(stack.milestones["verified healthy"], round(stop_s, 2), stopped, orphans, rss,
+                         stack.milestones, load)
     finally:
         stack.kill()
 
@@ -491,6 +535,8 @@ def summarize(runs: list[RunResult], components: list[str]) -> dict[str, dict[st
             figures[f"rss_mb:{name}"] = [r.rss_mb.get(name, 0.0) for r in runs]
     for name in sorted({name for r in runs for name in r.milestones_s}):
         figures[f"milestone_s:{name}"] = [r.milestones_s[name] for r in runs if name in r.milestones_s]
+    for name in sorted({name for r in runs for name in r.stopped_s}):
+        figures[f"stopped_s:{name}"] = [r.stopped_s[name] for r in runs if name in r.stopped_s]
     return {key: spread(values) for key, values in figures.items()}
 
 
@@ -516,24 +562,33 @@ def markdown(summaries: dict[str, dict[str, dict[str, float]]], components: list
         f"{machine['cpu_count']} CPUs, Python {machine['python']}, Prefect {machine['prefect']}, "
         f"{machine['timestamp']}, load average at start {machine['load_avg_1m']}. "
         "Cells: median (min–max). ORCH's own processes = everything but the Prefect server.", "",
-        *header, *body, "", *goal_lines(summaries["fresh"]), "", "Milestones (median s after the first spawn):",
-        *(f"- {SCENARIOS[key]}: " + milestone_line(summaries[key]) for key in SCENARIOS), ""])
+        *header, *body, "", *goal_lines(summaries["fresh"], summaries["naive"]), "",
+        "Milestones (median s after the first spawn):",
+        *(f"- {SCENARIOS[key]}: " + milestone_line(summaries[key]) for key in SCENARIOS), "",
+        "Stop: each process exited (median s after SIGTERM):",
+        *(f"- {SCENARIOS[key]}: " + milestone_line(summaries[key], "stopped_s:") for key in SCENARIOS), ""])
 
 
-def goal_lines(fresh: dict[str, dict[str, float]]) -> list[str]:
-    """Judged on the median of the fresh ``orch up`` runs; the worst run is shown beside it."""
-    healthy, own = fresh["healthy_s"], fresh["rss_orch_own_mb"]
+def goal_lines(fresh: dict[str, dict[str, float]], naive: dict[str, dict[str, float]]) -> list[str]:
+    """Judged on the median of the fresh ``orch up`` runs; the worst run is shown beside it. The stop's
+    baseline is the bare Prefect server's own stop in the hand-stitched runs: `orch up` stops it last."""
+    healthy, own, stop = fresh["healthy_s"], fresh["rss_orch_own_mb"], fresh["stop_s"]
+    server = naive.get(f"stopped_s:{PREFECT_SERVER}", {"median": float("nan")})
     verdict = {True: "PASS", False: "FAIL"}
-    return [f"Goal: healthy < {GOAL_HEALTHY_S:.0f} s; ORCH's own processes < {GOAL_OWN_RSS_MB:.0f} MB RSS at idle",
+    return [f"Goal: healthy < {GOAL_HEALTHY_S:.0f} s; ORCH's own processes < {GOAL_OWN_RSS_MB:.0f} MB RSS at idle; "
+            f"stop <= {GOAL_STOP_S:.0f} s",
+            f"- stop <= {GOAL_STOP_S:.0f} s: {verdict[stop['median'] <= GOAL_STOP_S]} (fresh `orch up` median "
+            f"{stop['median']:.1f} s, worst {stop['max']:.1f} s; the bare Prefect server's own stop "
+            f"{server['median']:.1f} s)",
             f"- healthy < {GOAL_HEALTHY_S:.0f} s: {verdict[healthy['median'] < GOAL_HEALTHY_S]} "
             f"(fresh `orch up` median {healthy['median']:.1f} s, worst {healthy['max']:.1f} s)",
             f"- ORCH's own processes < {GOAL_OWN_RSS_MB:.0f} MB RSS: {verdict[own['median'] < GOAL_OWN_RSS_MB]} "
             f"(fresh `orch up` median {own['median']:.0f} MB, worst {own['max']:.0f} MB)"]
 
 
-def milestone_line(summary: dict[str, dict[str, float]]) -> str:
-    found = [(figure["median"], key.removeprefix("milestone_s:")) for key, figure in summary.items()
-             if key.startswith("milestone_s:")]
+def milestone_line(summary: dict[str, dict[str, float]], prefix: str = "milestone_s:") -> str:
+    found = [(figure["median"], key.removeprefix(prefix)) for key, figure in summary.items()
+             if key.startswith(prefix)]
     return " → ".join(f"{name} {at:.1f}" for at, name in sorted(found))
 
 
@@ -596,7 +651,7 @@ def write_report(results: dict[str, list[RunResult]], machine: dict[str, object]
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_startup.md").write_text(table, encoding="utf-8")
     report = {"machine": machine, "runs_requested": runs,
-              "goals": {"healthy_s": GOAL_HEALTHY_S, "rss_orch_own_mb": GOAL_OWN_RSS_MB},
+              "goals": {"healthy_s": GOAL_HEALTHY_S, "rss_orch_own_mb": GOAL_OWN_RSS_MB, "stop_s": GOAL_STOP_S},
               "cli_help_s": cli_help,
               "scenarios": {key: {"label": SCENARIOS[key], "summary": summaries[key],
                                   "runs": [r.as_json() for r in results[key]]} for key in SCENARIOS}}

@@ -1,5 +1,6 @@
 """Recovery steps as tasks. Each returns its report (found, did, ok); none is retried blindly, since a
-step that restores a database or removes files must not repeat without someone reading why."""
+step that restores a database or removes files must not repeat without someone reading why. With
+``dry_run`` a step only reports what it would do."""
 
 from __future__ import annotations
 
@@ -12,28 +13,28 @@ from orch.recovery import steps
 
 
 @task(name="check-disk-space")
-def disk_space() -> dict[str, Any]:
-    return steps.disk_space(get_settings())
+def disk_space(dry_run: bool = False) -> dict[str, Any]:
+    return steps.disk_space(get_settings(), dry_run)
 
 
 @task(name="check-database")
-def database() -> dict[str, Any]:
-    return steps.database(get_settings())
+def database(dry_run: bool = False) -> dict[str, Any]:
+    return steps.database(get_settings(), dry_run)
 
 
 @task(name="clear-stale-locks", retries=2, retry_delay_seconds=1)
-def stale_locks() -> dict[str, Any]:
-    return steps.stale_locks(get_settings())
+def stale_locks(dry_run: bool = False) -> dict[str, Any]:
+    return steps.stale_locks(get_settings(), dry_run)
 
 
 @task(name="reset-failed-tasks", retries=2, retry_delay_seconds=1)
-def failed_tasks() -> dict[str, Any]:
-    return steps.failed_tasks(get_settings())
+def failed_tasks(dry_run: bool = False) -> dict[str, Any]:
+    return steps.failed_tasks(get_settings(), dry_run)
 
 
 @task(name="check-health")
-def health() -> dict[str, Any]:
-    return steps.health(get_settings())
+def health(dry_run: bool = False) -> dict[str, Any]:
+    return steps.health(get_settings(), dry_run)
 
 
 @task(name="notify-recovery", retries=2, retry_delay_seconds=2)

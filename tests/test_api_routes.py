@@ -199,8 +199,12 @@ def test_run_deployment_on_the_real_prefect_server(api_factory: Any, prefect_ser
                           headers=api.headers("operator"))
     assert started.status_code == 201, started.text
     run = started.json()
-    assert run["deployment"] == "db-health/hourly" and run["state"] == "SCHEDULED"
-    assert httpx.get(f"{prefect_server}/flow_runs/{run['flow_run_id']}", headers=prefect_auth()).json()["deployment_id"]
+    try:
+        assert run["deployment"] == "db-health/hourly" and run["state"] == "SCHEDULED"
+        assert httpx.get(f"{prefect_server}/flow_runs/{run['flow_run_id']}",
+                         headers=prefect_auth()).json()["deployment_id"]
+    finally:  # no worker serves it here: left Scheduled, it would be a late run to every later sweep
+        httpx.delete(f"{prefect_server}/flow_runs/{run['flow_run_id']}", headers=prefect_auth())
     bad = client.post("/deployments/db-health/hourly/runs", json={"parameters": {"nope": 1}},
                       headers=api.headers("operator"))
     assert bad.status_code == 422 and "parameters" in bad.json()["detail"]

@@ -235,7 +235,7 @@ def test_restore_killed_mid_way_leaves_old_or_new_never_a_mix(sqlite_settings: S
     create_backup(settings, "manual")
     new = put(settings, 500)
     env = {**os.environ, "ORCH_HOME": str(Path.cwd())}
-    process = subprocess.Popen([str(BIN / "orch"), "backup", "restore", "latest"], env=env,
+    process = subprocess.Popen([str(BIN / "orch"), "backup", "restore", "latest", "--yes"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90

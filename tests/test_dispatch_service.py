@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import prefect_auth, run_orch
+from support import prefect_auth, run_orch, wait_until
 
 from orch.config.loader import load_settings
 from orch.dispatch.queue import TaskQueue
@@ -163,3 +163,33 @@ def test_stopping_dispatcher_keeps_its_leases_so_nothing_runs_twice(env: dict[st
     assert done["attempts"] == 1
     assert [e["event_type"] for e in queue.events(task["task_id"])] == [
         "task.created", "task.started", "task.completed"]
+
+
+def test_second_signal_hands_running_tasks_back_at_once(env: dict[str, str], tmp_path: Path) -> None:
+    """SIGTERM, then SIGTERM again (Ctrl-C twice): the dispatcher stops waiting for its running task. The
+    task goes back to the queue at once (its lease released, not left to lapse), its task run is reported
+    Cancelled and its dispatch run Completed saying the stack stopped, and the process exits 0 although
+    the action's thread is still inside a 600 s sleep: nothing is left Running in Prefect."""
+    queue = queue_for(env)
+    _, task = dispatch_json(env, "--action", "sleep", "--param", "seconds=600", "--max-retries", "1")
+    log = tmp_path / "dispatcher.log"
+    with dispatcher(env, log) as first:
+        wait_status(queue, task["task_id"], "running", 60)
+        first.send_signal(signal.SIGTERM)
+        wait_until(lambda: "waiting for 1 running task(s)" in log.read_text(), 60,
+                   "the dispatcher to say it is waiting for its task", details=log.read_text)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0, log.read_text()
+    back = queue.get(task["task_id"])
+    assert (back["status"], back["attempts"]) == ("queued", 1), back
+    events = queue.events(task["task_id"])
+    assert [e["event_type"] for e in events] == ["task.created", "task.started", "task.retrying"]
+    assert events[2]["data"]["reason"] == "handed back: its dispatcher stopped while it ran"
+    api, auth = env["PREFECT_API_URL"], prefect_auth()
+    [run] = httpx.post(f"{api}/task_runs/filter", json={"task_runs": {"name": {"any_": [f"sleep {task['task_id']}"]}}},
+                       headers=auth, timeout=10).json()
+    assert run["state"]["type"] == "CANCELLED", run["state"]
+    flow_run = httpx.get(f"{api}/flow_runs/{run['flow_run_id']}", headers=auth, timeout=10).json()
+    assert flow_run["state"]["type"] == "COMPLETED", flow_run["state"]
+    assert flow_run["state"]["message"].endswith("handed back to the queue 1"), flow_run["state"]
+    queue.cancel(task["task_id"], "test")  # no later dispatcher of this database may sleep 600 s

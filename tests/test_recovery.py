@@ -97,19 +97,19 @@ def test_recovery_without_a_verified_backup_stops_and_asks_for_a_human(isolated_
 
 
 def test_tasks_rebuilt_from_real_log_lines_and_inserted_only_with_apply(isolated_env: Path) -> None:
-    env = {"ORCH_HOME": str(isolated_env), "ORCH_LOG_LEVEL": "INFO"}
+    """Creations come from the audit trail the CLI appends to; how far a task got, from the process logs."""
+    env = {"ORCH_HOME": str(isolated_env)}
     assert run_orch("db", "init", env=env).returncode == 0
-    log = isolated_env / "data" / "logs" / "worker.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["not json at all\n"]
+    ids = []
     for priority in ("high", "low"):
         dispatched = run_orch("dispatch", "--core", "WORK_AI_07", "--action", "noop", "--priority", priority,
                               "--tag", "nightly", env=env)
         assert dispatched.returncode == 0, dispatched.stderr
-        lines += [line + "\n" for line in dispatched.stderr.splitlines() if line.startswith("{")]
-    log.write_text("".join(lines))
-    ids = [json.loads(line)["task_id"] for line in lines[1:] if json.loads(line)["event_type"] == "task.created"]
-    assert len(ids) == 2
+        ids.append(json.loads(dispatched.stdout)["task_id"])
+    log = isolated_env / "data" / "logs" / "worker.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = {"event_type": "task.started", "task_id": ids[1], "core_id": "WORK_AI_07", "data": {"attempt": 1}}
+    log.write_text("not json at all\n" + json.dumps(started) + "\n")
     settings = get_settings()
     with session_scope(settings.database, write_lock=True) as session:  # the database lost one of them
         session.query(TaskEvent).filter(TaskEvent.task_id == ids[1]).delete()
@@ -117,7 +117,7 @@ def test_tasks_rebuilt_from_real_log_lines_and_inserted_only_with_apply(isolated
 
     dry = run_orch("recover", "tasks-from-logs", env=env)
     assert dry.returncode == 0, dry.stderr
-    assert "found 2 task(s) in 1 log file(s), 1 missing from the database" in dry.stdout
+    assert "found 2 task(s) in 2 log file(s), 1 missing from the database" in dry.stdout
     assert dry.stdout.rstrip().endswith("nothing inserted (use --apply)")
     written = json.loads(Path(dry.stdout.split("written to ")[1].split()[0]).read_text())
     assert {t["task_id"]: t["missing_from_database"] for t in written} == {ids[0]: False, ids[1]: True}
@@ -128,7 +128,7 @@ def test_tasks_rebuilt_from_real_log_lines_and_inserted_only_with_apply(isolated
     with session_scope(settings.database) as session:
         task = session.get(Task, ids[1])
         assert task is not None and task.core_id == "WORK_AI_07" and task.priority == 0
-        assert task.status == "failed" and "outcome unknown" in (task.error or "")
+        assert task.status == "failed" and "outcome unknown (last event task.started)" in (task.error or "")
         assert task.meta["tags"] == ["nightly"] and task.meta["recovered_from_logs"] is True
         assert [e.event_type for e in session.scalars(select(TaskEvent).where(TaskEvent.task_id == ids[1]))] \
             == ["task.recovered"]
@@ -218,6 +218,30 @@ def test_restore_flow_restores_and_a_refused_one_fails_with_the_reason(
         texts = [body["text"] for body in slack.json_bodies()]
         assert "ORCH-Next database restored" in texts[0]
         assert texts[1].startswith("<!channel> *[critical] ORCH-Next restore failed*")
+
+
+def test_recovery_flow_dry_run_reports_the_plan_and_changes_nothing(
+        prefect_server: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.recovery import service_recovery
+
+    with http_receiver() as slack:
+        monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.url)
+        reset_settings_cache()
+        settings = get_settings()
+        upgrade(settings.database)
+        failed = sorted(put(settings, 3))
+        with session_scope(settings.database, write_lock=True) as session:
+            session.execute(update(Task).where(Task.task_id.in_(failed)).values(status="failed", error="boom"))
+        state = service_recovery(dry_run=True, return_state=True)
+        assert state.is_completed(), state.message
+        result = state.result()
+        assert result["dry_run"] is True and result["notification"] is None
+        report = {step["step"]: step for step in result["steps"]}
+        assert report["failed-tasks"]["did"].startswith("would re-queue 3: ")
+        assert sorted(report["failed-tasks"]["task_ids"]) == failed
+        with session_scope(settings.database) as session:
+            assert set(session.scalars(select(Task.status))) == {"failed"}
+        assert slack.json_bodies() == []  # a plan is for the operator who asked, not a notification
 
 
 @pytest.mark.slow

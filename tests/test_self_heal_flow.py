@@ -344,3 +344,39 @@ def test_a_target_killed_after_each_heal_is_healed_again_until_the_breaker(
     assert any("web healed after target_down (heal 2 since it fired)" in t for t in titles), titles
     assert any("healing circuit open" in t for t in titles), titles
     assert monitor_sweep()["notices"] == []  # the breaker stopped it: a human was paged, no fourth run asked
+
+
+def test_prefect_lag_counts_only_orchs_own_late_runs(prefect_server: str, isolated_env: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, slack: HttpReceiver) -> None:
+    """A late run of someone else's deployment on a shared Prefect server (no worker of its own) is not ORCH's
+    engine stalling; an ORCH run (tag ``orch``) late by ten minutes is."""
+    from datetime import UTC, datetime, timedelta
+
+    from support import prefect_auth
+
+    from orch.monitoring.samples import collect_prefect
+
+    configure(isolated_env, monkeypatch, slack, {"name": "web", "health_check": {"command": ["true"]}})
+    late = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    auth = prefect_auth()
+    flow_id = httpx.post(f"{prefect_server}/flows/", json={"name": "someone-elses-flow"}, headers=auth).json()["id"]
+
+    def scheduled_run(tags: list[str]) -> str:
+        created = httpx.post(f"{prefect_server}/flow_runs/", headers=auth, json={
+            "flow_id": flow_id, "tags": tags,
+            "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": late}}})
+        assert created.status_code in (200, 201), created.text
+        return str(created.json()["id"])
+
+    def lag() -> float:
+        (value,) = [s.value for s in collect_prefect(get_settings()) if s.metric == "prefect_lag_seconds"]
+        return value
+
+    runs = [scheduled_run(["other-team"])]
+    try:
+        assert lag() < 60
+        runs.append(scheduled_run(["orch"]))
+        assert lag() >= 600
+    finally:
+        for run in runs:
+            httpx.delete(f"{prefect_server}/flow_runs/{run}", headers=auth)

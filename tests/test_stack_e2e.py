@@ -175,6 +175,45 @@ def run_in_process(stack: Stack, deployment_id: str) -> dict:
     return found
 
 
+def flow_runs(stack: Stack, **criteria: object) -> list[dict]:
+    return list(httpx.post(f"{stack.prefect_api}/flow_runs/filter", json=criteria, headers=stack.prefect,
+                           timeout=10).json())
+
+
+def dispatch_run(stack: Stack) -> dict:
+    """This stack's ``dispatch`` flow run, Running: the one labelled with its worker's pid (flows/dispatch.py)."""
+    [worker] = [p for p, command in commands(stack.process.pid) if "orch.stack.worker" in command]
+    executor = f"{socket.gethostname()}:{worker.pid}:"
+
+    def found() -> dict | None:
+        running = flow_runs(stack, flows={"name": {"any_": ["dispatch"]}},
+                            flow_runs={"state": {"type": {"any_": ["RUNNING"]}}})
+        return next((r for r in running if r["labels"].get("orch.executor", "").startswith(executor)), None)
+
+    return wait_until(found, 60, "the stack's dispatch run to be Running")
+
+
+def assert_reported_stopped(stack: Stack, run_id: str) -> None:
+    """A dispatch run ended by a stop says so, Completed: not left Running, nor crashed by a zombie sweep."""
+    state = httpx.get(f"{stack.prefect_api}/flow_runs/{run_id}", headers=stack.prefect, timeout=10).json()["state"]
+    assert state["type"] == "COMPLETED", state
+    assert state["message"].startswith("the ORCH stack stopped: "), state
+
+
+def start_long_task(home: Path) -> str:
+    """A task still running when the stack stops: it must be handed back, not waited for."""
+    queued = run_orch("dispatch", "--core", "WORK_AI_01", "--action", "sleep", "--param", "seconds=600",
+                      env={"ORCH_HOME": str(home)}, timeout=60)
+    assert queued.returncode == 0, queued.stderr
+    task_id = str(json.loads(queued.stdout)["task_id"])
+
+    def status() -> str:
+        return str(json.loads(run_orch("tasks", "show", task_id, env={"ORCH_HOME": str(home)}).stdout)["status"])
+
+    wait_until(lambda: status() == "running", 120, f"task {task_id} to run")
+    return task_id
+
+
 def scheduled_runs(stack: Stack, deployment_id: str) -> list[dict]:
     return list(httpx.post(f"{stack.prefect_api}/flow_runs/filter", json={
         "deployments": {"id": {"any_": [deployment_id]}},
@@ -182,6 +221,7 @@ def scheduled_runs(stack: Stack, deployment_id: str) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two stack starts and a deployment run: 110 s idle, 300 s+ on a loaded machine
 def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> None:
     home = tmp_path / "stack"
     home.mkdir()
@@ -224,9 +264,12 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
         assert chained.returncode == 0, chained.stdout + chained.stderr
         assert '"state": "COMPLETED"' in chained.stdout  # a task that ran a deployment, through the worker
         wait_until(lambda: scheduled_runs(stack, hourly["id"]), 120, "the hourly schedule to produce runs")
+        long_task = start_long_task(home)
+        first_dispatch = dispatch_run(stack)["id"]
+        first_runs = {run["id"] for run in flow_runs(stack)}
         tree = descendants(stack.process.pid)
         assert len(tree) >= 3
-        assert_stopped_cleanly(stack, stack.stop())
+        assert_stopped_cleanly(stack, stack.stop())  # with a task running: handed back, not waited for
         left = [p for p in tree if running(p)]
         assert left == [], f"orphans: {left}"
 
@@ -239,6 +282,18 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
         stack.read_until("Press Ctrl-C to stop.", UP_TIMEOUT)
         run = httpx.get(f"{stack.prefect_api}/flow_runs/{first_run}", headers=stack.prefect, timeout=10).json()
         assert run["state"]["type"] == "COMPLETED"  # Prefect's history survived the restart
+        # The first stop left nothing Running in Prefect (read from the same data, now served again): its
+        # dispatch run said why it ended, and the task running then was handed back, its task run Cancelled.
+        assert_reported_stopped(stack, first_dispatch)
+        still = {r["id"] for r in flow_runs(stack, flow_runs={"state": {"type": {"any_": ["RUNNING", "PENDING"]}}})}
+        assert not still & first_runs, flow_runs(stack, flow_runs={"id": {"any_": sorted(still & first_runs)}})
+        [handed] = httpx.post(f"{stack.prefect_api}/task_runs/filter", json={"task_runs": {"name": {
+            "any_": [f"sleep {long_task}"]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 1},
+            headers=stack.prefect, timeout=10).json()
+        assert handed["state"]["type"] == "CANCELLED", handed["state"]
+        events = json.loads(run_orch("tasks", "show", long_task, env={"ORCH_HOME": str(home)}).stdout)["events"]
+        assert [e["event_type"] for e in events][:3] == ["task.created", "task.started", "task.retrying"], events
+        assert events[2]["data"]["reason"] == "handed back: its dispatcher stopped while it ran", events
         assert (home / "data" / "secrets.json").read_text() == secrets_before
         output = stack.stop()
         assert_stopped_cleanly(stack, output)
@@ -303,4 +358,6 @@ def test_up_uses_an_existing_prefect_server(tmp_path: Path, prefect_server: str)
         assert any("orch.stack.worker" in c for c in started) and any("orch.api.server" in c for c in started)
         assert deployment(stack, "hourly")["work_pool_name"] == "orch-process"
         assert httpx.get(f"{stack.orch_api}/health", timeout=10).json()["status"] == "ok"
+        dispatching = dispatch_run(stack)["id"]
         assert_stopped_cleanly(stack, stack.stop())
+    assert_reported_stopped(stack, dispatching)  # the server outlives the stack: asked directly

@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     from orch.audit import configure_audit_log
     from orch.security.ratelimit import RateLimiter
+    from orch.storage.engine import refusing_writes_when_corrupt
 
     configure_audit_log(settings.logging.audit_file)
     hub = EventHub(settings)
@@ -73,7 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.start()
         try:
-            yield
+            with refusing_writes_when_corrupt():  # no work accepted into a damaged file (orch.storage.engine)
+                yield
         finally:
             await hub.stop()
             app.state.metrics.process_exiting()

@@ -20,10 +20,11 @@ from orch.errors import OrchError
 from orch.logging_config import get_logger
 from orch.security.flow_access import NotPermitted
 from orch.security.users import UserError
-from orch.storage.engine import StorageError
+from orch.storage.engine import DatabaseCorrupt, StorageError, is_corruption_error, known_corruption
 
 log = get_logger(__name__)
 DATABASE_RETRY_AFTER = 5
+CORRUPT_RETRY_AFTER = 300  # a corrupt database waits for an operator's restore, not for a busy moment to pass
 
 
 def _lines(exc: RequestValidationError) -> list[str]:
@@ -93,12 +94,19 @@ def install_error_handlers(app: FastAPI) -> None:
             return _json(409, str(exc))
         if isinstance(exc, UserError):
             return _json(409 if "already exists" in str(exc) else 422, str(exc))
+        if isinstance(exc, DatabaseCorrupt):
+            return _json(503, str(exc), headers={"Retry-After": str(CORRUPT_RETRY_AFTER)})
         if isinstance(exc, StorageError):
             return _json(503, f"database unavailable: {exc}", headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
         return _json(400, str(exc))
 
     @app.exception_handler(SQLAlchemyError)
     async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if is_corruption_error(exc):  # the engine has recorded it; say what it is and what to do
+            url = request.app.state.settings.database.url or ""
+            damage = known_corruption(url) or str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            log.error("database corrupt answering %s %s: %s", request.method, request.url.path, damage)
+            return _json(503, str(DatabaseCorrupt(url, damage)), headers={"Retry-After": str(CORRUPT_RETRY_AFTER)})
         log.error("database error answering %s %s: %s", request.method, request.url.path, exc.__class__.__name__,
                   exc_info=exc)
         return _json(503, "database unavailable; the API log has the cause",

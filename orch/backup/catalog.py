@@ -1,4 +1,5 @@
-"""The backup catalog: ``catalog.json`` beside the backups, one entry per verified backup.
+"""The backup catalog: ``catalog.json`` beside the backups, one entry per backup that passed verification
+when it was made, with the outcome of its latest verification since.
 
 It lives outside the database it describes, so a corrupt database cannot take its own backup list with
 it. Writers take an exclusive ``flock`` on ``catalog.lock`` and replace the file atomically (write,
@@ -35,11 +36,39 @@ class Catalog:
         return next((entry for entry in self.entries() if entry["file"] == name), None)
 
     def newest_verified(self, engine: str) -> dict[str, Any] | None:
-        """The newest entry whose file is still there: what ``restore latest`` and recovery use."""
+        """The newest entry whose file is still there and whose last verification passed."""
         for entry in reversed(self.entries()):
             if entry.get("verified") and entry["engine"] == engine and (self.directory / entry["file"]).exists():
                 return entry
         return None
+
+    def record_verification(self, name: str, at: str, failure: str | None = None) -> None:
+        """Remember the outcome of verifying ``name`` again (``backup verify``, every restore's check).
+
+        ``verified`` then means "passed its last verification", so a backup found corrupt after it was
+        cataloged stops counting as one: ``restore latest`` and recovery pass over it, retention no
+        longer keeps it among the newest verified, and ``backup list`` shows why. Nothing happens for a
+        name that is not in the catalog."""
+        def change(backups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            for entry in backups:
+                if entry["file"] == name:
+                    entry["verified"] = failure is None
+                    if failure is None:
+                        entry["verified_at"] = at
+                        entry.pop("verification_failed", None)
+                    else:
+                        entry["verification_failed"] = {"at": at, "reason": failure}
+            return backups
+
+        if self.find(name) is not None:
+            self._update(change)
+
+    def uncataloged(self) -> list[str]:
+        """Backup files in the directory the catalog does not know (copied in by hand, or left by an
+        older version): never verified, so only a named restore will try them."""
+        known = {entry["file"] for entry in self.entries()}
+        return sorted(p.name for p in self.directory.iterdir()
+                      if p.is_file() and p.name.endswith((".db.gz", ".dump")) and p.name not in known)
 
     def add(self, entry: dict[str, Any]) -> None:
         self._update(lambda backups: [*[e for e in backups if e["file"] != entry["file"]], entry])
@@ -78,3 +107,15 @@ class Catalog:
                 os.fsync(handle.fileno())
             os.replace(partial, self.path)
             fsync_dir(self.directory)
+
+
+def verification_status(entry: dict[str, Any] | None) -> str:
+    """One phrase for ``backup list``: ``verified <when>``, ``FAILED <when>: <why>`` or ``never verified``."""
+    if entry is None:
+        return "never verified (not in the catalog)"
+    failed = entry.get("verification_failed")
+    if not entry.get("verified") and failed:
+        return f"FAILED {str(failed['at'])[:19]}: {failed['reason']}"
+    if entry.get("verified"):
+        return f"verified {str(entry.get('verified_at') or entry['created_at'])[:19]}"
+    return "never verified"

@@ -125,7 +125,8 @@ def verify(settings: Settings, snap: Snapshot) -> dict[str, Any]:
         "size_bytes": Path(snap.partial).stat().st_size, "sha256": checksum,
         "source": safe_url(settings.database.url or ""), "schema_revision": facts["schema_revision"],
         "row_counts": facts["row_counts"], "integrity": facts["integrity"], "validation": facts["validation"],
-        "verified": True, "duration_seconds": round(time.time() - snap.started, 3),
+        "verified": True, "verified_at": datetime.now(timezone.utc).isoformat(),
+        "duration_seconds": round(time.time() - snap.started, 3),
     }
 
 

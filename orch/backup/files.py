@@ -31,6 +31,14 @@ class BackupError(OrchError):
     """A backup, verification or restore that cannot go on; the message says why in one line."""
 
 
+class VerificationFailed(BackupError):
+    """The backup file itself is unsound (checksum, gzip stream, integrity, data-quality suite).
+
+    Kept apart from other refusals (no disk space, the wrong engine, a schema this code does not know)
+    because it is a verdict on the file: it is recorded in the catalog, ``backup list`` shows it, and
+    ``restore latest`` skips the file for an older one. The other refusals would refuse any backup."""
+
+
 def backup_dir(settings: Settings) -> Path:
     """The backup directory (``backup.directory``, default ``<data_dir>/backups``), created if missing."""
     directory = Path(settings.backup.directory or Path(settings.data_dir) / "backups")
@@ -145,7 +153,7 @@ def gunzip_file(source: Path, target: Path) -> str:
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         # The reason by kind, never the exception's text: BadGzipFile's quotes the file's first bytes.
         why = {EOFError: "it ends early", gzip.BadGzipFile: "it is not gzip data"}.get(type(exc), "its data is corrupt")
-        raise BackupError(f"{source.name} is corrupt or truncated ({why}); refusing it") from None
+        raise VerificationFailed(f"{source.name} is corrupt or truncated ({why}); refusing it") from None
     return digest.hexdigest()
 
 

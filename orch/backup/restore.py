@@ -1,5 +1,10 @@
 """Verify and restore a backup: everything is checked on a copy before the live database is touched.
 
+``latest`` is the newest backup that passes this check now: newer ones that fail it are skipped, one
+line each saying why (the verdict is recorded in the catalog for ``backup list``), so a corrupt newest
+backup costs the operator the time since the one before it, not the restore. A backup named explicitly
+that fails is refused.
+
 Order (the issue's and the guide's procedure, made safe): checksum against the catalog, decompress to a
 temporary file, integrity check, data-quality suite, migrate the *copy* if its schema is older (so a
 migration that fails refuses the backup instead of half-upgrading the live data), then stop dispatch and
@@ -13,12 +18,22 @@ import contextlib
 import shutil
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from orch.backup import postgres, sqlite
 from orch.backup.catalog import Catalog
-from orch.backup.files import PARTIAL, BackupError, backup_dir, gunzip_file, require_free_space, sha256_file, timestamp
+from orch.backup.files import (
+    PARTIAL,
+    BackupError,
+    VerificationFailed,
+    backup_dir,
+    gunzip_file,
+    require_free_space,
+    sha256_file,
+    timestamp,
+)
 from orch.backup.validation import describe_failure
 from orch.config.schema import DatabaseSettings, Settings
 from orch.logging_config import get_logger
@@ -37,6 +52,8 @@ class Candidate:
     facts: dict[str, Any]
     in_catalog: bool
     steps: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # newer backups ``latest`` passed over, one line each
+    pre_restore: str = ""  # where a restore will keep the live database's copy (shown before confirming)
 
 
 def backup_path(settings: Settings, ref: str) -> Path:
@@ -56,35 +73,77 @@ def backup_path(settings: Settings, ref: str) -> Path:
     return path
 
 
+def live_engine(settings: Settings) -> str:
+    return "sqlite" if is_sqlite(settings.database.url or "") else "postgresql"
+
+
 def resolve(settings: Settings, ref: str) -> tuple[Path, dict[str, Any] | None]:
-    """``latest`` (newest verified backup of this database's engine), or a file in the backup directory
-    (its catalog name, or a path that leads there)."""
-    directory = backup_dir(settings)
-    catalog = Catalog(directory)
-    engine = "sqlite" if is_sqlite(settings.database.url or "") else "postgresql"
-    if ref == "latest":
-        entry = catalog.newest_verified(engine)
-        if entry is None:
-            raise BackupError(f"no verified {engine} backup in {catalog.path} (run: orch backup create)")
-        return directory / entry["file"], entry
+    """A named backup: a file in the backup directory (its catalog name, or a path that leads there)."""
     path = backup_path(settings, ref)
     if not path.is_file():
         raise BackupError(f"backup file not found: {ref}")
-    entry = catalog.find(path.name) if path.parent == directory.resolve() else None
+    entry = Catalog(backup_dir(settings)).find(path.name) if path.parent == backup_dir(settings).resolve() else None
     return path, entry
 
 
 def check(settings: Settings, ref: str, *, migrate: bool = False) -> Candidate:
-    """Everything that can refuse a backup, on a copy. With ``migrate``, bring the copy to head."""
+    """Everything that can refuse a backup, on a copy. With ``migrate``, bring the copy to head.
+
+    ``latest`` walks this engine's cataloged backups newest first and takes the first that passes; each
+    newer one passed over becomes a ``skipped NAME: why`` line at the head of the candidate's steps."""
+    if ref != "latest":
+        path, entry = resolve(settings, ref)
+        return _check_recorded(settings, path, entry, migrate)
+    directory, engine = backup_dir(settings), live_engine(settings)
+    catalog = Catalog(directory)
+    skipped: list[str] = []
+    for entry in reversed(catalog.entries()):
+        if entry["engine"] != engine:
+            continue
+        name = entry["file"]
+        if not (directory / name).is_file():
+            skipped.append(f"skipped {name}: its file is missing")
+            continue
+        try:  # checked again even if it failed before: a file put back from elsewhere counts again
+            candidate = _check_recorded(settings, directory / name, entry, migrate)
+        except VerificationFailed as exc:
+            skipped.append(f"skipped {name}: {exc}")
+            continue
+        candidate.skipped = skipped
+        candidate.steps[:0] = skipped
+        return candidate
+    raise BackupError(f"no verified {engine} backup in {catalog.path} (run: orch backup create)"
+                      + "".join(f"; {line}" for line in skipped))
+
+
+def _check_recorded(settings: Settings, path: Path, entry: dict[str, Any] | None, migrate: bool) -> Candidate:
+    """:func:`_check`, with its verdict on a cataloged file written to the catalog (``backup list``)."""
+    catalog = Catalog(backup_dir(settings))
+    try:
+        candidate = _check(settings, path, entry, migrate)
+    except VerificationFailed as exc:
+        if entry is not None:
+            catalog.record_verification(entry["file"], _now(), str(exc))
+        raise
+    if entry is not None:
+        catalog.record_verification(entry["file"], _now())
+    candidate.pre_restore = str(pre_restore_path(settings, candidate.engine))
+    return candidate
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _check(settings: Settings, path: Path, entry: dict[str, Any] | None, migrate: bool) -> Candidate:
     from orch.storage.migrate import head_revision
 
-    path, entry = resolve(settings, ref)
     steps: list[str] = []
     engine = "postgresql" if path.name.endswith(".dump") else "sqlite"
-    live_engine = "sqlite" if is_sqlite(settings.database.url or "") else "postgresql"
-    if engine != live_engine:
-        raise BackupError(f"{path.name} is a {engine} backup; the configured database is {live_engine}")
-    mismatch = BackupError(f"{path.name} does not match its catalog checksum (corrupt or altered); refusing it")
+    if engine != live_engine(settings):
+        raise BackupError(f"{path.name} is a {engine} backup; the configured database is {live_engine(settings)}")
+    mismatch = VerificationFailed(f"{path.name} does not match its catalog checksum (corrupt or altered); "
+                                  "refusing it")
     if entry is not None and path.stat().st_size != entry["size_bytes"]:
         raise mismatch
     if engine == "postgresql":
@@ -112,8 +171,8 @@ def check(settings: Settings, ref: str, *, migrate: bool = False) -> Candidate:
             _note_checksum(steps, entry)
             try:
                 facts = check_sqlite_copy(copy, settings.database.timeout)
-            except BackupError as exc:
-                raise BackupError(f"{path.name}: {exc}; refusing it") from None
+            except BackupError as exc:  # the copy is unsound: a verdict on the file
+                raise VerificationFailed(f"{path.name}: {exc}; refusing it") from None
         except BaseException:
             sqlite.remove_files(copy)
             raise
@@ -121,11 +180,11 @@ def check(settings: Settings, ref: str, *, migrate: bool = False) -> Candidate:
     try:
         steps.append(f"integrity {facts['integrity']}")
         if not facts["validation"]["success"]:
-            raise BackupError(f"{path.name}: {describe_failure(facts['validation'])}; refusing it")
+            raise VerificationFailed(f"{path.name}: {describe_failure(facts['validation'])}; refusing it")
         steps.append(f"data-quality suite passed ({facts['validation']['evaluated']} expectations)")
         revision, head = facts["schema_revision"], head_revision()
         if revision is None:
-            raise BackupError(f"{path.name} has no schema revision; it is not an ORCH database")
+            raise VerificationFailed(f"{path.name} has no schema revision; it is not an ORCH database")
         if revision != head:
             if not _known_revision(revision):
                 raise BackupError(f"{path.name} is at schema {revision}, unknown to this code (head {head}): "
@@ -174,7 +233,9 @@ def swap(settings: Settings, candidate: Candidate, owner: str) -> dict[str, Any]
     if held is not None:
         steps.append("dispatch resumed")
     from orch.audit import record_audit
-    from orch.storage.engine import session_scope
+    from orch.storage.engine import clear_corruption, session_scope
+
+    clear_corruption(settings.database.url or "")  # the restored file was checked: the API may accept work again
 
     with session_scope(settings.database) as session:  # in the restored database: the act that made it
         record_audit(session, actor=owner, action="backup.restore", resource="database",
@@ -182,14 +243,15 @@ def swap(settings: Settings, candidate: Candidate, owner: str) -> dict[str, Any]
     report = {"restored": Path(candidate.source).name, "database": safe_url(settings.database.url or ""),
               "pre_restore_copy": str(pre), "schema_revision_of_backup": candidate.facts["schema_revision"],
               "row_counts": candidate.facts["row_counts"], "seconds": round(time.monotonic() - started, 3),
-              "steps": steps}
+              "skipped": candidate.skipped, "steps": steps}
     log.info("restored %s into %s", report["restored"], report["database"], extra={"event_type": "backup.restored"})
     return report
 
 
 def _swap_sqlite(settings: Settings, candidate: Candidate, owner: str | None, steps: list[str]) -> Path:
     live = sqlite.sqlite_path(settings.database.url or "")
-    pre = _pre_restore_dir(settings) / f"orch_pre_restore_{timestamp()}.db"
+    pre = Path(candidate.pre_restore) if candidate.pre_restore else pre_restore_path(settings, "sqlite")
+    pre.parent.mkdir(exist_ok=True)
     if live.exists():
         try:
             sqlite.copy(live, pre, settings.database.timeout)
@@ -221,7 +283,8 @@ def _swap_postgres(settings: Settings, candidate: Candidate, held: Any, steps: l
     from orch.storage.migrate import upgrade
 
     url = settings.database.url or ""
-    pre = _pre_restore_dir(settings) / f"orch_pre_restore_{timestamp()}.dump"
+    pre = Path(candidate.pre_restore) if candidate.pre_restore else pre_restore_path(settings, "postgresql")
+    pre.parent.mkdir(exist_ok=True)
     postgres.dump(settings, url, pre)
     steps.append(f"pre-restore copy {pre}")
     try:
@@ -263,10 +326,11 @@ def _require_restored(facts: dict[str, Any]) -> None:
         raise BackupError(f"the restored database is at schema {facts['schema_revision']}, not {head_revision()}")
 
 
-def _pre_restore_dir(settings: Settings) -> Path:
-    directory = backup_dir(settings) / "pre_restore"
-    directory.mkdir(exist_ok=True)
-    return directory
+def pre_restore_path(settings: Settings, engine: str) -> Path:
+    """Where a restore keeps the live database's copy; named when the backup is checked, so the operator
+    is told the path before confirming (the directory is made when the copy is written)."""
+    suffix = "db" if engine == "sqlite" else "dump"
+    return backup_dir(settings) / "pre_restore" / f"orch_pre_restore_{timestamp()}.{suffix}"
 
 
 def _carry_locks(live: Path, copy: Path, owner: str, timeout: float) -> None:

@@ -7,6 +7,7 @@ schedules and the Prefect UI run.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -43,25 +44,30 @@ def backup_create(kind: Annotated[str, typer.Option(help="manual, daily or full 
 
 @backup_app.command("list")
 def backup_list(as_json: JsonOption = False, config: ConfigOption = None) -> None:
-    """The catalog, oldest first."""
+    """The catalog, oldest first, each with its verification (verified when / FAILED when: why / never
+    verified); backup files the catalog does not know are listed last."""
     with user_errors():
         settings = load(config)
-        from orch.backup.catalog import Catalog
+        from orch.backup.catalog import Catalog, verification_status
         from orch.backup.files import backup_dir
 
         directory = backup_dir(settings)
-        entries = Catalog(directory).entries()
+        catalog = Catalog(directory)
+        entries = [{**entry, "verification": verification_status(entry)} for entry in catalog.entries()]
+        strangers = catalog.uncataloged()
     if as_json:
-        _print_json(entries)
+        _print_json(entries + [{"file": name, "verification": verification_status(None)} for name in strangers])
         return
-    if not entries:
+    if not entries and not strangers:
         typer.echo(f"no backups in {directory}")
         return
     for entry in entries:
         present = "" if (directory / entry["file"]).exists() else "  (file missing)"
         typer.echo(f"{entry['created_at'][:19]}  {entry['kind']:<6} {entry['engine']:<10} "
                    f"{entry['size_bytes']:>12} B  tasks {entry['row_counts'].get('tasks', 0):>9}  "
-                   f"{entry['file']}{present}")
+                   f"{entry['file']}{present}  {entry['verification']}")
+    for name in strangers:
+        typer.echo(f"{'?':<19}  {'?':<6} {'?':<10} {'?':>12} B  tasks {'?':>9}  {name}  {verification_status(None)}")
 
 
 @backup_app.command("verify")
@@ -78,14 +84,39 @@ def backup_verify(backup: Annotated[str, typer.Argument(help="A backup file, its
 
 
 @backup_app.command("restore")
-def backup_restore(backup: Annotated[str, typer.Argument(help="A backup file, its catalog name, or 'latest'.")],
+def backup_restore(backup: Annotated[str, typer.Argument(help="A backup file, its catalog name, or 'latest' "
+                                                         "(the newest that verifies; newer ones that do not "
+                                                         "are skipped, each with the reason).")],
+                   yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (needed "
+                                                     "without a terminal).")] = False,
                    config: ConfigOption = None) -> None:
-    """Replace the database with a verified backup (the current one is kept as a pre-restore copy)."""
+    """Replace the database with a verified backup (the current one is kept as a pre-restore copy).
+
+    The backup is checked first; then, unless ``--yes``, the command says what will be replaced and
+    where the current database will be kept, and asks. Without a terminal to ask on it refuses."""
+    import sys
+
+    if not yes and not sys.stdin.isatty():
+        fail("restore replaces the live database and there is no terminal to confirm on: pass --yes")
     with user_errors():
         settings = load(config)
-        from orch.backup.restore import restore_backup
+        from orch.backup.restore import check, discard, swap
+        from orch.storage.engine import safe_url
 
-        report = restore_backup(settings, backup, owner="restore:cli")
+        candidate = check(settings, backup, migrate=True)
+        try:
+            if not yes:
+                for line in candidate.skipped:
+                    typer.echo(line)
+                counts = ", ".join(f"{table} {n}" for table, n in sorted(candidate.facts["row_counts"].items()))
+                typer.echo(f"This replaces the live database {safe_url(settings.database.url or '')} with "
+                           f"{Path(candidate.source).name} ({counts}).\n"
+                           f"The current database will be kept as {candidate.pre_restore}")
+                if not typer.confirm("Restore?", default=False):
+                    fail("restore cancelled: nothing was changed")
+            report = swap(settings, candidate, owner="restore:cli")
+        finally:
+            discard(candidate)
     for step in report["steps"]:
         typer.echo(f"- {step}")
     typer.echo(f"restored {report['restored']} into {report['database']} in {report['seconds']} s")
@@ -119,31 +150,40 @@ def db_maintain(config: ConfigOption = None) -> None:
 def recover(ctx: typer.Context,
             emergency: Annotated[bool, typer.Option("--emergency", help="Also free disk space when it is "
                                                     "low (old rotated logs, backups past retention).")] = False,
+            dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (each step, what it would "
+                                                  "change) and change nothing.")] = False,
             config: ConfigOption = None) -> None:
     """Service recovery: restore the newest verified backup if the database is corrupt, clear stale locks,
-    re-queue failed tasks, check health, notify. Exit 1 when a step failed."""
+    re-queue failed tasks, check health, notify. Exit 1 when a step failed (with --dry-run: would fail)."""
     if ctx.invoked_subcommand is not None:
         return
     with user_errors():
         settings = load(config)
         from orch.recovery.procedures import run
 
-        result = run(settings, "emergency-recovery" if emergency else "service-recovery")
+        result = run(settings, "emergency-recovery" if emergency else "service-recovery", dry_run=dry_run)
     for report in result["steps"]:
         typer.echo(f"{'ok  ' if report['ok'] else 'FAIL'} {report['step']}: found {report['found']}; "
-                   f"did {report['did']}")
+                   f"{'plan:' if dry_run else 'did'} {report['did']}")
+    if not result["ok"] and dry_run:
+        failed = ", ".join(report["step"] for report in result["steps"] if not report["ok"])
+        fail(f"{result['procedure']} dry run: {failed} not ok (nothing was changed)")
     if not result["ok"]:
         fail(f"{result['procedure']} failed: manual intervention required")
-    typer.echo(f"{result['procedure']} completed")
+    typer.echo(f"{result['procedure']} plan printed; nothing was changed (run without --dry-run to act)"
+               if dry_run else f"{result['procedure']} completed")
 
 
 @recover_app.command("tasks-from-logs")
 def recover_tasks_from_logs(
         apply: Annotated[bool, typer.Option("--apply", help="Insert the tasks missing from the database.")] = False,
         log: Annotated[Optional[list[str]], typer.Option("--log", help="Log file to read (repeatable; "
-                                                          "default: the API log and data/logs/*.log).")] = None,
+                                                          "default: the audit trail, the API log and "
+                                                          "data/logs/*.log).")] = None,
         config: ConfigOption = None) -> None:
-    """Rebuild tasks from task.created log lines into data/recovered_tasks_<time>.json."""
+    """Rebuild tasks from the audit trail's task.create entries (with their params, masked values masked)
+    and the task.* log lines into data/recovered_tasks_<time>.json. A task whose params were masked is
+    inserted cancelled, marked metadata.recovered_params_masked: dispatch it again with the real values."""
     with user_errors():
         settings = load(config)
         from pathlib import Path
@@ -157,4 +197,8 @@ def recover_tasks_from_logs(
         result = recover_tasks(settings, apply=apply, log_files=[Path(p) for p in log] if log else None)
     typer.echo(f"found {result['found']} task(s) in {len(result['logs'])} log file(s), {result['missing']} missing "
                f"from the database; written to {result['file']}")
+    if result["params_masked"]:
+        typer.echo(f"{result['params_masked']} missing task(s) had masked params: inserted as cancelled, "
+                   "to be dispatched again with the real values" if apply else
+                   f"{result['params_masked']} missing task(s) have masked params (they would be inserted cancelled)")
     typer.echo(f"inserted {result['inserted']}" if apply else "nothing inserted (use --apply)")

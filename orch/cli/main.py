@@ -108,11 +108,19 @@ def _safe(url: str) -> str:
 
 @db_app.command("init")
 def db_init(config: ConfigOption = None) -> None:
-    """Create the database (and the PostgreSQL database itself if missing) at the current schema."""
+    """Create the database (and the PostgreSQL database itself if missing) at the current schema.
+
+    An existing SQLite file is checked first (``PRAGMA quick_check``): ``orch up`` runs this before it
+    serves anything, and a damaged file must stop it there, before new work is accepted into it."""
     with user_errors():
         settings = load(config)
+        from orch.storage.engine import DatabaseCorrupt
+        from orch.storage.health import check_corruption
         from orch.storage.migrate import upgrade
 
+        problem = check_corruption(settings.database, "orch db init")
+        if problem is not None:
+            raise DatabaseCorrupt(settings.database.url or "", problem)
         result = upgrade(settings.database, create_database=True)
         state = "created" if result.before is None else (
             "upgraded from " + result.before if result.changed else "already initialised")

@@ -12,14 +12,26 @@ import queue as stdlib_queue
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from uuid import UUID
 
 from orch.config.schema import Settings
 from orch.dispatch.lease_owner import dispatcher_id
 from orch.dispatch.queue import TaskQueue
 from orch.logging_config import get_logger
 
+if TYPE_CHECKING:
+    from tasks.dispatch import Attempt
+
 log = get_logger(__name__)
-STOP = threading.Event()  # set by the dispatcher service on SIGTERM: stop claiming, finish what runs
+STOP = threading.Event()  # set on SIGTERM: stop claiming, finish what runs
+# Set after STOP by a process that will not wait for what still runs (the worker, once its short stop
+# window is over): hand it back to the queue now and return, see :func:`_hand_back`.
+HAND_BACK = threading.Event()
+# Set once a dispatch run stopped by HAND_BACK has reported its final state to Prefect: its thread may
+# stay blocked in a handed-back action until the process exits, so that is what the process waits for.
+REPORTED = threading.Event()
+HANDED_BACK_REASON = "handed back: its dispatcher stopped while it ran"
 
 
 @dataclass
@@ -28,6 +40,7 @@ class DispatchSummary:
     claimed: int = 0
     finished: int = 0
     lost: int = 0
+    handed_back: int = 0
     seconds: float = 0.0
 
 
@@ -38,7 +51,8 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
     Stopping means: claim nothing more, and keep renewing the leases of what still runs until it ends.
     A lease must not lapse while its task is alive here, or another dispatcher would run it a second
     time alongside; if this process is killed instead, the leases lapse and the tasks are retried,
-    which cannot overlap a run that died with the process.
+    which cannot overlap a run that died with the process. :data:`HAND_BACK` (set by a process about to
+    exit) ends the wait: what still runs goes back to the queue at once (:func:`_hand_back`).
     """
     from tasks.dispatch import Attempt, for_claim
 
@@ -47,9 +61,11 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
     queue.release_dead_leases()  # a predecessor killed on this host: its tasks now, not after the lease
     started = time.monotonic()
     in_flight: dict[str, Attempt] = {}
+    task_runs: dict[str, UUID] = {}  # ORCH task id -> its Prefect task run id
     done: stdlib_queue.SimpleQueue[str] = stdlib_queue.SimpleQueue()
     renew_every = max(0.05, settings.dispatch.lease_seconds / 3)
     last_renew = started
+    waiting_said = False
 
     def finished(task_id: str) -> None:
         done.put(task_id)
@@ -59,7 +75,15 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
             task_id = done.get()
             if in_flight.pop(task_id, None) is not None:
                 summary.finished += 1
+            task_runs.pop(task_id, None)
+        if HAND_BACK.is_set() and in_flight:
+            summary.handed_back = _hand_back(queue, summary.dispatcher, in_flight, task_runs)
+            break
         stopping = STOP.is_set() or (run_for_seconds > 0 and time.monotonic() - started >= run_for_seconds)
+        if STOP.is_set() and in_flight and not waiting_said:
+            waiting_said = True  # the operator learns why the stop is not over yet, and how to end it
+            log.warning("stopping: claiming nothing more; waiting for %d running task(s) (a second signal "
+                        "hands them back to the queue)", len(in_flight))
         claims = []
         if not stopping and len(in_flight) < concurrency:
             claims = queue.claim(summary.dispatcher, concurrency - len(in_flight))
@@ -67,6 +91,7 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
             attempt = Attempt(claim)
             in_flight[claim.task_id] = attempt
             future = for_claim(attempt).submit(queue, attempt)
+            task_runs[claim.task_id] = future.task_run_id
             future.add_done_callback(lambda _f, task_id=claim.task_id: finished(task_id))
         summary.claimed += len(claims)
         if time.monotonic() - last_renew >= renew_every and in_flight:
@@ -84,3 +109,36 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
                 done.put(done.get(timeout=poll_seconds))
     summary.seconds = round(time.monotonic() - started, 3)
     return summary
+
+
+def _hand_back(queue: TaskQueue, owner: str, in_flight: dict[str, Attempt], task_runs: dict[str, UUID]) -> int:
+    """Give the tasks still running back to the queue now, instead of waiting for them.
+
+    For a process that is about to exit (its action threads end with it): each attempt is marked lost
+    first, so its thread neither retries nor records an outcome; its Prefect task run is reported
+    Cancelled with the reason, so nothing is left Running in Prefect; its lease is released last, as a
+    lapsed lease would be (the task queued again at its place while attempts remain), so another
+    dispatcher can take it at once. Returns how many leases were released.
+    """
+    for attempt in in_flight.values():
+        attempt.lost.set()
+    _cancel_task_runs([run for task_id, run in task_runs.items() if task_id in in_flight])
+    released = queue.hand_back(owner, list(in_flight), HANDED_BACK_REASON)
+    log.warning("stopping: handed %d running task(s) back to the queue: %s", released, ", ".join(in_flight))
+    return released
+
+
+def _cancel_task_runs(run_ids: list[UUID]) -> None:
+    """Report the handed-back tasks' Prefect task runs Cancelled; a failure only leaves them for the
+    monitoring sweep's zombie check, never keeps the tasks from going back to the queue."""
+    if not run_ids:
+        return
+    from prefect import get_client
+    from prefect.states import Cancelled
+
+    try:
+        with get_client(sync_client=True) as client:
+            for run_id in run_ids:
+                client.set_task_run_state(run_id, Cancelled(message=HANDED_BACK_REASON), force=True)
+    except Exception as exc:  # noqa: BLE001 - see above
+        log.warning("stopping: could not report handed-back task runs Cancelled: %s", exc)

@@ -34,7 +34,7 @@ from orch.dispatch.errors import InvalidTransition, QueueFull, TaskNotFound
 from orch.dispatch.locks import expire_locks, record_acquisition
 from orch.dispatch.ordering import Priority, sort_key
 from orch.dispatch.request import ValidTask
-from orch.logging_config import get_logger
+from orch.logging_config import get_logger, redact_structure
 from orch.storage.engine import is_sqlite, session_scope
 from orch.storage.models import (
     CoreReservation,
@@ -124,11 +124,29 @@ def add_event(session: Session, task: Task, event_type: str, data: dict[str, Any
 
 
 def log_event(event_type: str, task_id: str, core_id: str, data: dict[str, Any]) -> None:
-    """One JSON line (``event_type``, ``task_id``, ``data``): what the guide's log analysis and
-    data-recovery scripts read."""
+    """One JSON line (``event_type``, ``task_id``, ``data``) for each move after creation: what the
+    guide's log analysis and ``orch recover tasks-from-logs`` read to tell how far a task got.
+
+    A task's creation is not logged here but in its ``task.create`` audit entry (:func:`creation_records`):
+    the operational log is written only by the API process, so tasks queued from the CLI never reached it,
+    while the audit trail (``logging.audit_file``) is appended by every process that creates tasks, and
+    only once the creating transaction has committed."""
     if log.isEnabledFor(logging.INFO):
         log.info(event_type, extra={"event_type": event_type, "task_id": task_id, "core_id": core_id,
                                     "data": data})
+
+
+def creation_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What rebuilds each created task (``orch recover tasks-from-logs``), for its ``task.create`` audit entry.
+
+    The one record of a task's creation outside the database, whether the API or the CLI queued it.
+    Params and metadata pass the one masking rule (``redact_structure``) first: a value under a key such
+    as ``password`` is ``***`` here, in the audit table and in the file alike, and comes back masked."""
+    return redact_structure([
+        {"task_id": row["task_id"], "core_id": row["core_id"], "action": row["action"],
+         "priority": Priority(row["priority"]).label, "timeout": row["timeout"], "max_retries": row["max_retries"],
+         "stay": row["stay"], "locks": row["locks"], "metadata": row["metadata"], "params": row["params"]}
+        for row in rows])
 
 
 def _audit(session: Session, actor: str, action: str, resource_id: str | None, caller: Caller | None,
@@ -204,9 +222,7 @@ class TaskQueue:
         ids = [row["task_id"] for row in rows]
         _audit(session, owner, "task.create", ids[0] if len(ids) == 1 else None, caller,
                {"count": len(ids), "task_ids": ids[:100],
-                "core_ids": sorted({row["core_id"] for row in rows})[:20]})
-        for event in events:
-            log_event(event["event_type"], event["task_id"], event["data"]["core_id"], event["data"])
+                "core_ids": sorted({row["core_id"] for row in rows})[:20], "tasks": creation_records(rows)})
         waits = self._estimated_waits(connection, rows, ahead)
         created = iter(rows)
         out = []
@@ -335,6 +351,20 @@ class TaskQueue:
         if released:
             log.warning("released %d task(s) leased by dispatchers of this host that are gone", released)
         return released
+
+    def hand_back(self, lease_owner: str, task_ids: list[str], reason: str) -> int:
+        """Release at once the leases ``lease_owner`` still holds on ``task_ids``: a dispatcher that stops
+        without waiting for them hands them back exactly as a lapsed lease would later (queued again at
+        their place while attempts remain, else ended), only without the wait. Returns how many."""
+        if not task_ids:
+            return 0
+        with session_scope(self.database, write_lock=True) as session:
+            held = session.scalars(select(Task).where(Task.task_id.in_(task_ids), Task.status == "running",
+                                                      Task.lease_owner == lease_owner).with_for_update()).all()
+            now = utcnow()
+            for task in held:
+                self._lease_over(session, task, reason, now)
+            return len(held)
 
     # ---- while running -------------------------------------------------------------------------
     def renew(self, lease_owner: str, task_ids: list[str]) -> set[str]:

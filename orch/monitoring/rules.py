@@ -59,6 +59,8 @@ def threshold_rules(settings: Settings, targets: list[str]) -> list[ThresholdRul
         ThresholdRule("api_errors", "api_error_rate_percent", thresholds.error_rate_percent, True, "warning", "%",
                       wait),
         ThresholdRule("database_down", "database_up", 1, False, "critical", "", 0),
+        # PRAGMA quick_check found damage (1): every write makes the loss at restore larger, so at once.
+        ThresholdRule("database_corrupt", "database_corrupt", 0, True, "critical", "", 0),
         ThresholdRule("prefect_down", "prefect_up", 1, False, "critical", "", wait),
         ThresholdRule("prefect_stalled", "prefect_lag_seconds", stall, True, "critical", " s", 0),
         # Found and crashed in the same sweep (orch/monitoring/zombies.py): a warning that it happened.

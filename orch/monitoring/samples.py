@@ -156,24 +156,42 @@ def collect_locks(settings: Settings) -> list[Sample]:
 
 
 def collect_database(settings: Settings) -> list[Sample]:
-    """Whether ORCH's database answers, and how fast (the full integrity check is db-health's job)."""
+    """Whether ORCH's database answers and how fast, and whether its file is sound (SQLite).
+
+    ``database_corrupt`` is ``PRAGMA quick_check``'s verdict (1 damaged, 0 sound) and
+    ``database_check_ms`` its cost; the verdict is also left in the marker beside the file, which
+    ``/health`` reports and the API obeys even when the damage keeps this sample from being stored.
+    The full ``integrity_check`` stays db-health's job."""
     from sqlalchemy import text
 
-    from orch.storage.engine import get_engine
+    from orch.storage.engine import get_engine, is_corruption_error, is_sqlite
+    from orch.storage.health import check_corruption
 
     started = time.perf_counter()
     try:
         with get_engine(settings.database).connect() as connection:
             connection.execute(text("SELECT 1"))
-    except Exception:  # noqa: BLE001
-        return [Sample("database_up", 0.0)]
-    return [Sample("database_up", 1.0), Sample("database_latency_ms", round((time.perf_counter() - started) * 1000, 2))]
+    except Exception as exc:  # noqa: BLE001
+        return [Sample("database_up", 0.0)] + ([Sample("database_corrupt", 1.0)] if is_corruption_error(exc) else [])
+    found = [Sample("database_up", 1.0),
+             Sample("database_latency_ms", round((time.perf_counter() - started) * 1000, 2))]
+    started = time.perf_counter()
+    try:
+        problem = check_corruption(settings.database, "the monitoring sweep")
+    except Exception:  # noqa: BLE001 - the database stopped answering: database_up says so next time
+        return found
+    if not is_sqlite(settings.database.url or ""):
+        return found  # PostgreSQL: nothing was checked, so nothing is claimed
+    return found + [Sample("database_corrupt", 0.0 if problem is None else 1.0),
+                    Sample("database_check_ms", round((time.perf_counter() - started) * 1000, 2))]
 
 
 def collect_prefect(settings: Settings) -> list[Sample]:
-    """Prefect's readiness and its lag: how late the most overdue scheduled flow run is.
+    """Prefect's readiness and its lag: how late the most overdue scheduled ORCH flow run is.
 
-    A server that answers ``/ready`` while no run starts is not healthy; the lag says so.
+    A server that answers ``/ready`` while no run starts is not healthy; the lag says so. Only ORCH's runs
+    (tag ``orch``, as every ORCH deployment has) count: another team's deployment with no worker of its
+    own on a shared server is not ORCH's engine stalling.
     """
     from orch.monitoring.targets import probe_client
     from orch.prefect_api import prefect_headers
@@ -191,7 +209,7 @@ def collect_prefect(settings: Settings) -> list[Sample]:
     samples.append(Sample("prefect_latency_ms", round((time.perf_counter() - started) * 1000, 2)))
     now = utcnow()
     body = {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}},
-                          "expected_start_time": {"before_": now.isoformat()}},
+                          "expected_start_time": {"before_": now.isoformat()}, "tags": {"all_": ["orch"]}},
             "sort": "EXPECTED_START_TIME_ASC", "limit": 1}
     try:
         response = client.post(f"{api_url}/flow_runs/filter", json=body, headers=prefect_headers(settings.prefect))

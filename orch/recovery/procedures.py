@@ -3,13 +3,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from orch.config.schema import Settings
 from orch.recovery import steps
 
-Step = Callable[[Settings], dict[str, Any]]
+
+class Step(Protocol):
+    """A recovery step: what it found and did; with ``dry_run``, what it would do, changing nothing."""
+
+    __name__: str
+
+    def __call__(self, settings: Settings, dry_run: bool = False) -> dict[str, Any]: ...
+
+
+
 SERVICE: tuple[Step, ...] = (steps.database, steps.stale_locks, steps.failed_tasks, steps.health)
 EMERGENCY: tuple[Step, ...] = (steps.disk_space, *SERVICE)
 
@@ -21,14 +29,18 @@ def failed_step(name: str, exc: BaseException) -> dict[str, Any]:
             "did": "nothing (the step failed)"}
 
 
-def run(settings: Settings, procedure: str) -> dict[str, Any]:
-    """Run ``service-recovery`` or ``emergency-recovery``; ``ok`` only when every step is."""
+def run(settings: Settings, procedure: str, *, dry_run: bool = False) -> dict[str, Any]:
+    """Run ``service-recovery`` or ``emergency-recovery``; ``ok`` only when every step is.
+
+    With ``dry_run`` every step only looks and reports what it would do, and nobody is notified: the
+    plan is for the operator who asked for it."""
     chosen = EMERGENCY if procedure == "emergency-recovery" else SERVICE
     reports = []
     for step in chosen:
         try:
-            reports.append(step(settings))
+            reports.append(step(settings, dry_run=dry_run))
         except Exception as exc:  # noqa: BLE001 - reported, and recovery goes on with the next step
             reports.append(failed_step(step.__name__.replace("_", "-"), exc))
-    notice = steps.notify(settings, procedure, reports)
-    return {"procedure": procedure, "ok": all(r["ok"] for r in reports), "steps": reports, "notification": notice}
+    notice = None if dry_run else steps.notify(settings, procedure, reports)
+    return {"procedure": procedure, "ok": all(r["ok"] for r in reports), "dry_run": dry_run, "steps": reports,
+            "notification": notice}

@@ -3,7 +3,11 @@
 
 Nothing destructive happens without a reason in its report: logs and backups are removed only when the
 disk is past ``monitoring.alert_thresholds.disk_usage_percent``, and the database is restored only when
-its integrity check fails (or its file is gone), from the newest *verified* backup in the catalog.
+its integrity check fails (or its file is gone), from the newest backup that verifies (``latest``).
+
+Every step takes ``dry_run``: then it only looks, and its report says what it *would* do (which backup it
+would restore, which tasks it would re-queue, which files it would remove), so an operator can read the
+plan of ``orch recover --dry-run`` before letting it act.
 """
 
 from __future__ import annotations
@@ -28,14 +32,15 @@ def _report(step: str, found: str, did: str, ok: bool = True, **facts: Any) -> d
     return report
 
 
-def disk_space(settings: Settings) -> dict[str, Any]:
+def disk_space(settings: Settings, dry_run: bool = False) -> dict[str, Any]:
     """When the data disk is past the threshold: remove rotated logs past ``maintenance.log_retention_days``
     and prune backups past retention (the newest verified ones stay)."""
     from orch.backup.retention import prune
 
     data_dir = Path(settings.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    usage = shutil.disk_usage(data_dir)
+    if not dry_run:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    usage = shutil.disk_usage(data_dir if data_dir.exists() else data_dir.parent)
     percent = round(usage.used * 100 / usage.total, 1)
     threshold = settings.monitoring.alert_thresholds.disk_usage_percent
     found = f"disk {percent}% used (threshold {threshold:g}%)"
@@ -48,48 +53,69 @@ def disk_space(settings: Settings) -> dict[str, Any]:
         if directory.is_dir():
             for path in directory.glob("*.log.*"):
                 if path.is_file() and path.stat().st_mtime < cutoff:
-                    path.unlink()
+                    if not dry_run:
+                        path.unlink()
                     removed_logs.append(str(path))
-    pruned = [item["file"] for item in prune(settings)["remove"]]
-    did = (f"removed {len(removed_logs)} rotated log(s) older than {settings.maintenance.log_retention_days} days "
-           f"and {len(pruned)} backup(s) past retention, because the disk is low")
+    pruned = [item["file"] for item in prune(settings, dry_run=dry_run)["remove"]]
+    did = (f"{'would remove' if dry_run else 'removed'} {len(removed_logs)} rotated log(s) older than "
+           f"{settings.maintenance.log_retention_days} days and {len(pruned)} backup(s) past retention "
+           f"({', '.join(pruned[:10]) or 'none'}), because the disk is low")
     return _report("disk-space", found, did, used_percent=percent, removed_logs=removed_logs, pruned_backups=pruned)
 
 
-def database(settings: Settings) -> dict[str, Any]:
+def database(settings: Settings, dry_run: bool = False) -> dict[str, Any]:
     """Check the database; restore the newest verified backup if it is corrupt or gone; migrate if behind."""
     from orch.backup.catalog import Catalog
-    from orch.backup.files import backup_dir
-    from orch.backup.restore import restore_backup
-    from orch.storage.engine import is_sqlite
+    from orch.backup.files import BackupError, backup_dir
+    from orch.backup.restore import live_engine, restore_backup
     from orch.storage.health import check_database
-    from orch.storage.migrate import upgrade
+    from orch.storage.migrate import head_revision, upgrade
 
     health = check_database(settings.database)
     if health.healthy:
         return _report("database", health.summary(), "nothing")
     problem = health.problem or "unhealthy"
     if any(sign in problem for sign in CORRUPTION_SIGNS):
-        engine = "sqlite" if is_sqlite(settings.database.url or "") else "postgresql"
-        newest = Catalog(backup_dir(settings)).newest_verified(engine)
+        newest = Catalog(backup_dir(settings)).newest_verified(live_engine(settings))
         if newest is None:
             return _report("database", problem, "nothing: no verified backup, manual intervention required",
                            ok=False)
-        restored = restore_backup(settings, newest["file"], owner="recovery")
-        return _report("database", problem, f"restored {newest['file']} (taken {newest['created_at']}) "
-                       "because the database is corrupt", restore=restored)
+        if dry_run:
+            return _report("database", problem, f"would restore the newest backup that verifies, trying "
+                           f"{newest['file']} (taken {newest['created_at']}) first, because the database is "
+                           "corrupt")
+        try:
+            restored = restore_backup(settings, "latest", owner="recovery")
+        except BackupError as exc:  # every backup failed its check: the report says which and why
+            return _report("database", problem, f"nothing: {exc}; manual intervention required", ok=False)
+        skipped = "".join(f"; {line}" for line in restored.get("skipped", []))
+        return _report("database", problem, f"restored {restored['restored']} because the database is "
+                       f"corrupt{skipped}", restore=restored)
+    if dry_run and "orch db migrate" in problem:
+        return _report("database", problem, f"would migrate to {head_revision()}")
     if "orch db migrate" in problem:
         result = upgrade(settings.database)
         return _report("database", problem, f"migrated {result.before} -> {result.after}")
     return _report("database", problem, "nothing: not a corruption this step can repair", ok=False)
 
 
-def stale_locks(settings: Settings) -> dict[str, Any]:
+def stale_locks(settings: Settings, dry_run: bool = False) -> dict[str, Any]:
     """Expired lock rows (the guide's ``cleanup_expired_locks``) and the old system's lock files."""
-    from orch.dispatch.locks import LockManager
+    from sqlalchemy import select
 
-    expired = LockManager(settings).cleanup_expired()
+    from orch.dispatch.locks import LockManager
+    from orch.storage.engine import session_scope
+    from orch.storage.models import ResourceLock
+    from orch.storage.types import utcnow
+
     files = [p for p in (Path(settings.data_dir) / "locks").glob("*.lock") if p.is_file()]
+    if dry_run:
+        with session_scope(settings.database) as session:
+            names = list(session.scalars(select(ResourceLock.resource).where(ResourceLock.expires_at <= utcnow())))
+        return _report("stale-locks", f"{len(names)} expired lock(s), {len(files)} lock file(s) in data/locks",
+                       f"would remove {', '.join([*names, *(p.name for p in files)][:20])}" if names or files
+                       else "nothing", expired_locks=len(names), lock_names=names, lock_files=[str(p) for p in files])
+    expired = LockManager(settings).cleanup_expired()
     for path in files:
         path.unlink()
     return _report("stale-locks", f"{expired} expired lock(s), {len(files)} lock file(s) in data/locks",
@@ -97,17 +123,30 @@ def stale_locks(settings: Settings) -> dict[str, Any]:
                    lock_files=[str(p) for p in files])
 
 
-def failed_tasks(settings: Settings) -> dict[str, Any]:
+def failed_tasks(settings: Settings, dry_run: bool = False) -> dict[str, Any]:
     """Re-queue failed and timed-out tasks with fresh attempts (the guide's ``reset_failed_tasks``)."""
     from orch.dispatch.queue import TaskQueue
 
+    if dry_run:  # the tasks reset_failed takes: failed and timed-out ones
+        from sqlalchemy import select
+
+        from orch.storage.engine import session_scope
+        from orch.storage.models import Task
+
+        with session_scope(settings.database) as session:
+            ids = list(session.scalars(select(Task.task_id).where(Task.status.in_(("failed", "timed_out")))
+                                       .order_by(Task.created_at)))
+        return _report("failed-tasks", f"{len(ids)} failed or timed-out task(s)",
+                       f"would re-queue {len(ids)}: {', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''}"
+                       if ids else "nothing", task_ids=ids[:100])
     reset = TaskQueue(settings).reset_failed("recovery")
     return _report("failed-tasks", f"{len(reset)} failed or timed-out task(s)",
                    f"re-queued {len(reset)}" if reset else "nothing", task_ids=reset[:100])
 
 
-def health(settings: Settings) -> dict[str, Any]:
-    """The database must be healthy; Prefect and the ORCH API are reported (a host may run neither)."""
+def health(settings: Settings, dry_run: bool = False) -> dict[str, Any]:
+    """The database must be healthy; Prefect and the ORCH API are reported (a host may run neither).
+    It only looks, so a dry run runs it as it is."""
     from orch.http import http_client
     from orch.prefect_api import prefect_readiness
     from orch.storage.health import check_database

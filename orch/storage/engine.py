@@ -3,15 +3,23 @@
 SQLite gets WAL, ``synchronous=NORMAL``, foreign keys and a busy timeout on every connection, because
 the API, the worker and the flows all write to the same file and must wait for each other rather than
 fail with "database is locked".
+
+A damaged SQLite file is remembered in a marker beside it (``<file>-corrupt``), because the file itself
+cannot be trusted to say so: any statement that SQLite answers with "database disk image is malformed"
+writes it, as do the start-up and sweep checks (:mod:`orch.storage.health`); a check that passes, or a
+restore, removes it. A process that serves work from outside (the API) refuses writes while it is there
+(:func:`refusing_writes_when_corrupt`), so no new work is accepted into a file a restore will replace.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
@@ -33,10 +41,24 @@ _factories: dict[Engine, sessionmaker[Session]] = {}
 _guard = threading.Lock()
 _writer_turns: dict[Engine, _WriterTurn] = {}
 TURN_POLL_SECONDS = 0.0002
+CORRUPT_SUFFIX = "-corrupt"  # the marker beside a SQLite file known to be damaged
+# SQLite's own words for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB); "locked" or "busy" are not damage.
+CORRUPTION_SIGNS = ("database disk image is malformed", "file is not a database")
+RECOVERY_HINT = "run: orch recover (README: Backups, restore, maintenance and recovery)"
+WRITE_STATEMENTS = ("INSERT", "UPDATE", "DELETE", "REPLAC")  # first six letters, upper case
+_refusing_writes = 0  # > 0 while a process that accepts outside work refuses it on a corrupt database
 
 
 class StorageError(OrchError):
     """A database problem a user can act on; the message is one line and names the database."""
+
+
+class DatabaseCorrupt(StorageError):
+    """The database file is damaged: writing more into it would only add to what a restore loses."""
+
+    def __init__(self, url: str | URL, problem: str) -> None:
+        super().__init__(f"database is corrupt: {safe_url(url)}: {problem}; {RECOVERY_HINT}")
+        self.problem = problem
 
 
 def safe_url(url: str | URL) -> str:
@@ -195,6 +217,81 @@ def _sqlite_writer_turn(engine: Engine) -> _WriterTurn | None:
     return turn
 
 
+def corruption_marker(url: str | URL) -> Path | None:
+    """Where the damage of a SQLite file is recorded; None for PostgreSQL and in-memory databases."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(f"{parsed.database}{CORRUPT_SUFFIX}")
+
+
+def known_corruption(url: str | URL) -> str | None:
+    """The recorded damage of this database (one line), or None when none is known.
+
+    A file read, not a query: the database it describes cannot be trusted to answer."""
+    marker = corruption_marker(url)
+    if marker is None:
+        return None
+    try:
+        found = json.loads(marker.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "damage recorded in an unreadable marker"
+    return (f"{found.get('problem', 'damage recorded')} "
+            f"(found by {found.get('found_by', '?')} at {found.get('at', '?')})")
+
+
+def mark_corrupt(url: str | URL, problem: str, found_by: str) -> None:
+    """Record the damage beside the file; best effort (a read-only directory must not hide the error)."""
+    marker = corruption_marker(url)
+    if marker is None:
+        return
+    body = json.dumps({"problem": problem.splitlines()[0][:500] if problem else "damaged", "found_by": found_by,
+                       "at": datetime.now(UTC).isoformat(timespec="seconds")})
+    try:
+        temporary = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+        temporary.write_text(body + "\n", encoding="utf-8")
+        os.replace(temporary, marker)
+    except OSError:
+        pass
+
+
+def clear_corruption(url: str | URL) -> bool:
+    """Forget recorded damage (a check passed, or a good copy was restored); True when there was some."""
+    marker = corruption_marker(url)
+    if marker is None:
+        return False
+    try:
+        marker.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def is_corruption_error(exc: BaseException) -> bool:
+    """SQLite said the file is damaged (not merely busy or locked); ORCH's own refusals are not news."""
+    original = getattr(exc, "orig", None) or exc
+    return not isinstance(original, OrchError) and any(sign in str(original) for sign in CORRUPTION_SIGNS)
+
+
+@contextmanager
+def refusing_writes_when_corrupt() -> Iterator[None]:
+    """While open, this process's writes to a database with recorded damage raise :class:`DatabaseCorrupt`
+    before they reach it (reads still answer, for what can be read).
+
+    For the processes that accept work from outside (the API): the monitoring sweep and recovery keep
+    writing, since they are how the damage is reported and repaired."""
+    global _refusing_writes
+    with _guard:
+        _refusing_writes += 1
+    try:
+        yield
+    finally:
+        with _guard:
+            _refusing_writes -= 1
+
+
 def dispose_engines() -> None:
     """Close every pool (tests, and before a restore swaps the database file)."""
     with _guard:
@@ -243,6 +340,21 @@ def _create(url: URL, database: DatabaseSettings) -> Engine:
             immediate = connection.get_execution_options().get(SQLITE_IMMEDIATE, False)
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
+        marker = str(corruption_marker(url) or "")
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _refuse_when_corrupt(_connection, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+            # A flag test per statement; a stat() per write only in a refusing process (the API).
+            if _refusing_writes and marker and _is_write(statement) and os.path.exists(marker):
+                raise DatabaseCorrupt(url, known_corruption(url) or "damage recorded")
+
+        @event.listens_for(engine, "handle_error")
+        def _remember_corruption(context) -> None:  # type: ignore[no-untyped-def]
+            # Whichever process meets the damage first tells all the others, through the marker; a
+            # check's description (which page, how many problems) is more useful than SQLite's one line.
+            if is_corruption_error(context.original_exception) and known_corruption(url) is None:
+                mark_corrupt(url, str(context.original_exception), "a statement")
+
         return engine
     return create_engine(
         url,
@@ -252,6 +364,12 @@ def _create(url: URL, database: DatabaseSettings) -> Engine:
         pool_pre_ping=True,
         connect_args={"connect_timeout": max(1, int(database.timeout))},
     )
+
+
+def _is_write(statement: str) -> bool:
+    """A statement that changes the file; BEGIN IMMEDIATE is a write transaction starting."""
+    head = statement.lstrip()[:15].upper()
+    return head[:6] in WRITE_STATEMENTS or head == "BEGIN IMMEDIATE"
 
 
 def _prepare_sqlite_dir(file: Path) -> None:

@@ -9,9 +9,20 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from orch.config.schema import DatabaseSettings
-from orch.storage.engine import StorageError, describe_error, get_engine, is_sqlite, safe_url
+from orch.storage.engine import (
+    StorageError,
+    clear_corruption,
+    describe_error,
+    get_engine,
+    is_corruption_error,
+    is_sqlite,
+    mark_corrupt,
+    safe_url,
+)
 from orch.storage.models import Task
 from orch.storage.types import utcnow
+
+CHECK_MAX_ERRORS = 10  # integrity_check(N) / quick_check(N) stop after N problems: a wrecked file is no slower
 
 
 @dataclass(frozen=True)
@@ -33,15 +44,51 @@ class DatabaseHealth:
         return f"Database unhealthy - {self.problem}"
 
 
-def integrity_check(database: DatabaseSettings) -> str:
-    """``"ok"`` or SQLite's own description of the damage; PostgreSQL answers a round trip."""
-    statement = "PRAGMA integrity_check" if is_sqlite(database.url or "") else "SELECT 'ok'"
+def integrity_check(database: DatabaseSettings, *, quick: bool = False) -> str:
+    """``"ok"`` or SQLite's own description of the damage (one line); PostgreSQL answers a round trip.
+
+    ``quick`` is ``PRAGMA quick_check``: every page is read once, but indexes are not matched against
+    their tables, so it is linear in the file's size (integrity_check is O(N log N)) and cheap enough
+    for every monitoring sweep and every start (README, "Backups, restore, maintenance and recovery",
+    has the measured cost). A file SQLite cannot even read as a database is a verdict too, not an error.
+    """
+    pragma = "quick_check" if quick else "integrity_check"
+    statement = f"PRAGMA {pragma}({CHECK_MAX_ERRORS})" if is_sqlite(database.url or "") else "SELECT 'ok'"
     try:
         with get_engine(database).connect() as connection:
             rows = connection.execute(text(statement)).scalars().all()
     except SQLAlchemyError as exc:
+        if is_corruption_error(exc):
+            return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise StorageError(describe_error(exc, database.url or "")) from None
-    return "ok" if rows == ["ok"] else "; ".join(str(row) for row in rows[:10])
+    if rows == ["ok"]:
+        return "ok"
+    problems = [line.strip() for row in rows for line in str(row).splitlines()
+                if line.strip() and not line.startswith("*** in database")]
+    if len(problems) <= 1:
+        return problems[0] if problems else "damaged"
+    more = f"{len(problems) - 1}{'+' if len(problems) >= CHECK_MAX_ERRORS else ''}"
+    return f"{problems[0]} (and {more} more problem(s))"
+
+
+def check_corruption(database: DatabaseSettings, found_by: str) -> str | None:
+    """The damage ``PRAGMA quick_check`` finds (None when the file is sound), remembered for every process.
+
+    The marker beside the file (:func:`orch.storage.engine.mark_corrupt`) is what ``/health`` reports and
+    what makes the API refuse writes; a check that passes removes it, so a restored file, or a false
+    alarm, is trusted again at the next check. PostgreSQL: no check (None). A cluster made with
+    ``initdb --data-checksums`` verifies each page as it reads it; amcheck would need an extension
+    installed by a superuser and a scan of every index, more than a sweep should cost.
+    Raises :class:`StorageError` when the database does not answer at all (``database_up`` says so).
+    """
+    if not is_sqlite(database.url or "") or not database_file_exists(database):
+        return None
+    verdict = integrity_check(database, quick=True)
+    if verdict == "ok":
+        clear_corruption(database.url or "")
+        return None
+    mark_corrupt(database.url or "", verdict, found_by)
+    return verdict
 
 
 def ping(database: DatabaseSettings) -> None:
@@ -80,8 +127,10 @@ def check_database(database: DatabaseSettings) -> DatabaseHealth:
                                   "database is not initialised (run: orch db init)")
         integrity = integrity_check(database)
         if integrity != "ok":
+            mark_corrupt(database.url or "", integrity, "the integrity check")
             return DatabaseHealth(label, False, integrity, revision, head, None,
                                   f"integrity check failed: {integrity}")
+        clear_corruption(database.url or "")  # the whole file was read and is sound: writes may resume
         if revision != head:
             return DatabaseHealth(label, False, integrity, revision, head, None,
                                   f"schema at {revision}, code expects {head} (run: orch db migrate)")

@@ -28,7 +28,7 @@ from orch.api.schemas import ErrorBody
 from orch.config.schema import Settings
 from orch.prefect_api import online_workers, prefect_readiness
 from orch.security.rbac import Permission
-from orch.storage.engine import session_scope
+from orch.storage.engine import DatabaseCorrupt, known_corruption, session_scope
 from orch.storage.health import ping
 
 router = APIRouter(tags=["health"])
@@ -170,6 +170,12 @@ def _check_all(settings: Settings) -> dict[str, ComponentHealth]:
 
 
 def _database(settings: Settings) -> ComponentHealth:
+    """The database answers, and no check has found its file damaged. The damage is read from the
+    marker the sweep's quick_check (or start-up, or a failing statement) left: scanning the file per
+    probe would cost a full read of it every ``api.health_cache_seconds``."""
+    damage = known_corruption(settings.database.url or "")
+    if damage is not None:
+        return ComponentHealth(status="down", detail=str(DatabaseCorrupt(settings.database.url or "", damage)))
     started = time.perf_counter()
     try:
         ping(settings.database)
