@@ -163,8 +163,20 @@ def run_db_health(stack: Stack) -> str:
 
 def run_in_process(stack: Stack, deployment_id: str) -> dict:
     """Run a deployment of the ``orch-inprocess`` pool; the run must execute inside the worker process."""
-    run = httpx.post(f"{stack.prefect_api}/deployments/{deployment_id}/create_flow_run", json={},
-                     headers=stack.prefect, timeout=10).json()
+    answers: list[httpx.Response] = []
+
+    def created() -> dict | None:
+        """The new run; a 5xx (Prefect's SQLite busy on a loaded machine, seen once in CI) is asked again."""
+        answer = httpx.post(f"{stack.prefect_api}/deployments/{deployment_id}/create_flow_run", json={},
+                            headers=stack.prefect, timeout=10)
+        answers.append(answer)
+        if answer.status_code >= 500:
+            return None
+        assert answer.status_code == 201, f"create_flow_run answered {answer.status_code}: {answer.text[:500]}"
+        return dict(answer.json())
+
+    run = wait_until(created, 120, "Prefect to create the flow run",
+                     details=lambda: answers[-1].text[:500] if answers else "no answer yet")
 
     def final() -> dict | None:
         found = httpx.get(f"{stack.prefect_api}/flow_runs/{run['id']}", headers=stack.prefect, timeout=10).json()
