@@ -56,11 +56,18 @@ def _wait_up(url: str, child: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def _wait_dispatchers(prefect_api: str, since: str, count: int, logs: Path) -> None:
+    """Until ``count`` dispatch flow runs are Running and labelled with their executor: the flow labels
+    itself just before its dispatcher starts claiming (flows/dispatch.py), so from then on each one polls."""
+    from orch.dispatch.lease_owner import EXECUTOR_LABEL
+
     query = {"flows": {"name": {"any_": ["dispatch"]}},
              "flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}, "start_time": {"after_": since}}}
-    wait_until(lambda: len(httpx.post(f"{prefect_api}/flow_runs/filter", json=query, headers=prefect_auth(),
-                                      timeout=5).json()) >= count,
-               120, f"{count} dispatchers to run their dispatch flow",
+
+    def claiming() -> bool:
+        runs = httpx.post(f"{prefect_api}/flow_runs/filter", json=query, headers=prefect_auth(), timeout=5).json()
+        return sum(1 for run in runs if EXECUTOR_LABEL in (run.get("labels") or {})) >= count
+
+    wait_until(claiming, 120, f"{count} dispatchers to run their dispatch flow",
                details=lambda: (logs / "dispatcher-0.log").read_text()[-2000:])
 
 
