@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         deployments,
         health,
         locks,
+        maintenance_mode,
         mcp,
+        operations,
         sse,
         tasks,
         users,
@@ -104,7 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Routers are matched in the order included, each route tried in turn: the busiest paths come
     # first (a webhook, 5th before, spent 9 % of its CPU finding its route).
-    for module in (health, webhook, tasks, cores, sse, auth, locks, deployments, users, mcp):
+    for module in (health, webhook, tasks, cores, sse, auth, locks, deployments, users, mcp, operations,
+                   maintenance_mode):
         app.include_router(module.router)
     app.include_router(metrics_router)
     _include_optional_routers(app)
