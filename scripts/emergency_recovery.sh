@@ -5,7 +5,7 @@
 # monitoring.alert_thresholds.disk_usage_percent), restores the newest verified backup if the database
 # is corrupt, clears stale locks, re-queues failed tasks, checks health and notifies. Services need not
 # be stopped first: the restore pauses dispatch and replaces the data in one SQLite transaction that
-# every open connection sees (see README, "Restore while ORCH runs"). Every step prints what it found
+# every open connection sees (see docs/backups-and-recovery.md, "Restore while ORCH runs"). Every step prints what it found
 # and did; exit 1 means a step failed and a human must look.
 # Paths in the configuration resolve against ORCH_HOME, else the working directory (run it from the
 # install directory, as the guide does, or set ORCH_HOME).

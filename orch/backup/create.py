@@ -132,7 +132,7 @@ def verify(settings: Settings, snap: Snapshot) -> dict[str, Any]:
 
 def check_sqlite_copy(copy: Path, timeout: float) -> dict[str, Any]:
     """Integrity check, then the data-quality suite, of a copy. One after the other: run side by side on
-    this project's two shared cores they took longer than in sequence (README, "Backup and restore")."""
+    this project's two shared cores they took longer than in sequence (docs/benchmarks.md, "Backup and restore")."""
     facts = sqlite.inspect(copy, timeout)
     _require_sound(facts)  # a damaged copy: its integrity is the reason, not whatever the suite would say
     facts["validation"] = validate(f"sqlite:///{copy}", sqlite.tables(copy, timeout))

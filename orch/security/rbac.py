@@ -1,7 +1,7 @@
 """Roles and what they may do: the guide's RBAC table, plus ``system`` for cores and internal callers.
 
 Every API route names one :class:`Permission`; a role either holds it or the call is refused (403).
-The table lives here, in one place, so the README, the API and the tests all read the same answer.
+The table lives here, in one place, so the docs (docs/api.md), the API and the tests all read the same answer.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ TURN_POLL_SECONDS = 0.0002
 CORRUPT_SUFFIX = "-corrupt"  # the marker beside a SQLite file known to be damaged
 # SQLite's own words for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB); "locked" or "busy" are not damage.
 CORRUPTION_SIGNS = ("database disk image is malformed", "file is not a database")
-RECOVERY_HINT = "run: orch recover (README: Backups, restore, maintenance and recovery)"
+RECOVERY_HINT = "run: orch recover (docs/backups-and-recovery.md)"
 WRITE_STATEMENTS = ("INSERT", "UPDATE", "DELETE", "REPLAC")  # first six letters, upper case
 _refusing_writes = 0  # > 0 while a process that accepts outside work refuses it on a corrupt database
 

@@ -49,7 +49,7 @@ def integrity_check(database: DatabaseSettings, *, quick: bool = False) -> str:
 
     ``quick`` is ``PRAGMA quick_check``: every page is read once, but indexes are not matched against
     their tables, so it is linear in the file's size (integrity_check is O(N log N)) and cheap enough
-    for every monitoring sweep and every start (README, "Backups, restore, maintenance and recovery",
+    for every monitoring sweep and every start (docs/benchmarks.md
     has the measured cost). A file SQLite cannot even read as a database is a verdict too, not an error.
     """
     pragma = "quick_check" if quick else "integrity_check"
