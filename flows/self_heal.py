@@ -4,8 +4,10 @@ Actions in order (``restart``, ``isolate``, ``rollback``), each tried ``max_retr
 and a health check after every attempt; an exhausted action escalates to the next; when all are
 exhausted a human is paged. Before acting: the switches, maintenance mode, silences and windows, and the
 circuit breaker (``max_runs_per_hour`` per target). Actions listed in ``require_approval`` pause the run
-for input in the Prefect UI; no answer within ``approval_timeout`` means no. ``dry_run`` logs and audits
-the plan and changes nothing. Every step is audited and emitted as a Prefect event.
+for an answer, from the Prefect UI or ORCH's ``POST /heals/{id}/approval``; the run records that it asked
+first (``GET /heals`` shows it waiting from that step and the Prefect state); no answer within
+``approval_timeout`` means no. ``dry_run`` logs and audits the plan and changes nothing. Every step is
+audited and emitted as a Prefect event.
 
 The ``self-heal/auto`` deployment is on the ``orch-inprocess`` pool: the run starts within about a second
 of the automation creating it, in a thread of ORCH's worker process (orch/stack/inprocess.py).
@@ -14,6 +16,7 @@ of the automation creating it, in a thread of ORCH's worker process (orch/stack/
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger, runtime
@@ -23,14 +26,17 @@ from orch.config.runtime import get_settings
 from orch.monitoring import alerts, healing, messages
 from orch.monitoring.targets import find_target, healing_plan
 from orch.notify import send_notification
+from orch.storage.types import utcnow
 from tasks.healing import attempt_action, healthy_within
 
 
 class Approval(RunInput):
-    """What the Prefect UI asks an operator before a destructive action."""
+    """What the Prefect UI (or ORCH's ``POST /heals/{id}/approval``) asks an operator before a destructive
+    action; the API fills ``approver`` with its caller, so the run's steps say who answered."""
 
     approve: bool = False
     comment: str = ""
+    approver: str = ""
 
 
 def emit_step(target: str, step: dict[str, Any]) -> None:
@@ -56,7 +62,8 @@ def ask_approval(action: str, target: str, timeout: int) -> tuple[bool, str]:
         with get_client(sync_client=True) as client:  # the run goes on; the server still has it Paused
             client.set_flow_run_state(runtime.flow_run.id, Running(), force=True)
         return False, f"no approval within {timeout} s (timeout means no)"
-    return bool(answer.approve), f"{'approved' if answer.approve else 'refused'}" + (
+    verdict = "approved" if answer.approve else "refused"
+    return bool(answer.approve), verdict + (f" by {answer.approver}" if answer.approver else "") + (
         f": {answer.comment}" if answer.comment else "")
 
 
@@ -106,7 +113,11 @@ def self_heal(target: str, alert_name: str = "target_down", summary: str = "",
 
     for action in plan:
         if action in healing_settings.require_approval:
-            approved, detail = ask_approval(action, target, healing_settings.approval_timeout)
+            timeout = healing_settings.approval_timeout
+            record({"step": "approval", "state": healing.ASKED, "action": action,
+                    "timeout_at": (utcnow() + timedelta(seconds=timeout)).isoformat(),
+                    "detail": f"waiting up to {timeout} s for approval of {action}"})
+            approved, detail = ask_approval(action, target, timeout)
             record({"step": "approval", "action": action, "ok": approved, "detail": detail})
             if not approved:
                 continue  # escalate without doing it
@@ -133,7 +144,8 @@ def _report(settings: Any, target: str, alert_name: str, fired: str, steps: list
             run_url: str | None) -> None:
     """One message: what fired, where, the value against the threshold, what healing did, the run."""
     did = [f"- {s['step']}" + (f" #{s['attempt']}" if "attempt" in s and s["step"] != "health_check" else "")
-           + f": {'ok' if s.get('ok') else 'failed'} - {s.get('detail', '')}" for s in steps]
+           + f": {'ok' if s.get('ok') else 'failed'} - {s.get('detail', '')}" for s in steps
+           if s.get("state") != healing.ASKED]  # the answer's step says it all
     heals = alerts.heals_of(settings, target, alert_name)
     again = f" (heal {heals} since it fired)" if heals > 1 else ""
     if outcome == "healed":

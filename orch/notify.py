@@ -31,13 +31,14 @@ def send_notification(settings: Settings, title: str, body: str, severity: str =
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
     from blocks.register import notification_blocks
+    from orch.maintenance_mode import is_on
 
-    if settings.features.maintenance_mode:
-        body = f"{body}\n\nMAINTENANCE MODE is on: self-healing is paused."
-    subject = f"[{severity}] {title}"
     blocks = notification_blocks(settings)
     if not blocks:
         return []
+    if is_on(settings):
+        body = f"{body}\n\nMAINTENANCE MODE is on: self-healing is paused."
+    subject = f"[{severity}] {title}"
     return asyncio.run(_send_all(blocks, subject, body, severity, labels or {}, resolved))
 
 

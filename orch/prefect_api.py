@@ -84,3 +84,48 @@ def online_workers(prefect: PrefectSettings, pool: str, timeout: float = 3.0) ->
     if response.status_code != 200:
         return 0
     return sum(1 for worker in response.json() if worker.get("status") == "ONLINE")
+
+
+class PrefectUnavailable(Exception):
+    """The Prefect server could not be asked (refused, timed out, or an unexpected answer)."""
+
+
+def flow_run_state_type(prefect: PrefectSettings, flow_run_id: str, timeout: float = 5.0) -> str | None:
+    """The flow run's state type (``PAUSED``, ``RUNNING``...), or None when the server does not know the run.
+
+    Raises :class:`PrefectUnavailable` when the server cannot answer, so a caller never mistakes an
+    unreachable server for a run that is no longer paused."""
+    url = f"{prefect.resolved_api_url().rstrip('/')}/flow_runs/{flow_run_id}"
+    try:
+        response = shared_http_client().get(url, headers=prefect_headers(prefect), timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise PrefectUnavailable(f"Prefect server at {prefect.resolved_api_url()}: {type(exc).__name__}") from None
+    if response.status_code in (404, 422):  # 422: not a flow run id at all
+        return None
+    if response.status_code != 200:
+        raise PrefectUnavailable(f"Prefect server answered HTTP {response.status_code} for flow run {flow_run_id}")
+    state = response.json().get("state") or {}
+    return state.get("type")
+
+
+def resume_flow_run(prefect: PrefectSettings, flow_run_id: str, run_input: dict[str, object],
+                    timeout: float = 10.0) -> str | None:
+    """Resume a paused flow run with ``run_input`` (validated by the server against the schema the run
+    saved when it paused); None when resumed, else the server's reason for refusing.
+
+    The REST route rather than ``prefect.flow_runs.resume_flow_run``: the API must not import Prefect,
+    and the route already stores the input under the key the paused run waits on."""
+    url = f"{prefect.resolved_api_url().rstrip('/')}/flow_runs/{flow_run_id}/resume"
+    try:
+        response = shared_http_client().post(url, json={"run_input": run_input}, headers=prefect_headers(prefect),
+                                             timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise PrefectUnavailable(f"Prefect server at {prefect.resolved_api_url()}: {type(exc).__name__}") from None
+    if response.status_code == 404:
+        return f"flow run {flow_run_id} is unknown to the Prefect server"
+    if response.status_code not in (200, 201):
+        raise PrefectUnavailable(f"Prefect server answered HTTP {response.status_code} resuming {flow_run_id}")
+    result = response.json()
+    if result.get("status") == "ACCEPT":
+        return None
+    return str((result.get("details") or {}).get("reason") or result.get("status"))

@@ -8,13 +8,14 @@ so a task cancelled meanwhile, or whose lease was lost, is left alone and not re
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import Task, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
@@ -47,9 +48,19 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def execute(queue: TaskQueue, attempt: Attempt) -> Any:
-    """One attempt: run the action, then record the outcome (or the retry) in the queue."""
+def run_fields(claim: Claim) -> str:
+    """What an operator reading a Prefect run log needs to know which ORCH task and attempt a line is about."""
+    return (f"task={claim.task_id} core={claim.core_id} action={claim.action} "
+            f"attempt={claim.attempt}/{claim.max_retries + 1}")
+
+
+def execute(queue: TaskQueue, attempt: Attempt, say: logging.Logger | logging.LoggerAdapter[Any]) -> Any:
+    """One attempt: run the action, then record the outcome (or the retry) in the queue.
+
+    ``say`` is the Prefect run logger: each line names the task, core, action and attempt, so the task
+    run's log in the Prefect UI tells which ORCH task it is without opening ORCH's own log."""
     claim = attempt.claim
+    say.info("task.started %s", run_fields(claim))
     spec = registry()[claim.action]
     if spec.run is None:
         raise ActionFailed(f"action {claim.action!r} is run by its core, not by a dispatcher")
@@ -72,19 +83,26 @@ def execute(queue: TaskQueue, attempt: Attempt) -> Any:
         # a refusal is a verdict, not a hiccup: retrying would only ask the same question again
         if claim.retries_left > 0 and not attempt.lost.is_set() and not isinstance(exc, NotPermitted):
             delays = retry_delays(claim.max_retries + 1)
-            following = queue.retrying(claim, error, delays[min(claim.attempt - 1, len(delays) - 1)])
+            delay = delays[min(claim.attempt - 1, len(delays) - 1)]
+            following = queue.retrying(claim, error, delay)
             if following is None:
                 attempt.lost.set()
+                say.warning("task.lost %s: %s (cancelled or its lease lost: not retried)", run_fields(claim), error)
             else:
                 attempt.claim = following
+                say.warning("task.retrying %s: %s; next attempt in %s s", run_fields(claim), error, delay)
         else:
             status = "timed_out" if timed_out else "failed"
             if not queue.finish(claim, status, error=error):
                 attempt.lost.set()
             attempt.ended.set()
+            say.error("task.%s %s: %s", status, run_fields(claim), error)
         raise
-    if not queue.finish(claim, "completed", result=result):
+    if queue.finish(claim, "completed", result=result):
+        say.info("task.completed %s", run_fields(claim))
+    else:
         attempt.lost.set()
+        say.warning("task.lost %s: finished, but it was cancelled or its lease lost meanwhile", run_fields(claim))
     attempt.ended.set()
     return result
 
@@ -92,12 +110,13 @@ def execute(queue: TaskQueue, attempt: Attempt) -> Any:
 @task(name="orch-task", cache_policy=NONE, persist_result=False)
 def run_orch_task(queue: TaskQueue, attempt: Attempt) -> Any:
     """Run the ORCH task ``attempt`` holds (configured per task by :func:`for_claim`)."""
-    return execute(queue, attempt)
+    return execute(queue, attempt, get_run_logger())
 
 
 def for_claim(attempt: Attempt) -> Task[..., Any]:
-    """The Prefect task for this claim: named ``<action> <task_id>`` so an operator finds it in the UI,
-    with the task's own timeout and the retries it has left.
+    """The Prefect task for this claim: named ``<action> <core> <first 8 of task_id>`` so an operator
+    finds it in the UI (its log lines carry the whole id), with the task's own timeout and the retries it
+    has left.
 
     No tags: Prefect acquires tag concurrency slots for every tagged task run (an API round trip each,
     and a service thread per distinct tag set that never ends). Measured on this machine: a per-task
@@ -107,7 +126,7 @@ def for_claim(attempt: Attempt) -> Task[..., Any]:
     claim = attempt.claim
     retries = claim.retries_left
     return run_orch_task.with_options(
-        task_run_name=f"{claim.action} {claim.task_id}",
+        task_run_name=f"{claim.action} {claim.core_id} {claim.task_id[:8]}",
         timeout_seconds=claim.timeout,
         retries=retries,
         retry_delay_seconds=retry_delays(claim.max_retries + 1)[claim.attempt - 1:][:retries] or 0,

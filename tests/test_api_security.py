@@ -19,7 +19,8 @@ from orch.security.webhook_signature import sign
 
 ROLES = [*ROLE_USERS, None]  # None: anonymous
 PATH_VALUES = {"task_id": "00000000-0000-0000-0000-000000000000", "core_id": "core-a", "resource": "db:x",
-               "flow": "db-health", "deployment": "hourly", "username": "vera", "silence_id": "1"}
+               "flow": "db-health", "deployment": "hourly", "username": "vera", "silence_id": "1",
+               "file": "x.db", "run_id": "1"}
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/dispatch"): {"core_id": "core-a", "action": "noop"},
     ("POST", "/dispatch/batch"): {"tasks": [{"core_id": "core-a", "action": "noop"}]},
@@ -73,7 +74,8 @@ def test_rbac_matrix(api: Api) -> None:
         if permission is None or route.path == "/sse/events":  # streams are covered in test_api_sse
             continue
         method = min(route.methods - {"HEAD"})
-        path = route.path.replace("{resource:path}", "{resource}").format(**PATH_VALUES)
+        path = route.path.replace("{resource:path}", "{resource}").replace("{file:path}", "{file}")
+        path = path.format(**PATH_VALUES)
         body = BODIES.get((method, route.path.replace(":path", "")))
         for role in ROLES:
             response = api.client.request(method, path, json=body, headers=api.headers(role))

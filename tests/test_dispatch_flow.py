@@ -59,9 +59,45 @@ def test_drain_runs_every_outcome(queue: TaskQueue, prefect_server: str) -> None
     assert timed_out["error"] == "timed out after 1 s"
 
     runs = httpx.post(f"{prefect_server}/task_runs/filter", json={
-        "task_runs": {"name": {"any_": [f"shell {failing}"]}}}, headers=prefect_auth(), timeout=10).json()
-    assert [r["name"] for r in runs] == [f"shell {failing}"]
+        "task_runs": {"name": {"any_": [f"shell WORK_AI_01 {failing[:8]}"]}}}, headers=prefect_auth(),
+        timeout=10).json()
+    assert [r["name"] for r in runs] == [f"shell WORK_AI_01 {failing[:8]}"]
     assert runs[0]["state"]["type"] == "FAILED" and runs[0]["run_count"] == 2
+
+
+def test_task_run_logs_name_the_task_core_action_and_attempt(queue: TaskQueue) -> None:
+    """What an operator reads in the Prefect UI: the task run is named after the action, core and task,
+    and every line its run logger sends says which task, core, action and attempt it is about."""
+    from support import wait_until
+
+    from flows.dispatch import dispatch
+    from orch.prefect_api import prefect_http_client
+
+    failing = put(queue, action="shell", params={"argv": ["/bin/false"]}, max_retries=1)
+    done = put(queue, action="noop", core_id="WORK_AI_02")
+    assert dispatch(run_for_seconds=0, concurrency=2)["finished"] == 2
+    prefect = queue.settings.prefect
+    api = prefect.resolved_api_url().rstrip("/")
+
+    def messages(task_id: str, core: str, action: str, expected: int) -> list[str]:
+        with prefect_http_client(prefect, timeout=10) as client:
+            runs = client.post(f"{api}/task_runs/filter", json={
+                "task_runs": {"name": {"any_": [f"{action} {core} {task_id[:8]}"]}}}).json()
+            assert len(runs) == 1, runs
+            logs = client.post(f"{api}/logs/filter", json={
+                "logs": {"task_run_id": {"any_": [runs[0]["id"]]}}, "sort": "TIMESTAMP_ASC"}).json()
+        ours = [log["message"] for log in logs if log["message"].startswith("task.")]
+        return ours if len(ours) >= expected else []
+
+    fields = f"task={failing} core=WORK_AI_01 action=shell"
+    assert wait_until(lambda: messages(failing, "WORK_AI_01", "shell", 4), 30, "the failing task's run logs") == [
+        f"task.started {fields} attempt=1/2",
+        f"task.retrying {fields} attempt=1/2: exit code 1; next attempt in 1.0 s",
+        f"task.started {fields} attempt=2/2",
+        f"task.failed {fields} attempt=2/2: exit code 1"]
+    assert wait_until(lambda: messages(done, "WORK_AI_02", "noop", 2), 30, "the noop task's run logs") == [
+        f"task.started task={done} core=WORK_AI_02 action=noop attempt=1/3",
+        f"task.completed task={done} core=WORK_AI_02 action=noop attempt=1/3"]
 
 
 def test_cancelled_while_running_is_not_completed(queue: TaskQueue, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -257,8 +257,10 @@ def test_approval_timeout_means_no(prefect_server: str, isolated_env: Path, tmp_
     assert state.is_completed(), state.message
     result = state.result()
     assert result["outcome"] == "failed" and not isolated.exists()
-    assert result["steps"][0] == {"step": "approval", "action": "isolate", "ok": False,
-                                  "detail": "no approval within 2 s (timeout means no)"}
+    asked, answer = result["steps"][:2]
+    assert (asked["step"], asked["state"], asked["action"]) == ("approval", "asked", "isolate")
+    assert answer == {"step": "approval", "action": "isolate", "ok": False,
+                      "detail": "no approval within 2 s (timeout means no)"}
 
 
 def test_maintenance_mode_silences_and_switches_stop_healing(prefect_server: str, isolated_env: Path, tmp_path: Path,
@@ -279,7 +281,7 @@ def test_maintenance_mode_silences_and_switches_stop_healing(prefect_server: str
     monkeypatch.setenv("MAINTENANCE_MODE", "true")
     reset_settings_cache()
     result = self_heal(target="web")
-    assert result == {"outcome": "skipped", "reason": "MAINTENANCE_MODE is on: self-healing is paused", "steps": []}
+    assert result == {"outcome": "skipped", "reason": "maintenance mode is on: self-healing is paused", "steps": []}
     monkeypatch.delenv("MAINTENANCE_MODE")
     monkeypatch.setenv("ORCH_FEATURES__ENABLE_SELF_HEALING", "false")
     reset_settings_cache()
@@ -317,7 +319,8 @@ def test_an_approved_destructive_action_runs(prefect_server: str, isolated_env: 
     runner.join(90)
     assert not runner.is_alive(), "the approved run did not finish"
     assert outcome["outcome"] == "healed" and isolated.exists()
-    assert outcome["steps"][0] == {"step": "approval", "action": "isolate", "ok": True, "detail": "approved: go ahead"}
+    assert outcome["steps"][0]["state"] == "asked"
+    assert outcome["steps"][1] == {"step": "approval", "action": "isolate", "ok": True, "detail": "approved: go ahead"}
 
 
 def test_a_target_killed_after_each_heal_is_healed_again_until_the_breaker(

@@ -1,7 +1,8 @@
 """The FastAPI application factory. One router module per resource; this file only assembles them.
 
 Middleware, outermost first: security headers, trusted proxies, trusted hosts, access log and metrics,
-CORS, maintenance mode, the request guard (NUL characters, body size, JSON depth), GZip. Security headers
+CORS, maintenance mode, the request guard (NUL characters, body size, JSON depth), GZip. The console
+(``/ui/``) and the offline ``/docs`` and ``/redoc`` are added by :mod:`orch.api.console`. Security headers
 come first so that every answer, a refusal included, carries them. The proxies' ``X-Forwarded-For`` is
 applied here, from ``api.forwarded_allow_ips`` only (uvicorn's own is off, see
 :func:`orch.api.server.uvicorn_options`), so the in-process test client and uvicorn see the same address.
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from orch.config.runtime import get_settings
 
         settings = get_settings()
+    from orch.api.console.docs import install_docs
+    from orch.api.console.routes import install as install_console
     from orch.api.deliveries import DeliveryLog
     from orch.api.deps import IdentityCache
     from orch.api.errors import install_error_handlers
@@ -86,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="ORCH-Next", version=__version__, lifespan=lifespan,
                   description="Task dispatch, operations and health for ORCH-Next. Authenticate with "
                               "POST /auth/token and send `Authorization: Bearer <token>`.",
-                  docs_url="/docs" if docs else None, redoc_url=None,
+                  docs_url=None, redoc_url=None,  # served from local files (orch.api.console.docs)
                   openapi_url="/openapi.json" if docs else None,
                   # ORCH's metrics are Prometheus (/metrics); FastAPI's own OpenTelemetry hooks, never
                   # configured here, looked up three providers on every request.
@@ -111,6 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(metrics_router)
     _include_optional_routers(app)
+    install_console(app)
+    if docs:
+        install_docs(app, "/openapi.json")
 
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES)

@@ -12,9 +12,11 @@ a client sending hundreds of requests a second then costs
 one token check and one read per second instead of one per request, and a change made through this
 process's ``/users`` clears the cache at once (other replicas follow within the period).
 
-A token is read from the ``Authorization`` header only; ``?access_token=`` is accepted by the streaming
+A token is read from the ``Authorization`` header; ``?access_token=`` is accepted by the streaming
 routes alone (``require(..., query_token=True)``), because a browser's EventSource cannot send headers,
-and a token in a URL ends up in proxy and access logs.
+and a token in a URL ends up in proxy and access logs. Without either, the console's session cookie
+(:mod:`orch.api.console.session`) carries the same token; a change authenticated by that cookie must
+also carry the session's CSRF token and come from this origin, since a browser sends cookies on its own.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import bindparam, select
 
+from orch.api.console.session import SESSION_COOKIE, CsrfRefused, check_cookie_change
 from orch.audit import Caller
 from orch.config.schema import Settings
 from orch.security.rbac import Permission, has_permission
@@ -42,7 +45,7 @@ from orch.storage.models import User
 # authentication (HMAC-signed webhooks, the MCP bearer token).
 PUBLIC_ROUTES = frozenset({
     "/health", "/healthz", "/metrics", "/auth/token", "/webhook", "/mcp/ping", "/events/health",
-    "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc",
+    "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc", "/ui/login",
 })
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
@@ -157,10 +160,16 @@ async def authorize(request: Request, token: str | None, permission: Permission,
                     query_token: bool = False) -> Principal:
     """Authenticate the bearer token, apply the user's rate limit, then check ``permission``.
 
-    ``query_token``: also take the token from ``?access_token=`` (streams only: see the module's doc)."""
+    ``query_token``: also take the token from ``?access_token=`` (streams only: see the module's doc).
+    Without a token, the console's session cookie is used, and a change it authenticates needs the
+    session's ``X-CSRF-Token`` and no foreign ``Origin`` (403 otherwise)."""
     state = request.app.state
     if not token and query_token:
         token = request.query_params.get("access_token")  # browsers' EventSource cannot send headers
+    from_cookie = False
+    if not token:
+        token = request.cookies.get(SESSION_COOKIE)
+        from_cookie = bool(token)
     if not token:
         raise unauthorized("not authenticated: send Authorization: Bearer <token> from POST /auth/token")
     cache: IdentityCache = state.identity_cache
@@ -169,6 +178,11 @@ async def authorize(request: Request, token: str | None, permission: Permission,
     if principal is None:
         principal = await run_in_threadpool(_principal_from_token, state.settings, token, cache, key)
     request.state.user = principal.username
+    if from_cookie:
+        try:
+            check_cookie_change(request, state.settings, token)
+        except CsrfRefused as exc:
+            raise HTTPException(status_code=403, detail=str(exc)) from None
     await rate_limit(request, f"user:{principal.username}")
     if not principal.may(permission):
         raise HTTPException(status_code=403, detail=f"role {principal.role!r} lacks permission {permission.value!r}")

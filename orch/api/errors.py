@@ -16,9 +16,11 @@ from starlette.exceptions import HTTPException
 
 from orch.dispatch.errors import InvalidTask, InvalidTransition, QueueFull, TaskNotFound
 from orch.dispatch.locks import LockNotHeld
+from orch.dispatch.reservations import IsolationNeedsAdmin, UnknownCore
 from orch.errors import OrchError
 from orch.logging_config import get_logger
 from orch.security.flow_access import NotPermitted
+from orch.security.user_changes import UnknownUser
 from orch.security.users import UserError
 from orch.storage.engine import DatabaseCorrupt, StorageError, is_corruption_error, known_corruption
 
@@ -86,9 +88,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return _json(422, "invalid task", errors=exc.errors)
         if isinstance(exc, QueueFull):
             return _json(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
-        if isinstance(exc, NotPermitted):
+        if isinstance(exc, NotPermitted | IsolationNeedsAdmin):
             return _json(403, str(exc))
-        if isinstance(exc, TaskNotFound):
+        if isinstance(exc, TaskNotFound | UnknownCore | UnknownUser):
             return _json(404, str(exc))
         if isinstance(exc, InvalidTransition | LockNotHeld):
             return _json(409, str(exc))

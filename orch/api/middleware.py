@@ -24,7 +24,9 @@ from orch.logging_config import get_logger
 
 access_log = get_logger("orch.api.access")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-MAINTENANCE_EXEMPT = frozenset({"/auth/token"})  # logging in to read is still allowed
+# Logging in to read is still allowed, and an admin must be able to turn maintenance mode off.
+MAINTENANCE_EXEMPT = frozenset({("POST", "/auth/token"), ("PUT", "/maintenance-mode"), ("POST", "/ui/login"),
+                                ("POST", "/ui/logout")})
 MAINTENANCE_RETRY_AFTER = 300
 
 
@@ -260,30 +262,52 @@ def _lone_surrogate(body: bytes) -> str | None:
 
 
 class MaintenanceMiddleware:
-    """With ``features.maintenance_mode`` on, changes answer 503 + Retry-After; reads and health work."""
+    """While maintenance mode is on (:mod:`orch.maintenance_mode`), changes answer 503 + Retry-After saying
+    who turned it on and why; reads, health, logins and the switch itself work.
+
+    Only changes look at the switch, through the app's cached copy: the database is read (in a thread, not
+    on the event loop) at most once a second, never once per request.
+    """
 
     def __init__(self, app: ASGIApp, settings: Any) -> None:
+        from starlette.concurrency import run_in_threadpool
+
+        from orch import maintenance_mode  # the database layer, loaded only by the app that uses it
+
         self.app = app
         self.settings = settings
+        self.mode = maintenance_mode
+        self.in_thread = run_in_threadpool
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and self.settings.features.maintenance_mode
-                and scope["method"] in WRITE_METHODS and scope["path"] not in MAINTENANCE_EXEMPT):
-            await send_json(send, 503, {
-                "detail": "ORCH-Next is in maintenance mode (MAINTENANCE_MODE=true): changes are refused until "
-                          "it ends; reads and health keep working"},
-                {"Retry-After": str(MAINTENANCE_RETRY_AFTER)})
-            return
+        if (scope["type"] == "http" and scope["method"] in WRITE_METHODS
+                and (scope["method"], scope["path"]) not in MAINTENANCE_EXEMPT):
+            switch = self.mode.for_app(scope["app"])
+            current = switch.cached() or await self.in_thread(switch.state)
+            if current["on"]:
+                await send_json(send, 503, {
+                    "detail": f"ORCH-Next is in maintenance mode ({self.mode.describe(current)}): changes "
+                              "are refused until an admin turns it off (PUT /maintenance-mode, or orch maintenance "
+                              "mode off); reads and health keep working"},
+                    {"Retry-After": str(MAINTENANCE_RETRY_AFTER)})
+                return
         await self.app(scope, receive, send)
 
 
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                     (b"x-frame-options", b"DENY")]
-# The only HTML is /docs: Swagger UI's script and style from jsDelivr, its favicon, and one inline script
-# allowed by its hash (added per page); nothing may frame it, post forms elsewhere or change its base.
-HTML_POLICY = ("default-src 'none'; script-src 'self' https://cdn.jsdelivr.net{hashes}; "
-               "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-               "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# The HTML is the console (/ui/) and /docs, /redoc: every script, style and image comes from this origin
+# (the docs' from fastapi_offline's files), plus the docs' one inline script allowed by its hash (added
+# per page); nothing may frame a page, post forms elsewhere or change its base. ReDoc alone writes its
+# styles into <style> elements at run time (styled-components: it stops with "error #17" when it cannot)
+# and runs its search in a worker made from a blob of its own script, so /redoc alone may do both; still
+# nothing from elsewhere (its footer's logo from cdn.redoc.ly is refused, and it hides the image).
+HTML_POLICY = ("default-src 'none'; script-src 'self'{hashes}; style-src 'self'{extra_style}; "
+               "img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+               "frame-ancestors 'none'{extra}")
+REDOC_ALLOWANCES = {"extra_style": " 'unsafe-inline'", "extra": "; worker-src blob:"}
+PAGE_ALLOWANCES = {"/redoc": REDOC_ALLOWANCES}
+_NO_ALLOWANCE = {"extra_style": "", "extra": ""}
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
@@ -291,8 +315,8 @@ class SecurityHeadersMiddleware:
     """``nosniff``, ``no-referrer`` and ``DENY`` framing on every response, and a Content-Security-Policy on
     HTML, whose inline scripts are allowed by their SHA-256 (so the policy needs no ``unsafe-inline``).
 
-    HTML responses (only /docs, a few KB) are held until their body is complete to hash it; every other
-    response, SSE included, passes through untouched but for the headers.
+    HTML responses (console pages and the docs, tens of KB) are held until their body is complete to hash
+    it; every other response, SSE included, passes through untouched but for the headers.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -319,7 +343,8 @@ class SecurityHeadersMiddleware:
                     return
                 body = b"".join(parts)
                 gzipped = (b"content-encoding", b"gzip") in held["headers"]  # GZip runs inside this
-                policy = _policy(gzip.decompress(body) if gzipped else body)
+                policy = _policy(gzip.decompress(body) if gzipped else body,
+                                 PAGE_ALLOWANCES.get(scope["path"], _NO_ALLOWANCE))
                 await send({**held, "headers": [*held["headers"], (b"content-security-policy", policy)]})
                 message = {"type": "http.response.body", "body": body}
             await send(message)
@@ -330,7 +355,7 @@ class SecurityHeadersMiddleware:
 _SECURITY_NAMES = frozenset(name for name, _ in SECURITY_HEADERS) | {b"content-security-policy"}
 
 
-def _policy(html: bytes) -> bytes:
+def _policy(html: bytes, allowances: dict[str, str] = _NO_ALLOWANCE) -> bytes:
     hashes = "".join(f" 'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
                      for script in _INLINE_SCRIPT.findall(html))
-    return HTML_POLICY.format(hashes=hashes).encode()
+    return HTML_POLICY.format(hashes=hashes, **allowances).encode()

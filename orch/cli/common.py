@@ -7,6 +7,8 @@ import each other's pieces without a cycle (``python -m orch.cli.main`` must wor
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn, Optional
@@ -43,6 +45,23 @@ def load(config: str | None, *, generate_secrets: bool = True) -> Any:
     configure_process_logging(settings, write_file=False, quiet=True)
     configure_audit_log(settings.logging.audit_file)  # what the CLI changes is audited to the file too
     return settings
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def read_password(from_stdin: bool, prompt: str = "Password") -> str:
+    """A password from one line of standard input, else from a prompt asked twice; never from argv,
+    where other local users could read it in the process list."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            fail("no password on standard input")
+        return password
+    if not sys.stdin.isatty():
+        fail("no terminal to prompt for a password (use --password-stdin)")
+    return str(typer.prompt(prompt, hide_input=True, confirmation_prompt=True))
 
 
 def cli_owner() -> str:

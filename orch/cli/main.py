@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Annotated, Any, Optional
 
 import typer
@@ -16,27 +15,26 @@ import typer
 from orch import __version__
 from orch.cli.analysis import logs_app, perf_app
 from orch.cli.backup import backup_app, db_maintain, recover_app
-from orch.cli.common import ConfigOption, cli_owner, fail, load, os_user, user_errors
+from orch.cli.common import ConfigOption, cli_owner, fail, load, os_user, print_json, user_errors
+from orch.cli.cores import cores_app
 from orch.cli.monitoring import register as register_monitoring
 from orch.cli.supply_chain import sbom_app, scan
+from orch.cli.tasks import tasks_app
+from orch.cli.users import user_app
 
 app = typer.Typer(name="orch", help="ORCH-Next: operations orchestrator on Prefect.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 db_app = typer.Typer(help="Create, upgrade and check the ORCH database.", no_args_is_help=True)
-user_app = typer.Typer(help="Manage API users.", no_args_is_help=True)
-tasks_app = typer.Typer(help="Inspect and manage dispatched tasks.", no_args_is_help=True)
-cores_app = typer.Typer(help="Manage worker cores.", no_args_is_help=True)
 locks_app = typer.Typer(help="Inspect and release resource locks.", no_args_is_help=True)
-app.add_typer(tasks_app, name="tasks")
 app.add_typer(locks_app, name="locks")
-app.add_typer(cores_app, name="cores")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
-app.add_typer(user_app, name="user")
-
 
 # Command groups kept in their own modules.
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(cores_app, name="cores")
+app.add_typer(user_app, name="user")
 app.add_typer(logs_app, name="logs")
 app.add_typer(perf_app, name="perf")
 app.add_typer(backup_app, name="backup")
@@ -45,6 +43,7 @@ db_app.command("maintain")(db_maintain)
 app.add_typer(sbom_app, name="sbom")
 app.command("scan")(scan)
 register_monitoring(app)  # orch alerts | silence | maintenance | monitor
+
 
 def _version(value: bool) -> None:
     if value:
@@ -155,46 +154,6 @@ def db_check(config: ConfigOption = None) -> None:
         typer.echo(health.summary())
 
 
-@user_app.command("create-admin")
-def create_admin(
-    username: Annotated[str, typer.Option(help="Login name of the new admin.")] = "admin",
-    password_stdin: Annotated[bool, typer.Option("--password-stdin",
-                                                 help="Read the password from standard input.")] = False,
-    config: ConfigOption = None,
-) -> None:
-    """Create an admin user; the password must meet security.password_policy."""
-    with user_errors():
-        settings = load(config)
-        password = _read_password(password_stdin)
-        from orch.security.users import create_user
-        from orch.storage.engine import session_scope
-
-        with session_scope(settings.database) as session:
-            create_user(session, username=username, password=password, role="admin",
-                        policy=settings.security.password_policy, actor=cli_owner())
-        typer.echo(f"admin user {username!r} created")
-
-
-@user_app.command("unlock")
-def user_unlock(username: Annotated[str, typer.Argument(help="The user whose failed logins to forget.")],
-                config: ConfigOption = None) -> None:
-    """End the waits failed logins imposed on USERNAME, from every address; audited."""
-    with user_errors():
-        settings = load(config)
-        from sqlalchemy import select
-
-        from orch.security.login import unlock
-        from orch.storage.engine import session_scope
-        from orch.storage.models import User
-
-        with session_scope(settings.database, write_lock=True) as session:
-            if session.scalar(select(User.id).where(User.username == username)) is None:
-                fail(f"no user {username!r}")
-            addresses = unlock(session, username, actor=cli_owner())
-        typer.echo(f"user {username!r} unlocked" + (f" (failures forgotten from {', '.join(addresses)})"
-                                                     if addresses else " (no failures were counted)"))
-
-
 def _parse_params(pairs: list[str], as_json: str | None) -> dict[str, Any]:
     """``k=v`` pairs (v read as JSON when it parses, else as a string) over ``--params-json``."""
     params: dict[str, Any] = {}
@@ -215,10 +174,6 @@ def _parse_params(pairs: list[str], as_json: str | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             params[key] = raw
     return params
-
-
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
 
 
 @app.command("dispatch")
@@ -261,10 +216,10 @@ def dispatch_task(
         authorize(valid, owner, role_of_owner(settings.database, owner))  # the same rule as at run time
         task, created = queue.enqueue(valid, owner)
         if not wait:
-            _print_json({**task, "created": created})
+            print_json({**task, "created": created})
             return
         final = _wait_for(queue, task["task_id"], task["timeout"] * (task["max_retries"] + 1) + 60)
-        _print_json(final)
+        print_json(final)
         raise typer.Exit(0 if final["status"] == "completed" else 1)
 
 
@@ -283,69 +238,6 @@ def _wait_for(queue: Any, task_id: str, limit: float) -> dict[str, Any]:
         delay = min(delay * 1.5, 1.0)
 
 
-@tasks_app.command("list")
-def tasks_list(
-    status: Annotated[Optional[str], typer.Option(
-        help="queued, running, completed, failed, timed_out, cancelled.")] = None,
-    core: Annotated[Optional[str], typer.Option("--core", help="Only this core's tasks.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
-    config: ConfigOption = None,
-) -> None:
-    """Newest tasks first, one line each; queue depth by priority at the end."""
-    with user_errors():
-        from orch.dispatch.queue import TaskQueue
-
-        queue = TaskQueue(load(config))
-        for task in queue.list(status=status, core_id=core, limit=limit):
-            typer.echo(f"{task['task_id']}  {task['status']:<9}  {task['priority']:<8}  {task['core_id']:<14}  "
-                       f"{task['action']:<14}  {task['created_at']}")
-        typer.echo("queued: " + ", ".join(f"{name} {count}" for name, count in queue.depth().items()))
-
-
-@tasks_app.command("show")
-def tasks_show(task_id: str, config: ConfigOption = None) -> None:
-    """A task and its events as JSON."""
-    with user_errors():
-        from orch.dispatch.queue import TaskQueue
-
-        queue = TaskQueue(load(config))
-        _print_json({**queue.get(task_id), "events": queue.events(task_id)})
-
-
-@tasks_app.command("cancel")
-def tasks_cancel(task_id: str, config: ConfigOption = None) -> None:
-    """Cancel a queued or running task."""
-    with user_errors():
-        from orch.dispatch.queue import TaskQueue
-
-        task = TaskQueue(load(config)).cancel(task_id, cli_owner())
-        typer.echo(f"task {task['task_id']} cancelled")
-
-
-@tasks_app.command("reset-failed")
-def tasks_reset_failed(
-    task_ids: Annotated[Optional[list[str]], typer.Argument(
-        help="Only these tasks (default: every failed one).")] = None,
-    config: ConfigOption = None,
-) -> None:
-    """Put failed and timed-out tasks back in the queue with fresh attempts."""
-    with user_errors():
-        from orch.dispatch.queue import TaskQueue
-
-        reset = TaskQueue(load(config)).reset_failed(cli_owner(), task_ids or None)
-        typer.echo(f"re-queued {len(reset)} task(s)" + ("".join(f"\n  {t}" for t in reset)))
-
-
-@cores_app.command("release")
-def cores_release(core_id: str, config: ConfigOption = None) -> None:
-    """End a core's reservation left by a --stay task."""
-    with user_errors():
-        from orch.dispatch.queue import TaskQueue
-
-        released = TaskQueue(load(config)).release_core(core_id, cli_owner())
-        typer.echo(f"core {core_id} released" if released else f"core {core_id} was not reserved")
-
-
 @locks_app.command("list")
 def locks_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
                config: ConfigOption = None) -> None:
@@ -355,7 +247,7 @@ def locks_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 
         entries = LockManager(load(config)).list()
         if as_json:
-            _print_json(entries)
+            print_json(entries)
             return
         for entry in entries:
             held = entry["held"]
@@ -386,17 +278,6 @@ def locks_cleanup(config: ConfigOption = None) -> None:
         from orch.dispatch.locks import LockManager
 
         typer.echo(f"removed {LockManager(load(config)).cleanup_expired()} expired lock(s)")
-
-
-def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            fail("no password on standard input")
-        return password
-    if not sys.stdin.isatty():
-        fail("no terminal to prompt for a password (use --password-stdin)")
-    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ from orch.cli.common import ConfigOption, fail, load, user_errors
 alerts_app = typer.Typer(help="Alerts raised by the monitoring sweep.", no_args_is_help=True)
 silence_app = typer.Typer(help="Silence some alerts of some targets for a while (no notification, no healing).",
                           no_args_is_help=True)
-maintenance_app = typer.Typer(help="Maintenance windows: every alert of the targets is suppressed, healing too.",
-                              no_args_is_help=True)
+maintenance_app = typer.Typer(help="Maintenance windows (every alert of the targets suppressed, healing too) and "
+                                   "maintenance mode (API changes refused everywhere).", no_args_is_help=True)
 monitor_app = typer.Typer(help="Targets, healing runs and the memory monitor.", no_args_is_help=True)
 
 
@@ -199,3 +199,28 @@ def monitor_mem(pid: Annotated[list[int] | None, typer.Option("--pid", help="Als
         typer.echo(f"GC stats: {report['gc_stats']}")
         if report["collected"] is not None:
             typer.echo(f"High memory usage detected, forced garbage collection: {report['collected']} objects")
+
+
+@maintenance_app.command("mode")
+def maintenance_mode_command(
+        turn: Annotated[str | None, typer.Argument(metavar="[on|off]", help="Turn it on or off; omit to show it.",
+                                                   show_default=False)] = None,
+        reason: Reason = "", as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        config: ConfigOption = None) -> None:
+    """Maintenance mode, on every API replica and worker within a second: API changes answer 503, self-healing
+    pauses, notifications say so; queued tasks still run. Audited."""
+    with user_errors():
+        from orch import maintenance_mode
+
+        if turn not in (None, "on", "off"):
+            fail(f"expected on or off, got {turn!r}")
+        settings = load(config)
+        current = (maintenance_mode.state(settings) if turn is None
+                   else maintenance_mode.set_mode(settings, turn == "on", _actor(), reason))
+        if as_json:
+            _print_json(current)
+        elif current["on"]:
+            typer.echo(f"maintenance mode is on: {maintenance_mode.describe(current)}")
+        else:
+            typer.echo("maintenance mode is off" + (f" (turned off by {current['by']} at {current['since']})"
+                                                     if current["by"] else ""))

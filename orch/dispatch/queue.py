@@ -34,6 +34,8 @@ from orch.dispatch.errors import InvalidTransition, QueueFull, TaskNotFound
 from orch.dispatch.locks import expire_locks, record_acquisition
 from orch.dispatch.ordering import Priority, sort_key
 from orch.dispatch.request import ValidTask
+from orch.dispatch.reservations import NotReserved, release_core
+from orch.dispatch.task_filter import TaskFilter, after, encode_cursor
 from orch.logging_config import get_logger, redact_structure
 from orch.storage.engine import is_sqlite, session_scope
 from orch.storage.models import (
@@ -49,6 +51,7 @@ log = get_logger(__name__)
 CLAIM_LOCK_KEY = 0x0_7C_4D_15  # pg_advisory_xact_lock key that serialises claims
 SCAN_BATCH = 500
 TERMINAL = ("completed", "failed", "timed_out", "cancelled")
+RETRYABLE = ("failed", "timed_out")
 TYPICAL_TTL_SECONDS = 30.0
 _TYPICAL: dict[str, tuple[float, float]] = {}  # core -> (recent typical task duration, when measured)
 # Held by a restore (orch.backup.guard): while it is, claims take nothing. The check reads the held-lock
@@ -268,7 +271,7 @@ class TaskQueue:
             for task in self._queued(session, external_core, batch=min(SCAN_BATCH, max(16, 4 * limit))):
                 if len(picked) >= min(limit, free):
                     break
-                if per_core[task.core_id] >= self._core_limit(task.core_id):
+                if per_core[task.core_id] >= self.core_limit(task.core_id):
                     continue
                 if task.core_id in reserved and reserved[task.core_id] != task.owner:
                     continue
@@ -311,7 +314,7 @@ class TaskQueue:
                 return
             offset += batch
 
-    def _core_limit(self, core_id: str) -> int:
+    def core_limit(self, core_id: str) -> int:
         core = self.dispatch.cores.get(core_id)
         return core.concurrency if core and core.concurrency else self.dispatch.core_concurrency
 
@@ -454,45 +457,50 @@ class TaskQueue:
                 raise TaskNotFound(task_id)
             if task.status in TERMINAL:
                 raise InvalidTransition(f"task {task_id} is already {task.status}")
-            now = utcnow()
-            was = task.status
-            task.status, task.finished_at, task.lease_owner, task.lease_expires_at = "cancelled", now, None, None
-            self._release_locks(session, task)
-            add_event(session, task, "task.cancelled", {"by": actor, "was": was})
-            _audit(session, actor, "task.cancel", task_id, caller, {"was": was})
+            self.cancel_in(session, task, actor, caller)
             return task_view(task)
+
+    def cancel_in(self, session: Session, task: Task, actor: str, caller: Caller | None) -> None:
+        """Cancel ``task`` (queued or running, locked by the caller) in ``session``'s transaction, audited."""
+        was = task.status
+        task.status, task.finished_at, task.lease_owner, task.lease_expires_at = "cancelled", utcnow(), None, None
+        self._release_locks(session, task)
+        add_event(session, task, "task.cancelled", {"by": actor, "was": was})
+        _audit(session, actor, "task.cancel", task.task_id, caller, {"was": was})
 
     def reset_failed(self, actor: str, task_ids: list[str] | None = None,
                      caller: Caller | None = None) -> list[str]:
         """Put failed and timed-out tasks back in the queue with fresh attempts (the guide's
         ``reset_failed_tasks``); ``task_ids`` limits it to those tasks. Returns the ids re-queued."""
         with session_scope(self.database, write_lock=True) as session:
-            query = select(Task).where(Task.status.in_(("failed", "timed_out"))).with_for_update()
+            query = select(Task).where(Task.status.in_(RETRYABLE)).with_for_update()
             if task_ids is not None:
                 query = query.where(Task.task_id.in_(task_ids))
             tasks = session.scalars(query).all()
-            epoch = time.time()
             for task in tasks:
-                was = task.status
-                task.status, task.attempts, task.error, task.result = "queued", 0, None, None
-                task.started_at = task.finished_at = None
-                task.sort_key = sort_key(epoch, Priority(task.priority), self.dispatch.aging_seconds)
-                add_event(session, task, "task.retrying", {"reason": "reset-failed", "by": actor, "was": was})
+                self.requeue_in(session, task, actor)
             reset = [task.task_id for task in tasks]
             if reset:
                 _audit(session, actor, "task.retry", reset[0] if len(reset) == 1 else None, caller,
                        {"count": len(reset), "task_ids": reset[:100]})
             return reset
 
+    def requeue_in(self, session: Session, task: Task, actor: str) -> None:
+        """Queue a failed or timed-out ``task`` again with fresh attempts; the caller audits it."""
+        was = task.status
+        task.status, task.attempts, task.error, task.result = "queued", 0, None, None
+        task.started_at = task.finished_at = None
+        task.sort_key = sort_key(time.time(), Priority(task.priority), self.dispatch.aging_seconds)
+        add_event(session, task, "task.retrying", {"reason": "reset-failed", "by": actor, "was": was})
+
     def release_core(self, core_id: str, actor: str, caller: Caller | None = None) -> bool:
-        """End a ``stay`` reservation early; False if the core was not reserved."""
-        with session_scope(self.database, write_lock=True) as session:
-            reservation = session.get(CoreReservation, core_id)
-            if reservation is None:
-                return False
-            session.delete(reservation)
-            _audit(session, actor, "core.release", core_id, caller, {"owner": reservation.owner}, resource="core")
-            return True
+        """End a core's reservation early (:func:`orch.dispatch.reservations.release_core`); False if the
+        core was not reserved."""
+        try:
+            release_core(self.settings, core_id, actor, caller)
+        except NotReserved:
+            return False
+        return True
 
     # ---- outside cores -------------------------------------------------------------------------
     def report(self, task_id: str, core_id: str, status: str, *, attempt: int | None = None, result: Any = None,
@@ -545,15 +553,25 @@ class TaskQueue:
             return [{"event_id": e.event_id, "event_type": e.event_type, "timestamp": _iso(e.timestamp),
                      "data": e.data} for e in rows]
 
+    def page(self, task_filter: TaskFilter, limit: int = 50, cursor: str | None = None,
+             offset: int = 0) -> tuple[list[dict[str, Any]], str | None]:
+        """Tasks matching ``task_filter``, newest first (``created_at`` desc, ``task_id``), and the cursor
+        of the next page (None at the end). A cursor continues right after the row it was made from, so
+        its cost does not grow with the depth of the page; ``offset`` (which does) is kept for old callers.
+        Raises :class:`InvalidTask` for a malformed cursor or an unusable filter."""
+        query = task_filter.apply(select(Task)).where(*after(cursor))
+        query = query.order_by(Task.created_at.desc(), Task.task_id).offset(offset).limit(limit + 1)
+        with session_scope(self.database) as session:
+            rows = list(session.scalars(query))
+            more = len(rows) > limit
+            rows = rows[:limit]
+            return ([task_view(t) for t in rows],
+                    encode_cursor(rows[-1].created_at, rows[-1].task_id) if more and rows else None)
+
     def list(self, *, status: str | None = None, core_id: str | None = None, limit: int = 50,
              offset: int = 0) -> list[dict[str, Any]]:
-        with session_scope(self.database) as session:
-            query = select(Task).order_by(Task.created_at.desc(), Task.task_id)
-            if status:
-                query = query.where(Task.status == status)
-            if core_id:
-                query = query.where(Task.core_id == core_id)
-            return [task_view(t) for t in session.scalars(query.offset(offset).limit(limit))]
+        """One page of :meth:`page` without its cursor."""
+        return self.page(TaskFilter(status=status, core_id=core_id), limit, offset=offset)[0]
 
     @staticmethod
     def _work_ahead(connection: Connection, rows: list[dict[str, Any]]) -> WorkAhead:
@@ -587,7 +605,7 @@ class TaskQueue:
             core = row["core_id"]
             before = ahead.queued.get(core, 0) + seen[core]
             seen[core] += 1
-            slots = self._core_limit(core)
+            slots = self.core_limit(core)
             busy = before + ahead.running.get(core, 0)
             if busy < slots:
                 waits[row["task_id"]] = 0.0

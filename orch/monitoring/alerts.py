@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from orch import maintenance_mode
 from orch.config.schema import Settings
 from orch.monitoring import silences
 from orch.monitoring.rules import Observation
@@ -167,8 +168,8 @@ def healing_stopped_by(settings: Settings) -> str | None:
     """Which switch stops healing now, or None when it may act (silences are checked separately)."""
     if not settings.features.enable_self_healing or not settings.monitoring.self_healing.enabled:
         return "self-healing is turned off (features.enable_self_healing / monitoring.self_healing.enabled)"
-    if settings.features.maintenance_mode:
-        return "MAINTENANCE_MODE is on: self-healing is paused"
+    if maintenance_mode.is_on(settings):
+        return "maintenance mode is on: self-healing is paused"
     return None
 
 

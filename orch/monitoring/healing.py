@@ -12,16 +12,27 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from orch.audit import record_audit
+from orch.audit import Caller, record_audit
 from orch.config.schema import Settings
+from orch.errors import OrchError
 from orch.monitoring import alerts, silences
+from orch.prefect_api import PrefectUnavailable, flow_run_state_type, resume_flow_run
 from orch.storage.engine import session_scope
 from orch.storage.models import HealRun
 from orch.storage.types import utcnow
 
 ACTOR = "system:self-heal"
+ASKED = "asked"  # the ``state`` of the approval step the flow records just before it pauses for an answer
 OUTCOMES = ("running", "healed", "failed", "circuit_open", "dry_run", "skipped")
 COUNTED = ("running", "healed", "failed")  # what the circuit breaker counts: runs that acted
+
+
+class HealRunNotFound(OrchError):
+    """No heal run has that id."""
+
+
+class NotAwaitingApproval(OrchError):
+    """The heal run is not paused waiting for an operator's answer (never was, answered, or timed out)."""
 
 
 @dataclass(frozen=True)
@@ -104,11 +115,75 @@ def run_view(run: HealRun) -> dict[str, Any]:
 
 
 def list_runs(settings: Settings, target: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Newest first, each with ``awaiting_approval`` (:func:`awaiting_approval`)."""
     with session_scope(settings.database) as session:
         query = select(HealRun).order_by(HealRun.id.desc()).limit(limit)
         if target:
             query = query.where(HealRun.target == target)
-        return [run_view(run) for run in session.scalars(query)]
+        runs = [run_view(run) for run in session.scalars(query)]
+    return [{**run, "awaiting_approval": awaiting_approval(settings, run)} for run in runs]
+
+
+def get_run(settings: Settings, run_id: int) -> dict[str, Any]:
+    view = _read_run(settings, run_id)
+    return {**view, "awaiting_approval": awaiting_approval(settings, view)}
+
+
+def _read_run(settings: Settings, run_id: int) -> dict[str, Any]:
+    with session_scope(settings.database) as session:
+        run = session.get(HealRun, run_id)
+        if run is None:
+            raise HealRunNotFound(f"heal run {run_id} not found")
+        return run_view(run)
+
+
+def awaiting_approval(settings: Settings, run: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"action", "since", "timeout_at"}`` while the run waits for an answer, else None.
+
+    Waiting means both: the run's last step is the approval it asked for (the flow records it just before
+    pausing, and records the answer as the next step), and its Prefect flow run is Paused now. The steps
+    alone would show a run whose process died mid-pause as waiting forever; Prefect's state alone does
+    not say which action is asked. Prefect is asked only for such runs; when it cannot answer, the run
+    is not shown as waiting (an answer could not be delivered either)."""
+    try:
+        return _waiting(settings, run)
+    except PrefectUnavailable:
+        return None
+
+
+def _waiting(settings: Settings, run: dict[str, Any]) -> dict[str, Any] | None:
+    """:func:`awaiting_approval`, raising :class:`PrefectUnavailable` when Prefect cannot say."""
+    last = run["steps"][-1] if run["steps"] else {}
+    if (run["outcome"] != "running" or not run["flow_run_id"] or last.get("step") != "approval"
+            or last.get("state") != ASKED):
+        return None
+    if flow_run_state_type(settings.prefect, run["flow_run_id"]) != "PAUSED":
+        return None
+    return {"action": last.get("action"), "since": last.get("at"), "timeout_at": last.get("timeout_at")}
+
+
+def answer_approval(settings: Settings, run_id: int, approve: bool, comment: str, actor: str,
+                    caller: Caller | None = None) -> dict[str, Any]:
+    """Resume the paused flow run with the answer, as the Prefect UI's form would, naming ``actor``.
+
+    The flow records the answer in the run's steps when it wakes (with the approver), the same step
+    the Prefect UI's path records; this records who answered in the audit trail (``heal.approve`` or
+    ``heal.deny``), with the outcome if Prefect refused to resume (the run timed out meanwhile)."""
+    run = _read_run(settings, run_id)
+    waiting = _waiting(settings, run)  # an unreachable Prefect is a 503 here, not "not waiting"
+    if waiting is None:
+        raise NotAwaitingApproval(f"heal run {run_id} is not waiting for approval")
+    refused = resume_flow_run(settings.prefect, run["flow_run_id"],
+                              {"approve": approve, "comment": comment, "approver": actor})
+    with session_scope(settings.database, write_lock=True) as session:
+        record_audit(session, actor=actor, action="heal.approve" if approve else "heal.deny", resource="target",
+                     resource_id=run["target"], success=refused is None,
+                     ip_address=caller and caller.ip_address, user_agent=caller and caller.user_agent,
+                     details={"heal_run": run_id, "flow_run_id": run["flow_run_id"], "action": waiting["action"],
+                              "comment": comment, **({"refused": refused} if refused else {})})
+    if refused is not None:
+        raise NotAwaitingApproval(f"heal run {run_id} could not be resumed: {refused}")
+    return get_run(settings, run_id)
 
 
 def backoff_delays(settings: Settings) -> list[float]:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,8 +27,6 @@ from orch.logging_config import get_logger
 
 log = get_logger(__name__)
 ACTION_TIMEOUT = 120.0
-ISOLATION_OWNER = "isolated:"  # a core reserved for this owner runs nobody else's tasks
-ISOLATION_SECONDS = 10 * 365 * 86400  # until an operator runs `orch cores release CORE`
 
 
 class ActionFailed(OrchError):
@@ -189,18 +186,9 @@ def _restart_supervised(settings: Settings, process: str) -> str:
 
 def isolate_core(settings: Settings, core: str, target: str) -> str:
     """Stop dispatching to ``core``: reserve it for an owner no task has (dispatch skips reserved cores)."""
-    from orch.storage.engine import session_scope
-    from orch.storage.models import CoreReservation
-    from orch.storage.types import utcnow
+    from orch.dispatch.reservations import isolate_core as isolate
 
-    owner = f"{ISOLATION_OWNER}{target}"
-    with session_scope(settings.database, write_lock=True) as session:
-        reservation = session.get(CoreReservation, core)
-        expires = utcnow() + timedelta(seconds=ISOLATION_SECONDS)
-        if reservation is None:
-            session.add(CoreReservation(core_id=core, owner=owner, task_id=None, expires_at=expires))
-        else:
-            reservation.owner, reservation.task_id, reservation.expires_at = owner, None, expires
+    isolate(settings, core, target)
     return f"core {core} isolated: no new tasks are dispatched to it (undo: orch cores release {core})"
 
 

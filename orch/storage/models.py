@@ -32,6 +32,8 @@ class Task(Base):
         Index("ix_tasks_lease", "status", "lease_expires_at"),
         Index("ix_tasks_created_at", "created_at"),
         Index("ix_tasks_core_queue", "core_id", "status", "sort_key"),  # per-core counts and queue position
+        Index("ix_tasks_status_created", "status", "created_at"),  # task pages filtered by status, newest first
+        Index("ix_tasks_core_created", "core_id", "created_at"),  # task pages filtered by core, newest first
     )
 
     task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -301,3 +303,20 @@ class HealRun(Base):
     # running, healed, failed, circuit_open, dry_run, skipped
     outcome: Mapped[str] = mapped_column(String(16), default="running")
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class RuntimeSwitch(Base):
+    """A switch an operator flips while ORCH runs (``maintenance_mode``): every API replica and worker reads
+    it from here (each at most once a second, :mod:`orch.maintenance_mode`), so no restart is needed.
+
+    ``since``/``changed_by``/``reason`` say who set the current value, when and why; the audit trail keeps
+    the history.
+    """
+
+    __tablename__ = "runtime_switches"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bool] = mapped_column(Boolean, default=False)
+    since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    changed_by: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text, default="")

@@ -14,6 +14,8 @@ from pydantic import BaseModel
 
 from orch.api.deps import CallerDep, SettingsDep, limit_by_address
 from orch.api.schemas import errors
+from orch.audit import Caller
+from orch.config.schema import Settings
 from orch.security.login import LoginFailed, LoginThrottled, authenticate
 from orch.security.tokens import issue_token
 
@@ -42,6 +44,12 @@ async def login(settings: SettingsDep, caller: CallerDep, response: Response,
     addresses are not affected. Every failed check answers the same words, whether the name exists or not.
     """
     response.headers.update(NO_STORE)
+    return await log_in(settings, caller, username, password)
+
+
+async def log_in(settings: Settings, caller: Caller, username: str, password: str) -> TokenOut:
+    """The one login path (the API's token and the console's session cookie): throttles, argon2, audit.
+    Raises 429 (with ``Retry-After``) or 401 as :func:`login` answers them."""
     try:
         user = await run_in_threadpool(authenticate, settings, username, password, caller)
     except LoginThrottled as exc:

@@ -1,4 +1,5 @@
-"""Outside cores that do the work themselves (the ``external`` action): take work, report on it.
+"""Cores: the overview and reservations (``/cores``), and outside cores that do the work themselves
+(the ``external`` action): take work, report on it.
 
 A core authenticates as a ``system`` user named like the core and may act only for itself.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -15,8 +16,10 @@ from orch.api.deps import CallerDep, Principal, SettingsDep, require, require_co
 from orch.api.routes.tasks import visible_task
 from orch.api.schemas import TaskEventOut, TaskOut, errors
 from orch.config.schema import Settings
+from orch.dispatch.cores_view import cores_overview
 from orch.dispatch.queue import TaskQueue
 from orch.dispatch.request import IDENTIFIER, NOT_BOOL_OR_TEXT, JsonInt
+from orch.dispatch.reservations import isolate_core, release_core
 from orch.security.rbac import Permission
 
 router = APIRouter(tags=["cores"])
@@ -47,6 +50,32 @@ class StatusReport(BaseModel):
                                 "attempt that is over is refused (409)")
     result: Any = None
     error: str | None = Field(default=None, max_length=10_000)
+
+
+class ReservationOut(BaseModel):
+    owner: str
+    task_id: str | None
+    expires_at: str
+    kind: Literal["stay", "isolated"]
+
+
+class CoreOut(BaseModel):
+    core_id: str
+    concurrency: int
+    running: int
+    queued: int
+    reservation: ReservationOut | None
+
+
+class CoresOut(BaseModel):
+    cores: list[CoreOut]
+
+
+class IsolateRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+CoreId = Annotated[str, Path(pattern=IDENTIFIER, max_length=64)]
 
 
 class EventsOut(BaseModel):
@@ -93,3 +122,34 @@ async def job_events(task_id: str, settings: SettingsDep,
                      principal: Annotated[Principal, Depends(require(Permission.TASK_READ))]) -> EventsOut:
     """Every status move of the task, oldest first."""
     return await run_in_threadpool(_events, settings, principal, task_id)
+
+
+@router.get("/cores", response_model=CoresOut, responses=errors())
+async def list_cores(settings: SettingsDep,
+                     principal: Annotated[Principal, Depends(require(Permission.SYSTEM_MONITOR))]) -> CoresOut:
+    """Every configured core and every core with tasks: its limit, load and reservation."""
+    return CoresOut.model_validate({"cores": await run_in_threadpool(cores_overview, settings)})
+
+
+def _core_change(change: Any, settings: Settings, core_id: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run a reservation change and return the core as it is after it (refusals map in orch.api.errors)."""
+    change(settings, core_id, *args, **kwargs)
+    [core] = cores_overview(settings, only=core_id)
+    return core
+
+
+@router.post("/cores/{core_id}/isolate", response_model=CoreOut, responses=errors(404))
+async def isolate(core_id: CoreId, body: IsolateRequest, settings: SettingsDep, caller: CallerDep,
+                  principal: Annotated[Principal, Depends(require(Permission.SYSTEM_ADMIN))]) -> dict[str, Any]:
+    """Stop dispatching to the core until it is released (audited with the reason)."""
+    return await run_in_threadpool(_core_change, isolate_core, settings, core_id, principal.username,
+                                   actor=principal.username, reason=body.reason, caller=caller, known_only=True)
+
+
+@router.post("/cores/{core_id}/release", response_model=CoreOut, responses=errors(404, 409))
+async def release(core_id: CoreId, settings: SettingsDep, caller: CallerDep,
+                  principal: Annotated[Principal, Depends(require(Permission.TASK_UPDATE))]) -> dict[str, Any]:
+    """End the core's ``stay`` reservation, or its isolation (that needs ``system:admin``); 409 when
+    nothing reserves it."""
+    return await run_in_threadpool(_core_change, release_core, settings, core_id, principal.username, caller,
+                                   may_end_isolation=principal.may(Permission.SYSTEM_ADMIN))

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, TypeAdapter
@@ -128,12 +128,21 @@ async def health(request: Request,
         return Response(content=head[:-1].encode() + b',"components":' + cache.components_json + b"}",
                         media_type="application/json", status_code=503 if cache.status == "down" else 200)
     await authorize(request, await oauth2_scheme(request), Permission.SYSTEM_MONITOR)
-    details = await run_in_threadpool(_details, settings, app.state.metrics.total)
-    components = await cache.get(settings)
-    body = HealthResponse(status=cache.status, timestamp=datetime.now(UTC), version=__version__,
-                          uptime_seconds=uptime, components=components, details=details)
+    body = await detailed_health(app)
     return Response(content=body.model_dump_json(exclude_none=True), media_type="application/json",
                     status_code=503 if cache.status == "down" else 200)
+
+
+async def detailed_health(app: FastAPI) -> HealthResponse:
+    """What ``GET /health?detailed=true`` answers (the console's overview shows the same): the cached
+    component checks with the queue, task, lock and request counts. The caller checks the permission."""
+    settings: Settings = app.state.settings
+    cache: _Cache = app.state.health_cache
+    details = await run_in_threadpool(_details, settings, app.state.metrics.total)
+    components = await cache.get(settings)
+    return HealthResponse(status=cache.status, timestamp=datetime.now(UTC), version=__version__,
+                          uptime_seconds=round(time.monotonic() - app.state.started, 1), components=components,
+                          details=details)
 
 
 @router.get("/events/health", response_class=StreamingResponse,

@@ -1,7 +1,8 @@
 """Alerts, their event stream by id, silences and maintenance windows, targets and healing runs.
 
 Reading needs ``system:monitor``; silencing and maintenance windows need ``alert:silence`` (operators and
-admins: whoever is on call must be able to stop a page). Every change is audited with the caller.
+admins: whoever is on call must be able to stop a page); answering a heal's approval (a destructive action)
+needs ``system:admin``. Every change is audited with the caller.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from orch.api.schemas import MAX_ID, errors
 from orch.dispatch.request import JsonInt
 from orch.monitoring import alerts, healing, silences
 from orch.monitoring.targets import configured_targets, healing_plan
+from orch.prefect_api import PrefectUnavailable
 from orch.security.rbac import Permission
 
 router = APIRouter(tags=["monitoring"])
 Monitor = Annotated[Principal, Depends(require(Permission.SYSTEM_MONITOR))]
 Silencer = Annotated[Principal, Depends(require(Permission.ALERT_SILENCE))]
+Admin = Annotated[Principal, Depends(require(Permission.SYSTEM_ADMIN))]
 
 
 class SilenceIn(BaseModel):
@@ -33,6 +36,13 @@ class SilenceIn(BaseModel):
     alert_name: str = Field(default="*", min_length=1, max_length=64, description="Alert name or glob (silences).")
     duration_seconds: JsonInt = Field(gt=0, le=int(silences.MAX_DURATION.total_seconds()))
     reason: str = Field(default="", max_length=1000)
+
+
+class ApprovalIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    approve: bool
+    comment: str = Field(default="", max_length=500)
 
 
 class Listing(BaseModel):
@@ -98,3 +108,19 @@ async def list_targets(settings: SettingsDep, principal: Monitor) -> Listing:
 async def list_heals(settings: SettingsDep, principal: Monitor, target: str | None = None,
                      limit: Annotated[int, Query(gt=0, le=500)] = 50) -> Listing:
     return Listing(items=await run_in_threadpool(healing.list_runs, settings, target, limit))
+
+
+@router.post("/heals/{run_id}/approval", responses=errors(404, 409))
+async def answer_heal_approval(run_id: Annotated[int, Path(ge=1, le=MAX_ID)], body: ApprovalIn,
+                               settings: SettingsDep, principal: Admin, caller: CallerDep) -> dict[str, Any]:
+    """Approve or refuse the destructive action a heal run is paused for (what the Prefect UI's form
+    answers), as the caller; the run carries on at once. 409 when it is not waiting for an answer."""
+    try:
+        return await run_in_threadpool(healing.answer_approval, settings, run_id, body.approve, body.comment,
+                                       principal.username, caller)
+    except healing.HealRunNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except healing.NotAwaitingApproval as exc:
+        raise HTTPException(409, str(exc)) from None
+    except PrefectUnavailable as exc:
+        raise HTTPException(503, f"cannot reach Prefect to resume the run: {exc}") from None

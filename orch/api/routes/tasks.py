@@ -1,4 +1,4 @@
-"""Dispatching tasks and managing them: ``/dispatch``, ``/dispatch/batch`` and ``/tasks``."""
+"""Dispatching tasks and managing them: ``/dispatch``, ``/dispatch/batch``, ``/tasks`` and ``/tasks/bulk``."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from orch.api.deps import CallerDep, Principal, SettingsDep, require
 from orch.api.schemas import TaskOut, errors
 from orch.config.schema import Settings
+from orch.dispatch.bulk import MAX_BULK, bulk_change
 from orch.dispatch.errors import InvalidTask, InvalidTransition, TaskNotFound
 from orch.dispatch.queue import TaskQueue
 from orch.dispatch.request import DispatchRequest, ValidTask, authorize, validate
+from orch.dispatch.task_filter import TaskFilter
 from orch.security.flow_access import NotPermitted, record_refusal
 from orch.security.rbac import Permission
 from orch.storage.models import TASK_STATUSES
@@ -47,6 +49,7 @@ class TaskPage(BaseModel):
     tasks: list[TaskOut]
     limit: int
     offset: int
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
 
 
 def _accepted(task: dict[str, Any], created: bool) -> DispatchAccepted:
@@ -116,16 +119,78 @@ async def dispatch_batch(body: BatchRequest, settings: SettingsDep, caller: Call
 async def list_tasks(settings: SettingsDep, principal: Annotated[Principal, Depends(require(Permission.TASK_READ))],
                      status: Annotated[Literal[TASK_STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
                      core_id: Annotated[str | None, Query(max_length=64)] = None,
+                     action: Annotated[str | None, Query(max_length=128)] = None,
+                     owner: Annotated[str | None, Query(max_length=128)] = None,
+                     since: Annotated[datetime | None, Query(description="created at or after (with a zone)")] = None,
+                     until: Annotated[datetime | None, Query(description="created before (with a zone)")] = None,
                      limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> TaskPage:
-    """Newest first. A core's ``system`` user sees only its own core's tasks."""
+                     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+                     cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the page "
+                                                         "before; not with offset")] = None) -> TaskPage:
+    """Newest first; follow ``next_cursor`` for the next page (null on the last). A core's ``system`` user
+    sees only its own core's tasks."""
+    if cursor is not None and offset:
+        raise InvalidTask(["cursor: give either cursor or offset, not both"])
     if principal.core_id is not None and core_id not in (None, principal.core_id):
-        return TaskPage(tasks=[], limit=limit, offset=offset)  # another core's tasks: none it may see
+        return TaskPage(tasks=[], limit=limit, offset=offset, next_cursor=None)  # another core's: none it may see
     if principal.core_id is not None:
         core_id = principal.core_id
-    tasks = await run_in_threadpool(TaskQueue(settings).list, status=status, core_id=core_id, limit=limit,
-                                    offset=offset)
-    return TaskPage(tasks=tasks, limit=limit, offset=offset)
+    task_filter = TaskFilter(status=status, core_id=core_id, action=action, owner=owner, since=since, until=until)
+    tasks, next_cursor = await run_in_threadpool(TaskQueue(settings).page, task_filter, limit, cursor, offset)
+    return TaskPage(tasks=tasks, limit=limit, offset=offset, next_cursor=next_cursor)
+
+
+class BulkFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal[TASK_STATUSES] | None = None  # type: ignore[valid-type]
+    core_id: str | None = Field(default=None, max_length=64)
+    action: str | None = Field(default=None, max_length=128)
+    owner: str | None = Field(default=None, max_length=128)
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class BulkByIds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    op: Literal["cancel", "retry"]
+    task_ids: list[Annotated[str, Field(min_length=1, max_length=36)]] = Field(min_length=1, max_length=MAX_BULK)
+
+
+class BulkByFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    op: Literal["cancel", "retry"]
+    filter: BulkFilter = Field(description="Without a status: the tasks the op can change")
+    limit: int = Field(default=MAX_BULK, ge=1, le=MAX_BULK, description="At most this many, newest first")
+
+
+class Skipped(BaseModel):
+    task_id: str
+    reason: str
+
+
+class BulkResult(BaseModel):
+    op: str
+    matched: int
+    changed: list[str]
+    skipped: list[Skipped]
+
+
+def _bulk(settings: Settings, body: BulkByIds | BulkByFilter, actor: str, caller: Any) -> dict[str, Any]:
+    if isinstance(body, BulkByIds):
+        return bulk_change(settings, body.op, actor, caller, task_ids=body.task_ids)
+    return bulk_change(settings, body.op, actor, caller, task_filter=TaskFilter(**body.filter.model_dump()),
+                       limit=body.limit)
+
+
+@router.post("/tasks/bulk", response_model=BulkResult, responses=errors())
+async def bulk_tasks(body: BulkByIds | BulkByFilter, settings: SettingsDep, caller: CallerDep,
+                     principal: Annotated[Principal, Depends(require(Permission.TASK_UPDATE))]) -> dict[str, Any]:
+    """Cancel or retry many tasks, named by ``task_ids`` or matched by ``filter``, each audited as its
+    single-task route audits it; a task the op does not apply to is listed in ``skipped`` with the reason."""
+    return await run_in_threadpool(_bulk, settings, body, principal.username, caller)
 
 
 def visible_task(settings: Settings, principal: Principal, task_id: str) -> dict[str, Any]:

@@ -5,19 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, StrictBool
 from sqlalchemy import select
 
 from orch.api.deps import CallerDep, Principal, SettingsDep, require
 from orch.api.schemas import errors
-from orch.audit import Caller, record_audit
+from orch.audit import Caller
 from orch.config.schema import Settings
-from orch.security.login import unlock
-from orch.security.passwords import hash_password, policy_problems
+from orch.security import user_changes
 from orch.security.rbac import Permission
-from orch.security.users import UserError, create_user
+from orch.security.users import create_user
 from orch.storage.engine import session_scope
 from orch.storage.models import ROLES, AuditRecord, User
 
@@ -103,30 +102,9 @@ async def add_user(body: UserCreate, settings: SettingsDep, caller: CallerDep,
 
 def _update(settings: Settings, username: str, body: UserUpdate, actor: str, caller: Caller) -> UserOut:
     with session_scope(settings.database, write_lock=True) as session:
-        user = session.scalar(select(User).where(User.username == username).with_for_update())
-        if user is None:
-            raise HTTPException(404, f"no user {username!r}")
-        changed: dict[str, Any] = {}
-        if body.role is not None and body.role != user.role:
-            changed["role"] = [user.role, body.role]
-            user.role = body.role
-        if body.is_active is not None and body.is_active != user.is_active:
-            changed["is_active"] = body.is_active
-            user.is_active = body.is_active
-        if body.password is not None:
-            problems = policy_problems(body.password, settings.security.password_policy)
-            if problems:
-                raise UserError("password must contain " + ", ".join(problems))
-            user.password_hash = hash_password(body.password)
-            changed["password"] = "changed"
-        if user.username == actor and (body.role not in (None, "admin") or body.is_active is False):
-            raise UserError("an admin cannot demote or disable their own account; ask another admin")
-        if changed:  # the tokens issued before die with the credentials they were issued for
-            user.token_version += 1
-        if body.unlock:
-            changed["unlock"] = unlock(session, username, actor=actor, caller=caller)
-        record_audit(session, actor=actor, action="user.update", resource="user", resource_id=username,
-                     ip_address=caller.ip_address, user_agent=caller.user_agent, details=changed)
+        user = user_changes.update_user(session, username, actor=actor, policy=settings.security.password_policy,
+                                        caller=caller, role=body.role, is_active=body.is_active,
+                                        password=body.password, unlock=body.unlock)
         return _out(user)
 
 

@@ -1,0 +1,33 @@
+"""The cores at a glance (``GET /cores``, ``orch cores list``, the console): limit, load, reservation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from orch.config.schema import Settings
+from orch.dispatch.queue import TaskQueue
+from orch.dispatch.reservations import known_cores, reservation_view
+from orch.storage.engine import session_scope
+from orch.storage.models import CoreReservation, Task
+from orch.storage.types import utcnow
+
+
+def cores_overview(settings: Settings, only: str | None = None) -> list[dict[str, Any]]:
+    """One dict per configured core and per core that has tasks or a reservation, sorted by core id
+    (``only``: just that core, which need not be known). An expired reservation counts as none, as
+    dispatch counts it."""
+    queue = TaskQueue(settings)
+    with session_scope(settings.database) as session:
+        cores = [only] if only is not None else known_cores(session, settings)
+        counts: dict[tuple[str, str], int] = {}
+        for core, status, count in session.execute(
+                select(Task.core_id, Task.status, func.count()).where(Task.status.in_(("queued", "running")))
+                .group_by(Task.core_id, Task.status)):
+            counts[(core, status)] = count
+        now = utcnow()
+        reserved = {r.core_id: reservation_view(r) for r in session.scalars(
+            select(CoreReservation).where(CoreReservation.expires_at > now))}
+        return [{"core_id": core, "concurrency": queue.core_limit(core), "running": counts.get((core, "running"), 0),
+                 "queued": counts.get((core, "queued"), 0), "reservation": reserved.get(core)} for core in cores]
