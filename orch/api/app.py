@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         locks,
         maintenance_mode,
         mcp,
+        monitoring,
         operations,
         sse,
         tasks,
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhook,
     )
     from orch.audit import configure_audit_log
+    from orch.monitoring.collector import DomainCollector
     from orch.security.ratelimit import RateLimiter
     from orch.storage.engine import refusing_writes_when_corrupt
 
@@ -104,16 +106,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.user_streams = StreamSlots(settings.api.max_streams_per_user)
     app.state.health_cache = health._Cache(settings.api.health_cache_seconds)
     app.state.deliveries = DeliveryLog(settings.database, settings.security.webhook_tolerance_seconds)
-    _register_domain_metrics(app, settings)
+    app.state.metrics.add_domain(DomainCollector(settings))  # queue, system, alert and healing metrics
 
     install_error_handlers(app)
     # Routers are matched in the order included, each route tried in turn: the busiest paths come
     # first (a webhook, 5th before, spent 9 % of its CPU finding its route).
-    for module in (health, webhook, tasks, cores, sse, auth, locks, deployments, users, mcp, operations,
-                   maintenance_mode):
+    for module in (health, webhook, tasks, cores, sse, auth, locks, deployments, users, mcp, monitoring,
+                   operations, maintenance_mode):
         app.include_router(module.router)
     app.include_router(metrics_router)
-    _include_optional_routers(app)
     install_console(app)
     if docs:
         install_docs(app, "/openapi.json")
@@ -133,20 +134,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.api.forwarded_allow_ips)
     app.add_middleware(SecurityHeadersMiddleware)
     return app
-
-
-def _register_domain_metrics(app: FastAPI, settings: Settings) -> None:
-    """Queue, system, alert and healing metrics from the monitoring collector, when this build has it."""
-    try:
-        from orch.monitoring.collector import DomainCollector
-    except ImportError:
-        return
-    app.state.metrics.add_domain(DomainCollector(settings))
-
-
-def _include_optional_routers(app: FastAPI) -> None:
-    try:
-        from orch.api.routes import monitoring
-    except ImportError:
-        return
-    app.include_router(monitoring.router)

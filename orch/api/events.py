@@ -29,19 +29,12 @@ from starlette.types import Receive, Scope, Send
 from orch.config.schema import Settings
 from orch.logging_config import get_logger, redact_structure
 from orch.storage.engine import session_scope
-from orch.storage.models import Task, TaskEvent
+from orch.storage.models import AlertEvent, Task, TaskEvent
 
 log = get_logger(__name__)
 REPLAY_LIMIT = 1000  # events a resuming client is sent from the database at most
 QUEUE_SIZE = 1000  # a client this far behind is disconnected (it can resume with Last-Event-ID)
 _CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,18})$")
-
-
-def _alert_model() -> Any:
-    """The monitoring issue's alert event table, when this build has it."""
-    from orch.storage import models
-
-    return getattr(models, "AlertEvent", None)
 
 
 @dataclass(frozen=True)
@@ -145,8 +138,7 @@ class EventHub:
     def _heads(self) -> tuple[int, int]:
         with session_scope(self.settings.database) as session:
             task_head = session.scalar(select(func.max(TaskEvent.event_id))) or 0
-            alert = _alert_model()
-            alert_head = (session.scalar(select(func.max(alert.id))) or 0) if alert is not None else 0
+            alert_head = session.scalar(select(func.max(AlertEvent.id))) or 0
         return int(task_head), int(alert_head)
 
     def _read(self, after: tuple[int, int], upto: tuple[int, int] | None, limit: int) -> list[Event]:
@@ -158,13 +150,10 @@ class EventHub:
             if upto is not None:
                 query = query.where(TaskEvent.event_id <= upto[0])
             task_rows = session.execute(query).all()
-            alert = _alert_model()
-            alert_rows: list[Any] = []
-            if alert is not None:
-                aquery = select(alert).where(alert.id > alert_after).order_by(alert.id).limit(limit)
-                if upto is not None:
-                    aquery = aquery.where(alert.id <= upto[1])
-                alert_rows = list(session.scalars(aquery))
+            aquery = select(AlertEvent).where(AlertEvent.id > alert_after).order_by(AlertEvent.id).limit(limit)
+            if upto is not None:
+                aquery = aquery.where(AlertEvent.id <= upto[1])
+            alert_rows = list(session.scalars(aquery))
             events: list[Event] = []
             position = task_after
             for row, core_id in task_rows:

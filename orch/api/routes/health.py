@@ -212,10 +212,8 @@ def _dispatcher(settings: Settings) -> ComponentHealth:
 def _monitor(settings: Settings) -> ComponentHealth:
     if not settings.features.enable_monitoring:
         return ComponentHealth(status="disabled", detail="features.enable_monitoring is false")
-    try:
-        from orch.monitoring.status import sweep_status
-    except ImportError:
-        return ComponentHealth(status="unknown", detail="this build has no monitoring sweeps")
+    from orch.monitoring.status import sweep_status
+
     try:
         return ComponentHealth(**sweep_status(settings))
     except Exception as exc:  # noqa: BLE001 - no database: the database component says so; this is unknown
