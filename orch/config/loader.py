@@ -17,8 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from orch.config.errors import ConfigError
+from orch.config.local_secrets import fill_local_secrets
 from orch.config.schema import Settings
-from orch.errors import OrchError
 
 CONFIG_PATH_ENV = "ORCH_CONFIG_PATH"
 HOME_ENV = "ORCH_HOME"
@@ -55,15 +56,6 @@ ENV_ALIASES: tuple[tuple[str, str], ...] = (
 )
 
 _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
-
-
-class ConfigError(OrchError):
-    """Configuration is unusable. ``errors`` holds one ``key.path: problem`` line per mistake."""
-
-    def __init__(self, errors: list[str], source: str | None = None) -> None:
-        self.errors = errors
-        self.source = source
-        super().__init__((f"{source}: " if source else "") + "; ".join(errors))
 
 
 def project_home(environ: Mapping[str, str] | None = None) -> Path:
@@ -155,8 +147,6 @@ def load_settings(
 
     _resolve_paths(settings, home)
     if generate_secrets and settings.environment == "local":
-        from orch.config.local_secrets import fill_local_secrets
-
         fill_local_secrets(settings)
     return settings
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from orch.config.errors import ConfigError
 from orch.config.schema import Settings
 
 SECRETS_FILE = "secrets.json"
@@ -39,8 +40,6 @@ def fill_local_secrets(settings: Settings) -> Path:
     try:
         stored = _load_or_create(path, missing)
     except (OSError, ValueError) as exc:
-        from orch.config.loader import ConfigError
-
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError([f"data_dir: cannot write generated secrets to {path}: {reason}"]) from None
     for name in missing:
