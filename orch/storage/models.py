@@ -34,6 +34,9 @@ class Task(Base):
         Index("ix_tasks_core_queue", "core_id", "status", "sort_key"),  # per-core counts and queue position
         Index("ix_tasks_status_created", "status", "created_at"),  # task pages filtered by status, newest first
         Index("ix_tasks_core_created", "core_id", "created_at"),  # task pages filtered by core, newest first
+        Index("ix_tasks_core_status_created", "core_id", "status", "created_at"),  # ... by core and status
+        Index("ix_tasks_owner_created", "owner", "created_at"),  # ... by owner
+        Index("ix_tasks_action_created", "action", "created_at"),  # ... by action
     )
 
     task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
