@@ -2,7 +2,8 @@
 
 ``python -m deployments.apply`` is what ``orch up`` runs (in parallel with the worker start-up) and
 what an operator runs after changing ``prefect.yaml`` against a long-lived server. The deployments are
-applied by ``prefect deploy --all``: the file stays the one source of truth a Prefect user expects.
+applied by ``prefect deploy --all``: the file stays the one source of truth a Prefect user expects, but
+for the sweep's interval, whose source is ``monitoring.interval`` (:func:`deployment_spec`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Collection
-from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -93,42 +94,39 @@ def ensure_work_pools(names: list[str], inprocess: Collection[str] = (INPROCESS_
                     name=name, type=worker.type, base_job_template=worker.get_default_base_job_template()))
 
 
-def apply_deployments() -> None:
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("prefect")), "--no-prompt", "deploy", "--all"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, env=os.environ.copy())
+SWEEP_ENTRYPOINT = "flows/monitor_sweep.py:monitor_sweep"
+
+
+def deployment_spec(settings: Settings, prefect_file: Path = PREFECT_FILE) -> dict[str, Any]:
+    """``prefect.yaml`` as ORCH deploys it: the sweep's interval schedule is ``monitoring.interval``.
+
+    The interval goes into what ``prefect deploy`` applies, not onto the schedule afterwards. Corrected
+    after the deploy (as before), the deployment first carried the file's 60 s: Prefect's scheduler could
+    create runs from it, a correction deletes only future runs and does not mark the deployment updated,
+    so Prefect's fast scheduler for recently changed deployments skipped it and the first 5 s runs waited
+    for the main scheduler loop (PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS, 60 s): the first heal of
+    issue 15 took 45 s at ``monitoring.interval: 5``. The file keeps 60 s for a deploy by hand.
+    """
+    spec = yaml.safe_load(prefect_file.read_text(encoding="utf-8"))
+    for deployment in spec.get("deployments", []):
+        if deployment.get("entrypoint") == SWEEP_ENTRYPOINT:
+            for schedule in deployment.get("schedules") or []:
+                if "interval" in schedule:
+                    schedule["interval"] = settings.monitoring.interval
+    return dict(spec)
+
+
+def apply_deployments(spec: dict[str, Any]) -> None:
+    """``prefect deploy --all`` of ``spec`` (from :func:`deployment_spec`), run in this checkout."""
+    with tempfile.TemporaryDirectory(prefix="orch-deploy-") as tmp:
+        file = Path(tmp) / "prefect.yaml"
+        file.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        result = subprocess.run(
+            [str(Path(sys.executable).with_name("prefect")), "--no-prompt", "deploy", "--all", "--prefect-file",
+             str(file)], cwd=PROJECT_ROOT, capture_output=True, text=True, env=os.environ.copy())
     if result.returncode != 0:
         lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
         raise SystemExit("prefect deploy failed: " + (lines[-1] if lines else f"exit {result.returncode}"))
-
-
-SWEEP_DEPLOYMENT = "monitor-sweep/interval"
-
-
-def apply_sweep_interval(settings: Settings, deployment_name: str = SWEEP_DEPLOYMENT) -> int | None:
-    """Make the sweep's interval schedule follow ``monitoring.interval``; returns the interval in seconds,
-    or None when ``prefect.yaml`` no longer deploys the sweep (there is nothing to follow it then).
-
-    ``prefect.yaml`` schedules the sweep every 60 s (the default), and ``prefect deploy`` applies that;
-    an operator who sets ``monitoring.interval: 30`` expects sweeps every 30 s, so the schedule is
-    updated after the deploy. Whether the schedule is active (paused in the UI) is left as it was.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.schedules import IntervalSchedule
-    from prefect.exceptions import ObjectNotFound
-
-    wanted = timedelta(seconds=settings.monitoring.interval)
-    with get_client(sync_client=True) as client:
-        try:
-            deployment = client.read_deployment_by_name(deployment_name)
-        except ObjectNotFound:
-            return None
-        for entry in deployment.schedules:
-            schedule = entry.schedule
-            if isinstance(schedule, IntervalSchedule) and schedule.interval != wanted:
-                client.update_deployment_schedule(deployment.id, entry.id, schedule=IntervalSchedule(
-                    interval=wanted, anchor_date=schedule.anchor_date, timezone=schedule.timezone))
-    return settings.monitoring.interval
 
 
 def main() -> int:
@@ -142,8 +140,7 @@ def main() -> int:
     wait_for_server(settings.prefect, timeout=float(os.environ.get("ORCH_PREFECT_WAIT", "90")))
     ensure_work_pools(work_pools())
     register_blocks(settings)
-    apply_deployments()
-    apply_sweep_interval(settings)
+    apply_deployments(deployment_spec(settings))
     apply_automations(settings)
     print("applied: " + ", ".join(deployment_names()))
     return 0

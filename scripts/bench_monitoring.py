@@ -23,11 +23,19 @@ service on loopback as the target:
   ``prefect.worker_poll_seconds``) with sweeps every 5 s called by this script, as the previous path;
 - **failures in a row**: the target killed again as soon as each heal brought it back (its alert still
   firing), three times; kill -> healthy for each;
-- the worker's stop on SIGTERM.
+- the worker's stop on SIGTERM;
+- **the user's path** (issue 15: 45 s for a first heal at ``monitoring.interval: 5``): a fresh ``orch up`` in
+  a home of its own, the target killed after two healthy sweeps and again as soon as each heal brought it
+  back, each hop timed (kill -> the sweep that sees it -> heal run created -> started -> healthy); then the
+  worker SIGKILLed and the time until none of its runs is left Running (zombies) and it is back online;
+  and on that stack's server the cause: how long after the deploy sweep runs every 5 s exist, as ``orch
+  up`` now deploys (the configured interval) against the **baseline** of the previous path (``prefect.yaml``'s
+  60 s deployed, then the schedule corrected).
 
-Writes ``bench_results/bench_monitoring.{json,md}``.
+Writes ``bench_results/bench_monitoring.{json,md}`` (``--up-only``: ``bench_monitoring_up.{json,md}``).
 
     python scripts/bench_monitoring.py [--sweeps 60] [--heals 3] [--consecutive 3] [--baseline-heals 1] [--window 60]
+                                       [--up-rounds 3] [--up-only]
 """
 
 from __future__ import annotations
@@ -467,6 +475,330 @@ def consecutive_heals(settings: Any, service: Service, rounds: int) -> list[dict
     return results
 
 
+# --- the user's path: a fresh `orch up` -------------------------------------------------------------------
+
+SWEEP_FLOW = "monitor-sweep"
+
+
+class UpStack:
+    """``orch up`` in an ORCH_HOME of its own, started as an operator starts it; Prefect read over REST."""
+
+    def __init__(self, home: Path, config: dict[str, Any], env: dict[str, str]) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "orch.yaml").write_text(yaml.safe_dump(config))
+        self.home, self.prefect_port, self.api_port = home, free_port(), free_port()
+        self.env = {**env, "ORCH_HOME": str(home), "ORCH_CONFIG_PATH": str(home / "orch.yaml"),
+                    "PREFECT_SERVER_API_PORT": str(self.prefect_port), "ORCH_PORT": str(self.api_port)}
+        self.api = f"http://127.0.0.1:{self.prefect_port}/api"
+        self.lines: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+        self.headers: dict[str, str] = {}
+        self.auth = ""
+
+    def start(self, timeout: float = 240) -> float:
+        """Start it; the wall-clock time it said it is up."""
+        import threading
+
+        self.process = subprocess.Popen([str(BIN / "orch"), "up"], cwd=self.home, env=self.env, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def pump() -> None:
+            assert self.process is not None and self.process.stdout is not None
+            self.lines.extend(self.process.stdout)
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not any("is up in" in line for line in self.lines):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise BenchError("orch up did not come up", self.lines[-8:])
+            time.sleep(0.1)
+        from orch.config.schema import PrefectSettings
+        from orch.prefect_api import prefect_headers
+
+        self.auth = json.loads((self.home / "data" / "secrets.json").read_text())["prefect_auth_string"]
+        self.headers = prefect_headers(PrefectSettings(auth_string=self.auth))
+        return time.time()
+
+    def settings(self) -> Any:
+        from orch.config.loader import load_settings
+
+        return load_settings(environ={k: self.env[k] for k in ("ORCH_HOME", "ORCH_CONFIG_PATH")},
+                             generate_secrets=False)
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One REST call; a 503 (Prefect's SQLite busy on a loaded machine) is asked again."""
+        for delay in (0.5, 1, 2, 4, 0):
+            answer = httpx.request(method, f"{self.api}{path}", json=body, headers=self.headers, timeout=20)
+            if answer.status_code != 503 or not delay:
+                break
+            time.sleep(delay)
+        if answer.status_code >= 400:
+            raise BenchError(f"Prefect answered {answer.status_code} to {method} {path}", [answer.text[:300]])
+        return answer.json() if answer.content else None
+
+    def flow_runs(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(self.call("POST", "/flow_runs/filter", {"limit": 200, **body}))
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        return self.flow_runs({"flows": {"name": {"any_": [SWEEP_FLOW]}}, "sort": "EXPECTED_START_TIME_ASC"})
+
+    def pid(self, component: str) -> int:
+        return int((self.home / "data" / "logs" / f"{component}.pid").read_text())
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+def stamp(value: str | None) -> float | None:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value).timestamp() if value else None
+
+
+def up_heals(stack: UpStack, service: Service, rounds: int) -> dict[str, Any]:
+    """On a fresh stack: two healthy sweeps, then the target killed at a random point of the interval and
+    killed again as soon as each heal has brought it back (``rounds`` failures in a row). Each hop on the
+    wall clock: kill -> the sweep that sees it starts (the schedule) -> the heal run is created (the sweep
+    records the firing and emits it, the automation creates the run) -> the worker starts it -> healthy."""
+    from orch.monitoring.healing import list_runs
+
+    settings = stack.settings()
+    up_at = stack.start()
+    first = wait_for(lambda: next((r for r in stack.sweeps() if r["start_time"]), None), 120, "a first sweep")
+    wait_for(lambda: sum(1 for r in stack.sweeps() if r["state"]["type"] == "COMPLETED") >= 2, 60,
+             "two healthy sweeps")
+    chance = random.Random(15)
+    results = []
+    for _ in range(rounds):
+        service.wait(True, 60)
+        before = {run["id"] for run in list_runs(settings, "web")}
+        time.sleep(chance.uniform(0, INTERVAL))
+        service.kill()
+        killed = time.time()
+
+        def healed_run(before: set[int] = before) -> dict[str, Any] | None:
+            runs = [run for run in list_runs(settings, "web") if run["id"] not in before]
+            done = next((run for run in runs if run["outcome"] == "healed"), None)
+            return done if done and service.healthy() else None
+
+        run = wait_for(healed_run, 180, "the target to be healed")
+        healthy = time.time()
+        heal = stack.call("GET", f"/flow_runs/{run['flow_run_id']}")
+        created, started = stamp(heal["created"]), stamp(heal["start_time"]) or healthy
+        seen = [r for r in stack.sweeps() if r["start_time"] and killed < stamp(r["start_time"]) < created]
+        sweep = seen[0] if seen else None
+        swept = stamp(sweep["start_time"]) if sweep else killed
+        results.append({
+            "killed_at": killed, "heal_created_at": created,
+            "kill_to_sweep_s": round(swept - killed, 2),
+            "sweep_late_s": round(swept - stamp(sweep["expected_start_time"]), 2) if sweep else None,
+            "sweep_to_heal_created_s": round(created - swept, 2),
+            "heal_created_to_started_s": round(started - created, 2),
+            "heal_started_to_healthy_s": round(healthy - started, 2),
+            "total_s": round(healthy - killed, 2)})
+    automation_hops(stack, results)
+    return {"first_sweep_after_up_s": round(stamp(first["start_time"]) - up_at, 2), "heals": results}
+
+
+AUTOMATION_EVENTS = ("orch.alert.firing", "prefect.automation.action.triggered", "prefect.automation.action.executed")
+
+
+def automation_hops(stack: UpStack, results: list[dict[str, Any]]) -> None:
+    """Split each "sweep -> heal run created" hop by Prefect's own events: the sweep emits ``orch.alert.firing``
+    (occurred), the server receives it, the triggers service triggers the action, the actions service has
+    created the run. Prefect persists events in batches, so they are read once the rounds are over."""
+    from datetime import datetime
+
+    since = datetime.fromtimestamp(min(r["killed_at"] for r in results) - 1, timezone.utc).isoformat()
+
+    def events() -> list[dict[str, Any]]:
+        found = stack.call("POST", "/events/filter", {"filter": {"occurred": {"since": since}, "event": {
+            "name": list(AUTOMATION_EVENTS)}, "order": "ASC"}, "limit": 50})
+        return list(found["events"])
+
+    wait_for(lambda: sum(e["event"] == AUTOMATION_EVENTS[-1] for e in events()) >= len(results), 30,
+             "the automation's events", every=1)
+    found = events()
+    for result in results:
+        def first(name: str, key: str = "occurred", after: float = result["killed_at"]) -> float | None:
+            return next((stamp(e[key]) for e in found if e["event"] == name and stamp(e[key]) > after), None)
+
+        emitted = first(AUTOMATION_EVENTS[0])
+        if emitted is None:
+            continue
+        received, triggered = first(AUTOMATION_EVENTS[0], "received"), first(AUTOMATION_EVENTS[1])
+        result["automation_split_s"] = {
+            "emitted_to_received": round(received - emitted, 2) if received else None,
+            "received_to_action_triggered": round(triggered - received, 2) if triggered and received else None,
+            "action_triggered_to_run_created": round(result["heal_created_at"] - triggered, 2) if triggered else None}
+
+
+def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = predicate()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise BenchError(f"no {what} within {timeout:.0f} s")
+        time.sleep(every)
+
+
+def zombie_clearance(stack: UpStack) -> dict[str, Any]:
+    """SIGKILL the worker (its ``dispatch`` run and any in-process run stay Running in Prefect: nothing of
+    it reports), then the time until none of the runs it was executing is Running any more (orch up
+    restarts the worker, whose next sweep crashes them, orch/monitoring/zombies.py), and until the
+    restarted worker is online again."""
+    import socket
+
+    pid = stack.pid("worker")
+    executor = f"{socket.gethostname()}:{pid}:"
+    running = wait_for(lambda: [r for r in stack.flow_runs({"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}})
+                                if str((r.get("labels") or {}).get("orch.executor", "")).startswith(executor)],
+                       60, "a Running run of the worker")
+    ids = [r["id"] for r in running]
+    os.kill(pid, signal.SIGKILL)
+    killed = time.time()
+
+    def cleared() -> bool:
+        flows = stack.flow_runs({"flow_runs": {"id": {"any_": ids}, "state": {"type": {"any_": ["RUNNING"]}}}})
+        tasks = stack.call("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": ids}}, "task_runs": {
+            "state": {"type": {"any_": ["RUNNING", "PENDING"]}}}, "limit": 200})
+        return not flows and not tasks
+
+    def polling() -> float | None:
+        """When the restarted worker has polled the in-process pool (the dead one counts ONLINE for a while)."""
+        if stack.pid("worker") == pid:
+            return None
+        workers = stack.call("POST", "/work_pools/orch-inprocess/workers/filter", {})
+        beats = [stamp(w["last_heartbeat_time"]) for w in workers if w.get("last_heartbeat_time")]
+        return max(beats) if beats and max(beats) > killed + 1 else None
+
+    clear = wait_for(lambda: cleared() and time.time(), 120, "the killed worker's runs to leave Running", every=0.25)
+    online = wait_for(polling, 120, "the restarted worker polling", every=0.25)
+    # The baseline: the sweep alone (before the restarted worker crashed them at its start), i.e. the end of
+    # the first sweep the restarted worker ran.
+    swept = wait_for(lambda: next((stamp(r["end_time"]) for r in stack.sweeps() if r["end_time"] and r["start_time"]
+                                   and stamp(r["start_time"]) > killed), None), 120, "a sweep after the restart")
+    return {"zombie_runs": len(ids), "worker_polling_again_s": round(online - killed, 2),
+            "no_zombie_left_s": round(clear - killed, 2), "first_sweep_after_kill_ended_s": round(swept - killed, 2)}
+
+
+def schedule_paths(stack: UpStack) -> dict[str, float]:
+    """The cause of the slow first heal, measured on the stack's own Prefect server: how long after the sweep
+    is deployed Prefect has runs every INTERVAL s. ``orch up`` now deploys the configured interval
+    (deployments/apply.py); the baseline is the previous path, ``prefect.yaml``'s 60 s deployed, then the
+    schedule corrected once Prefect's scheduler has created runs from the 60 s (it does within its 5 s loop
+    for recently updated deployments). Copies of the sweep deployment on a pool nobody serves: nothing runs."""
+    from deployments.apply import SWEEP_ENTRYPOINT, apply_deployments, deployment_spec
+
+    spec = deployment_spec(stack.settings())
+    sweep = next(d for d in spec["deployments"] if d["entrypoint"] == SWEEP_ENTRYPOINT)
+    pool = f"bench-unserved-{uuid.uuid4().hex[:6]}"
+    stack.call("POST", "/work_pools/", {"name": pool, "type": "process"})
+    saved = {key: os.environ.get(key) for key in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING")}
+    os.environ.update(PREFECT_API_URL=stack.api, PREFECT_API_AUTH_STRING=stack.auth)
+    found: dict[str, float] = {}
+    try:
+        for path, interval in (("deployed_at_interval", INTERVAL), ("corrected_after_deploy", 60)):
+            name = f"bench-{path}-{uuid.uuid4().hex[:6]}"
+            schedules = [{**entry, "interval": interval} for entry in sweep["schedules"]]
+            apply_deployments({**spec, "deployments": [{**sweep, "name": name, "schedules": schedules,
+                                                        "work_pool": {"name": pool}}]})
+            deployed = time.time()
+            deployment = stack.call("POST", "/deployments/filter", {"deployments": {"name": {"any_": [name]}}})[0]
+
+            def runs(deployment_id: str = deployment["id"]) -> list[float]:
+                found = stack.flow_runs({"deployments": {"id": {"any_": [deployment_id]}},
+                                         "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+                                         "sort": "EXPECTED_START_TIME_ASC"})
+                return [stamp(r["expected_start_time"]) for r in found if stamp(r["expected_start_time"]) > time.time()]
+
+            if interval != INTERVAL:  # the old path: Prefect schedules the 60 s, then apply corrected it
+                wait_for(runs, 60, "runs of the deployed 60 s schedule", every=0.2)
+                entry = stack.call("GET", f"/deployments/{deployment['id']}")["schedules"][0]
+                stack.call("PATCH", f"/deployments/{deployment['id']}/schedules/{entry['id']}", {"schedule": {
+                    "interval": INTERVAL, "anchor_date": entry["schedule"]["anchor_date"], "timezone": "UTC"}})
+                deployed = time.time()
+
+            def at_interval() -> bool:
+                starts = runs()
+                return len(starts) >= 2 and round(starts[1] - starts[0], 3) == INTERVAL
+
+            wait_for(at_interval, 150, f"runs every {INTERVAL} s ({path})", every=0.2)
+            found[f"{path}_s"] = round(time.time() - deployed, 2)
+            stack.call("DELETE", f"/deployments/{deployment['id']}")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return found
+
+
+def up_phase(env: dict[str, str], rounds: int) -> dict[str, Any]:
+    """The heals, the zombie clearance and the schedule paths on one fresh ``orch up`` stack at INTERVAL s."""
+    with tempfile.TemporaryDirectory(prefix="bench-up-") as tmp:
+        home = Path(tmp)
+        service = Service(home / "svc")
+        service.start()
+        slack_port = free_port()
+        config = {"monitoring": {"interval": INTERVAL,
+                                 "alerting": {"flap_threshold": 100},  # the kill rounds are not flapping
+                                 "alert_thresholds": {"cpu_percent": 100, "memory_percent": 100},
+                                 "self_healing": {"max_runs_per_hour": 100, "backoff_seconds": 0.5,
+                                                  "settle_seconds": 10},
+                                 "targets": [{"name": "web", "health_check": {"url": service.url, "timeout": 2},
+                                              "restart": {"command": service.start_command}}]},
+                  "notifications": {"slack": {"webhook_url": f"http://127.0.0.1:{slack_port}/slack"}}}
+        stack = UpStack(home / "orch", config, {k: v for k, v in env.items()
+                                                 if not k.startswith(("PREFECT_", "ORCH_"))})
+        try:
+            heals = up_heals(stack, service, rounds)
+            print(json.dumps(heals), flush=True)  # what is measured so far, should a later step fail
+            zombies = zombie_clearance(stack)
+            print(json.dumps(zombies), flush=True)
+            paths = schedule_paths(stack)
+        finally:
+            stack.stop()
+            service.stop()
+    return {**heals, "zombies": zombies, "schedule": paths}
+
+
+def up_report(up: dict[str, Any]) -> tuple[list[str], dict[str, bool]]:
+    """Markdown rows and goals of :func:`up_phase`."""
+    rows = [f"| fresh `orch up`: first sweep after it said it is up (s) | {up['first_sweep_after_up_s']} | – |"]
+    for n, heal in enumerate(up["heals"], 1):
+        rows.append(f"| fresh `orch up`, failure #{n} ({INTERVAL} s interval): kill → sweep (late by) / → heal run "
+                    f"created / → started / → healthy = total (s) | {heal['kill_to_sweep_s']} "
+                    f"({heal['sweep_late_s']}) / {heal['sweep_to_heal_created_s']} / "
+                    f"{heal['heal_created_to_started_s']} / {heal['heal_started_to_healthy_s']} = "
+                    f"{heal['total_s']} | – |")
+        split = heal.get("automation_split_s")
+        if split:
+            rows.append(f"| … its sweep → heal run created, by Prefect's events: emitted → received / → action "
+                        f"triggered / → run created (s) | {split['emitted_to_received']} / "
+                        f"{split['received_to_action_triggered']} / {split['action_triggered_to_run_created']} | – |")
+    schedule, zombies = up["schedule"], up["zombies"]
+    rows.append(f"| sweep runs every {INTERVAL} s exist after the deploy (baseline: after the old post-deploy "
+                f"correction) (s) | {schedule['deployed_at_interval_s']} | {schedule['corrected_after_deploy_s']} |")
+    rows.append(f"| worker SIGKILL → no zombie run left ({zombies['zombie_runs']} Running) / restarted worker polling "
+                f"(s) (baseline: the first sweep after the kill ended) | {zombies['no_zombie_left_s']} / "
+                f"{zombies['worker_polling_again_s']} | {zombies['first_sweep_after_kill_ended_s']} |")
+    goals = {f"up_heal_{n}_within_interval_restart_3s": h["total_s"] <= INTERVAL + h["heal_started_to_healthy_s"] + 3
+             for n, h in enumerate(up["heals"], 1)}
+    goals["up_no_zombie_within_2_intervals"] = zombies["no_zombie_left_s"] <= 2 * INTERVAL
+    return rows, goals
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweeps", type=int, default=60, help="collections measured (and naive: a tenth)")
@@ -476,9 +808,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--consecutive", type=int, default=3,
                         help="failures in a row, each as soon as the previous heal brought the target back")
     parser.add_argument("--window", type=float, default=60, help="seconds of scheduled sweeps measured for CPU")
+    parser.add_argument("--up-rounds", type=int, default=3,
+                        help="failures in a row on a fresh `orch up` stack (the user's path); 0 skips that phase")
+    parser.add_argument("--up-only", action="store_true",
+                        help="only the fresh `orch up` phase; writes bench_results/bench_monitoring_up.{json,md}")
     args = parser.parse_args(argv)
     env = clean_environ()
     info = machine_info()
+    if args.up_only:
+        return write_up_only(info, up_phase(env, args.up_rounds))
     with tempfile.TemporaryDirectory(prefix="bench-monitoring-") as tmp:
         home = Path(tmp)
         server, api_url = start_prefect(home, env)
@@ -565,6 +903,8 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 server.kill()
 
+    # After the stack above is down: a whole `orch up` of its own, as an operator starts it.
+    up = up_phase(clean_environ(), args.up_rounds) if args.up_rounds else None
     core_share_process = process["cpu_median_s"] / 60 * 100
     core_share_worker = scheduled["cpu_per_sweep_ms"] / 1000 / 60 * 100
     worst = max(heals, key=lambda h: h["total_s"])
@@ -573,7 +913,7 @@ def main(argv: list[str] | None = None) -> int:
               "sweep_flow_in_process": in_flow, "sweep_flow_process": process, "sweep_scheduled_in_worker": scheduled,
               "scrape": scrape, "history": history, "heals": heals, "consecutive_heals": consecutive,
               "baseline_heals": baseline,
-              "worker_stop_s": worker_stop_s, "interval_s": INTERVAL,
+              "worker_stop_s": worker_stop_s, "interval_s": INTERVAL, "orch_up": up,
               "goals": {
                   "collection_p95_under_50ms": ours["wall_p95_ms"] < 50,
                   "sweep_under_1pct_core_as_scheduled_in_worker": core_share_worker < 1,
@@ -581,6 +921,8 @@ def main(argv: list[str] | None = None) -> int:
                   "consecutive_heals_within_interval_restart_3s": all(
                       h["total_s"] <= INTERVAL + restart + 3 for h in consecutive),
                   "every_heal_ran_in_process": all(h["in_process"] for h in heals)}}
+    up_rows, up_goals = up_report(up) if up else ([], {})
+    report["goals"].update(up_goals)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_monitoring.json").write_text(json.dumps(report, indent=2) + "\n")
     rows = [
@@ -618,11 +960,26 @@ def main(argv: list[str] | None = None) -> int:
                     f"heals the alert counts | {heal['total_s']}; {heal['heals_recorded']} | – |")
     for n, heal in enumerate(baseline, 1):
         rows.append(f"| baseline heal #{n} (a process per self-heal run): same split | – | {heal_row(heal)} |")
+    rows += up_rows
     goals = [f"- {name}: {'PASS' if ok else 'FAIL'}" for name, ok in report["goals"].items()]
     header = (f"{info['cpu_count']} CPUs, Python {info['python']}, Prefect {info['prefect']}, {info['timestamp']}, "
               f"load average at start {info['load_avg_1m']}, at end {os.getloadavg()[0]:.2f}.")
     (RESULTS / "bench_monitoring.md").write_text("\n".join([header, "", *rows, "", *goals]) + "\n")
     print("\n".join([header, "", *rows, "", *goals]))
+    return 0
+
+
+def write_up_only(info: dict[str, Any], up: dict[str, Any]) -> int:
+    rows, goals = up_report(up)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_monitoring_up.json").write_text(json.dumps({"machine": info, "interval_s": INTERVAL,
+                                                                  "orch_up": up, "goals": goals}, indent=2) + "\n")
+    header = (f"{info['cpu_count']} CPUs, Python {info['python']}, Prefect {info['prefect']}, {info['timestamp']}, "
+              f"load average at start {info['load_avg_1m']}, at end {os.getloadavg()[0]:.2f}.")
+    text = "\n".join([header, "", "| figure | ORCH | baseline |", "|---|---|---|", *rows, "",
+                      *[f"- {name}: {'PASS' if ok else 'FAIL'}" for name, ok in goals.items()]]) + "\n"
+    (RESULTS / "bench_monitoring_up.md").write_text(text)
+    print(text)
     return 0
 
 

@@ -147,35 +147,3 @@ def test_killed_service_is_healed_by_the_automation_and_reported_once(
                 worker.wait(20)
             except subprocess.TimeoutExpired:
                 worker.kill()
-
-
-def test_the_sweep_schedule_follows_monitoring_interval(prefect_server: str, isolated_env: Path) -> None:
-    """prefect.yaml says 60 s; an operator's monitoring.interval is what the schedule must use."""
-    from datetime import timedelta
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import DeploymentScheduleCreate
-    from prefect.client.schemas.schedules import IntervalSchedule
-
-    from deployments.apply import apply_sweep_interval, ensure_work_pools
-    from flows.monitor_sweep import monitor_sweep
-    from orch.config.loader import load_settings
-
-    pool, name = f"sweep-test-{uuid.uuid4().hex[:8]}", f"interval-{uuid.uuid4().hex[:8]}"
-    ensure_work_pools([pool])
-    with get_client(sync_client=True) as client:
-        flow_id = client.create_flow_from_name(monitor_sweep.name)
-        deployment_id = client.create_deployment(  # inactive: no runs are scheduled on the shared server
-            flow_id, name, work_pool_name=pool, entrypoint="flows/monitor_sweep.py:monitor_sweep",
-            schedules=[DeploymentScheduleCreate(schedule=IntervalSchedule(interval=timedelta(seconds=60)),
-                                                active=False)])
-        try:
-            settings = load_settings(environ={"ORCH_MONITORING__INTERVAL": "15", "ORCH_HOME": str(isolated_env)},
-                                     generate_secrets=False)
-            assert apply_sweep_interval(settings, f"{monitor_sweep.name}/{name}") == 15
-            (entry,) = client.read_deployment(deployment_id).schedules
-            assert entry.schedule.interval == timedelta(seconds=15) and entry.active is False
-            assert apply_sweep_interval(settings, f"{monitor_sweep.name}/not-deployed") is None
-        finally:
-            client.delete_deployment(deployment_id)
-            client.delete_work_pool(pool)

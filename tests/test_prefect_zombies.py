@@ -258,3 +258,39 @@ def test_the_in_process_worker_labels_the_runs_it_executes_and_a_live_executor_i
     assert flow_run(env, str(created.id))["state_type"] == "RUNNING"
     with get_client(sync_client=True) as client:  # leave nothing Running for the tests after this one
         client.set_flow_run_state(created.id, Completed(), force=True)
+
+
+def test_a_restarted_worker_crashes_the_runs_its_killed_predecessor_left_running_at_once(
+        env: str, children: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    """`orch up` restarts a SIGKILLed worker; the new one crashes what the dead one left Running as it starts,
+    without waiting for a sweep (its pool here has no sweep deployment: no sweep ever runs)."""
+    import uuid
+
+    from deployments.apply import ensure_work_pools
+
+    api = env
+    log = tmp_path / "dispatch.log"
+    killed = start(children, DISPATCH, log)
+    dead = wait_until(lambda: running_run_of(api, killed, log), 120, "the dispatch run to be Running",
+                      details=lambda: log.read_text()[-2000:])
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(30)
+    pool = f"orch-inprocess-{uuid.uuid4().hex[:8]}"
+    ensure_work_pools([pool], inprocess=[pool])
+    worker_log = tmp_path / "worker.log"
+    with open(worker_log, "wb") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "orch.stack.worker", "--no-process", "--no-dispatcher",
+                                   "--inprocess-pool", pool, "--name", "restarted"], cwd=PROJECT_ROOT,
+                                  env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
+    children.append(worker)
+
+    def crashed() -> bool:
+        assert worker.poll() is None, f"the worker exited with {worker.returncode}: {worker_log.read_text()[-2000:]}"
+        return flow_run(api, dead["id"])["state_type"] == "CRASHED"
+
+    wait_until(crashed, 120, "the restarted worker to crash its predecessor's run",
+               details=lambda: worker_log.read_text()[-2000:])
+    assert "its executor" in flow_run(api, dead["id"])["state"]["message"]
+    assert [row.action for row in audited(dead["id"])] == ["prefect.flow_run.crash"]
+    worker.terminate()  # perhaps still starting: how it stops is test_inprocess_worker's question
+    worker.wait(60)

@@ -5,7 +5,9 @@ the task runs in it stay ``Running`` in Prefect for good (PrefectHQ/prefect#1674
 own tasks in them are safe already (the queue of record leases them), but the UI, concurrency slots and
 every "is anything running?" question keep seeing the dead run. The monitoring sweep therefore finds
 them, reports ``prefect_zombie_runs`` and crashes them in the same sweep: it is ORCH's own engine, so no
-approval is asked, and every crash is audited and logged.
+approval is asked, and every crash is audited and logged. A worker process restarted by ``orch up`` also
+runs :func:`heal` once as it starts (orch/stack/worker.py), so its dead predecessor's runs are crashed
+seconds after the restart rather than at its first sweep.
 
 Evidence, strongest first; a run is crashed only on proof, never because it is slow:
 

@@ -8,12 +8,12 @@ runs of this pool are executed there, in threads, through Prefect's own flow eng
 (:func:`prefect.flow_engine.run_flow`): they stay real flow runs (state, retries, logs, pause for
 input, UI), scheduled by ``prefect.yaml`` and started by automations exactly as before.
 
-Why a work pool rather than a sweep loop calling the flow (option b in the README). A loop in every
-worker process would sweep once per host and, next to the ``prefect.yaml`` schedule, twice per
-interval; healing as a subflow would bypass the ``orch-alert-firing`` automation the issue names, or
-heal twice. With a pool, Prefect hands each scheduled or automation-created run to exactly one
-worker (the Pending transition is the claim), on one host or many, and the deployments keep working
-from the UI and ``prefect deployment run``.
+Why a work pool rather than a sweep loop calling the flow (docs/architecture.md, "Why a second,
+in-process pool"). A loop in every worker process would sweep once per host and, next to the
+``prefect.yaml`` schedule, twice per interval; healing as a subflow would bypass the
+``orch-alert-firing`` automation the issue names, or heal twice. With a pool, Prefect hands each
+scheduled or automation-created run to exactly one worker (the Pending transition is the claim), on one
+host or many, and the deployments keep working from the UI and ``prefect deployment run``.
 
 Latency. Besides the usual poll (``PREFECT_WORKER_QUERY_SECONDS``), the worker subscribes to the
 ``prefect.flow-run.Scheduled`` events of its pool and polls at once when one arrives, so a run the
@@ -27,8 +27,8 @@ checkout) run here; anything else is refused with the reason, and belongs on ``o
 A running in-process run cannot be killed from the UI (there is no process to kill): it ends on its
 own. On SIGTERM the worker stops taking runs, gives running ones :data:`STOP_GRACE_SECONDS`, and
 reports what is still running as Crashed, so no run is left Running forever. A SIGKILL reports
-nothing: each run carries the label ``orch.executor`` naming this process, and the monitoring sweep
-crashes the runs of a process that is gone (orch/monitoring/zombies.py).
+nothing: each run carries the label ``orch.executor`` naming this process, and the restarted worker (as it
+starts) and the monitoring sweep crash the runs of a process that is gone (orch/monitoring/zombies.py).
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """``orch up``: the whole local stack in one foreground command.
 
-Start order (measured, see README): the Prefect server and the ORCH API start together; the deployment
-applier starts at once too and waits for the server itself, so its ~2 s of imports overlap the server's
-boot; the worker starts when the server is ready. A component that dies after start-up is restarted
-with backoff; one that keeps dying stops the stack with its last log line. Ctrl-C / SIGTERM stop
-everything in dependency order: the API and the worker (whose dispatcher stops claiming, hands back
-the tasks still running after a second and reports its run's final state) first, the Prefect server
-last, once they have all exited, because they report to it as they stop (stopped together, the
-worker retried against a closed port and was killed after the grace). Idle, that takes about 1-2 s
-(scripts/bench_startup.py); nothing waits for the 7 s grace unless something hangs.
+Start order (measured, see docs/benchmarks.md "Start-up"): the Prefect server and the ORCH API start
+together; the deployment applier starts at once too and waits for the server itself, so its ~2 s of imports
+overlap the server's boot; the worker starts when the server is ready. A component that dies after start-up
+is restarted with backoff; one that keeps dying stops the stack with its last log line. Ctrl-C / SIGTERM
+stop everything in dependency order: the API and the worker (whose dispatcher stops claiming, hands back the
+tasks still running after a second and reports its run's final state) first, the Prefect server last, once
+they have all exited, because they report to it as they stop (stopped together, the worker retried against a
+closed port and was killed after the grace). Idle, that takes about 1-2 s (scripts/bench_startup.py);
+nothing waits for the 7 s grace unless something hangs.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from orch.config.loader import CONFIG_PATH_ENV, HOME_ENV, project_home, read_env
 from orch.config.local_secrets import PREFECT_AUTH_KEY, SECRETS_FILE
 from orch.config.schema import PrefectSettings, Settings
 from orch.errors import OrchError
+from orch.stack.first_run import first_run_lines
 from orch.stack.pools import INPROCESS_POOL, PROCESS_POOL
 from orch.stack.preflight import ensure_port_free, ensure_writable_dir
 from orch.stack.supervisor import Component, Running, Supervisor
@@ -36,8 +37,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0
 MAX_RESTARTS = 5
 # Prefect's task-run recorder writes one row at a time by default; batching keeps a burst of task runs
-# from stalling later runs (REFERENCE.md: 2,000 task runs recorded in 24 s instead of 68 s). The flush
-# interval must be a whole number of seconds: Prefect 3.9 truncates it with int(), and 0.5 became
+# from stalling later runs (the project's reference measurements: 2,000 task runs recorded in 24 s instead
+# of 68 s). The flush interval must be a whole number of seconds: Prefect 3.9 truncates it with int(), and 0.5 became
 # asyncio.sleep(0), a loop that kept the server at 100 % of a core even when idle.
 PREFECT_TUNING = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -153,6 +154,8 @@ def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], 
         say(f"  ORCH API:     {urls.orch_api}   (docs: {urls.docs})")
         say(f"  Deployments:  {', '.join(deployment_names())} (work pools {pool}, {INPROCESS_POOL})")
         say(f"  Logs:         {log_dir}")
+        for line in first_run_lines(settings):  # the console, the first admin, `prefect deployment run`
+            say(line)
         say("Press Ctrl-C to stop.")
         _watch(plan, supervisor, stop, say)
         return 0
