@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import Task, get_run_logger, task
+from prefect import Task, get_run_logger, runtime, task
 from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
@@ -61,6 +61,7 @@ def execute(queue: TaskQueue, attempt: Attempt, say: logging.Logger | logging.Lo
     run's log in the Prefect UI tells which ORCH task it is without opening ORCH's own log."""
     claim = attempt.claim
     say.info("task.started %s", run_fields(claim))
+    task_run_id = str(runtime.task_run.id) if runtime.task_run.id else None  # for the claim's started event
     spec = registry()[claim.action]
     if spec.run is None:
         raise ActionFailed(f"action {claim.action!r} is run by its core, not by a dispatcher")
@@ -93,12 +94,12 @@ def execute(queue: TaskQueue, attempt: Attempt, say: logging.Logger | logging.Lo
                 say.warning("task.retrying %s: %s; next attempt in %s s", run_fields(claim), error, delay)
         else:
             status = "timed_out" if timed_out else "failed"
-            if not queue.finish(claim, status, error=error):
+            if not queue.finish(claim, status, error=error, task_run_id=task_run_id):
                 attempt.lost.set()
             attempt.ended.set()
             say.error("task.%s %s: %s", status, run_fields(claim), error)
         raise
-    if queue.finish(claim, "completed", result=result):
+    if queue.finish(claim, "completed", result=result, task_run_id=task_run_id):
         say.info("task.completed %s", run_fields(claim))
     else:
         attempt.lost.set()

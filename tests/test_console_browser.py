@@ -16,7 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from api_fixtures import PASSWORD, Api, serve_app
+import yaml
+from api_fixtures import PASSWORD, Api, add_users, api_for, make_settings, serve_app
+from test_api_heal_approval import heal_audit, healing, waiting_run
+
+from orch.config.runtime import get_settings, reset_settings_cache
 
 pytestmark = pytest.mark.slow
 
@@ -86,17 +90,46 @@ def served(prefect_server: str, api_factory: Callable[..., Api], isolated_env: P
 
 
 @pytest.fixture
-def open_page(chromium: Any, served: tuple[Api, str]) -> Iterator[Callable[[], Watched]]:
+def new_page(chromium: Any) -> Iterator[Callable[[str], Watched]]:
+    """A watched page on the app at the given URL, in a browser context of its own (its own cookies)."""
     contexts: list[Any] = []
 
-    def make() -> Watched:
+    def make(base: str) -> Watched:
         context = chromium.new_context()
         contexts.append(context)
-        return Watched(context.new_page(), served[1])
+        return Watched(context.new_page(), base)
 
     yield make
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def open_page(new_page: Callable[[str], Watched], served: tuple[Api, str]) -> Callable[[], Watched]:
+    return lambda: new_page(served[1])
+
+
+@pytest.fixture
+def heal_served(prefect_server: str, isolated_env: Path, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Api, str]]:
+    """A target that is down until its ``isolate`` runs (it creates the file the health check looks for),
+    an action that needs approval; the real app under uvicorn on the configuration file, hence the same
+    database, the self-heal flow in this process loads."""
+    fixed = tmp_path / "isolated"
+    config = {"monitoring": {"orch_targets": False,
+                             "targets": [{"name": "web", "health_check": {"command": ["test", "-e", str(fixed)]},
+                                          "isolate": {"command": ["touch", str(fixed)]}}],
+                             "self_healing": {"max_retries": 1, "settle_seconds": 5, "require_approval": ["isolate"],
+                                              "approval_timeout": 300}}}
+    path = isolated_env / "orch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("ORCH_CONFIG_PATH", str(path))
+    reset_settings_cache()
+    settings = make_settings(isolated_env, ORCH_CONFIG_PATH=str(path))
+    assert settings.database.url == get_settings().database.url
+    add_users(settings)
+    with api_for(settings) as api, serve_app(settings) as (base, _app):
+        yield api, base
 
 
 @contextmanager
@@ -232,3 +265,50 @@ def test_a_viewer_sees_no_controls(open_page: Callable[[], Watched]) -> None:
     assert "lacks permission" in page.content()
     assert watched.foreign_requests() == []
     assert [e for e in watched.errors if "status of 403" not in e] == []  # the refused admin page
+
+
+def test_an_admin_approves_a_paused_heal_and_sees_the_target_healed(heal_served: tuple[Api, str],
+                                                                   new_page: Callable[[str], Watched]) -> None:
+    """A real self-heal run on the session's Prefect server pauses for approval; an operator and a viewer see
+    it waiting with no way to answer; the admin approves it on the heals page with a comment and, without a
+    reload, sees the run end healed (the page follows a run until it is over)."""
+    from playwright.sync_api import expect
+
+    from orch.monitoring.targets import check_health, find_target
+
+    api, base = heal_served
+    target = find_target(api.settings, "web")
+    assert check_health(api.settings, target).healthy is False
+    with healing() as outcome:
+        run = waiting_run(api)
+        entry = f'li[data-heal-run="{run["id"]}"]'
+        for username in ("oscar", "vera"):
+            watched = new_page(base)
+            watched.log_in(username)
+            watched.goto("/ui/heals")
+            expect(watched.page.locator(f"{entry} .heal-outcome")).to_have_text("awaiting approval")
+            assert watched.page.locator(f"{entry} form, {entry} button").count() == 0, username
+            assert watched.foreign_requests() == [] and watched.errors == []
+
+        watched = new_page(base)
+        page = watched.page
+        watched.log_in("alice")
+        watched.goto("/ui/heals")
+        page.evaluate("() => { window.notReloaded = true; }")
+        shown = page.locator(entry)
+        expect(shown.locator(".heal-outcome")).to_have_text("awaiting approval")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "heals-awaiting-approval.png"), full_page=True)
+        shown.get_by_label("Comment").fill("isolating it, INC-7")
+        shown.get_by_role("button", name="Approve").click()
+        expect(page.locator("#toast")).to_contain_text(f"Answer sent for heal run {run['id']}")
+        expect(shown.locator(".heal-outcome")).to_have_text("healed", timeout=120_000)
+        expect(shown.get_by_role("button")).to_have_count(0)
+        page.screenshot(path=str(SCREENSHOTS / "heals-healed.png"), full_page=True)
+
+    assert page.evaluate("() => window.notReloaded") is True
+    assert outcome["outcome"] == "healed" and outcome["action"] == "isolate"
+    assert check_health(api.settings, target).healthy is True
+    ((action, actor, details),) = heal_audit(api)
+    assert (action, actor, details["comment"]) == ("heal.approve", "alice", "isolating it, INC-7")
+    assert watched.foreign_requests() == [] and watched.errors == []

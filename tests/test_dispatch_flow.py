@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -98,6 +99,68 @@ def test_task_run_logs_name_the_task_core_action_and_attempt(queue: TaskQueue) -
     assert wait_until(lambda: messages(done, "WORK_AI_02", "noop", 2), 30, "the noop task's run logs") == [
         f"task.started task={done} core=WORK_AI_02 action=noop attempt=1/3",
         f"task.completed task={done} core=WORK_AI_02 action=noop attempt=1/3"]
+
+
+def test_each_attempt_names_its_prefect_task_run_and_the_console_links_it(
+        queue: TaskQueue, database_url: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claim writes ``task.started`` before Prefect names the run, so the run's id rides on the attempt's
+    next write: its end for a quick task, the next lease renewal (every lease/3 = 0.5 s here) for one still
+    running. The id is a real task run in Prefect, and the console's task page links to it."""
+    from api_fixtures import add_users, api_for, make_settings
+    from support import wait_until
+
+    from flows.dispatch import dispatch
+    from orch.config.runtime import reset_settings_cache
+    from orch.prefect_api import prefect_http_client
+
+    monkeypatch.setenv("ORCH_DISPATCH__LEASE_SECONDS", "1.5")
+    reset_settings_cache()
+    quick = put(queue, action="noop")
+    slow = put(queue, action="sleep", params={"seconds": 4}, core_id="WORK_AI_02")
+
+    def noted_while_running() -> str | None:
+        started = [e["data"] for e in queue.events(slow) if e["event_type"] == "task.started"]
+        run_id = started[-1].get("task_run_id") if started else None
+        if run_id is None:
+            return None
+        assert queue.get(slow)["status"] == "running", "the id came only with the task's end"
+        return str(run_id)
+
+    seen: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def watch() -> None:
+        try:
+            seen["slow"] = wait_until(noted_while_running, 120, "the running task's task run id", interval=0.05)
+        except BaseException as exc:  # noqa: BLE001 - asserted in the test's thread
+            errors.append(exc)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    assert dispatch(run_for_seconds=0, concurrency=2)["finished"] == 2
+    watcher.join(30)
+    assert errors == []
+
+    prefect = queue.settings.prefect
+    api = prefect.resolved_api_url().rstrip("/")
+    ids = {}
+    for task_id, name in ((quick, f"noop WORK_AI_01 {quick[:8]}"), (slow, f"sleep WORK_AI_02 {slow[:8]}")):
+        started = [e["data"] for e in queue.events(task_id) if e["event_type"] == "task.started"]
+        assert len(started) == 1 and set(started[0]) == {"attempt", "dispatcher", "task_run_id"}, started
+        ids[task_id] = started[0]["task_run_id"]
+        with prefect_http_client(prefect, timeout=10) as client:
+            run = client.get(f"{api}/task_runs/{ids[task_id]}")
+        assert run.status_code == 200, run.text
+        assert run.json()["name"] == name and run.json()["state"]["type"] == "COMPLETED"
+    assert ids[slow] == seen["slow"]
+
+    settings = make_settings(isolated_env, database_url)
+    add_users(settings)
+    with api_for(settings) as console:
+        page = console.client.get(f"/ui/tasks/{quick}", headers={**console.headers("viewer"), "Accept": "text/html"})
+    assert page.status_code == 200, page.text
+    link = f'href="{api.removesuffix("/api")}/runs/task-run/{ids[quick]}"'
+    assert page.text.count(link) == 2  # the task's Prefect links, and its attempt's row
 
 
 def test_cancelled_while_running_is_not_completed(queue: TaskQueue, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -299,11 +299,10 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
         assert_reported_stopped(stack, first_dispatch)
         still = {r["id"] for r in flow_runs(stack, flow_runs={"state": {"type": {"any_": ["RUNNING", "PENDING"]}}})}
         assert not still & first_runs, flow_runs(stack, flow_runs={"id": {"any_": sorted(still & first_runs)}})
-        [handed] = httpx.post(f"{stack.prefect_api}/task_runs/filter", json={"task_runs": {"name": {
-            "any_": [f"sleep {long_task}"]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 1},
-            headers=stack.prefect, timeout=10).json()
-        assert handed["state"]["type"] == "CANCELLED", handed["state"]
         events = json.loads(run_orch("tasks", "show", long_task, env={"ORCH_HOME": str(home)}).stdout)["events"]
+        handed = httpx.get(f"{stack.prefect_api}/task_runs/{events[1]['data']['task_run_id']}",
+                           headers=stack.prefect, timeout=10).json()
+        assert handed["state"]["type"] == "CANCELLED", handed["state"]
         assert [e["event_type"] for e in events][:3] == ["task.created", "task.started", "task.retrying"], events
         assert events[2]["data"]["reason"] == "handed back: its dispatcher stopped while it ran", events
         assert (home / "data" / "secrets.json").read_text() == secrets_before

@@ -11,7 +11,7 @@ from orch.dispatch.queue import TaskQueue
 from orch.dispatch.reservations import known_cores, reservation_view
 from orch.storage.engine import session_scope
 from orch.storage.models import CoreReservation, Task
-from orch.storage.types import utcnow
+from orch.storage.types import clock_of_record
 
 
 def cores_overview(settings: Settings, only: str | None = None) -> list[dict[str, Any]]:
@@ -26,7 +26,7 @@ def cores_overview(settings: Settings, only: str | None = None) -> list[dict[str
                 select(Task.core_id, Task.status, func.count()).where(Task.status.in_(("queued", "running")))
                 .group_by(Task.core_id, Task.status)):
             counts[(core, status)] = count
-        now = utcnow()
+        now = clock_of_record(session)
         reserved = {r.core_id: reservation_view(r) for r in session.scalars(
             select(CoreReservation).where(CoreReservation.expires_at > now))}
         return [{"core_id": core, "concurrency": queue.core_limit(core), "running": counts.get((core, "running"), 0),

@@ -62,6 +62,7 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
     started = time.monotonic()
     in_flight: dict[str, Attempt] = {}
     task_runs: dict[str, UUID] = {}  # ORCH task id -> its Prefect task run id
+    unnoted: dict[str, str] = {}  # the same, for runs not yet on their task.started event
     done: stdlib_queue.SimpleQueue[str] = stdlib_queue.SimpleQueue()
     renew_every = max(0.05, settings.dispatch.lease_seconds / 3)
     last_renew = started
@@ -76,6 +77,7 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
             if in_flight.pop(task_id, None) is not None:
                 summary.finished += 1
             task_runs.pop(task_id, None)
+            unnoted.pop(task_id, None)
         if HAND_BACK.is_set() and in_flight:
             summary.handed_back = _hand_back(queue, summary.dispatcher, in_flight, task_runs)
             break
@@ -92,10 +94,12 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
             in_flight[claim.task_id] = attempt
             future = for_claim(attempt).submit(queue, attempt)
             task_runs[claim.task_id] = future.task_run_id
+            unnoted[claim.task_id] = str(future.task_run_id)
             future.add_done_callback(lambda _f, task_id=claim.task_id: finished(task_id))
         summary.claimed += len(claims)
         if time.monotonic() - last_renew >= renew_every and in_flight:
-            held = queue.renew(summary.dispatcher, [a.claim.task_id for a in in_flight.values()])
+            held = queue.renew(summary.dispatcher, [a.claim.task_id for a in in_flight.values()], unnoted)
+            unnoted.clear()
             for task_id, attempt in in_flight.items():
                 if task_id not in held and not attempt.lost.is_set() and not attempt.ended.is_set():
                     attempt.lost.set()  # cancelled by an operator, or the lease was lost
@@ -123,7 +127,8 @@ def _hand_back(queue: TaskQueue, owner: str, in_flight: dict[str, Attempt], task
     for attempt in in_flight.values():
         attempt.lost.set()
     _cancel_task_runs([run for task_id, run in task_runs.items() if task_id in in_flight])
-    released = queue.hand_back(owner, list(in_flight), HANDED_BACK_REASON)
+    released = queue.hand_back(owner, list(in_flight), HANDED_BACK_REASON,
+                               {task_id: str(run) for task_id, run in task_runs.items() if task_id in in_flight})
     log.warning("stopping: handed %d running task(s) back to the queue: %s", released, ", ".join(in_flight))
     return released
 

@@ -9,6 +9,10 @@ Waiting is ordered, with the queue's own rule (:mod:`orch.dispatch.ordering`): a
 waiters too: a task that needs a lock does not start while a flow with a smaller key waits for it.
 Keys never change, so nobody waits behind an unbounded stream of later arrivals.
 
+TTLs, expiry and waiters' keys are read from the clock of record (:func:`orch.storage.types.clock_of_record`:
+the database's on PostgreSQL), so a host whose clock runs ahead takes no live lock and one running behind
+neither keeps an expired lock nor jumps the line.
+
 Why not Prefect's global concurrency limits: their slots are taken by clients polling with backoff,
 so there is no waiting order (a low-priority waiter can starve behind a busy resource), the holder is
 not recorded for an operator to see, and there are no wait statistics: exactly what is asked of these
@@ -33,7 +37,7 @@ from orch.dispatch.errors import DispatchError
 from orch.dispatch.ordering import Priority, sort_key
 from orch.storage.engine import session_scope
 from orch.storage.models import LockStats, LockWaiter, ResourceLock
-from orch.storage.types import utcnow
+from orch.storage.types import clock_of_record
 
 WAITER_TTL = 10.0  # a waiter that stops polling for this long is dropped from the line
 
@@ -90,12 +94,12 @@ class LockManager:
         waiter_id: int | None = None
         while True:
             with session_scope(self.database, write_lock=True) as session:
-                now = utcnow()
+                now = clock_of_record(session)
                 expire_locks(session, now, [resource])
                 waiter = session.get(LockWaiter, waiter_id) if waiter_id is not None else None
                 if waiter is None:
                     waiter = LockWaiter(resource=resource, owner=owner, priority=int(priority),
-                                        sort_key=sort_key(time.time(), priority, self.aging_seconds),
+                                        sort_key=sort_key(now.timestamp(), priority, self.aging_seconds),
                                         requested_at=now, expires_at=now)
                     session.add(waiter)
                 waiter.expires_at = now + timedelta(seconds=max(WAITER_TTL, poll_seconds * 5))
@@ -128,7 +132,7 @@ class LockManager:
         """Push the expiry to ``ttl`` seconds from now; only the live holder may."""
         with session_scope(self.database, write_lock=True) as session:
             lock = session.get(ResourceLock, resource)
-            now = utcnow()
+            now = clock_of_record(session)
             if lock is None or lock.owner != owner or lock.expires_at <= now:
                 raise LockNotHeld(resource, owner)
             lock.expires_at = now + timedelta(seconds=ttl)
@@ -154,7 +158,7 @@ class LockManager:
 
     def cleanup_expired(self) -> int:
         with session_scope(self.database, write_lock=True) as session:
-            return expire_locks(session, utcnow())
+            return expire_locks(session, clock_of_record(session))
 
     @contextmanager
     def hold(self, resource: str, owner: str, *, ttl: float = 60.0, priority: Priority = Priority.HIGH,
@@ -180,7 +184,7 @@ class LockManager:
     def list(self) -> list[dict[str, Any]]:
         """Every resource that is held, waited for, or has history, with its wait statistics."""
         with session_scope(self.database) as session:
-            now = utcnow()
+            now = clock_of_record(session)
             held = {lock.resource: lock for lock in session.scalars(
                 select(ResourceLock).where(ResourceLock.expires_at > now))}
             waiting: dict[str, list[LockWaiter]] = {}

@@ -11,6 +11,10 @@ smallest key first. That single number gives all three rules at once:
   ``3 * aging_seconds`` after it (or before it). Its wait is bounded by ``3 * aging_seconds`` plus the
   time to run the tasks queued ahead of it; with the default 60 s, three minutes.
 
+Keys are made from the clock of record (:func:`orch.storage.types.clock_of_record`: the database's on
+PostgreSQL), never an enqueuing host's own: a host whose clock ran a minute behind would otherwise place
+its tasks a minute ahead of everyone else's, the same unfairness as a priority it was never given.
+
 A stored, constant key keeps the claim query an index range scan (``status, sort_key``) on SQLite and
 PostgreSQL alike, instead of computing an age-dependent priority for every queued row on every claim.
 """
@@ -56,3 +60,8 @@ class Priority(IntEnum):
 def sort_key(enqueued_at: float, priority: Priority, aging_seconds: float) -> float:
     """The virtual deadline described in the module docstring."""
     return enqueued_at - int(priority) * aging_seconds
+
+
+def enqueued_at(key: float, priority: Priority, aging_seconds: float) -> float:
+    """When a task took its place in the queue (epoch seconds), by the clock its key was made with."""
+    return key + int(priority) * aging_seconds

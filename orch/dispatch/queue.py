@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Float, bindparam, cast, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,7 +32,7 @@ from orch.config.schema import Settings
 from orch.dispatch import lease_owner as owners
 from orch.dispatch.errors import InvalidTransition, QueueFull, TaskNotFound
 from orch.dispatch.locks import expire_locks, record_acquisition
-from orch.dispatch.ordering import Priority, sort_key
+from orch.dispatch.ordering import Priority, enqueued_at, sort_key
 from orch.dispatch.request import ValidTask
 from orch.dispatch.reservations import NotReserved, release_core
 from orch.dispatch.task_filter import TaskFilter, after, encode_cursor
@@ -45,10 +45,15 @@ from orch.storage.models import (
     Task,
     TaskEvent,
 )
-from orch.storage.types import utcnow
+from orch.storage.types import DATABASE_NOW, UTCDateTime, clock_of_record, reads_database_clock, utcnow
 
 log = get_logger(__name__)
 CLAIM_LOCK_KEY = 0x0_7C_4D_15  # pg_advisory_xact_lock key that serialises claims
+# The claim's turn and the clock of record in one round trip: the clock is read once the turn is taken
+# (OFFSET 0 keeps the subquery, and so the wait for the lock, ahead of it), so a claim that waited for
+# the turn stamps leases and judges expiry by the time it actually runs.
+_CLAIM_TURN = text("SELECT clock_timestamp() AS now FROM (SELECT pg_advisory_xact_lock(:key) OFFSET 0) AS turn"
+                   ).columns(now=UTCDateTime)
 SCAN_BATCH = 500
 TERMINAL = ("completed", "failed", "timed_out", "cancelled")
 RETRYABLE = ("failed", "timed_out")
@@ -61,11 +66,13 @@ DISPATCH_PAUSE_LOCK = "orch:dispatch-paused"
 
 @dataclass(frozen=True)
 class WorkAhead:
-    """What is in the queue when tasks are added: the total depth, and queued/running per core."""
+    """What is in the queue when tasks are added: the total depth, queued/running per core, and (on
+    PostgreSQL) the database's clock in epoch seconds, which the new tasks' sort keys are made from."""
 
     depth: int
     queued: dict[str, int]
     running: dict[str, int]
+    epoch: float | None = None
 
 
 _QUEUE_DEPTH = select(func.count()).select_from(Task).where(Task.status == "queued")
@@ -75,6 +82,16 @@ _QUEUE_STATE_ONE = select(  # built once: constructing the expression cost as mu
     select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "queued",
                                                  Task.sort_key < bindparam("sort_key")).scalar_subquery(),
     select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "running").scalar_subquery(),
+)
+# PostgreSQL: the same, with the queue place taken by the database's clock, which comes back too. An
+# enqueuer's own clock would let a host running behind put its tasks ahead of everyone else's.
+_EPOCH = cast(func.extract("epoch", DATABASE_NOW), Float)
+_QUEUE_STATE_ONE_DB_CLOCK = select(
+    _QUEUE_DEPTH.scalar_subquery(),
+    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "queued",
+                                                 Task.sort_key < _EPOCH - bindparam("advance")).scalar_subquery(),
+    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "running").scalar_subquery(),
+    _EPOCH,
 )
 
 
@@ -120,10 +137,26 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def add_event(session: Session, task: Task, event_type: str, data: dict[str, Any]) -> None:
-    """Record the move in ``task_events`` and in the log."""
-    session.add(TaskEvent(task_id=task.task_id, event_type=event_type, data=data))
+def add_event(session: Session, task: Task, event_type: str, data: dict[str, Any], at: datetime | None = None) -> None:
+    """Record the move in ``task_events`` and in the log. ``at``: the clock of record's time of the move,
+    for an attempt's start and end, whose difference is its duration (default: this host's clock)."""
+    session.add(TaskEvent(task_id=task.task_id, event_type=event_type, data=data, timestamp=at or utcnow()))
     log_event(event_type, task.task_id, task.core_id, data)
+
+
+def note_task_runs(session: Session, task_runs: dict[str, str]) -> None:
+    """Put each Prefect task run id on its task's latest ``task.started`` event, once.
+
+    The claim writes that event before Prefect names the run, so the id rides on the next write the
+    attempt makes anyway (a lease renewal or its end) instead of costing a transaction per task."""
+    if not task_runs:
+        return
+    latest = (select(func.max(TaskEvent.event_id)).where(TaskEvent.task_id.in_(task_runs),
+                                                         TaskEvent.event_type == "task.started")
+              .group_by(TaskEvent.task_id))
+    for event in session.scalars(select(TaskEvent).where(TaskEvent.event_id.in_(latest))):
+        if "task_run_id" not in event.data:
+            event.data = {**event.data, "task_run_id": task_runs[event.task_id]}
 
 
 def log_event(event_type: str, task_id: str, core_id: str, data: dict[str, Any]) -> None:
@@ -216,6 +249,9 @@ class TaskQueue:
         if not rows:
             return [result for result in results if result is not None]
         ahead = self._work_ahead(connection, rows)  # read before the insert: it also gives the depth
+        if ahead.epoch is not None:  # queue places by the database's clock (orch.storage.types.clock_of_record)
+            for row in rows:
+                row["sort_key"] = sort_key(ahead.epoch, Priority(row["priority"]), self.dispatch.aging_seconds)
         if ahead.depth + len(rows) > self.dispatch.max_queue_depth:
             raise QueueFull(ahead.depth, self.dispatch.max_queue_depth, self.dispatch.retry_after_seconds)
         # Core inserts, one executemany each for the batch: the ORM's per-object (or bulk) machinery
@@ -252,9 +288,10 @@ class TaskQueue:
         if limit <= 0:
             return []
         with session_scope(self.database, write_lock=True) as session:
-            if not is_sqlite(self.database.url or ""):
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY})
-            now = utcnow()
+            if is_sqlite(self.database.url or ""):
+                now = utcnow()
+            else:
+                now = session.execute(_CLAIM_TURN, {"key": CLAIM_LOCK_KEY}).scalar_one()
             self._recover_expired(session, now)
             expire_locks(session, now)
             running = session.scalars(select(Task.core_id).where(Task.status == "running")).all()
@@ -291,8 +328,9 @@ class TaskQueue:
                 for name in task.locks or []:
                     session.add(ResourceLock(resource=name, owner=f"task:{task.task_id}", priority=task.priority,
                                              acquired_at=now, expires_at=task.lease_expires_at))
-                    record_acquisition(session, name, (now - task.created_at).total_seconds())
-                add_event(session, task, "task.started", {"attempt": task.attempts, "dispatcher": lease_owner})
+                    record_acquisition(session, name, now.timestamp() - enqueued_at(
+                        task.sort_key, Priority(task.priority), self.dispatch.aging_seconds))
+                add_event(session, task, "task.started", {"attempt": task.attempts, "dispatcher": lease_owner}, now)
                 claims.append(Claim(task.task_id, task.core_id, task.action, task.params, Priority(task.priority),
                                     task.timeout, task.attempts, task.max_retries, lease_owner))
             return claims
@@ -345,7 +383,7 @@ class TaskQueue:
         with session_scope(self.database, write_lock=True) as session:
             held = session.scalars(select(Task).where(Task.status == "running", Task.lease_owner.startswith(
                 prefix, autoescape=True)).with_for_update(skip_locked=True)).all()
-            now = utcnow()
+            now = clock_of_record(session)
             for task in held:
                 reason = owners.gone(task.lease_owner or "")
                 if reason is not None:
@@ -355,27 +393,33 @@ class TaskQueue:
             log.warning("released %d task(s) leased by dispatchers of this host that are gone", released)
         return released
 
-    def hand_back(self, lease_owner: str, task_ids: list[str], reason: str) -> int:
+    def hand_back(self, lease_owner: str, task_ids: list[str], reason: str,
+                  task_runs: dict[str, str] | None = None) -> int:
         """Release at once the leases ``lease_owner`` still holds on ``task_ids``: a dispatcher that stops
         without waiting for them hands them back exactly as a lapsed lease would later (queued again at
-        their place while attempts remain, else ended), only without the wait. Returns how many."""
+        their place while attempts remain, else ended), only without the wait. Returns how many.
+        ``task_runs`` go on the attempts' ``task.started`` events, as with :meth:`renew`."""
         if not task_ids:
             return 0
         with session_scope(self.database, write_lock=True) as session:
             held = session.scalars(select(Task).where(Task.task_id.in_(task_ids), Task.status == "running",
                                                       Task.lease_owner == lease_owner).with_for_update()).all()
-            now = utcnow()
+            note_task_runs(session, {t.task_id: task_runs[t.task_id] for t in held if t.task_id in (task_runs or {})})
+            now = clock_of_record(session)
             for task in held:
                 self._lease_over(session, task, reason, now)
             return len(held)
 
     # ---- while running -------------------------------------------------------------------------
-    def renew(self, lease_owner: str, task_ids: list[str]) -> set[str]:
-        """Extend the leases this dispatcher still holds; the ids not returned were lost or cancelled."""
+    def renew(self, lease_owner: str, task_ids: list[str], task_runs: dict[str, str] | None = None) -> set[str]:
+        """Extend the leases this dispatcher still holds; the ids not returned were lost or cancelled.
+
+        ``task_runs`` (ORCH task id -> Prefect task run id, for attempts started since the last renewal)
+        go on those attempts' ``task.started`` events (:func:`note_task_runs`)."""
         if not task_ids:
             return set()
         with session_scope(self.database, write_lock=True) as session:
-            expires = utcnow() + timedelta(seconds=self.dispatch.lease_seconds)
+            expires = clock_of_record(session) + timedelta(seconds=self.dispatch.lease_seconds)
             rows = session.execute(update(Task).where(Task.task_id.in_(task_ids), Task.status == "running",
                                                       Task.lease_owner == lease_owner)
                                    .values(lease_expires_at=expires).returning(Task.task_id)).all()
@@ -383,6 +427,7 @@ class TaskQueue:
             if held:
                 session.execute(update(ResourceLock).where(ResourceLock.owner.in_([f"task:{t}" for t in held]))
                                 .values(expires_at=expires))
+            note_task_runs(session, {t: run for t, run in (task_runs or {}).items() if t in held})
             return held
 
     def retrying(self, claim: Claim, error: str, delay: float) -> Claim | None:
@@ -393,22 +438,29 @@ class TaskQueue:
                 return None
             task.attempts += 1
             task.error = error
-            task.lease_expires_at = utcnow() + timedelta(seconds=self.dispatch.lease_seconds + delay)
+            task.lease_expires_at = clock_of_record(session) + timedelta(seconds=self.dispatch.lease_seconds + delay)
             session.execute(update(ResourceLock).where(ResourceLock.owner == f"task:{task.task_id}")
                             .values(expires_at=task.lease_expires_at))
             add_event(session, task, "task.retrying", {"attempt": task.attempts, "error": error, "delay": delay})
             return Claim(claim.task_id, claim.core_id, claim.action, claim.params, claim.priority,
                          claim.timeout, task.attempts, claim.max_retries, claim.lease_owner)
 
-    def finish(self, claim: Claim, status: str, *, result: Any = None, error: str | None = None) -> bool:
-        """End the attempt; False (and nothing changed) when the claim is stale, e.g. cancelled."""
+    def finish(self, claim: Claim, status: str, *, result: Any = None, error: str | None = None,
+               task_run_id: str | None = None) -> bool:
+        """End the attempt; False (and nothing changed) when the claim is stale, e.g. cancelled.
+
+        ``task_run_id`` (the Prefect task run that ran the claim) goes on its ``task.started`` event
+        unless a lease renewal put it there already: most tasks end before their first renewal."""
         if status not in ("completed", "failed", "timed_out"):
             raise ValueError(f"cannot finish a task as {status!r}")
         with session_scope(self.database, write_lock=True) as session:
-            task = self._held(session, claim)
-            if task is None:
+            held = self._held_now(session, claim)
+            if held is None:
                 return False
-            self._end(session, task, status, utcnow(), result=result, error=error)
+            task, now = held
+            if task_run_id:
+                note_task_runs(session, {task.task_id: task_run_id})
+            self._end(session, task, status, now, result=result, error=error)
             return True
 
     @staticmethod
@@ -416,6 +468,18 @@ class TaskQueue:
         return session.scalar(select(Task).where(
             Task.task_id == claim.task_id, Task.status == "running", Task.attempts == claim.attempt,
             Task.lease_owner == claim.lease_owner).with_for_update())
+
+    @staticmethod
+    def _held_now(session: Session, claim: Claim) -> tuple[Task, datetime] | None:
+        """:meth:`_held` and the clock of record, read by the same statement on PostgreSQL: ending an
+        attempt is once per task, so it gains no round trip for the clock."""
+        if not reads_database_clock(session):
+            task = TaskQueue._held(session, claim)
+            return None if task is None else (task, utcnow())
+        row = session.execute(select(Task, DATABASE_NOW).where(
+            Task.task_id == claim.task_id, Task.status == "running", Task.attempts == claim.attempt,
+            Task.lease_owner == claim.lease_owner).with_for_update(of=Task)).one_or_none()
+        return None if row is None else (row[0], row[1])
 
     def _end(self, session: Session, task: Task, status: str, now: datetime, *, result: Any = None,
              error: str | None = None) -> None:
@@ -429,7 +493,7 @@ class TaskQueue:
             data["duration"] = round((now - attempt_started).total_seconds(), 3)
         if error:
             data["error"] = error
-        add_event(session, task, f"task.{status}", data)
+        add_event(session, task, f"task.{status}", data, now)
         if task.stay:
             self._reserve(session, task, now)
 
@@ -463,7 +527,8 @@ class TaskQueue:
     def cancel_in(self, session: Session, task: Task, actor: str, caller: Caller | None) -> None:
         """Cancel ``task`` (queued or running, locked by the caller) in ``session``'s transaction, audited."""
         was = task.status
-        task.status, task.finished_at, task.lease_owner, task.lease_expires_at = "cancelled", utcnow(), None, None
+        task.status, task.lease_owner, task.lease_expires_at = "cancelled", None, None
+        task.finished_at = clock_of_record(session)
         self._release_locks(session, task)
         add_event(session, task, "task.cancelled", {"by": actor, "was": was})
         _audit(session, actor, "task.cancel", task.task_id, caller, {"was": was})
@@ -490,7 +555,8 @@ class TaskQueue:
         was = task.status
         task.status, task.attempts, task.error, task.result = "queued", 0, None, None
         task.started_at = task.finished_at = None
-        task.sort_key = sort_key(time.time(), Priority(task.priority), self.dispatch.aging_seconds)
+        task.sort_key = sort_key(clock_of_record(session).timestamp(), Priority(task.priority),
+                                 self.dispatch.aging_seconds)
         add_event(session, task, "task.retrying", {"reason": "reset-failed", "by": actor, "was": was})
 
     def release_core(self, core_id: str, actor: str, caller: Caller | None = None) -> bool:
@@ -525,7 +591,7 @@ class TaskQueue:
             if attempt is not None and attempt != task.attempts:
                 raise InvalidTransition(f"attempt {attempt} of task {task_id} is over; the current attempt "
                                         f"is {task.attempts}")
-            now = utcnow()
+            now = clock_of_record(session)
             if status == "running":
                 task.lease_expires_at = now + timedelta(seconds=task.timeout)
                 session.execute(update(ResourceLock).where(ResourceLock.owner == f"task:{task.task_id}")
@@ -573,24 +639,34 @@ class TaskQueue:
         """One page of :meth:`page` without its cursor."""
         return self.page(TaskFilter(status=status, core_id=core_id), limit, offset=offset)[0]
 
-    @staticmethod
-    def _work_ahead(connection: Connection, rows: list[dict[str, Any]]) -> WorkAhead:
+    def _work_ahead(self, connection: Connection, rows: list[dict[str, Any]]) -> WorkAhead:
         """The queue depth, and per core of ``rows`` the tasks queued and running there, read in one
         statement before ``rows`` are inserted. A single task (the common case) uses a statement built
-        once, whose per-core count stops at the new task's place in the queue."""
+        once, whose per-core count stops at the new task's place in the queue. On PostgreSQL the same
+        statement reads the database's clock for the new tasks' places: no round trip of its own."""
+        db_clock = reads_database_clock(connection)
         if len(rows) == 1:
             row = rows[0]
+            if db_clock:
+                advance = int(row["priority"]) * self.dispatch.aging_seconds
+                depth, queued, running, epoch = connection.execute(
+                    _QUEUE_STATE_ONE_DB_CLOCK, {"core_id": row["core_id"], "advance": advance}).one()
+                return WorkAhead(depth, {row["core_id"]: queued}, {row["core_id"]: running}, epoch)
             depth, queued, running = connection.execute(
                 _QUEUE_STATE_ONE, {"core_id": row["core_id"], "sort_key": row["sort_key"]}).one()
             return WorkAhead(depth, {row["core_id"]: queued}, {row["core_id"]: running})
         cores = sorted({row["core_id"] for row in rows})
-        depth = connection.execute(_QUEUE_DEPTH).scalar_one()
+        epoch = None
+        if db_clock:
+            depth, epoch = connection.execute(select(_QUEUE_DEPTH.scalar_subquery(), _EPOCH)).one()
+        else:
+            depth = connection.execute(_QUEUE_DEPTH).scalar_one()
         queued: dict[str, int] = {}
         running: dict[str, int] = {}
         for core, status, count in connection.execute(select(Task.core_id, Task.status, func.count()).where(
                 Task.core_id.in_(cores), Task.status.in_(("queued", "running"))).group_by(Task.core_id, Task.status)):
             (running if status == "running" else queued)[core] = count
-        return WorkAhead(depth, queued, running)
+        return WorkAhead(depth, queued, running, epoch)
 
     def _estimated_waits(self, connection: Connection, rows: list[dict[str, Any]],
                          ahead: WorkAhead) -> dict[str, float]:

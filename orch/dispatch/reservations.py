@@ -18,7 +18,7 @@ from orch.config.schema import Settings
 from orch.dispatch.errors import DispatchError, InvalidTransition
 from orch.storage.engine import session_scope
 from orch.storage.models import CoreReservation, Task
-from orch.storage.types import utcnow
+from orch.storage.types import clock_of_record
 
 ISOLATION_OWNER = "isolated:"  # a core reserved for this owner runs nobody else's tasks
 ISOLATION_SECONDS = 10 * 365 * 86400  # until an operator releases it (`orch cores release CORE`)
@@ -81,7 +81,7 @@ def isolate_core(settings: Settings, core_id: str, by: str, *, actor: str | None
         if known_only:
             _require_known(session, settings, core_id)
         reservation = session.get(CoreReservation, core_id, with_for_update=True)
-        expires = utcnow() + timedelta(seconds=ISOLATION_SECONDS)
+        expires = clock_of_record(session) + timedelta(seconds=ISOLATION_SECONDS)
         if reservation is None:
             reservation = CoreReservation(core_id=core_id, owner=owner, task_id=None, expires_at=expires)
             session.add(reservation)
@@ -102,7 +102,7 @@ def release_core(settings: Settings, core_id: str, actor: str, caller: Caller | 
     with session_scope(settings.database, write_lock=True) as session:
         _require_known(session, settings, core_id)
         reservation = session.get(CoreReservation, core_id, with_for_update=True)
-        if reservation is None or reservation.expires_at <= utcnow():
+        if reservation is None or reservation.expires_at <= clock_of_record(session):
             raise NotReserved(core_id)
         if kind_of(reservation.owner) == "isolated" and not may_end_isolation:
             raise IsolationNeedsAdmin(core_id, reservation.owner)

@@ -50,6 +50,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 PAGE_HEADERS = {"Cache-Control": "no-store"}
 TASK_PAGE_SIZE = 50
 AUDIT_PAGE_SIZE = 100
+HEAL_PAGE_SIZE = 50
 
 # (path, label, permission to see it): the navigation shows a reader only the pages their role may open.
 NAV = [("/ui/", "Overview", Permission.SYSTEM_MONITOR), ("/ui/tasks", "Tasks", Permission.TASK_READ),
@@ -289,7 +290,8 @@ def _attempts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if kind == "started":
             attempts.append({"attempt": event["data"].get("attempt", len(attempts) + 1),
                              "dispatcher": event["data"].get("dispatcher"), "started_at": event["timestamp"],
-                             "ended_at": None, "outcome": "running", "detail": None})
+                             "task_run_id": event["data"].get("task_run_id"), "ended_at": None,
+                             "outcome": "running", "detail": None})
         elif attempts and attempts[-1]["ended_at"] is None and kind != "created":
             data = event["data"]
             attempts[-1].update(ended_at=event["timestamp"], outcome=kind,
@@ -369,8 +371,19 @@ async def alerts_page(request: Request, principal: Monitor) -> HTMLResponse:
 async def heals_page(request: Request, principal: Monitor) -> HTMLResponse:
     from orch.monitoring.healing import list_runs
 
-    runs = await run_in_threadpool(list_runs, request.app.state.settings, None, 50)
+    runs = await run_in_threadpool(list_runs, request.app.state.settings, None, HEAL_PAGE_SIZE)
     return render(request, principal, "heals.html", "/ui/heals", runs=runs)
+
+
+@router.get("/heals/runs", response_class=HTMLResponse)
+async def heal_runs(request: Request, principal: Monitor) -> HTMLResponse:
+    """The heal timeline as a fragment: what the heals page fetches (every 2 s at most) while a run on it
+    is still running or waiting for approval. Heal runs send no SSE events, and a run's approval state
+    lives in Prefect, so the page asks the server rather than following a stream."""
+    from orch.monitoring.healing import list_runs
+
+    runs = await run_in_threadpool(list_runs, request.app.state.settings, None, HEAL_PAGE_SIZE)
+    return render(request, principal, "_heal_runs.html", "/ui/heals", runs=runs)
 
 
 # ---- backups and supply chain -------------------------------------------------------------------

@@ -6,6 +6,7 @@
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   const body = document.body;
   const REFRESH_MS = 1000;
+  const HEAL_POLL_MS = 2000;
   const STATUS = {
     "task.created": "queued", "task.started": "running", "task.retrying": "queued",
     "task.completed": "completed", "task.failed": "failed", "task.timed_out": "timed_out",
@@ -145,6 +146,11 @@
     if (what === "dispatched") {
       toast("Task " + result.data.task_id + " " + result.data.status + " on " + result.data.core_id);
       if (form) form.reset();
+      return;
+    }
+    if (what === "heals") {
+      toast("Answer sent for heal run " + result.data.id);
+      heals.now();
       return;
     }
     if (what === "run") {
@@ -294,6 +300,50 @@
     window.addEventListener("pagehide", () => source.close());
   }
 
+  /* ---- heals: the timeline follows its runs while one is running or waiting ------------------ */
+  /* Heal runs send no SSE events and their approval state lives in Prefect, so the page asks for the
+     timeline again, every HEAL_POLL_MS at most, while a run on it is not over; then it stops. */
+  function replaceKeepingInput(container, html) {
+    const typed = new Map(Array.from(container.querySelectorAll("input[id]")).map((el) => [el.id, el.value]));
+    const focused = container.contains(document.activeElement) ? document.activeElement.id : "";
+    container.innerHTML = html;
+    for (const [id, value] of typed) {
+      const field = document.getElementById(id);
+      if (field) field.value = value;
+    }
+    const again = focused && document.getElementById(focused);
+    if (again) again.focus();
+  }
+
+  const heals = (() => {
+    let shown = null;
+    let timer = null;
+    let busy = false;
+    const list = () => document.getElementById("heal-runs");
+    const going = () => Boolean(list() && list().querySelector("[data-heal-running]"));
+    async function refresh() {
+      clearTimeout(timer);
+      timer = null;
+      const box = list();
+      if (!box || busy) return;  // a refresh under way schedules the next one itself
+      busy = true;
+      try {
+        const html = document.hidden ? null : await fetchFragment(box.dataset.src);
+        if (html !== null && html !== shown) {
+          shown = html;
+          replaceKeepingInput(box, html);
+        }
+      } catch (_) { /* asked again below */ } finally {
+        busy = false;
+      }
+      if (going()) timer = setTimeout(refresh, HEAL_POLL_MS);
+    }
+    return {
+      start() { if (going()) timer = setTimeout(refresh, HEAL_POLL_MS); },
+      now: refresh,
+    };
+  })();
+
   /* ---- maintenance mode ---------------------------------------------------------------------- */
   async function maintenanceMode() {
     const section = document.getElementById("maintenance-mode");
@@ -328,5 +378,6 @@
     }
   });
   listen();
+  heals.start();
   maintenanceMode();
 })();
