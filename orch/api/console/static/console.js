@@ -5,7 +5,9 @@
   "use strict";
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   const body = document.body;
-  const REFRESH_MS = 1000;
+  // A fragment is fetched at most this often however many events arrive: at 100 task events/s, 1000 ms
+  // put the p95 of "a dispatched task appears" at 962 ms against a 1 s goal (scripts/bench_console.py).
+  const REFRESH_MS = 500;
   const HEAL_POLL_MS = 2000;
   const STATUS = {
     "task.created": "queued", "task.started": "running", "task.retrying": "queued",
