@@ -3,7 +3,7 @@
 ``python -m deployments.apply`` is what ``orch up`` runs (in parallel with the worker start-up) and
 what an operator runs after changing ``prefect.yaml`` against a long-lived server. The deployments are
 applied by ``prefect deploy --all``: the file stays the one source of truth a Prefect user expects, but
-for the sweep's interval, whose source is ``monitoring.interval`` (:func:`deployment_spec`).
+for the sweep, which is this host's (:func:`deployment_spec`): each host sweeps itself.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_FILE = PROJECT_ROOT / "prefect.yaml"
 
 
-def deployment_names(prefect_file: Path = PREFECT_FILE) -> list[str]:
-    """``flow-name/deployment-name`` for each deployment, as ``prefect deployment run`` wants them."""
-    spec = yaml.safe_load(prefect_file.read_text(encoding="utf-8"))
+def deployment_names(spec: dict[str, Any] | None = None) -> list[str]:
+    """``flow-name/deployment-name`` for each deployment of ``spec`` (default: ``prefect.yaml`` as it is), as
+    ``prefect deployment run`` wants them."""
+    spec = spec if spec is not None else yaml.safe_load(PREFECT_FILE.read_text(encoding="utf-8"))
     names = []
     for deployment in spec.get("deployments", []):
         module, _, function = deployment["entrypoint"].partition(":")
@@ -95,25 +96,55 @@ def ensure_work_pools(names: list[str], inprocess: Collection[str] = (INPROCESS_
 
 
 SWEEP_ENTRYPOINT = "flows/monitor_sweep.py:monitor_sweep"
+RETIRED_DEPLOYMENTS = ("monitor-sweep/interval",)  # the one sweep for every host, on whichever worker took it
 
 
 def deployment_spec(settings: Settings, prefect_file: Path = PREFECT_FILE) -> dict[str, Any]:
-    """``prefect.yaml`` as ORCH deploys it: the sweep's interval schedule is ``monitoring.interval``.
+    """``prefect.yaml`` as ORCH deploys it: the sweep becomes this host's, ``monitor-sweep/host-<name>`` on the
+    work queue ``host-<name>`` every ``monitoring.interval`` s (orch/monitoring/hosts.py says why per host).
 
-    The interval goes into what ``prefect deploy`` applies, not onto the schedule afterwards. Corrected
-    after the deploy (as before), the deployment first carried the file's 60 s: Prefect's scheduler could
-    create runs from it, a correction deletes only future runs and does not mark the deployment updated,
-    so Prefect's fast scheduler for recently changed deployments skipped it and the first 5 s runs waited
-    for the main scheduler loop (PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS, 60 s): the first heal of
-    issue 15 took 45 s at ``monitoring.interval: 5``. The file keeps 60 s for a deploy by hand.
+    Each host's worker upserts the same deployment as it starts (:func:`orch.monitoring.hosts.ensure_host`),
+    so a worker host that never runs this still sweeps; applied from here, a fresh ``orch up`` has it as
+    soon as the rest. The interval goes into what ``prefect deploy`` applies, not onto the schedule
+    afterwards. Corrected after the deploy (as before), the deployment first carried the file's 60 s:
+    Prefect's scheduler could create runs from it, a correction deletes only future runs and does not
+    mark the deployment updated, so Prefect's fast scheduler for recently changed deployments skipped it
+    and the first 5 s runs waited for the main scheduler loop (PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS,
+    60 s): the first heal of issue 15 took 45 s at ``monitoring.interval: 5``. The file keeps 60 s for a
+    deploy by hand.
     """
+    from orch.monitoring.hosts import host_queue, sweep_deployment
+
+    host = settings.monitoring.host_name
     spec = yaml.safe_load(prefect_file.read_text(encoding="utf-8"))
     for deployment in spec.get("deployments", []):
         if deployment.get("entrypoint") == SWEEP_ENTRYPOINT:
+            deployment["name"] = sweep_deployment(host)
+            deployment["work_pool"] = {**deployment.get("work_pool", {}), "work_queue_name": host_queue(host)}
+            deployment["tags"] = [*deployment.get("tags", []), f"host:{host}"]
             for schedule in deployment.get("schedules") or []:
                 if "interval" in schedule:
                     schedule["interval"] = settings.monitoring.interval
     return dict(spec)
+
+
+def delete_retired_deployments(names: Collection[str] = RETIRED_DEPLOYMENTS) -> list[str]:
+    """Delete deployments earlier versions applied and ORCH no longer has; returns those deleted.
+
+    ``monitor-sweep/interval`` swept once per interval on any host: left next to the per-host sweeps it
+    would add a sweep, measuring whichever host took it."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deleted = []
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                client.delete_deployment(client.read_deployment_by_name(name).id)
+            except ObjectNotFound:
+                continue
+            deleted.append(name)
+    return deleted
 
 
 def apply_deployments(spec: dict[str, Any]) -> None:
@@ -140,9 +171,11 @@ def main() -> int:
     wait_for_server(settings.prefect, timeout=float(os.environ.get("ORCH_PREFECT_WAIT", "90")))
     ensure_work_pools(work_pools())
     register_blocks(settings)
-    apply_deployments(deployment_spec(settings))
+    spec = deployment_spec(settings)
+    apply_deployments(spec)
+    delete_retired_deployments()
     apply_automations(settings)
-    print("applied: " + ", ".join(deployment_names()))
+    print("applied: " + ", ".join(deployment_names(spec)))
     return 0
 
 

@@ -9,8 +9,11 @@ first (``GET /heals`` shows it waiting from that step and the Prefect state); no
 ``approval_timeout`` means no. ``dry_run`` logs and audits the plan and changes nothing. Every step is
 audited and emitted as a Prefect event.
 
-The ``self-heal/auto`` deployment is on the ``orch-inprocess`` pool: the run starts within about a second
-of the automation creating it, in a thread of ORCH's worker process (orch/stack/inprocess.py).
+The ``self-heal/auto`` deployment is on the ``orch-inprocess`` pool. The monitoring sweep creates each run
+on the work queue of the target's host (``host-<name>``, orch/monitoring/hosts.py), so it runs in a thread
+of that host's ORCH worker process (orch/stack/inprocess.py), where the target's commands, units and
+processes are. When that host has no live worker the sweep creates the run on its own host with
+``escalate`` saying why: the run records it, acts on nothing, and pages a human at once.
 """
 
 from __future__ import annotations
@@ -69,8 +72,9 @@ def ask_approval(action: str, target: str, timeout: int) -> tuple[bool, str]:
 
 @flow(name="self-heal", flow_run_name="self-heal {target}")
 def self_heal(target: str, alert_name: str = "target_down", summary: str = "",
-              dry_run: bool | None = None) -> dict[str, Any]:
-    """Heal ``target`` for the alert that fired; returns the outcome and every step."""
+              dry_run: bool | None = None, escalate: str = "") -> dict[str, Any]:
+    """Heal ``target`` for the alert that fired; returns the outcome and every step. ``escalate``: why the
+    target's host cannot heal it (no live worker there): nothing is tried, a human is paged."""
     logger = get_run_logger()
     settings = get_settings()
     spec = find_target(settings, target)
@@ -80,13 +84,15 @@ def self_heal(target: str, alert_name: str = "target_down", summary: str = "",
     run_url = messages.flow_run_url(settings, flow_run_id)
     fired = f"{alert_name} on {target}: {summary}" if summary else f"{alert_name} on {target}"
 
-    gate = healing.gate(settings, target, alert_name)
+    gate = healing.Gate(False, "no_worker", escalate) if escalate else healing.gate(settings, target, alert_name)
     if not gate.allowed:
         healing.start_run(settings, target, alert_name, flow_run_id, gate.outcome, gate.reason)
         emit_step(target, {"step": gate.outcome, "reason": gate.reason})
         logger.warning("not healing %s: %s", target, gate.reason)
-        severity = "critical" if gate.outcome == "circuit_open" else "warning"
-        send_notification(settings, f"{alert_name} on {target}: healing {gate.outcome.replace('_', ' ')}",
+        severity = "critical" if gate.outcome in ("circuit_open", "no_worker") else "warning"
+        title = f"{target} NOT healed: a human must act" if escalate else \
+            f"healing {gate.outcome.replace('_', ' ')}"
+        send_notification(settings, f"{alert_name} on {target}: {title}",
                           f"{fired}\nHealing did nothing: {gate.reason}.\nRun: {run_url}", severity,
                           labels={"alertname": alert_name, "target": target})
         return {"outcome": gate.outcome, "reason": gate.reason, "steps": []}

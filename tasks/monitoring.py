@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from orch.config.runtime import get_settings
-from orch.monitoring import alerts, rules, samples, targets, zombies
+from orch.monitoring import alerts, hosts, rules, samples, targets, zombies
 from orch.monitoring.samples import Sample
 
 RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [1, 3], "cache_policy": NO_CACHE}
@@ -70,6 +70,15 @@ def target_health(name: str) -> list[Sample]:
     if health.latency_ms is not None:
         found.append(Sample("target_check_ms", health.latency_ms, name))
     return found
+
+
+@task(name="request-heal", task_run_name="request-heal {alert[target]}", **RETRIES)
+def request_heal(alert: dict[str, Any]) -> dict[str, Any]:
+    """The self-heal run for a firing target alert, on the queue of the target's host (orch/monitoring/hosts.py);
+    when that host has no live worker, a run here that escalates at once, saying why."""
+    settings = get_settings()
+    return hosts.create_heal_run(settings, alert, hosts.target_host(settings, targets.find_target(settings,
+                                                                                                 alert["target"])))
 
 
 @task(name="store-samples", **RETRIES)

@@ -1,10 +1,11 @@
-"""End to end: a real service is a target; killed, the sweep fires, the automation runs self-heal on ORCH's
-worker process (in-process, as ``orch up`` runs it), the service is restarted and healthy, and Slack (HTTP
-on loopback) and SMTP (aiosmtpd) got one message each saying what fired, what healing did and where the
-run is."""
+"""End to end: a real service is a target; killed, the sweep fires and creates the self-heal run on its
+host's work queue, which runs on ORCH's worker process (in-process, as ``orch up`` runs it); the service
+is restarted and healthy, and Slack (HTTP on loopback) and SMTP (aiosmtpd) got one message each saying
+what fired, what healing did and where the run is."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -28,7 +29,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.timeout(420)
-def test_killed_service_is_healed_by_the_automation_and_reported_once(
+def test_killed_service_is_healed_on_its_host_and_reported_once(
         prefect_server: str, isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
@@ -74,7 +75,8 @@ def test_killed_service_is_healed_by_the_automation_and_reported_once(
                                        "--pool", pool], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
                                       timeout=180, check=False)
             assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
-            assert sorted(apply_automations(settings)) == ["orch-alert-firing", "orch-flow-run-failed"]
+            # no automation heals any more (the sweep creates the run on the host's queue): only failures notify
+            assert sorted(apply_automations(settings)) == ["orch-flow-run-failed"]
             worker_log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
             # The self-heal run starts on the pool's Scheduled event (quick: in-process, about 1 s); Prefect's default
             # periodic poll (10 s) stays as the product's fallback for an event that does not lead to a start (seen
@@ -106,10 +108,12 @@ def test_killed_service_is_healed_by_the_automation_and_reported_once(
             with get_client(sync_client=True) as client:
                 heal_run = wait_until(lambda: (found := client.read_flow_run(uuid.UUID(run["flow_run_id"])))
                                       .state.is_final() and found, 60, "the self-heal run to finish")
-                # The automation started one run only (every run in this test's pool is one of its self-heals).
+                # The sweep started one run only (every run in this test's pool is one of its self-heals), on the
+                # queue of the target's host: this one.
                 in_pool = client.read_flow_runs(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])))
             assert [r.id for r in in_pool] == [heal_run.id]
             assert heal_run.infrastructure_pid == f"orch-inprocess:{socket.gethostname()}"  # no process per run
+            assert heal_run.work_queue_name == f"host-{settings.monitoring.host_name}"
             assert heal_run.state.is_completed() and heal_run.start_time is not None
             # The run has finished, so whatever it sent has arrived (each send returns after its receiver has
             # it), and it was the only run: exactly one message each. The failure notification below arrives
@@ -147,3 +151,7 @@ def test_killed_service_is_healed_by_the_automation_and_reported_once(
                 worker.wait(20)
             except subprocess.TimeoutExpired:
                 worker.kill()
+        with get_client(sync_client=True) as client, contextlib.suppress(Exception):
+            # the session's server: later sweeps must not create heal runs in a pool nobody serves
+            client.delete_deployment(client.read_deployment_by_name("self-heal/auto").id)
+            client.delete_work_pool(pool)

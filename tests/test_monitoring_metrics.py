@@ -42,7 +42,8 @@ def test_collector_reports_samples_queue_tasks_locks_alerts_and_heals(settings: 
     from orch.storage.models import Task
     from orch.storage.types import utcnow
 
-    store(settings, [Sample("cpu_percent", 42.5), Sample("memory_percent", 61), Sample("disk_used_bytes", 1e9, "/"),
+    store(settings, [Sample("cpu_percent", 42.5, "web-1"), Sample("memory_percent", 61, "web-1"),
+                     Sample("disk_used_bytes", 1e9, "web-1:/"), Sample("host_sweep", 1, "web-1"),
                      Sample("target_up", 0, "web"), Sample("prefect_lag_seconds", 3)])
     queue = TaskQueue(settings)
     for priority in ("high", "high", "low"):
@@ -58,8 +59,9 @@ def test_collector_reports_samples_queue_tasks_locks_alerts_and_heals(settings: 
 
     values = scrape(settings)
     assert values[("orch_monitor_scrape_ok", ())] == 1
-    assert values[("orch_system_cpu_percent", ())] == 42.5
-    assert values[("orch_system_disk_usage_bytes", (("path", "/"),))] == 1e9
+    assert values[("orch_system_cpu_percent", (("host", "web-1"),))] == 42.5
+    assert values[("orch_system_disk_usage_bytes", (("host", "web-1"), ("path", "/")))] == 1e9
+    assert values[("orch_host_up", (("host", "web-1"),))] == 1
     assert values[("orch_target_up", (("target", "web"),))] == 0
     assert values[("orch_task_queue_depth", (("priority", "high"),))] == 2
     assert values[("orch_task_queue_depth", (("priority", "critical"),))] == 0

@@ -26,9 +26,11 @@ def sqlite_settings(isolated_env) -> Settings:  # type: ignore[no-untyped-def]
     return loaded
 
 
-def record(settings: Settings, metric: str, values: list[float], subject: str = "host", start: datetime = T0,
+def record(settings: Settings, metric: str, values: list[float], subject: str | None = None, start: datetime = T0,
            step: float = 10) -> datetime:
-    """One sample per ``step`` seconds from ``start``; returns the time of the last one."""
+    """One sample per ``step`` seconds from ``start`` (about this host unless ``subject``); returns the time of
+    the last one."""
+    subject = subject or settings.monitoring.host_name
     stamp = start
     for value in values:
         store(settings, [Sample(metric, value, subject)], at=stamp)
@@ -51,7 +53,8 @@ def test_threshold_fires_only_after_its_for_duration(settings: Settings) -> None
     assert pending.since == T0 + timedelta(seconds=10)
     last = record(settings, "cpu_percent", [97], start=last + timedelta(seconds=10))  # 30 s above
     firing = observe(settings, "cpu_high", last)
-    assert firing.state == "firing" and "cpu_percent 97% > 80% on host for 30 s" in firing.summary
+    host = settings.monitoring.host_name
+    assert firing.state == "firing" and f"cpu_percent 97% > 80% on {host} for 30 s" in firing.summary
     last = record(settings, "cpu_percent", [40], start=last + timedelta(seconds=10))
     assert observe(settings, "cpu_high", last).state == "ok"
 
@@ -59,14 +62,16 @@ def test_threshold_fires_only_after_its_for_duration(settings: Settings) -> None
 def test_every_guide_threshold_and_a_down_target(sqlite_settings: Settings) -> None:
     settings = sqlite_settings
     settings.monitoring.alerting.for_seconds = 0
-    store(settings, [Sample("memory_percent", 86), Sample("disk_usage_percent", 91, "/"),
-                     Sample("api_response_time_ms", 2500), Sample("api_error_rate_percent", 6),
-                     Sample("target_up", 0, "web"), Sample("target_up", 1, "db"), Sample("cpu_percent", 79)], at=T0)
+    settings.monitoring.host_name = host = "web-1"
+    store(settings, [Sample("memory_percent", 86, host), Sample("disk_usage_percent", 91, "web-1:/"),
+                     Sample("api_response_time_ms", 2500, host), Sample("api_error_rate_percent", 6, host),
+                     Sample("target_up", 0, "web"), Sample("target_up", 1, "db"), Sample("cpu_percent", 79, host),
+                     Sample("cpu_percent", 99, "web-2")], at=T0)  # another host's: judged by that host's sweep
     found = {(o.alert_name, o.target): o for o in rules.evaluate(settings, ["web", "db"], T0)}
     assert {key for key, o in found.items() if o.state == "firing"} == {
-        ("memory_high", "host"), ("disk_full", "/"), ("api_slow", "host"), ("api_errors", "host"),
+        ("memory_high", host), ("disk_full", "web-1:/"), ("api_slow", host), ("api_errors", host),
         ("target_down", "web")}
-    assert found[("target_down", "web")].heal and found[("cpu_high", "host")].state == "ok"
+    assert found[("target_down", "web")].heal and found[("cpu_high", host)].state == "ok"
 
 
 def test_ewma_flags_a_jump_the_fixed_threshold_misses(sqlite_settings: Settings) -> None:

@@ -98,6 +98,37 @@ def configure(home: Path, monkeypatch: pytest.MonkeyPatch, slack: HttpReceiver, 
     upgrade(get_settings().database, create_database=True)
 
 
+@pytest.fixture
+def heal_deployment(prefect_server: str) -> Iterator[Any]:
+    """``self-heal/auto`` on a pool of its own with no worker: the runs a sweep creates stay Scheduled, to be
+    read; deleted afterwards with its runs (a run left Scheduled would count as Prefect lagging later)."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    from deployments.apply import PROJECT_ROOT, ensure_work_pools
+    from flows.self_heal import self_heal
+
+    pool = f"heal-{uuid.uuid4().hex[:8]}"
+    ensure_work_pools([pool], inprocess=[pool])
+    with get_client(sync_client=True) as client:
+        deployment = client.create_deployment(client.create_flow_from_name(self_heal.name), "auto",
+                                              work_pool_name=pool, path=str(PROJECT_ROOT),
+                                              entrypoint="flows/self_heal.py:self_heal")
+
+        def runs() -> list[Any]:
+            return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment])))
+
+        try:
+            yield runs
+        finally:
+            for run in runs():
+                client.delete_flow_run(run.id)
+            client.delete_deployment(deployment)
+            client.delete_work_pool(pool)
+
+
 def heal_rows() -> list[dict[str, Any]]:
     from orch.monitoring.healing import list_runs
 
@@ -125,8 +156,9 @@ def test_sweep_measures_and_fires_for_a_killed_target(prefect_server: str, isola
               enabled=False)
     first = monitor_sweep()
     assert first["notices"] == [] and first["samples"] > 10
-    values = latest(get_settings())
-    assert values[("target_up", "web")] == 1.0 and ("disk_usage_percent", "/") in values
+    values, host = latest(get_settings()), get_settings().monitoring.host_name
+    assert values[("target_up", "web")] == 1.0 and ("disk_usage_percent", f"{host}:/") in values
+    assert ("cpu_percent", host) in values and values[("host_sweep", host)] == 1.0
     assert values[("database_up", "host")] == 1.0 and values[("prefect_up", "host")] == 1.0
     assert ("queue_depth", "critical") in values and ("prefect_lag_seconds", "host") in values
 
@@ -325,9 +357,10 @@ def test_an_approved_destructive_action_runs(prefect_server: str, isolated_env: 
 
 def test_a_target_killed_after_each_heal_is_healed_again_until_the_breaker(
         prefect_server: str, isolated_env: Path, service: Service, slack: HttpReceiver,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, heal_deployment: Any) -> None:
     """Issue 15: killed, healed, killed again while its alert still fires (no sweep saw it well between):
-    the sweep asks for a second heal, and the third is refused by the circuit breaker (2 an hour)."""
+    the sweep asks for a second heal, and the third is refused by the circuit breaker (2 an hour). Each ask
+    is one self-heal run, on this host's queue (the target lives here); the test runs each heal itself."""
     from flows.monitor_sweep import monitor_sweep
     from flows.self_heal import self_heal
 
@@ -339,9 +372,12 @@ def test_a_target_killed_after_each_heal_is_healed_again_until_the_breaker(
     for _ in range(3):
         service.kill()
         swept = monitor_sweep()
-        assert swept["notices"] == ["firing:target_down@web"], swept  # what the automation runs self-heal for
+        assert swept["notices"] == ["firing:target_down@web"], swept  # what the sweep runs self-heal for
         outcomes.append(self_heal(target="web")["outcome"])
     assert outcomes == ["healed", "healed", "circuit_open"]
+    requested = heal_deployment()
+    assert len(requested) == 3 and {r.parameters["target"] for r in requested} == {"web"}
+    assert {r.work_queue_name for r in requested} == {f"host-{get_settings().monitoring.host_name}"}
     titles = [body["text"].splitlines()[0] for body in slack.json_bodies()]
     assert any("web healed after target_down" in t and "(heal" not in t for t in titles), titles
     assert any("web healed after target_down (heal 2 since it fired)" in t for t in titles), titles

@@ -8,6 +8,7 @@ the zero-config local profile: everything here runs on one machine without a con
 from __future__ import annotations
 
 import re
+import socket
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -247,6 +248,9 @@ class RollbackAction(_OneOf):
                                    "known-good version; run and waited for.")
 
 
+HOST_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
 class TargetSettings(Section):
     """Something ORCH watches and heals: how to tell it is healthy and how to act on it."""
 
@@ -258,6 +262,10 @@ class TargetSettings(Section):
     actions: list[HealAction] | None = Field(default=None, description="Order of healing actions for this "
                                              "target; default: self_healing.actions that it configures.")
     severity: Literal["warning", "critical"] = "critical"
+    host: str | None = Field(default=None, pattern=HOST_NAME_PATTERN,
+                             description="The host the target lives on: its sweep checks it and its heals run "
+                                         "there. Unset: the host whose configuration lists it "
+                                         "(monitoring.host_name).")
 
     @field_validator("actions")
     @classmethod
@@ -300,6 +308,15 @@ class MonitoringSettings(Section):
     orch_targets: bool = Field(default=True, description="Watch ORCH's own API and worker as targets "
                                "(restarted through `orch up`'s supervisor).")
     targets: list[TargetSettings] = Field(default_factory=list)
+    host_name: str = Field(default_factory=lambda: socket.gethostname()[:64] or "localhost",
+                           pattern=HOST_NAME_PATTERN,
+                           description="This host's name in samples, alerts, targets and its work queue "
+                                       "(host-<name>); default: the machine's hostname. Unique per host.")
+    api_urls: list[str] = Field(default_factory=list, description="Base URLs of the ORCH API(s) this host's "
+                                "sweep probes (e.g. http://10.0.0.5:8000); empty: this host's own API "
+                                "(api.host:api.port).")
+    host_down_after: float | None = Field(default=None, gt=0, description="Seconds without a sweep after "
+                                          "which a host is down (host_down); default 3 x interval + 30.")
 
     @field_validator("targets")
     @classmethod

@@ -3,7 +3,7 @@
 ``DomainCollector(settings)`` is registered in the API's ``/metrics`` registry. Everything here comes from
 the database (latest sweep samples, the queue, tasks, locks, alerts, heal runs), so every API process and
 replica reports the same values, and nothing is lost when one restarts. Labels are bounded: priorities,
-task statuses, core ids, configured targets and paths, alert rule names, lock resource *types* (the part
+task statuses, core ids, hosts, configured targets and paths, alert rule names, lock resource *types* (the part
 before ``:``), heal outcomes; never task ids or raw resource names.
 """
 
@@ -32,22 +32,35 @@ from orch.storage.types import utcnow
 log = get_logger(__name__)
 TASK_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 PRIORITY_NAMES = {3: "critical", 2: "high", 1: "normal", 0: "low"}
-# (metric, Prometheus name, help, label name or None) for the newest sweep samples.
-SAMPLE_GAUGES = (
-    ("cpu_percent", "orch_system_cpu_percent", "Host CPU use, percent (average since the previous sweep).", None),
-    ("memory_percent", "orch_system_memory_percent", "Host memory use, percent.", None),
-    ("disk_used_bytes", "orch_system_disk_usage_bytes", "Bytes used on each configured path.", "path"),
-    ("disk_usage_percent", "orch_system_disk_usage_percent", "Disk use on each configured path, percent.", "path"),
-    ("network_sent_bytes", "orch_system_network_sent_bytes", "Bytes sent by the host (counter as sampled).", None),
-    ("network_recv_bytes", "orch_system_network_recv_bytes", "Bytes received by the host (as sampled).", None),
-    ("api_response_time_ms", "orch_api_probe_response_ms", "The sweep's probe of the API's /health, ms.", None),
+# (metric, Prometheus name, help, labels) for the newest sweep samples. "host" is the sample's host
+# (monitoring.host_name of the host that measured it); a disk's subject is "<host>:<path>".
+SAMPLE_GAUGES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("cpu_percent", "orch_system_cpu_percent", "Host CPU use, percent (average since the host's previous sweep).",
+     ("host",)),
+    ("memory_percent", "orch_system_memory_percent", "Host memory use, percent.", ("host",)),
+    ("disk_used_bytes", "orch_system_disk_usage_bytes", "Bytes used on each configured path.", ("host", "path")),
+    ("disk_usage_percent", "orch_system_disk_usage_percent", "Disk use on each configured path, percent.",
+     ("host", "path")),
+    ("network_sent_bytes", "orch_system_network_sent_bytes", "Bytes sent by the host (counter as sampled).",
+     ("host",)),
+    ("network_recv_bytes", "orch_system_network_recv_bytes", "Bytes received by the host (as sampled).", ("host",)),
+    ("load_1m", "orch_system_load_1m", "The host's 1-minute load average.", ("host",)),
+    ("api_response_time_ms", "orch_api_probe_response_ms", "The sweep's probe of the API's /health, ms (host: the "
+     "probing host, or the API URL when monitoring.api_urls lists several).", ("host",)),
     ("api_error_rate_percent", "orch_api_error_rate_percent", "5xx share of API requests in the last interval.",
-     None),
-    ("database_up", "orch_database_up", "1 when ORCH's database answered the last sweep.", None),
-    ("prefect_up", "orch_prefect_up", "1 when the Prefect server was ready at the last sweep.", None),
-    ("prefect_lag_seconds", "orch_prefect_lag_seconds", "How late the most overdue scheduled flow run is.", None),
-    ("target_up", "orch_target_up", "1 when the target passed its health check at the last sweep.", "target"),
+     ("host",)),
+    ("database_up", "orch_database_up", "1 when ORCH's database answered the last sweep.", ()),
+    ("prefect_up", "orch_prefect_up", "1 when the Prefect server was ready at the last sweep.", ()),
+    ("prefect_lag_seconds", "orch_prefect_lag_seconds", "How late the most overdue scheduled flow run is.", ()),
+    ("target_up", "orch_target_up", "1 when the target passed its health check at the last sweep.", ("target",)),
 )
+
+
+def _label_values(labels: tuple[str, ...], subject: str) -> list[str]:
+    if labels == ("host", "path"):
+        host, _, path = subject.partition(":")
+        return [host, path] if path else ["", host]  # "" host: a sample stored before hosts had names
+    return [subject] if labels else []
 
 
 def _duration_seconds(url: str) -> Any:
@@ -108,8 +121,13 @@ class DomainCollector(Collector):
             "orch_monitor_last_sweep_timestamp_seconds": GaugeMetricFamily(
                 "orch_monitor_last_sweep_timestamp_seconds", "When the last monitoring sweep stored samples."),
         }
-        for _, name, text, label in SAMPLE_GAUGES:
-            families[name] = GaugeMetricFamily(name, text, labels=[label] if label else [])
+        families["orch_host_last_sweep_timestamp_seconds"] = GaugeMetricFamily(
+            "orch_host_last_sweep_timestamp_seconds", "When each host's last monitoring sweep began.", labels=["host"])
+        families["orch_host_up"] = GaugeMetricFamily(
+            "orch_host_up", "1 while the host sweeps (0: host_down, no sweep for monitoring.host_down_after).",
+            labels=["host"])
+        for _, name, text, labels in SAMPLE_GAUGES:
+            families[name] = GaugeMetricFamily(name, text, labels=list(labels))
         return families
 
     def _fill(self, families: dict[str, Metric]) -> None:
@@ -117,10 +135,16 @@ class DomainCollector(Collector):
         from orch.storage.models import MonitorSample
 
         settings = self.settings
+        from orch.monitoring.hosts import down_after, last_sweeps
+
         for (metric, subject), value in latest(settings).items():
-            for sample_metric, name, _, label in SAMPLE_GAUGES:
+            for sample_metric, name, _, labels in SAMPLE_GAUGES:
                 if metric == sample_metric:
-                    families[name].add_metric([subject] if label else [], value)
+                    families[name].add_metric(_label_values(labels, subject), value)
+        for host, last in last_sweeps(settings).items():
+            families["orch_host_last_sweep_timestamp_seconds"].add_metric([host], last.timestamp())
+            families["orch_host_up"].add_metric([host], float((utcnow() - last).total_seconds()
+                                                              <= down_after(settings)))
         now = utcnow()
         with session_scope(settings.database) as session:
             depth = dict(session.execute(select(Task.priority, func.count()).where(Task.status == "queued")

@@ -23,7 +23,8 @@ from orch.storage.types import utcnow
 
 ACTOR = "system:self-heal"
 ASKED = "asked"  # the ``state`` of the approval step the flow records just before it pauses for an answer
-OUTCOMES = ("running", "healed", "failed", "circuit_open", "dry_run", "skipped")
+# no_worker: the target's host has no live ORCH worker to heal it on; escalated at once (orch/monitoring/hosts.py)
+OUTCOMES = ("running", "healed", "failed", "circuit_open", "dry_run", "skipped", "no_worker")
 COUNTED = ("running", "healed", "failed")  # what the circuit breaker counts: runs that acted
 
 

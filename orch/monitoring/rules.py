@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from orch.config.schema import Settings
-from orch.monitoring.samples import HOST, series
+from orch.monitoring.samples import HOST, api_urls, disk_subject, series
 
 
 @dataclass(frozen=True)
@@ -45,19 +45,28 @@ class ThresholdRule:
 
 
 def threshold_rules(settings: Settings, targets: list[str]) -> list[ThresholdRule]:
-    """The guide's alert_thresholds, ORCH's own dependencies, and one health rule per target."""
+    """The guide's alert_thresholds about this host, ORCH's own dependencies, and one health rule per target.
+
+    Host rules judge this host's series only: each host's sweep judges its own host (another host's
+    silence is ``host_down``), so a host's alert is raised once per interval, by that host.
+    """
     thresholds = settings.monitoring.alert_thresholds
     alerting = settings.monitoring.alerting
     wait = alerting.for_seconds
     stall = 2 * settings.monitoring.interval + 60  # a scheduled run this late means Prefect is not starting runs
+    host = settings.monitoring.host_name
+    urls = api_urls(settings)
+    api = (host,) if len(urls) == 1 else tuple(urls)
     return [
-        ThresholdRule("cpu_high", "cpu_percent", thresholds.cpu_percent, True, "warning", "%", wait),
-        ThresholdRule("memory_high", "memory_percent", thresholds.memory_percent, True, "warning", "%", wait),
+        ThresholdRule("cpu_high", "cpu_percent", thresholds.cpu_percent, True, "warning", "%", wait, (host,)),
+        ThresholdRule("memory_high", "memory_percent", thresholds.memory_percent, True, "warning", "%", wait,
+                      (host,)),
         ThresholdRule("disk_full", "disk_usage_percent", thresholds.disk_usage_percent, True, "critical", "%", wait,
-                      tuple(settings.monitoring.disk_paths)),
-        ThresholdRule("api_slow", "api_response_time_ms", thresholds.response_time_ms, True, "warning", " ms", wait),
+                      tuple(disk_subject(host, path) for path in settings.monitoring.disk_paths)),
+        ThresholdRule("api_slow", "api_response_time_ms", thresholds.response_time_ms, True, "warning", " ms", wait,
+                      api),
         ThresholdRule("api_errors", "api_error_rate_percent", thresholds.error_rate_percent, True, "warning", "%",
-                      wait),
+                      wait, (host,)),
         ThresholdRule("database_down", "database_up", 1, False, "critical", "", 0),
         # PRAGMA quick_check found damage (1): every write makes the loss at restore larger, so at once.
         ThresholdRule("database_corrupt", "database_corrupt", 0, True, "critical", "", 0),
@@ -112,7 +121,8 @@ def evaluate_anomaly(settings: Settings, metric: str, now: datetime) -> Observat
     """Is the newest sample far from what the recent past predicts? Judged beside the fixed thresholds."""
     alerting = settings.monitoring.alerting
     window = timedelta(seconds=settings.monitoring.interval * (alerting.ewma_min_samples * 3 + 1))
-    values = [value for _, value in series(settings, metric, HOST, now - window)]
+    host = settings.monitoring.host_name
+    values = [value for _, value in series(settings, metric, host, now - window)]
     if len(values) < alerting.ewma_min_samples + 1:
         return None
     mean, deviation = ewma(values[:-1], alerting.ewma_alpha)
@@ -122,16 +132,37 @@ def evaluate_anomaly(settings: Settings, metric: str, now: datetime) -> Observat
     limit = alerting.ewma_deviations * spread
     name = f"{metric}_anomaly"
     if abs(latest - mean) <= limit:
-        return Observation(name, "host", "ok", "warning", f"{metric} {latest:g} near its EWMA {mean:.1f}", latest,
+        return Observation(name, host, "ok", "warning", f"{metric} {latest:g} near its EWMA {mean:.1f}", latest,
                            round(mean + limit, 2))
-    return Observation(name, "host", "firing", "warning",
+    return Observation(name, host, "firing", "warning",
                        f"{metric} {latest:g} is {abs(latest - mean) / spread:.1f} standard deviations from its "
                        f"EWMA {mean:.1f}", latest, round(mean + limit if latest > mean else mean - limit, 2), now)
 
 
+def evaluate_hosts(settings: Settings, now: datetime) -> list[Observation]:
+    """``host_down`` for every other host seen sweeping: critical once its last sweep is older than
+    ``monitoring.host_down_after``; ok again when it sweeps. Any host's sweep raises it for any other."""
+    from orch.monitoring.hosts import down_after, is_down, last_sweeps
+
+    me, limit = settings.monitoring.host_name, down_after(settings)
+    found = []
+    for host, last in last_sweeps(settings).items():
+        if host == me:
+            continue
+        silent = (now - last).total_seconds()
+        if is_down(settings, last, now):
+            found.append(Observation("host_down", host, "firing", "critical",
+                                     f"host {host} has not swept for {silent:.0f} s (last sweep {last.isoformat()}, "
+                                     f"down after {limit:g} s)", silent, limit, last + timedelta(seconds=limit)))
+        else:
+            found.append(Observation("host_down", host, "ok", "critical", f"host {host} swept {silent:.0f} s ago",
+                                     silent, limit))
+    return found
+
+
 def evaluate(settings: Settings, targets: list[str], now: datetime) -> list[Observation]:
-    """Every rule against the stored samples."""
-    found: list[Observation] = []
+    """Every rule against the stored samples: this host's, the shared services', ``targets`` and other hosts."""
+    found: list[Observation] = evaluate_hosts(settings, now)
     for rule in threshold_rules(settings, targets):
         for subject in rule.subjects:
             observation = evaluate_threshold(settings, rule, subject, now)

@@ -21,6 +21,8 @@ from orch.storage.engine import session_scope
 from orch.storage.models import MonitorSample
 from orch.storage.types import utcnow
 
+# The subject of what every host sees alike (ORCH's database, Prefect, the queue and locks): measured by each
+# host's sweep, kept under its historical name so the series and its stored history continue.
 HOST = "host"
 ACCESS_LOG_TAIL_BYTES = 4 * 1024**2  # the API's access lines of one interval fit easily
 
@@ -32,60 +34,85 @@ class Sample:
     subject: str = HOST
 
 
-def collect_system(settings: Settings) -> list[Sample]:
-    """CPU, memory, load, disk usage per configured path and network byte counters (psutil).
+def disk_subject(host: str, path: str) -> str:
+    """A disk's subject: ``<host>:<path>`` (the same path on two hosts is two disks)."""
+    return f"{host}:{path}"
 
-    CPU is the average since the previous sweep, from the cumulative CPU times both sweeps stored: each
-    sweep runs in a fresh flow-run process, where psutil's own "since last call" has no last call, and
-    an average over the interval is what a threshold should judge anyway.
+
+def collect_system(settings: Settings) -> list[Sample]:
+    """This host's CPU, memory, load, disk usage per configured path and network byte counters (psutil),
+    each about the host (``monitoring.host_name``).
+
+    CPU is the average since this host's previous sweep, from the cumulative CPU times both sweeps stored
+    about this host: each sweep runs in a fresh flow-run thread, where psutil's own "since last call" has
+    no last call, and an average over the interval is what a threshold should judge anyway. Another
+    host's counters are another subject, so hosts never subtract each other's.
     """
     import psutil
 
+    host = settings.monitoring.host_name
     times = psutil.cpu_times()
     busy, total = sum(times) - times.idle - getattr(times, "iowait", 0.0), sum(times)
     previous = latest(settings, ("cpu_busy_seconds", "cpu_total_seconds"))
-    before_busy, before_total = previous.get(("cpu_busy_seconds", HOST)), previous.get(("cpu_total_seconds", HOST))
+    before_busy, before_total = previous.get(("cpu_busy_seconds", host)), previous.get(("cpu_total_seconds", host))
     if before_busy is not None and before_total is not None and total > before_total:
         cpu = max(0.0, min(100.0, 100.0 * (busy - before_busy) / (total - before_total)))
     else:
         cpu = psutil.cpu_percent(interval=0.05)  # first sweep: a short look
-    samples = [Sample("cpu_percent", round(cpu, 2)), Sample("cpu_busy_seconds", busy),
-               Sample("cpu_total_seconds", total), Sample("memory_percent", psutil.virtual_memory().percent)]
+    samples = [Sample("cpu_percent", round(cpu, 2), host), Sample("cpu_busy_seconds", busy, host),
+               Sample("cpu_total_seconds", total, host),
+               Sample("memory_percent", psutil.virtual_memory().percent, host)]
     for path in settings.monitoring.disk_paths:
         try:
             usage = psutil.disk_usage(path)
         except OSError:
             continue  # a path that vanished is reported by its missing series, not a crash of the sweep
-        samples += [Sample("disk_usage_percent", usage.percent, path), Sample("disk_used_bytes", usage.used, path),
-                    Sample("disk_free_bytes", usage.free, path)]
+        disk = disk_subject(host, path)
+        samples += [Sample("disk_usage_percent", usage.percent, disk), Sample("disk_used_bytes", usage.used, disk),
+                    Sample("disk_free_bytes", usage.free, disk)]
     net = psutil.net_io_counters()
     if net is not None:
-        samples += [Sample("network_sent_bytes", float(net.bytes_sent)), Sample("network_recv_bytes",
-                                                                                 float(net.bytes_recv))]
+        samples += [Sample("network_sent_bytes", float(net.bytes_sent), host),
+                    Sample("network_recv_bytes", float(net.bytes_recv), host)]
     if hasattr(os, "getloadavg"):
-        samples.append(Sample("load_1m", os.getloadavg()[0]))
+        samples.append(Sample("load_1m", os.getloadavg()[0], host))
     return samples
 
 
+def api_urls(settings: Settings) -> list[str]:
+    """The API base URLs this host probes: ``monitoring.api_urls``, else this host's own API."""
+    from orch.monitoring.targets import api_probe_host
+
+    configured = [url.rstrip("/") for url in settings.monitoring.api_urls]
+    return configured or [f"http://{api_probe_host(settings)}:{settings.api.port}"]
+
+
 def collect_api(settings: Settings, window_seconds: float) -> list[Sample]:
-    """The API's response time (a probe of ``/health``) and its error rate over the last window.
+    """The API's response time (a probe of ``/health`` at each API URL) and its error rate over the last window.
 
-    The error rate comes from the API's own access log lines (``event_type: http_request``), so it covers
-    real traffic of every client, not just the probe.
+    With one URL the samples are about this host (the API it runs, as before); with several
+    (``monitoring.api_urls``) each is about its URL. The error rate comes from this host's access log
+    (``event_type: http_request``), so it covers real traffic of every client, not just the probe; a
+    worker host without an API has no such lines and no error rate.
     """
-    from orch.monitoring.targets import api_probe_host, probe_client
+    from orch.monitoring.targets import probe_client
 
-    host = api_probe_host(settings)
-    started = time.perf_counter()
-    try:
-        status = probe_client().get(f"http://{host}:{settings.api.port}/health").status_code
-        samples = [Sample("api_response_time_ms", round((time.perf_counter() - started) * 1000, 2)),
-                   Sample("api_up", 1.0 if status < 500 else 0.0)]
-    except Exception:  # noqa: BLE001 - a down API is a sample, not an error of the sweep
-        samples = [Sample("api_up", 0.0)]
+    urls = api_urls(settings)
+    samples: list[Sample] = []
+    for url in urls:
+        subject = settings.monitoring.host_name if len(urls) == 1 else url
+        started = time.perf_counter()
+        try:
+            status = probe_client().get(f"{url}/health").status_code
+            samples += [Sample("api_response_time_ms", round((time.perf_counter() - started) * 1000, 2), subject),
+                        Sample("api_up", 1.0 if status < 500 else 0.0, subject)]
+        except Exception:  # noqa: BLE001 - a down API is a sample, not an error of the sweep
+            samples.append(Sample("api_up", 0.0, subject))
     total, errors = _access_log_counts(settings, window_seconds)
     if total:
-        samples += [Sample("api_requests", float(total)), Sample("api_error_rate_percent", 100.0 * errors / total)]
+        host = settings.monitoring.host_name
+        samples += [Sample("api_requests", float(total), host),
+                    Sample("api_error_rate_percent", 100.0 * errors / total, host)]
     return samples
 
 
@@ -191,8 +218,10 @@ def collect_prefect(settings: Settings) -> list[Sample]:
 
     A server that answers ``/ready`` while no run starts is not healthy; the lag says so. Only ORCH's runs
     (tag ``orch``, as every ORCH deployment has) count: another team's deployment with no worker of its
-    own on a shared server is not ORCH's engine stalling.
+    own on a shared server is not ORCH's engine stalling. Nor do runs waiting in another host's queue
+    (``host-<name>``): a host that stopped taking them is ``host_down``, not Prefect stalling.
     """
+    from orch.monitoring.hosts import foreign_queue
     from orch.monitoring.targets import probe_client
     from orch.prefect_api import prefect_headers
 
@@ -210,13 +239,14 @@ def collect_prefect(settings: Settings) -> list[Sample]:
     now = utcnow()
     body = {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}},
                           "expected_start_time": {"before_": now.isoformat()}, "tags": {"all_": ["orch"]}},
-            "sort": "EXPECTED_START_TIME_ASC", "limit": 1}
+            "sort": "EXPECTED_START_TIME_ASC", "limit": 50}
     try:
         response = client.post(f"{api_url}/flow_runs/filter", json=body, headers=prefect_headers(settings.prefect))
         response.raise_for_status()
         runs = response.json()
     except Exception:  # noqa: BLE001
         return samples
+    runs = [run for run in runs if not foreign_queue(settings, run.get("work_queue_name"))]
     lag = 0.0
     if runs and runs[0].get("expected_start_time"):
         expected = datetime.fromisoformat(runs[0]["expected_start_time"])

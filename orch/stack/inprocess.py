@@ -6,18 +6,22 @@ the monitoring sweep (one run a minute) that is 10 % of a core, and for ``self-h
 the time to heal. The worker process (:mod:`orch.stack.worker`) has both imported already, so the
 runs of this pool are executed there, in threads, through Prefect's own flow engine
 (:func:`prefect.flow_engine.run_flow`): they stay real flow runs (state, retries, logs, pause for
-input, UI), scheduled by ``prefect.yaml`` and started by automations exactly as before.
+input, UI), scheduled by their deployments and created by the sweep (heals) exactly as before.
 
 Why a work pool rather than a sweep loop calling the flow (docs/architecture.md, "Why a second,
-in-process pool"). A loop in every worker process would sweep once per host and, next to the
-``prefect.yaml`` schedule, twice per interval; healing as a subflow would bypass the
-``orch-alert-firing`` automation the issue names, or heal twice. With a pool, Prefect hands each
-scheduled or automation-created run to exactly one worker (the Pending transition is the claim), on one
-host or many, and the deployments keep working from the UI and ``prefect deployment run``.
+in-process pool"). With a pool every sweep and heal stays a deployment run: scheduled, visible and
+runnable from the UI and ``prefect deployment run``, and Prefect hands each run to exactly one worker
+(the Pending transition is the claim), on one host or many.
+
+Hosts. Each host's worker polls only its own queue of the pool, ``host-<name>`` (its sweep, the heals of
+the targets living on it), and the pool's ``default`` queue (work any host may take, such as a
+``self-heal`` started by hand); as it starts it ensures that queue and its host's sweep deployment
+(orch/monitoring/hosts.py). So there is exactly one sweep per host per interval, on that host, and a heal
+runs where its target is.
 
 Latency. Besides the usual poll (``PREFECT_WORKER_QUERY_SECONDS``), the worker subscribes to the
-``prefect.flow-run.Scheduled`` events of its pool and polls at once when one arrives, so a run the
-automation creates starts within tens of milliseconds without polling every second (each poll costs
+``prefect.flow-run.Scheduled`` events of its pool and polls at once when one arrives, so a heal run the
+sweep creates starts within tens of milliseconds without polling every second (each poll costs
 CPU in the worker and in the Prefect server).
 
 What in-process means for a flow. It shares the worker's settings (loaded once per process, like the
@@ -38,12 +42,14 @@ import contextlib
 import importlib
 import socket
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 from prefect.exceptions import InfrastructureNotAvailable
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
@@ -102,9 +108,11 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
     _description = "Runs ORCH's own flows in a thread of ORCH's long-lived worker process (no process per run)."
     _display_name = "ORCH in-process"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, host_setup: Callable[[str], None] | None = None, **kwargs: Any) -> None:
+        """``host_setup(pool)``, when given, runs once the pool exists (this host's queue and sweep)."""
         kwargs.setdefault("prefetch_seconds", LOOKAHEAD_SECONDS)
         super().__init__(*args, **kwargs)
+        self._host_setup = host_setup
         self._accepting = True
         self._armed: set[Any] = set()
         self._running: dict[Any, tuple[FlowRun, threading.Thread]] = {}
@@ -117,6 +125,7 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
         async with anyio.create_task_group() as group:
             self._timers = group
             group.start_soon(self._poll_on_scheduled_events)
+            group.start_soon(self._set_up_host)
             await super().start(*args, **kwargs)
             group.cancel_scope.cancel()
 
@@ -228,6 +237,30 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
         """A run in a thread of the worker has no process of its own to kill."""
         raise InfrastructureNotAvailable("the run executes inside the ORCH worker process and ends on its own")
 
+    async def _pool_id(self) -> Any:
+        """The pool's id, known after the worker's first poll (which creates the pool if missing)."""
+        while True:
+            with contextlib.suppress(RuntimeError):
+                if self.work_pool.id is not None:
+                    return self.work_pool.id
+            await anyio.sleep(0.2)
+
+    async def _set_up_host(self) -> None:
+        """This host's queue and sweep, once the pool exists; retried until done (Prefect may be starting)."""
+        if self._host_setup is None:
+            return
+        await self._pool_id()
+        while True:
+            try:
+                await anyio.to_thread.run_sync(self._host_setup, self._work_pool_name)
+            except Exception as exc:  # noqa: BLE001 - the default queue is still served meanwhile
+                log.warning("in-process worker: could not set up this host's queue and sweep (%s); retrying in %g s",
+                            exc, RESUBSCRIBE_SECONDS)
+                await anyio.sleep(RESUBSCRIBE_SECONDS)
+                continue
+            await self.get_and_submit_flow_runs()
+            return
+
     async def _poll_on_scheduled_events(self) -> None:
         """Poll as soon as a flow run is scheduled in this pool; the periodic poll covers any gap
         (events missed while the websocket reconnects). Events that arrive during a poll are folded
@@ -235,12 +268,7 @@ class InProcessWorker(BaseWorker[BaseJobConfiguration, BaseVariables, InProcessR
         from prefect.events.clients import get_events_subscriber
         from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
 
-        pool_id = None
-        while pool_id is None:  # the pool is known after the worker's first poll
-            with contextlib.suppress(RuntimeError):
-                pool_id = self.work_pool.id
-            if pool_id is None:
-                await anyio.sleep(0.2)
+        pool_id = await self._pool_id()
         wanted = EventFilter(event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
                              any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{pool_id}"]))
         wake = asyncio.Event()

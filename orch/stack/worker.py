@@ -21,7 +21,7 @@ A failing flow run never ends the process; a dispatcher that stops with an error
 (:func:`_crash_predecessors`).
 
 ``python -m orch.stack.worker --pool orch-process --name NAME [--inprocess-pool orch-inprocess]
-[--no-process] [--no-inprocess] [--no-dispatcher]``
+[--no-process] [--no-inprocess] [--no-dispatcher] [--[no-]sweep]``
 """
 
 from __future__ import annotations
@@ -83,7 +83,17 @@ def _crash_predecessors() -> None:
         log.warning("crashed %d run(s) a previous worker left Running", len(found.crashed))
 
 
-async def _serve(pool: str | None, inprocess_pool: str | None, name: str, with_dispatcher: bool) -> int:
+def _host_setup(sweep: bool) -> Any:
+    """What the in-process worker runs once its pool exists: this host's queue, and its sweep unless ``sweep``
+    is off (orch/monitoring/hosts.py)."""
+    from orch.config.runtime import get_settings
+    from orch.monitoring.hosts import ensure_host
+
+    return lambda pool: ensure_host(get_settings(), pool, sweep=sweep)
+
+
+async def _serve(pool: str | None, inprocess_pool: str | None, name: str, with_dispatcher: bool,
+                 sweep: bool = True) -> int:
     from prefect.workers.process import ProcessWorker
 
     loop = asyncio.get_running_loop()
@@ -98,9 +108,13 @@ async def _serve(pool: str | None, inprocess_pool: str | None, name: str, with_d
     workers: list[Any] = [ProcessWorker(work_pool_name=pool, name=name, create_pool_if_not_found=True)] if pool else []
     inprocess = None
     if inprocess_pool:
+        from orch.config.runtime import get_settings
+        from orch.monitoring.hosts import host_queue
         from orch.stack.inprocess import InProcessWorker
 
-        inprocess = InProcessWorker(work_pool_name=inprocess_pool, name=name, create_pool_if_not_found=True)
+        queues = [host_queue(get_settings().monitoring.host_name), "default"]
+        inprocess = InProcessWorker(work_pool_name=inprocess_pool, name=name, create_pool_if_not_found=True,
+                                    work_queues=queues, host_setup=_host_setup(sweep))
         workers.append(inprocess)
     serving = [asyncio.create_task(worker.start()) for worker in workers]
     watcher = asyncio.create_task(_until(stopping, failed))
@@ -170,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-inprocess", action="store_true", help="No in-process worker.")
     parser.add_argument("--name", required=True)
     parser.add_argument("--no-dispatcher", action="store_true", help="No dispatcher.")
+    parser.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"Deploy this host's monitoring sweep on its work queue (default: only when the "
+                             f"in-process pool is {INPROCESS_POOL}; a scratch pool's worker is no host's). The "
+                             "host's queue is created and served either way.")
     args = parser.parse_args(argv)
     from orch.config.runtime import get_settings
     from orch.logging_config import configure_process_logging
@@ -177,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_process_logging(get_settings(), write_file=False)
     threading.Thread(target=_crash_predecessors, name="orch-zombies", daemon=True).start()
     code = asyncio.run(_serve(None if args.no_process else args.pool,
-                              None if args.no_inprocess else args.inprocess_pool, args.name, not args.no_dispatcher))
+                              None if args.no_inprocess else args.inprocess_pool, args.name, not args.no_dispatcher,
+                              args.inprocess_pool == INPROCESS_POOL if args.sweep is None else args.sweep))
     exit_now(code)
 
 

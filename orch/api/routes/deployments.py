@@ -9,7 +9,6 @@ is :mod:`orch.security.flow_access`'s table, the same one the ``run-deployment``
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path
@@ -42,12 +41,13 @@ class RunStarted(BaseModel):
     ui_url: str
 
 
-@lru_cache(maxsize=1)
-def _orch_deployments() -> frozenset[str]:
+def _orch_deployments(settings: Settings) -> frozenset[str]:
+    """The deployments ORCH deploys, as this host deploys them (its sweep is ``monitor-sweep/host-<name>``).
+    Read for each request: starting a run is rare, and the names follow the settings' host name."""
     # Known layering debt: orch/ should not import deployments/ (the names should be passed in).
-    from deployments.apply import deployment_names
+    from deployments.apply import deployment_names, deployment_spec
 
-    return frozenset(deployment_names())
+    return frozenset(deployment_names(deployment_spec(settings)))
 
 
 def _log_paths(settings: Settings, value: Any) -> None:
@@ -142,8 +142,9 @@ async def run_deployment(flow: Annotated[str, Path(pattern=NAME)], deployment: A
     """Start ``flow/deployment`` now with ``parameters`` (checked by Prefect against the flow's signature).
     Recovery, restore, self-heal and maintenance flows need an admin."""
     name = f"{flow}/{deployment}"
-    if name not in await run_in_threadpool(_orch_deployments):
-        raise HTTPException(404, f"no ORCH deployment {name}; known: {', '.join(sorted(_orch_deployments()))}")
+    known = await run_in_threadpool(_orch_deployments, settings)
+    if name not in known:
+        raise HTTPException(404, f"no ORCH deployment {name}; known: {', '.join(sorted(known))}")
     try:
         check(principal.username, principal.role, to_start(name))
     except NotPermitted as refusal:

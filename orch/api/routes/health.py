@@ -43,11 +43,19 @@ class ComponentHealth(BaseModel):
     latency_ms: float | None = None
 
 
+class HostHealth(BaseModel):
+    host: str
+    last_sweep: str
+    down: bool
+    alerts: list[str]
+
+
 class HealthDetails(BaseModel):
     queue_depth: dict[str, int]
     active_tasks: int
     active_locks: int
     total_requests: int
+    hosts: list[HostHealth] = []
 
 
 class HealthResponse(BaseModel):
@@ -229,5 +237,14 @@ def _details(settings: Settings, total_requests: int) -> HealthDetails:
         running = session.scalar(select(func.count()).select_from(Task).where(Task.status == "running")) or 0
         locks = session.scalar(select(func.count()).select_from(ResourceLock)) or 0
     return HealthDetails(queue_depth=depth, active_tasks=int(running), active_locks=int(locks),
-                         total_requests=total_requests)
+                         total_requests=total_requests, hosts=[HostHealth(**host) for host in _hosts(settings)])
+
+
+def _hosts(settings: Settings) -> list[dict]:
+    """Every host seen sweeping in the last day: its last sweep, whether it is down, its active alerts."""
+    if not settings.features.enable_monitoring:
+        return []
+    from orch.monitoring.hosts import hosts_view
+
+    return hosts_view(settings)
 
