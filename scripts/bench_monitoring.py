@@ -9,33 +9,40 @@ service on loopback as the target:
   the **naive baseline**, the guide-style script (``psutil.cpu_percent(interval=1)``, a new database
   engine and a new HTTP client per sweep);
 - **sweep as a flow**: the ``monitor-sweep`` flow (Prefect task runs, storing, alert evaluation) called
-  in this process; then **as production runs it**: scheduled every 5 s on the ``orch-inprocess`` pool
-  and executed by ORCH's worker process (``python -m orch.stack.worker``, started with ``orch up``'s
-  environment), the worker's CPU per sweep beyond its idle cost (measured after, 30 s with the
-  schedule paused) and the Prefect server's; **baseline**: the same flow in a fresh Python process,
-  as a process worker runs each run;
+  in this process; then **as production runs it**: the host's own sweep deployment
+  (``monitor-sweep/host-<name>`` on queue ``host-<name>``, registered by ORCH's worker as it starts, every
+  5 s here) on a scratch in-process pool, executed by ORCH's worker process (``python -m orch.stack.worker
+  --sweep``, started with ``orch up``'s environment), the worker's CPU per sweep beyond its idle cost
+  (measured after, 30 s with the schedule paused) and the Prefect server's; **baseline**: the same flow in
+  a fresh Python process, as a process worker runs each run;
 - **/metrics**: the domain collector's scrape time over a database holding a week of samples at the
   default interval and 20,000 tasks;
 - **time to heal**: sweeps every 5 s by the schedule in the worker; the target is killed at a random
   point of the interval; detection (kill -> the firing is recorded), decision (-> the ``self-heal`` run
-  starts: the automation creating it, then the worker starting it) and action (-> healthy again), all
-  on the wall clock; **baseline**: ``self-heal`` on a process worker (a new process per run, polling every
-  ``prefect.worker_poll_seconds``) with sweeps every 5 s called by this script, as the previous path;
+  starts: the sweep creating it on the host's queue, then the worker starting it) and action (-> healthy
+  again), all on the wall clock; **baseline**: ``self-heal`` on a process worker (a new process per run,
+  polling every ``prefect.worker_poll_seconds``) with sweeps every 5 s called by this script;
 - **failures in a row**: the target killed again as soon as each heal brought it back (its alert still
   firing), three times; kill -> healthy for each;
 - the worker's stop on SIGTERM;
 - **the user's path** (issue 15: 45 s for a first heal at ``monitoring.interval: 5``): a fresh ``orch up`` in
   a home of its own, the target killed after two healthy sweeps and again as soon as each heal brought it
-  back, each hop timed (kill -> the sweep that sees it -> heal run created -> started -> healthy); then the
-  worker SIGKILLed and the time until none of its runs is left Running (zombies) and it is back online;
-  and on that stack's server the cause: how long after the deploy sweep runs every 5 s exist, as ``orch
-  up`` now deploys (the configured interval) against the **baseline** of the previous path (``prefect.yaml``'s
-  60 s deployed, then the schedule corrected).
+  back, each hop timed (kill -> the sweep that sees it -> it emits ``orch.alert.firing`` -> it creates the
+  heal run -> the worker starts it -> healthy; and the sweep's task runs, where its time goes); the previous
+  path (the ``orch-alert-firing`` automation creating the run) cannot run beside it without changing what is
+  measured: ``--automation-baseline`` adds such an automation (``RunDeployment`` of a copy of
+  ``self-heal/auto`` on a pool nobody serves, so it heals nothing twice) and times firing emitted -> its
+  run created, but the two creations then compete for the Prefect server's SQLite database; then the
+  worker SIGKILLed and the time until none of its runs is left
+  Running (zombies) and it is back online; and on that stack's server the cause of issue 15: how long
+  after the deploy sweep runs every 5 s exist, as ``orch up`` now deploys (the configured interval)
+  against the **baseline** of the previous path (``prefect.yaml``'s 60 s deployed, then the schedule
+  corrected).
 
 Writes ``bench_results/bench_monitoring.{json,md}`` (``--up-only``: ``bench_monitoring_up.{json,md}``).
 
     python scripts/bench_monitoring.py [--sweeps 60] [--heals 3] [--consecutive 3] [--baseline-heals 1] [--window 60]
-                                       [--up-rounds 3] [--up-only]
+                                       [--up-rounds 3] [--up-only] [--automation-baseline]
 """
 
 from __future__ import annotations
@@ -323,15 +330,24 @@ def completed_runs(deployment_id: Any, since: float, until: float) -> int:
                and since <= run.start_time.timestamp() <= until)
 
 
-def sweep_window(worker: subprocess.Popen[bytes], server: subprocess.Popen[bytes], pool: str,
-                 env: dict[str, str], window: float) -> dict[str, Any]:
-    """Scheduled sweeps in ORCH's worker process (the production path): CPU of the worker and of the
-    Prefect server over ``window`` s of sweeps every INTERVAL s."""
+def sweep_window(settings: Any, worker: subprocess.Popen[bytes], server: subprocess.Popen[bytes],
+                 window: float) -> dict[str, Any]:
+    """Scheduled sweeps in ORCH's worker process (the production path): the host's sweep deployment, which
+    the worker registers as it starts (orch/monitoring/hosts.py ``ensure_host``); CPU of the worker and of
+    the Prefect server over ``window`` s of sweeps every INTERVAL s."""
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
 
-    deploy("monitor-sweep/interval", pool, env, "--interval", str(INTERVAL))
-    with get_client(sync_client=True) as client:
-        deployment_id = client.read_deployment_by_name("monitor-sweep/interval").id
+    from orch.monitoring.hosts import SWEEP_FLOW, sweep_deployment
+
+    name = f"{SWEEP_FLOW}/{sweep_deployment(settings.monitoring.host_name)}"
+
+    def deployed() -> Any:
+        with get_client(sync_client=True) as client, contextlib.suppress(ObjectNotFound):
+            return client.read_deployment_by_name(name).id
+        return None
+
+    deployment_id = wait_for(deployed, 60, f"{name} registered by the worker", every=0.5)
     deadline = time.monotonic() + 60
     while completed_runs(deployment_id, 0, time.time()) == 0:
         if time.monotonic() > deadline:
@@ -396,7 +412,8 @@ def fired_at(settings: Any) -> float:
 
 def heal_times(settings: Any, service: Service, rounds: int, sweep: Any = None) -> list[dict[str, float]]:
     """Kill the target at a random point of the interval; wall-clock times (every process on one host):
-    detection (kill -> the firing is recorded), decision (-> the self-heal run starts), action (-> healthy).
+    detection (kill -> the firing is recorded), decision (-> the sweep creates the self-heal run on the host's
+    queue -> the worker starts it), action (-> healthy).
 
     ``sweep``: None when the schedule sweeps (in the worker, as in production); else a callable this
     process calls every INTERVAL s until the alert fires (the baseline, as the previous bench did).
@@ -404,6 +421,7 @@ def heal_times(settings: Any, service: Service, rounds: int, sweep: Any = None) 
     from prefect.client.orchestration import get_client
 
     from orch.monitoring.healing import list_runs
+    from orch.monitoring.hosts import host_queue
 
     chance = random.Random(5)
     results = []
@@ -435,9 +453,10 @@ def heal_times(settings: Any, service: Service, rounds: int, sweep: Any = None) 
         started = min(max(flow_run.start_time.timestamp(), fired), healed) if flow_run.start_time else fired
         created = min(max(flow_run.created.timestamp(), fired), started) if flow_run.created else fired
         results.append({"detection_s": round(fired - killed, 2), "decision_s": round(started - fired, 2),
-                        "automation_s": round(created - fired, 2), "run_start_s": round(started - created, 2),
+                        "run_created_s": round(created - fired, 2), "run_start_s": round(started - created, 2),
                         "action_s": round(healed - started, 2), "total_s": round(healed - killed, 2),
-                        "in_process": (flow_run.infrastructure_pid or "").startswith("orch-inprocess:")})
+                        "in_process": (flow_run.infrastructure_pid or "").startswith("orch-inprocess:"),
+                        "on_host_queue": flow_run.work_queue_name == host_queue(settings.monitoring.host_name)})
         if sweep is not None:
             time.sleep(1)
             sweep()  # resolves the alert before the next round
@@ -562,82 +581,132 @@ def stamp(value: str | None) -> float | None:
     return datetime.fromisoformat(value).timestamp() if value else None
 
 
-def up_heals(stack: UpStack, service: Service, rounds: int) -> dict[str, Any]:
+def up_heals(stack: UpStack, service: Service, rounds: int, with_baseline: bool = False) -> dict[str, Any]:
     """On a fresh stack: two healthy sweeps, then the target killed at a random point of the interval and
     killed again as soon as each heal has brought it back (``rounds`` failures in a row). Each hop on the
-    wall clock: kill -> the sweep that sees it starts (the schedule) -> the heal run is created (the sweep
-    records the firing and emits it, the automation creates the run) -> the worker starts it -> healthy."""
+    wall clock: kill -> the sweep that sees it starts (the schedule) -> it emits ``orch.alert.firing`` -> it
+    creates the heal run on the host's queue -> the worker starts it -> healthy. With ``with_baseline`` the
+    automation of :func:`automation_baseline` reacts to the same events meanwhile; its run creation then
+    competes with the sweep's for the Prefect server's SQLite database, which the two paths never did in
+    production, so neither figure is then the path alone: a diagnostic, off by default."""
     from orch.monitoring.healing import list_runs
+    from orch.monitoring.hosts import host_queue
 
     settings = stack.settings()
     up_at = stack.start()
     first = wait_for(lambda: next((r for r in stack.sweeps() if r["start_time"]), None), 120, "a first sweep")
     wait_for(lambda: sum(1 for r in stack.sweeps() if r["state"]["type"] == "COMPLETED") >= 2, 60,
              "two healthy sweeps")
+    baseline = automation_baseline(stack) if with_baseline else None
     chance = random.Random(15)
     results = []
-    for _ in range(rounds):
-        service.wait(True, 60)
-        before = {run["id"] for run in list_runs(settings, "web")}
-        time.sleep(chance.uniform(0, INTERVAL))
-        service.kill()
-        killed = time.time()
+    try:
+        for _ in range(rounds):
+            service.wait(True, 60)
+            before = {run["id"] for run in list_runs(settings, "web")}
+            time.sleep(chance.uniform(0, INTERVAL))
+            service.kill()
+            killed = time.time()
 
-        def healed_run(before: set[int] = before) -> dict[str, Any] | None:
-            runs = [run for run in list_runs(settings, "web") if run["id"] not in before]
-            done = next((run for run in runs if run["outcome"] == "healed"), None)
-            return done if done and service.healthy() else None
+            def healed_run(before: set[int] = before) -> dict[str, Any] | None:
+                runs = [run for run in list_runs(settings, "web") if run["id"] not in before]
+                done = next((run for run in runs if run["outcome"] == "healed"), None)
+                return done if done and service.healthy() else None
 
-        run = wait_for(healed_run, 180, "the target to be healed")
-        healthy = time.time()
-        heal = stack.call("GET", f"/flow_runs/{run['flow_run_id']}")
-        created, started = stamp(heal["created"]), stamp(heal["start_time"]) or healthy
-        seen = [r for r in stack.sweeps() if r["start_time"] and killed < stamp(r["start_time"]) < created]
-        sweep = seen[0] if seen else None
-        swept = stamp(sweep["start_time"]) if sweep else killed
-        results.append({
-            "killed_at": killed, "heal_created_at": created,
-            "kill_to_sweep_s": round(swept - killed, 2),
-            "sweep_late_s": round(swept - stamp(sweep["expected_start_time"]), 2) if sweep else None,
-            "sweep_to_heal_created_s": round(created - swept, 2),
-            "heal_created_to_started_s": round(started - created, 2),
-            "heal_started_to_healthy_s": round(healthy - started, 2),
-            "total_s": round(healthy - killed, 2)})
-    automation_hops(stack, results)
-    return {"first_sweep_after_up_s": round(stamp(first["start_time"]) - up_at, 2), "heals": results}
+            run = wait_for(healed_run, 180, "the target to be healed")
+            healthy = time.time()
+            heal = stack.call("GET", f"/flow_runs/{run['flow_run_id']}")
+            created, started = stamp(heal["created"]), stamp(heal["start_time"]) or healthy
+            seen = [r for r in stack.sweeps() if r["start_time"] and killed < stamp(r["start_time"]) < created]
+            sweep = seen[0] if seen else None
+            swept = stamp(sweep["start_time"]) if sweep else killed
+            results.append({
+                "killed_at": killed, "swept_at": swept, "sweep_id": sweep["id"] if sweep else None,
+                "heal_created_at": created,
+                "heal_queue": heal.get("work_queue_name"),
+                "on_host_queue": heal.get("work_queue_name") == host_queue(settings.monitoring.host_name),
+                "kill_to_sweep_s": round(swept - killed, 2),
+                "sweep_late_s": round(swept - stamp(sweep["expected_start_time"]), 2) if sweep else None,
+                "sweep_to_heal_created_s": round(created - swept, 2),
+                "heal_created_to_started_s": round(started - created, 2),
+                "heal_started_to_healthy_s": round(healthy - started, 2),
+                "total_s": round(healthy - killed, 2)})
+        firing_hops(stack, results, baseline)
+    finally:
+        if baseline:
+            stack.call("DELETE", f"/automations/{baseline['automation_id']}")
+            stack.call("DELETE", f"/deployments/{baseline['deployment_id']}")
+    return {"first_sweep_after_up_s": round(stamp(first["start_time"]) - up_at, 2), "heals": results,
+            **({"automation_baseline": True} if baseline else {})}
 
 
-AUTOMATION_EVENTS = ("orch.alert.firing", "prefect.automation.action.triggered", "prefect.automation.action.executed")
+FIRING_EVENT = "orch.alert.firing"
 
 
-def automation_hops(stack: UpStack, results: list[dict[str, Any]]) -> None:
-    """Split each "sweep -> heal run created" hop by Prefect's own events: the sweep emits ``orch.alert.firing``
-    (occurred), the server receives it, the triggers service triggers the action, the actions service has
-    created the run. Prefect persists events in batches, so they are read once the rounds are over."""
+def automation_baseline(stack: UpStack) -> dict[str, str]:
+    """The previous path beside the current one: an automation like the retired ``orch-alert-firing`` (a reactive
+    trigger on ``orch.alert.firing`` about ``orch.target.*``, a ``RunDeployment`` action), aimed at a copy of
+    ``self-heal/auto`` on a pool nobody serves, so its runs are created (what is timed) and never executed."""
+    from prefect.events.actions import RunDeployment
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    pool, suffix = f"bench-unserved-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex[:6]
+    stack.call("POST", "/work_pools/", {"name": pool, "type": "process"})
+    flow = stack.call("POST", "/flows/filter", {"flows": {"name": {"any_": ["self-heal"]}}})[0]
+    deployment = stack.call("POST", "/deployments/", {"name": f"bench-automation-{suffix}", "flow_id": flow["id"],
+                                                      "work_pool_name": pool})
+    automation = AutomationCore(
+        name=f"bench-alert-firing-{suffix}", description="The retired orch-alert-firing path, timed only.",
+        trigger=EventTrigger(expect={FIRING_EVENT}, match={"prefect.resource.id": "orch.target.*"},
+                             posture=Posture.Reactive, threshold=1, within=0),
+        actions=[RunDeployment(source="selected", deployment_id=deployment["id"],
+                               parameters={"target": "{{ event.resource.name }}"})])
+    created = stack.call("POST", "/automations/", automation.model_dump(mode="json"))
+    return {"automation_id": created["id"], "deployment_id": deployment["id"]}
+
+
+def firing_hops(stack: UpStack, results: list[dict[str, Any]], baseline: dict[str, str] | None) -> None:
+    """Split each "sweep -> heal run created" hop at the ``orch.alert.firing`` event the sweep emits just
+    before it creates the run (and, with ``baseline``, time that automation's run from the same event), and
+    read the sweep's task runs. Prefect persists events in batches, so they are read once the rounds are over."""
     from datetime import datetime
 
     since = datetime.fromtimestamp(min(r["killed_at"] for r in results) - 1, timezone.utc).isoformat()
 
-    def events() -> list[dict[str, Any]]:
+    def events() -> list[float]:
         found = stack.call("POST", "/events/filter", {"filter": {"occurred": {"since": since}, "event": {
-            "name": list(AUTOMATION_EVENTS)}, "order": "ASC"}, "limit": 50})
-        return list(found["events"])
+            "name": [FIRING_EVENT]}, "order": "ASC"}, "limit": 50})
+        return [stamp(e["occurred"]) for e in found["events"]]
 
-    wait_for(lambda: sum(e["event"] == AUTOMATION_EVENTS[-1] for e in events()) >= len(results), 30,
-             "the automation's events", every=1)
-    found = events()
+    def automation_runs() -> list[float]:
+        if baseline is None:
+            return []
+        found = stack.flow_runs({"deployments": {"id": {"any_": [baseline["deployment_id"]]}}})
+        return sorted(stamp(r["created"]) for r in found)
+
+    wanted = len(results) if baseline else 0
+    with contextlib.suppress(BenchError):  # a missing figure is reported as such, the rest still counts
+        wait_for(lambda: len(events()) >= len(results) and len(automation_runs()) >= wanted, 30,
+                 "firing events and the baseline automation's runs", every=1)
+    emitted, by_automation = events(), automation_runs()
     for result in results:
-        def first(name: str, key: str = "occurred", after: float = result["killed_at"]) -> float | None:
-            return next((stamp(e[key]) for e in found if e["event"] == name and stamp(e[key]) > after), None)
+        fired = next((t for t in emitted if result["killed_at"] < t <= result["heal_created_at"]), None)
+        baseline_run = next((t for t in by_automation if fired and t > fired), None)
+        result["sweep_to_firing_s"] = round(fired - result["swept_at"], 2) if fired else None
+        result["firing_to_heal_created_s"] = round(result["heal_created_at"] - fired, 2) if fired else None
+        result["baseline_firing_to_automation_run_s"] = round(baseline_run - fired, 2) if baseline_run else None
+        result["sweep_tasks_s"] = sweep_tasks(stack, result["sweep_id"], result["swept_at"]) if fired else None
 
-        emitted = first(AUTOMATION_EVENTS[0])
-        if emitted is None:
-            continue
-        received, triggered = first(AUTOMATION_EVENTS[0], "received"), first(AUTOMATION_EVENTS[1])
-        result["automation_split_s"] = {
-            "emitted_to_received": round(received - emitted, 2) if received else None,
-            "received_to_action_triggered": round(triggered - received, 2) if triggered and received else None,
-            "action_triggered_to_run_created": round(result["heal_created_at"] - triggered, 2) if triggered else None}
+
+def sweep_tasks(stack: UpStack, sweep_id: str | None, swept: float) -> dict[str, list[float | None]] | None:
+    """The sweep's task runs as ``name: [start, end]`` in seconds after the sweep started: where its
+    "sweep -> heal run created" time goes."""
+    if not sweep_id:
+        return None
+    found = stack.call("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [sweep_id]}}, "limit": 50})
+    return {run["name"]: [round(stamp(run["start_time"]) - swept, 2) if run["start_time"] else None,
+                          round(stamp(run["end_time"]) - swept, 2) if run["end_time"] else None]
+            for run in sorted(found, key=lambda r: r["start_time"] or "")}
 
 
 def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.1) -> Any:
@@ -744,7 +813,7 @@ def schedule_paths(stack: UpStack) -> dict[str, float]:
     return found
 
 
-def up_phase(env: dict[str, str], rounds: int) -> dict[str, Any]:
+def up_phase(env: dict[str, str], rounds: int, with_baseline: bool = False) -> dict[str, Any]:
     """The heals, the zombie clearance and the schedule paths on one fresh ``orch up`` stack at INTERVAL s."""
     with tempfile.TemporaryDirectory(prefix="bench-up-") as tmp:
         home = Path(tmp)
@@ -762,7 +831,7 @@ def up_phase(env: dict[str, str], rounds: int) -> dict[str, Any]:
         stack = UpStack(home / "orch", config, {k: v for k, v in env.items()
                                                  if not k.startswith(("PREFECT_", "ORCH_"))})
         try:
-            heals = up_heals(stack, service, rounds)
+            heals = up_heals(stack, service, rounds, with_baseline)
             print(json.dumps(heals), flush=True)  # what is measured so far, should a later step fail
             zombies = zombie_clearance(stack)
             print(json.dumps(zombies), flush=True)
@@ -775,18 +844,23 @@ def up_phase(env: dict[str, str], rounds: int) -> dict[str, Any]:
 
 def up_report(up: dict[str, Any]) -> tuple[list[str], dict[str, bool]]:
     """Markdown rows and goals of :func:`up_phase`."""
-    rows = [f"| fresh `orch up`: first sweep after it said it is up (s) | {up['first_sweep_after_up_s']} | – |"]
+    rows = [f"| fresh `orch up`: first sweep after it said it is up (s; negative: before, the worker registers it) | "
+            f"{up['first_sweep_after_up_s']} | – |"]
     for n, heal in enumerate(up["heals"], 1):
-        rows.append(f"| fresh `orch up`, failure #{n} ({INTERVAL} s interval): kill → sweep (late by) / → heal run "
-                    f"created / → started / → healthy = total (s) | {heal['kill_to_sweep_s']} "
-                    f"({heal['sweep_late_s']}) / {heal['sweep_to_heal_created_s']} / "
-                    f"{heal['heal_created_to_started_s']} / {heal['heal_started_to_healthy_s']} = "
-                    f"{heal['total_s']} | – |")
-        split = heal.get("automation_split_s")
-        if split:
-            rows.append(f"| … its sweep → heal run created, by Prefect's events: emitted → received / → action "
-                        f"triggered / → run created (s) | {split['emitted_to_received']} / "
-                        f"{split['received_to_action_triggered']} / {split['action_triggered_to_run_created']} | – |")
+        rows.append(f"| fresh `orch up`, failure #{n} ({INTERVAL} s interval): kill → sweep (late by) / → firing "
+                    f"emitted / → heal run created by the sweep / → started / → healthy = total (s) | "
+                    f"{heal['kill_to_sweep_s']} ({heal['sweep_late_s']}) / {heal.get('sweep_to_firing_s')} / "
+                    f"{heal.get('firing_to_heal_created_s')} / {heal['heal_created_to_started_s']} / "
+                    f"{heal['heal_started_to_healthy_s']} = {heal['total_s']} | – |")
+        if "automation_baseline" in up:
+            rows.append(f"| … firing emitted → heal run created (baseline: by an `orch-alert-firing`-like automation, "
+                        f"same events, competing) (s) | {heal.get('firing_to_heal_created_s')} | "
+                        f"{heal.get('baseline_firing_to_automation_run_s') or '–'} |")
+        request = next((span for name, span in (heal.get("sweep_tasks_s") or {}).items()
+                        if name.startswith("request-heal") and None not in span), None)
+        if request:
+            rows.append(f"| … the sweep's `request-heal` task, start → end (s after the sweep started) | "
+                        f"{request[0]} → {request[1]} | – |")
     schedule, zombies = up["schedule"], up["zombies"]
     rows.append(f"| sweep runs every {INTERVAL} s exist after the deploy (baseline: after the old post-deploy "
                 f"correction) (s) | {schedule['deployed_at_interval_s']} | {schedule['corrected_after_deploy_s']} |")
@@ -795,6 +869,7 @@ def up_report(up: dict[str, Any]) -> tuple[list[str], dict[str, bool]]:
                 f"{zombies['worker_polling_again_s']} | {zombies['first_sweep_after_kill_ended_s']} |")
     goals = {f"up_heal_{n}_within_interval_restart_3s": h["total_s"] <= INTERVAL + h["heal_started_to_healthy_s"] + 3
              for n, h in enumerate(up["heals"], 1)}
+    goals["up_every_heal_on_the_host_queue"] = all(h["on_host_queue"] for h in up["heals"])
     goals["up_no_zombie_within_2_intervals"] = zombies["no_zombie_left_s"] <= 2 * INTERVAL
     return rows, goals
 
@@ -812,11 +887,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="failures in a row on a fresh `orch up` stack (the user's path); 0 skips that phase")
     parser.add_argument("--up-only", action="store_true",
                         help="only the fresh `orch up` phase; writes bench_results/bench_monitoring_up.{json,md}")
+    parser.add_argument("--automation-baseline", action="store_true",
+                        help="also run an orch-alert-firing-like automation during the `orch up` heals; its run "
+                             "creation then competes with the sweep's for the Prefect server's SQLite database "
+                             "(measured: a 503 and Prefect's client retrying after ~2 s, on both paths)")
     args = parser.parse_args(argv)
     env = clean_environ()
     info = machine_info()
     if args.up_only:
-        return write_up_only(info, up_phase(env, args.up_rounds))
+        return write_up_only(info, up_phase(env, args.up_rounds, args.automation_baseline))
     with tempfile.TemporaryDirectory(prefix="bench-monitoring-") as tmp:
         home = Path(tmp)
         server, api_url = start_prefect(home, env)
@@ -860,22 +939,21 @@ def main(argv: list[str] | None = None) -> int:
 
             from blocks.register import register_blocks
             from deployments.apply import ensure_work_pools
-            from deployments.automations import apply_automations
 
             # Production: the worker process as `orch up` starts it (its environment, Prefect's INFO logging),
-            # serving the in-process pool; the schedule sweeps and the automation heals, both in that process.
+            # serving the in-process pool and registering this host's sweep on its queue; the sweep creates
+            # each heal run on that queue, and both run in that process.
             pool, process_pool = f"bench-inprocess-{uuid.uuid4().hex[:6]}", f"bench-process-{uuid.uuid4().hex[:6]}"
             ensure_work_pools([pool, process_pool], inprocess=[pool])
             register_blocks(settings)
             deploy("self-heal/auto", pool, env)
-            apply_automations(settings)
             worker_env = child_environment(settings, str(home / "orch.yaml"))
             worker_env.pop("PREFECT_LOGGING_LEVEL", None)
             worker = start_worker([sys.executable, "-m", "orch.stack.worker", "--no-process", "--inprocess-pool", pool,
-                                   "--name", "bench", "--no-dispatcher"], worker_env, home / "orch-worker.log",
-                                  api_url, pool)
+                                   "--name", "bench", "--no-dispatcher", "--sweep"], worker_env,
+                                  home / "orch-worker.log", api_url, pool)
             workers.append(worker)
-            window = sweep_window(worker, server, pool, env, args.window)
+            window = sweep_window(settings, worker, server, args.window)
             heals = heal_times(settings, service, args.heals)
             consecutive = consecutive_heals(settings, service, args.consecutive)
             scheduled = per_sweep(window, worker, server)
@@ -904,7 +982,7 @@ def main(argv: list[str] | None = None) -> int:
                 server.kill()
 
     # After the stack above is down: a whole `orch up` of its own, as an operator starts it.
-    up = up_phase(clean_environ(), args.up_rounds) if args.up_rounds else None
+    up = up_phase(clean_environ(), args.up_rounds, args.automation_baseline) if args.up_rounds else None
     core_share_process = process["cpu_median_s"] / 60 * 100
     core_share_worker = scheduled["cpu_per_sweep_ms"] / 1000 / 60 * 100
     worst = max(heals, key=lambda h: h["total_s"])
@@ -920,7 +998,8 @@ def main(argv: list[str] | None = None) -> int:
                   "heal_within_interval_restart_3s": worst["total_s"] <= INTERVAL + restart + 3,
                   "consecutive_heals_within_interval_restart_3s": all(
                       h["total_s"] <= INTERVAL + restart + 3 for h in consecutive),
-                  "every_heal_ran_in_process": all(h["in_process"] for h in heals)}}
+                  "every_heal_ran_in_process": all(h["in_process"] for h in heals),
+                  "every_heal_on_the_host_queue": all(h["on_host_queue"] for h in heals)}}
     up_rows, up_goals = up_report(up) if up else ([], {})
     report["goals"].update(up_goals)
     RESULTS.mkdir(exist_ok=True)
@@ -948,12 +1027,12 @@ def main(argv: list[str] | None = None) -> int:
         f"| worker stop on SIGTERM (s) | {worker_stop_s} | – |",
     ]
     def heal_row(heal: dict[str, float]) -> str:
-        return (f"{heal['detection_s']} / {heal['decision_s']} ({heal['automation_s']} + {heal['run_start_s']}) / "
+        return (f"{heal['detection_s']} / {heal['decision_s']} ({heal['run_created_s']} + {heal['run_start_s']}) / "
                 f"{heal['action_s']} = {heal['total_s']}")
 
     for n, heal in enumerate(heals, 1):
-        rows.append(f"| heal #{n} ({INTERVAL} s interval): detection / decision (automation + run start) / action "
-                    f"= total (s) | {heal_row(heal)} | – |")
+        rows.append(f"| heal #{n} ({INTERVAL} s interval): detection / decision (sweep creates the run + run start) "
+                    f"/ action = total (s) | {heal_row(heal)} | – |")
     for n, heal in enumerate(consecutive, 1):
         rows.append(f"| failure #{n} in a row (killed as soon as healed; alert "
                     f"{'still firing' if heal['firing_when_killed'] else 'not firing'}): kill → healthy (s); "
