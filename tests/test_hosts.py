@@ -72,6 +72,30 @@ def test_host_down_is_judged_from_the_last_sweep(settings: Any) -> None:
     assert [(h["host"], h["down"]) for h in hosts_view(settings)] == [("a", False), ("b", False), ("c", True)]
 
 
+def test_a_host_forgotten_after_a_day_resolves_its_host_down(settings: Any) -> None:
+    """A decommissioned host's ``host_down`` resolves once the host drops off the known hosts, instead of
+    firing for ever with nothing left to judge it; it is judged again if it ever sweeps."""
+    from datetime import timedelta
+
+    from orch.monitoring import alerts, rules
+    from orch.monitoring.hosts import KNOWN_FOR, SWEEP_METRIC
+    from orch.monitoring.samples import Sample, store
+    from orch.storage.types import utcnow
+
+    settings.monitoring.host_name, settings.monitoring.interval = "a", 10
+    now = utcnow()
+    store(settings, [Sample(SWEEP_METRIC, 1, "gone")], at=now - timedelta(seconds=61))
+    alerts.apply(settings, rules.evaluate_hosts(settings, now), now)
+    assert [(a["target"], a["state"]) for a in alerts.list_alerts(settings) if a["alert_name"] == "host_down"] \
+        == [("gone", "firing")]
+    later = now + KNOWN_FOR + timedelta(minutes=1)
+    observed = rules.evaluate_hosts(settings, later)
+    assert [(o.target, o.state) for o in observed] == [("gone", "ok")] and "forgotten" in observed[0].summary
+    alerts.apply(settings, observed, later)
+    assert [(a["target"], a["state"]) for a in alerts.list_alerts(settings) if a["alert_name"] == "host_down"] \
+        == [("gone", "resolved")]
+
+
 @contextlib.contextmanager
 def worker(pool: str, host: str, label: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """One "host": ORCH's worker process with its in-process pool, its own host name and a marker variable."""

@@ -18,6 +18,7 @@ is that host's last sweep, read by every other host's sweep (``host_down``), ``/
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy import func, select
 from orch.config.schema import Settings, TargetSettings
 from orch.logging_config import get_logger
 from orch.storage.engine import session_scope
-from orch.storage.models import MonitorSample
+from orch.storage.models import Alert, MonitorSample
 from orch.storage.types import utcnow
 
 log = get_logger(__name__)
@@ -67,14 +68,22 @@ def down_after(settings: Settings) -> float:
     return settings.monitoring.host_down_after or 3 * settings.monitoring.interval + 30
 
 
-def last_sweeps(settings: Settings) -> dict[str, datetime]:
-    """Every host seen sweeping within :data:`KNOWN_FOR`, with its last sweep's time."""
-    since = utcnow() - KNOWN_FOR
+def last_sweeps(settings: Settings, now: datetime | None = None) -> dict[str, datetime]:
+    """Every host seen sweeping within :data:`KNOWN_FOR` before ``now``, with its last sweep's time."""
+    since = (now or utcnow()) - KNOWN_FOR
     with session_scope(settings.database) as session:
         rows = session.execute(select(MonitorSample.subject, func.max(MonitorSample.timestamp)).where(
             MonitorSample.metric == SWEEP_METRIC, MonitorSample.timestamp >= since)
             .group_by(MonitorSample.subject)).all()
     return dict(rows)  # type: ignore[arg-type]
+
+
+def forgotten_down_hosts(settings: Settings, seen: Iterable[str]) -> list[str]:
+    """Hosts whose ``host_down`` is still active although they are no longer among the hosts ``seen``."""
+    with session_scope(settings.database) as session:
+        active = set(session.scalars(select(Alert.target).where(
+            Alert.alert_name == "host_down", Alert.state.in_(("pending", "firing", "flapping")))))
+    return sorted(active - set(seen))
 
 
 def is_down(settings: Settings, last: datetime, now: datetime | None = None) -> bool:

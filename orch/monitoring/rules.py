@@ -141,12 +141,19 @@ def evaluate_anomaly(settings: Settings, metric: str, now: datetime) -> Observat
 
 def evaluate_hosts(settings: Settings, now: datetime) -> list[Observation]:
     """``host_down`` for every other host seen sweeping: critical once its last sweep is older than
-    ``monitoring.host_down_after``; ok again when it sweeps. Any host's sweep raises it for any other."""
-    from orch.monitoring.hosts import down_after, is_down, last_sweeps
+    ``monitoring.host_down_after``; ok again when it sweeps. Any host's sweep raises it for any other.
+
+    A host unseen for longer than :data:`~orch.monitoring.hosts.KNOWN_FOR` is forgotten (decommissioned):
+    its ``host_down`` is observed ok once more, saying so, so that the alert resolves instead of firing
+    for ever with nothing left to judge it."""
+    from orch.monitoring.hosts import KNOWN_FOR, down_after, forgotten_down_hosts, is_down, last_sweeps
 
     me, limit = settings.monitoring.host_name, down_after(settings)
-    found = []
-    for host, last in last_sweeps(settings).items():
+    seen = last_sweeps(settings, now)
+    found = [Observation("host_down", host, "ok", "critical", f"host {host} has not swept for over "
+                         f"{KNOWN_FOR.days} day(s): forgotten (decommissioned?); it is judged again when it sweeps",
+                         None, limit) for host in forgotten_down_hosts(settings, seen)]
+    for host, last in seen.items():
         if host == me:
             continue
         silent = (now - last).total_seconds()
