@@ -84,6 +84,17 @@ def assert_stopped_cleanly(stack: Stack, output: str) -> None:
     assert re.search(r"^stopping \d+ process\(es\)\nstopped in \d+\.\d s\n\Z", output, re.MULTILINE), output
 
 
+def assert_supervisor_is_small(stack: Stack) -> None:
+    """After its checks `orch up` becomes the supervisor (same pid, ``exec``): no extension module of
+    pydantic, SQLAlchemy or orjson is mapped in it, so none of them (nor Prefect, which needs pydantic) is
+    resident for the stack's lifetime (what it imports: tests/test_startup_imports.py)."""
+    supervisor = psutil.Process(stack.process.pid)
+    assert supervisor.cmdline()[1:4] == ["-m", "orch.stack.up", "--plan-fd"], supervisor.cmdline()
+    heavy = sorted({m.path for m in supervisor.memory_maps()
+                    if any(f"/site-packages/{name}/" in m.path for name in ("pydantic_core", "sqlalchemy", "orjson"))})
+    assert heavy == []
+
+
 def stack_env(home: Path, prefect_port: int, api_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ORCH_"))}
     env.update(ORCH_HOME=str(home), PREFECT_SERVER_API_PORT=str(prefect_port), ORCH_PORT=str(api_port),
@@ -241,6 +252,7 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
 
     with orch_up(home, prefect_port, api_port) as stack:
         stack.read_until("Press Ctrl-C to stop.", UP_TIMEOUT)
+        assert_supervisor_is_small(stack)
         output = "".join(stack.lines)
         assert f"Prefect UI:   http://127.0.0.1:{prefect_port}" in output
         assert f"(docs: http://127.0.0.1:{api_port}/docs)" in output
@@ -257,7 +269,9 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
         hourly = deployment(stack, "hourly")
         assert hourly["work_pool_name"] == "orch-process"
         assert [s["schedule"]["cron"] for s in hourly["schedules"] if s["active"]] == ["0 * * * *"]
-        sweep = deployment(stack, "interval")
+        host_queue = f"host-{socket.gethostname()[:64] or 'localhost'}"  # this host's sweep and queue
+        sweep = deployment(stack, host_queue)
+        assert sweep["work_queue_name"] == host_queue
         assert sweep["work_pool_name"] == deployment(stack, "auto")["work_pool_name"] == "orch-inprocess"
         assert run_in_process(stack, sweep["id"])["state"]["type"] == "COMPLETED"  # in the worker's process
 

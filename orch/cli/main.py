@@ -63,12 +63,15 @@ def main_callback(
 def up(config: ConfigOption = None) -> None:
     """Run the whole local stack: Prefect server, worker, deployments and the ORCH API."""
     with user_errors():
-        settings = load(config)
+        # Not load(): it opens the audit log, whose module imports SQLAlchemy; `orch up` audits nothing,
+        # and this process becomes the stack's supervisor (orch.stack.up), which must stay small.
+        from orch.config.loader import load_settings
+        from orch.logging_config import configure_process_logging
         from orch.stack.up import run_stack
 
-        code = run_stack(settings, config or os.environ.get("ORCH_CONFIG_PATH"),
-                         say=lambda line: typer.echo(line))
-    raise typer.Exit(code)
+        settings = load_settings(config)
+        configure_process_logging(settings, write_file=False, quiet=True)
+        run_stack(settings, config or os.environ.get("ORCH_CONFIG_PATH"))
 
 
 @app.command()

@@ -30,13 +30,16 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 @dataclass
 class Component:
-    """One process of the stack. ``oneshot`` components are expected to exit 0 and are not restarted."""
+    """One process of the stack. ``oneshot`` components are expected to exit 0 and are not restarted.
+    A ``gated`` one starts with a pipe as its standard input and waits for :meth:`Supervisor.release`
+    (:mod:`orch.stack.prestart`: its imports overlap what it waits for)."""
 
     name: str
     argv: list[str]
     env: dict[str, str]
     cwd: Path
     oneshot: bool = False
+    gated: bool = False
 
 
 @dataclass
@@ -78,7 +81,8 @@ class Supervisor:
         else:
             kwargs.update(creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)  # type: ignore[attr-defined]
         process = subprocess.Popen(  # noqa: S603 - argv built by the stack, never from user input
-            component.argv, cwd=component.cwd, env=component.env, stdin=subprocess.DEVNULL,
+            component.argv, cwd=component.cwd, env=component.env,
+            stdin=subprocess.PIPE if component.gated else subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, **kwargs)  # type: ignore[call-overload]
         running = Running(component, process, log, restarts=restarts)
         self.running[component.name] = running
@@ -86,6 +90,15 @@ class Supervisor:
         # the watch loop then restarts it (orch.monitoring.targets reads <log_dir>/<name>.pid).
         (self.log_dir / f"{component.name}.pid").write_text(f"{process.pid}\n", encoding="utf-8")
         return running
+
+    def release(self, name: str) -> None:
+        """Let a gated component run: one line on its standard input, then end of input."""
+        running = self.running.get(name)
+        if running is None or running.process.stdin is None or running.process.stdin.closed:
+            return
+        with contextlib.suppress(OSError):  # it died meanwhile: the watch loop sees that
+            running.process.stdin.write(b"go\n")
+            running.process.stdin.close()
 
     def exited(self) -> list[Running]:
         """Components whose process has ended since the last look (they stay listed until restarted)."""
@@ -95,6 +108,7 @@ class Supervisor:
     def forget(self, name: str) -> None:
         running = self.running.pop(name, None)
         if running is not None:
+            _close_stdin(running)
             running.log.close()
 
     def log_tail(self, name: str, lines: int = 5) -> list[str]:
@@ -135,6 +149,7 @@ class Supervisor:
         for running in self.running.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 running.process.wait(timeout=0.1)
+            _close_stdin(running)
             running.log.close()
         self.running.clear()
         self._reap_orphans()
@@ -187,6 +202,12 @@ def _alive(proc: psutil.Process) -> bool:
         return proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _close_stdin(running: Running) -> None:
+    if running.process.stdin is not None:
+        with contextlib.suppress(OSError):
+            running.process.stdin.close()
 
 
 def _signal(proc: psutil.Process, *, terminate: bool) -> None:

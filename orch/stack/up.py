@@ -1,37 +1,49 @@
 """``orch up``: the whole local stack in one foreground command.
 
-Start order (measured, see docs/benchmarks.md "Start-up"): the Prefect server and the ORCH API start
-together; the deployment applier starts at once too and waits for the server itself, so its ~2 s of imports
-overlap the server's boot; the worker starts when the server is ready. A component that dies after start-up
-is restarted with backoff; one that keeps dying stops the stack with its last log line. Ctrl-C / SIGTERM
-stop everything in dependency order: the API and the worker (whose dispatcher stops claiming, hands back the
-tasks still running after a second and reports its run's final state) first, the Prefect server last, once
-they have all exited, because they report to it as they stop (stopped together, the worker retried against a
-closed port and was killed after the grace). Idle, that takes about 1-2 s (scripts/bench_startup.py);
-nothing waits for the 7 s grace unless something hangs.
+Two halves in one process (one pid, which is what an operator, systemd or a test signals). The ``orch``
+CLI loads and checks the configuration (pydantic), checks the data directory and the ports, writes the
+plan of the stack to an unlinked temporary file and replaces itself (``exec``) with
+``python -m orch.stack.up``: the supervisor that then runs for hours holds neither typer, pydantic,
+SQLAlchemy, httpx nor Prefect (tests/test_startup_imports.py keeps it so); its HTTP questions to the
+stack are ``http.client``'s.
+
+Start order (measured, see scripts/bench_startup.py): at once the Prefect server, the deployment applier
+(which waits for the server itself, after its imports), the worker under :mod:`orch.stack.prestart` (its
+Prefect imports overlap the server's boot) and ``orch db init`` in a short-lived child; the API once the
+database is at its schema; the worker is released once the Prefect server is ready. A component that dies
+after start-up is restarted with backoff; one that keeps dying stops the stack with its last log line.
+Ctrl-C / SIGTERM stop everything in dependency order: the API and the worker (whose dispatcher stops
+claiming, hands back the tasks still running after a second and reports its run's final state) first,
+the Prefect server last, once they have all exited, because they report to it as they stop (stopped
+together, the worker retried against a closed port and was killed after the grace). Idle, that takes
+about 1-2 s; nothing waits for the 7 s grace unless something hangs.
 """
 
 from __future__ import annotations
 
-import gc
+import base64
+import http.client
+import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from orch.config.loader import CONFIG_PATH_ENV, HOME_ENV, project_home, read_environ
-from orch.config.local_secrets import PREFECT_AUTH_KEY, SECRETS_FILE
-from orch.config.schema import PrefectSettings, Settings
 from orch.errors import OrchError
-from orch.stack.first_run import first_run_lines
 from orch.stack.pools import INPROCESS_POOL, PROCESS_POOL
-from orch.stack.preflight import ensure_port_free, ensure_writable_dir
 from orch.stack.supervisor import Component, Running, Supervisor
+
+if TYPE_CHECKING:
+    from orch.config.schema import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0
@@ -72,6 +84,8 @@ def plan_urls(settings: Settings) -> StackUrls:
 
 def child_environment(settings: Settings, config_path: str | None) -> dict[str, str]:
     """Everything the children must agree on: where ORCH lives, its config, and the Prefect API."""
+    from orch.config.loader import CONFIG_PATH_ENV, HOME_ENV, project_home, read_environ
+
     home = project_home()
     env = read_environ(home)
     env[HOME_ENV] = str(home)
@@ -94,10 +108,15 @@ def child_environment(settings: Settings, config_path: str | None) -> dict[str, 
     # ORCH's own loggers inside flow runs are shipped to Prefect, so they appear in the run's logs in the UI.
     env.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "orch,flows,tasks,blocks,deployments")
     env["PYTHONUNBUFFERED"] = "1"
+    # glibc gives threads their own malloc arenas (up to 8 per core), each keeping what it freed; the worker
+    # runs a thread per task run. Two arenas, which cost nothing measurable under the GIL: in one 10-minute
+    # load run each (bench_startup.py --load-minutes 10) the worker grew 26 MB with them, 32 MB without.
+    env.setdefault("MALLOC_ARENA_MAX", "2")
     return env
 
 
 def components(settings: Settings, env: dict[str, str], pool: str) -> dict[str, Component]:
+    """What each component runs (the systemd units run the same, see infra/)."""
     bin_dir = Path(sys.executable).parent
     prefect = str(bin_dir / "prefect")
     found = {
@@ -117,11 +136,63 @@ def components(settings: Settings, env: dict[str, str], pool: str) -> dict[str, 
     return found
 
 
-def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], None]) -> int:
-    """Run until a signal; 0 after a clean stop, raises :class:`StackError` when it cannot run."""
-    from deployments.apply import deployment_names
+# What a gated component imports while it waits (:mod:`orch.stack.prestart`): the worker's Prefect
+# worker classes and ORCH's in-process worker and dispatcher, the API's application. The API waits for
+# the database to be at its schema, the worker for the Prefect server too.
+PRESTART_IMPORTS = {
+    "worker": ("prefect.workers.process", "orch.stack.inprocess", "orch.dispatch.service", "orch.monitoring.zombies"),
+    "api": ("orch.api.app",),
+}
 
-    started = time.monotonic()
+
+def prestarted(component: Component, imports: tuple[str, ...]) -> Component:
+    """``python -m MODULE ARGS`` as ``python -m orch.stack.prestart --import ... -- MODULE ARGS``, gated."""
+    python, dash_m, module, *args = component.argv
+    assert dash_m == "-m", component.argv
+    ahead = [part for name in imports for part in ("--import", name)]
+    return Component(component.name, [python, "-m", "orch.stack.prestart", *ahead, "--", module, *args],
+                     component.env, component.cwd, component.oneshot, gated=True)
+
+
+@dataclass
+class StackPlan:
+    """All the supervisor needs, computed by the CLI half from the settings (plain data: no pydantic)."""
+
+    started: float  # time.monotonic() when `orch up` began: one clock for both halves on one host
+    log_dir: str
+    env: dict[str, str]
+    components: dict[str, dict[str, Any]]
+    db_init: list[str]
+    prefect_api: str
+    prefect_auth: str | None  # the Authorization header value ORCH's calls to Prefect send
+    orch_api: str
+    pools: list[str]
+    up_lines: list[str]  # printed under "ORCH-Next is up in ..."
+    console_line: str
+    prefect_cli_line: str
+    database_json: str  # for the first-admin question (python -m orch.stack.first_run)
+    gated: dict[str, str] = field(default_factory=dict)  # component: what releases it ("database", "prefect")
+
+
+def run_stack(settings: Settings, config_path: str | None) -> NoReturn:
+    """Check what an operator can fix (one-line :class:`StackError` / preflight errors), then become the
+    supervisor: this process is replaced, its pid kept; it exits 0 after a clean stop."""
+    plan = plan_stack(settings, config_path, time.monotonic())
+    with tempfile.TemporaryFile(prefix="orch-up-") as handle:  # unlinked: the plan holds secrets
+        handle.write(json.dumps(asdict(plan)).encode("utf-8"))
+        handle.flush()
+        handle.seek(0)
+        os.set_inheritable(handle.fileno(), True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "orch.stack.up", "--plan-fd", str(handle.fileno())])
+
+
+def plan_stack(settings: Settings, config_path: str | None, started: float) -> StackPlan:
+    from deployments.apply import deployment_names, deployment_spec
+    from orch.stack.first_run import console_url, prefect_exports
+    from orch.stack.preflight import ensure_port_free, ensure_writable_dir
+
     data_dir = Path(settings.data_dir)
     ensure_writable_dir(data_dir, "data directory")
     log_dir = data_dir / "logs"
@@ -131,53 +202,168 @@ def run_stack(settings: Settings, config_path: str | None, say: Callable[[str], 
         ensure_port_free(settings.prefect.server_host, settings.prefect.server_port, "Prefect server",
                          "PREFECT_SERVER_API_PORT")
     env = child_environment(settings, config_path)
-    say("database " + _initialise_database(env))
-
-    pool = PROCESS_POOL
     urls = plan_urls(settings)
-    plan = components(settings, env, pool)
-    supervisor = Supervisor(log_dir)
+    plan = components(settings, env, PROCESS_POOL)
+    plan["worker"] = prestarted(plan["worker"], PRESTART_IMPORTS["worker"])
+    plan["api"] = prestarted(plan["api"], PRESTART_IMPORTS["api"])
+    lines = []
+    if urls.prefect_ui:
+        lines.append(f"  Prefect UI:   {urls.prefect_ui}   (login: {_auth_source(settings)})")
+    lines += [f"  Prefect API:  {urls.prefect_api}",
+              f"  ORCH API:     {urls.orch_api}   (docs: {urls.docs})",
+              f"  Deployments:  {', '.join(deployment_names(deployment_spec(settings)))} "
+              f"(work pools {PROCESS_POOL}, {INPROCESS_POOL})",
+              f"  Logs:         {log_dir}"]
+    auth = settings.prefect.auth_string
+    return StackPlan(
+        started=started, log_dir=str(log_dir), env=env,
+        components={name: {"argv": c.argv, "cwd": str(c.cwd), "oneshot": c.oneshot, "gated": c.gated}
+                    for name, c in plan.items()},
+        db_init=[sys.executable, "-m", "orch.cli.main", "db", "init"],
+        prefect_api=urls.prefect_api,
+        prefect_auth=None if auth is None else
+        "Basic " + base64.b64encode(auth.get_secret_value().encode("utf-8")).decode("ascii"),
+        orch_api=urls.orch_api, pools=[PROCESS_POOL, INPROCESS_POOL], up_lines=lines,
+        console_line=f"  Console:      {console_url(settings)}",
+        prefect_cli_line=f"  Prefect CLI:  {prefect_exports(settings)}   (then: prefect deployment run "
+                         "<flow>/<deployment>)",
+        database_json=settings.database.model_dump_json(),
+        gated={"api": "database", "worker": "prefect"})
+
+
+def _auth_source(settings: Settings) -> str:
+    """Where the operator finds the string the Prefect UI asks for (never the string itself)."""
+    from orch.config.local_secrets import PREFECT_AUTH_KEY, SECRETS_FILE
+
+    return (f'PREFECT_API_AUTH_STRING if you set it, else "{PREFECT_AUTH_KEY}" in '
+            f"{Path(settings.data_dir) / SECRETS_FILE}")
+
+
+# --- the supervisor half: stdlib, psutil and orch.stack.supervisor only ---------------------------------
+
+def supervise(plan: StackPlan, say: Callable[[str], None]) -> int:
+    """Run until a signal; 0 after a clean stop, raises :class:`StackError` when it cannot run."""
+    comps = {name: Component(name, spec["argv"], plan.env, Path(spec["cwd"]), spec["oneshot"], spec["gated"])
+             for name, spec in plan.components.items()}
+    supervisor = Supervisor(Path(plan.log_dir))
     stop = _install_signal_handlers()
+    released: set[str] = set()
     try:
-        for name in ("prefect-server", "api", "deployments"):
-            if name in plan:
-                supervisor.start(plan[name])
-        _wait(lambda: _prefect_ready(settings.prefect), supervisor, stop, "Prefect server", started)
-        supervisor.start(plan["worker"])
-        _wait(lambda: _all_up(urls, settings.prefect, pool, supervisor), supervisor, stop, "the stack", started)
+        for name in ("prefect-server", "deployments", "worker", "api"):
+            if name in comps:
+                supervisor.start(comps[name])
+        say("database " + _initialise_database(plan.db_init, plan.env))
+        admin = _FirstAdmin(plan)
+        _release(supervisor, plan, "database", released)
+        _wait(lambda: _prefect_ready(plan), supervisor, stop, "Prefect server", plan.started)
+        _release(supervisor, plan, "prefect", released)
+        _wait(lambda: _all_up(plan, supervisor), supervisor, stop, "the stack", plan.started)
         if stop.is_set():
             return 0
-        say(f"ORCH-Next is up in {time.monotonic() - started:.1f} s")
-        if urls.prefect_ui:
-            say(f"  Prefect UI:   {urls.prefect_ui}   (login: {_auth_source(settings)})")
-        say(f"  Prefect API:  {urls.prefect_api}")
-        say(f"  ORCH API:     {urls.orch_api}   (docs: {urls.docs})")
-        say(f"  Deployments:  {', '.join(deployment_names())} (work pools {pool}, {INPROCESS_POOL})")
-        say(f"  Logs:         {log_dir}")
-        for line in first_run_lines(settings):  # the console, the first admin, `prefect deployment run`
+        say(f"ORCH-Next is up in {time.monotonic() - plan.started:.1f} s")
+        for line in [*plan.up_lines, plan.console_line, *admin.lines(), plan.prefect_cli_line]:
             say(line)
         say("Press Ctrl-C to stop.")
-        _watch(plan, supervisor, stop, say)
+        _watch(comps, supervisor, stop, say)
         return 0
     finally:
         t0 = time.monotonic()
         leftovers = supervisor.stop_all(on_progress=say, last=("prefect-server",))
         say(f"stopped in {time.monotonic() - t0:.1f} s"
             + (f"; could not stop pids {leftovers}" if leftovers else ""))
-        # The process exits next: exempt its heap from the final collection, which measured 0.4 s of the
-        # stop (every object of typer, pydantic and the settings walked once more only to be freed).
-        gc.freeze()
 
 
-def _initialise_database(env: dict[str, str]) -> str:
+def _release(supervisor: Supervisor, plan: StackPlan, ready: str, released: set[str]) -> None:
+    """Release the gated components waiting for ``ready`` (and remember it for their restarts)."""
+    released.add(ready)
+    for name, waits_for in plan.gated.items():
+        if waits_for == ready:
+            supervisor.release(name)
+
+
+def _initialise_database(argv: list[str], env: dict[str, str]) -> str:
     """``orch db init`` in a short-lived child: the supervisor stays small (no SQLAlchemy/Alembic
-    resident for hours, about 30 MB) and the stack migrates exactly as an operator would."""
-    result = subprocess.run([sys.executable, "-m", "orch.cli.main", "db", "init"], env=env,
-                            capture_output=True, text=True, timeout=300)
+    resident for hours) and the stack migrates exactly as an operator would."""
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()] or [f"exit {result.returncode}"]
         raise StackError(lines[-1].removeprefix("error: "))
     return result.stdout.strip()
+
+
+class _FirstAdmin:
+    """Whether an active admin exists, asked in a child (``python -m orch.stack.first_run``, the database
+    settings on its stdin) while the stack starts; its line is printed under "ORCH-Next is up"."""
+
+    HINT = "orch user create-admin --username admin (asks for the password)"
+
+    def __init__(self, plan: StackPlan) -> None:
+        self._answer: bool | None = None
+        self._thread = threading.Thread(target=self._ask, args=(plan,), daemon=True)
+        self._thread.start()
+
+    def _ask(self, plan: StackPlan) -> None:
+        try:
+            result = subprocess.run([sys.executable, "-m", "orch.stack.first_run"], input=plan.database_json,
+                                    env=plan.env, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            return
+        if result.returncode == 0:
+            self._answer = {"admin": True, "no admin": False}.get(result.stdout.strip())
+
+    def lines(self) -> list[str]:
+        self._thread.join(timeout=10)
+        if self._answer is None:
+            return [f"  First admin:  if there is none yet: {self.HINT}"]
+        return [] if self._answer else [f"  First admin:  there is none yet: {self.HINT}"]
+
+
+def _request(plan: StackPlan, method: str, url: str, body: object = None, auth: bool = True) -> tuple[int, Any]:
+    """(HTTP status, JSON body) of one request; (0, None) when nothing answered. ``http.client``: httpx
+    would be ~7 MB of the supervisor's memory for a few polls at start-up."""
+    parts = urllib.parse.urlsplit(url)
+    connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_type(parts.hostname or "127.0.0.1", parts.port, timeout=2)
+    headers = {"Content-Type": "application/json"}
+    if auth and plan.prefect_auth:
+        headers["Authorization"] = plan.prefect_auth
+    try:
+        connection.request(method, parts.path + (f"?{parts.query}" if parts.query else ""),
+                           body=None if body is None else json.dumps(body), headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        try:
+            return response.status, json.loads(data) if data else None
+        except ValueError:
+            return response.status, None
+    except (OSError, http.client.HTTPException):
+        return 0, None
+    finally:
+        connection.close()
+
+
+def _prefect_ready(plan: StackPlan) -> bool:
+    """``/ready`` answers 200 and the server accepts ORCH's auth string (a wrong one would look ready)."""
+    api = plan.prefect_api.rstrip("/")
+    if _request(plan, "GET", api + "/ready", auth=False)[0] != 200:
+        return False
+    return _request(plan, "GET", api + "/admin/version")[0] not in (0, 401)
+
+
+def _online_workers(plan: StackPlan, pool: str) -> int:
+    status, workers = _request(plan, "POST", f"{plan.prefect_api.rstrip('/')}/work_pools/{pool}/workers/filter", {})
+    if status != 200 or not isinstance(workers, list):
+        return 0
+    return sum(1 for worker in workers if worker.get("status") == "ONLINE")
+
+
+def _all_up(plan: StackPlan, supervisor: Supervisor) -> bool:
+    applied = supervisor.running.get("deployments")
+    if applied is not None and applied.process.poll() is None:
+        return False
+    if _request(plan, "GET", f"{plan.orch_api}/healthz", auth=False)[0] != 200:
+        return False
+    return all(_online_workers(plan, pool) > 0 for pool in plan.pools)
 
 
 def _install_signal_handlers() -> threading.Event:
@@ -191,34 +377,6 @@ def _install_signal_handlers() -> threading.Event:
     return stop
 
 
-def _auth_source(settings: Settings) -> str:
-    """Where the operator finds the string the Prefect UI asks for (never the string itself)."""
-    return (f'PREFECT_API_AUTH_STRING if you set it, else "{PREFECT_AUTH_KEY}" in '
-            f"{Path(settings.data_dir) / SECRETS_FILE}")
-
-
-def _prefect_ready(prefect: PrefectSettings) -> bool:
-    from orch.prefect_api import prefect_readiness
-
-    return prefect_readiness(prefect, timeout=2).ready
-
-
-def _all_up(urls: StackUrls, prefect: PrefectSettings, pool: str, supervisor: Supervisor) -> bool:
-    from orch.http import http_client
-    from orch.prefect_api import online_workers
-
-    applied = supervisor.running.get("deployments")
-    if applied is not None and applied.process.poll() is None:
-        return False
-    try:
-        with http_client(2) as client:
-            if client.get(f"{urls.orch_api}/healthz").status_code != 200:
-                return False
-    except Exception:  # noqa: BLE001 - not up yet, whatever the reason
-        return False
-    return online_workers(prefect, pool) > 0 and online_workers(prefect, INPROCESS_POOL) > 0
-
-
 def _wait(ready: Callable[[], bool], supervisor: Supervisor, stop: threading.Event, what: str,
           started: float) -> None:
     """Poll ``ready`` until true, failing fast with the log line of any component that died."""
@@ -229,7 +387,7 @@ def _wait(ready: Callable[[], bool], supervisor: Supervisor, stop: threading.Eve
             return
         if time.monotonic() - started > START_TIMEOUT:
             raise StackError(f"{what} not healthy after {START_TIMEOUT:.0f} s (see {supervisor.log_dir})")
-        stop.wait(0.25)
+        stop.wait(0.1)
 
 
 def _fail_if_died(running: Running, supervisor: Supervisor) -> None:
@@ -245,7 +403,8 @@ def _fail_if_died(running: Running, supervisor: Supervisor) -> None:
 
 def _watch(plan: dict[str, Component], supervisor: Supervisor, stop: threading.Event,
            say: Callable[[str], None]) -> None:
-    """Restart long-running components that die, with backoff; give up after MAX_RESTARTS in a row."""
+    """Restart long-running components that die, with backoff; give up after MAX_RESTARTS in a row.
+    A restarted gated component is released at once: what it waited for is ready by now."""
     while not stop.wait(1.0):
         for running in supervisor.exited():
             name = running.component.name
@@ -264,3 +423,27 @@ def _watch(plan: dict[str, Component], supervisor: Supervisor, stop: threading.E
             if stop.wait(delay):
                 return
             supervisor.start(plan[name], restarts=restarts)
+            supervisor.release(name)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def main(argv: list[str]) -> NoReturn:
+    """The supervisor half's entry: ``python -m orch.stack.up --plan-fd N`` (exec'd by :func:`run_stack`)."""
+    if len(argv) != 2 or argv[0] != "--plan-fd":
+        raise SystemExit("usage: python -m orch.stack.up --plan-fd N (started by `orch up`)")
+    with os.fdopen(int(argv[1]), "rb") as handle:
+        plan = StackPlan(**json.loads(handle.read()))
+    try:
+        code = supervise(plan, _say)
+    except OrchError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    sys.stdout.flush()
+    os._exit(code)  # nothing left to tear down: skip the interpreter's own exit
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
