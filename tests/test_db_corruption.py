@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -236,3 +237,25 @@ def test_a_restore_clears_the_marker_at_once(sqlite_home: Settings) -> None:
     assert check_corruption(sqlite_home.database, "test") is not None
     restore_backup(sqlite_home, backup["file"], owner="test")
     assert known_corruption(sqlite_home.database.url or "") is None  # no check needed before the API writes again
+
+
+def test_detailed_health_keeps_its_components_when_its_counts_meet_the_damage(sqlite_home: Settings) -> None:
+    """``/health?detailed=true`` on a damaged file still says which component is down and why: its queue
+    and task counts read the damaged pages, and that used to turn the whole answer into a bare 503."""
+    settings, db = sqlite_home, db_file(sqlite_home)
+    corrupt_tasks(db, pages=6)
+    with api_for(settings) as api:
+        for offset in (0, 500, 1000):  # a read meets the damage and leaves the marker
+            api.client.get("/tasks", params={"limit": 500, "offset": offset}, headers=api.headers("admin"))
+        assert known_corruption(settings.database.url or "") is not None
+
+        def answered() -> Any:
+            answer = api.client.get("/health", params={"detailed": "true"}, headers=api.headers("admin"))
+            body = answer.json()
+            return answer.status_code == 503 and body.get("components", {}).get("database", {}).get(
+                "status") == "down" and body
+        body = wait_until(answered, 30, "the detailed health to report the database down with its components",
+                          details=lambda: api.client.get("/health", params={"detailed": "true"},
+                                                         headers=api.headers("admin")).text)
+        assert body["components"]["database"]["detail"].startswith("database is corrupt: ")
+        assert "details" not in body  # the counts could not be read; everything else is still said

@@ -20,6 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from orch import __version__
 from orch.api.deps import authorize, oauth2_scheme
@@ -28,7 +29,7 @@ from orch.api.schemas import ErrorBody
 from orch.config.schema import Settings
 from orch.prefect_api import online_workers, prefect_readiness
 from orch.security.rbac import Permission
-from orch.storage.engine import DatabaseCorrupt, known_corruption, session_scope
+from orch.storage.engine import DatabaseCorrupt, is_corruption_error, known_corruption, session_scope
 from orch.storage.health import ping
 
 router = APIRouter(tags=["health"])
@@ -146,8 +147,16 @@ async def detailed_health(app: FastAPI) -> HealthResponse:
     component checks with the queue, task, lock and request counts. The caller checks the permission."""
     settings: Settings = app.state.settings
     cache: _Cache = app.state.health_cache
-    details = await run_in_threadpool(_details, settings, app.state.metrics.total)
     components = await cache.get(settings)
+    try:
+        details = await run_in_threadpool(_details, settings, app.state.metrics.total)
+    except SQLAlchemyError as exc:
+        if not is_corruption_error(exc):
+            raise
+        # A damaged file: the counts cannot be read, and saying which component is down matters more.
+        # The failing statement left the corruption marker: the database component says so from the
+        # cache's next refresh (api.health_cache_seconds) on.
+        details = None
     return HealthResponse(status=cache.status, timestamp=datetime.now(UTC), version=__version__,
                           uptime_seconds=round(time.monotonic() - app.state.started, 1), components=components,
                           details=details)
