@@ -21,9 +21,10 @@ from prefect import flow, get_run_logger, runtime
 
 from orch.config.runtime import get_settings
 from orch.monitoring import hosts, messages, targets
-from orch.monitoring.alerts import Notice, healing_stopped_by
+from orch.monitoring.alerts import DATABASE_CORRUPT, Notice, corruption_notice, healing_stopped_by
 from orch.monitoring.samples import Sample
 from orch.notify import send_notification
+from orch.storage.engine import note_corruption_notified
 from orch.storage.types import utcnow
 from tasks import monitoring
 
@@ -61,6 +62,17 @@ def swept_targets(settings: Any) -> list[str]:
     return names
 
 
+def say_recorded_damage(settings: Any, run_url: str | None) -> None:
+    """The critical ``database_corrupt`` alert, from the damage marker, when the sweep cannot store or evaluate:
+    its alert row would live in the damaged file (orch.monitoring.alerts.corruption_notice)."""
+    notice = corruption_notice(settings, utcnow())
+    if notice is None:
+        return
+    for message in messages.group_by_target([notice], run_url=run_url):
+        send_notification(settings, message.title, message.body, message.severity, labels=message.labels,
+                          resolved=message.resolved)
+
+
 @flow(name="monitor-sweep")
 def monitor_sweep() -> dict[str, Any]:
     """System, API, queue, locks, database, Prefect and every target; then alerts, events and messages."""
@@ -79,13 +91,21 @@ def monitor_sweep() -> dict[str, Any]:
             found += future.result()
         else:  # one broken collector must not blind the sweep to everything else
             logger.warning("a collector failed after its retries: %s", future.state.message)
-    monitoring.store_samples([*found, Sample(hosts.SWEEP_METRIC, 1.0, hosts.this_host(settings))], started)
-    notices = monitoring.evaluate_alerts(names)
+    run_url = messages.flow_run_url(settings, str(runtime.flow_run.id) if runtime.flow_run.id else None)
+    stored = monitoring.store_samples([*found, Sample(hosts.SWEEP_METRIC, 1.0, hosts.this_host(settings))], started,
+                                      return_state=True)
+    evaluated = monitoring.evaluate_alerts(names, return_state=True) if stored.is_completed() else stored
+    if not evaluated.is_completed():
+        logger.error("could not store the samples or evaluate the alerts: %s", evaluated.message)
+        say_recorded_damage(settings, run_url)
+    notices = evaluated.result()  # a failed step's error, raised: the run ends Failed, as before
     to_say = []
     for notice in notices:
         if notice.kind in ("firing", "resolved") and notice.alert["alert_name"] == "target_down":
             host = hosts.target_host(settings, targets.find_target(settings, notice.alert["target"]))
             emit_alert_event(notice, host)
+        if notice.alert["alert_name"] == DATABASE_CORRUPT and notice.kind in ("firing", "reminder"):
+            note_corruption_notified(settings.database.url or "", utcnow())  # said here: not again when stuck
         if notice.heal and healing_will_report(settings):
             requested = monitoring.request_heal(notice.alert, return_state=True)
             if requested.is_completed():
@@ -96,7 +116,6 @@ def monitor_sweep() -> dict[str, Any]:
             logger.error("could not create the self-heal run for %s: %s", notice.alert["target"], requested.message)
         to_say.append(notice)
     note = "Self-healing is turned off; nothing was done." if not healing_will_report(settings) else ""
-    run_url = messages.flow_run_url(settings, str(runtime.flow_run.id) if runtime.flow_run.id else None)
     sent = []
     for message in messages.group_by_target(to_say, run_url=run_url, note=note):
         sent += send_notification(settings, message.title, message.body, message.severity, labels=message.labels,

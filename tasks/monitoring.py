@@ -13,8 +13,20 @@ from prefect.cache_policies import NO_CACHE
 from orch.config.runtime import get_settings
 from orch.monitoring import alerts, hosts, rules, samples, targets, zombies
 from orch.monitoring.samples import Sample
+from orch.storage.engine import DatabaseCorrupt, is_corruption_error
 
-RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [1, 3], "cache_policy": NO_CACHE}
+
+def retry_unless_corrupt(_task: Any, _run: Any, state: Any) -> bool:
+    """Retry what waiting may cure (a busy database, a slow service), not a damaged database file."""
+    try:
+        state.result(raise_on_failure=True)
+    except BaseException as exc:  # noqa: BLE001 - the failure being judged
+        return not (isinstance(exc, DatabaseCorrupt) or is_corruption_error(exc))
+    return True
+
+
+RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [1, 3], "cache_policy": NO_CACHE,
+                           "retry_condition_fn": retry_unless_corrupt}
 
 
 @task(name="system-metrics", **RETRIES)

@@ -259,3 +259,123 @@ def test_detailed_health_keeps_its_components_when_its_counts_meet_the_damage(sq
                                                          headers=api.headers("admin")).text)
         assert body["components"]["database"]["detail"].startswith("database is corrupt: ")
         assert "details" not in body  # the counts could not be read; everything else is still said
+
+
+BREAK_ROOT = """
+import sqlite3, sys
+db, table = sys.argv[1], sys.argv[2]
+conn = sqlite3.connect(db)
+conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+size = conn.execute("PRAGMA page_size").fetchone()[0]
+[root] = conn.execute("SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+conn.close()
+with open(db, "r+b") as handle:
+    handle.seek((root - 1) * size)
+    handle.write(bytes((i * 37 + root) % 251 for i in range(size)))
+"""
+
+
+def break_table(db: Path, table: str) -> None:
+    """Overwrite the root page of ``table``, header included: the table cannot be read at all (in a child
+    process, for the reason :func:`corrupt_tasks` gives)."""
+    dispose_engines()
+    subprocess.run([sys.executable, "-c", BREAK_ROOT, str(db), table], check=True, timeout=60)
+
+
+def test_the_corrupt_alert_fires_from_the_marker_when_the_alert_tables_are_damaged(sqlite_home: Settings) -> None:
+    """The sweep that would store ``database_corrupt`` cannot write (nor read) its row in the damaged file:
+    the alert is listed from the marker the first statement to meet the damage left, first found kept."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DatabaseError
+
+    from orch.monitoring.alerts import list_alerts
+    from orch.storage.engine import corruption_record, mark_corrupt, refusing_writes_when_corrupt, session_scope
+
+    settings, db, url = sqlite_home, db_file(sqlite_home), sqlite_home.database.url or ""
+    corrupt_tasks(db)
+    break_table(db, "alerts")
+    with pytest.raises(DatabaseError), session_scope(settings.database) as session:
+        session.execute(text("SELECT * FROM tasks")).fetchall()
+    found = corruption_record(url)
+    assert found is not None and found["found_by"] == "a statement"
+
+    with refusing_writes_when_corrupt():
+        firing = list_alerts(settings, state="firing")
+    [alert] = [a for a in firing if a["alert_name"] == "database_corrupt"]
+    assert (alert["state"], alert["severity"], alert["target"]) == ("firing", "critical", "host")
+    assert alert["summary"].startswith(f"database is corrupt: {url}: ") and alert["summary"].endswith(RECOVERY_HINT)
+    assert alert["fired_at"] == found["at"]
+    assert [a["alert_name"] for a in list_alerts(settings)] == ["database_corrupt"]
+
+    mark_corrupt(url, "On tree page 9 cell 0: damaged", "the monitoring sweep")  # a later check says more
+    again = corruption_record(url)
+    assert again is not None and (again["found_by"], again["at"]) == ("a statement", found["at"])
+    assert again["problem"] == "On tree page 9 cell 0: damaged"
+
+
+def test_the_corrupt_notice_is_sent_once_then_reminded_after_the_repeat_interval(sqlite_home: Settings) -> None:
+    from datetime import timedelta
+
+    from orch.monitoring.alerts import corruption_notice
+    from orch.storage.engine import clear_corruption, mark_corrupt
+    from orch.storage.types import utcnow
+
+    settings, url = sqlite_home, sqlite_home.database.url or ""
+    assert corruption_notice(settings) is None  # sound: nothing to say
+    mark_corrupt(url, "database disk image is malformed", "a statement")
+    now, repeat = utcnow(), settings.monitoring.alerting.repeat_interval
+    first = corruption_notice(settings, now)
+    assert first is not None and first.kind == "firing"
+    assert (first.alert["alert_name"], first.alert["severity"]) == ("database_corrupt", "critical")
+    assert corruption_notice(settings, now) is None
+    assert corruption_notice(settings, now + timedelta(seconds=repeat - 1)) is None
+    reminder = corruption_notice(settings, now + timedelta(seconds=repeat))
+    assert reminder is not None and reminder.kind == "reminder"
+    assert clear_corruption(url) and corruption_notice(settings, now + timedelta(seconds=3 * repeat)) is None
+
+
+def test_monitoring_tasks_do_not_retry_a_damaged_database(prefect_server: str) -> None:
+    """Waiting cures a busy database, not a damaged one: the sweep's tasks fail at once on damage."""
+    import sqlite3
+
+    from prefect import task
+
+    from tasks import monitoring
+
+    attempts: list[int] = []
+
+    @task(**monitoring.RETRIES)
+    def damaged() -> None:
+        attempts.append(1)
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    assert damaged(return_state=True).is_failed()
+    assert len(attempts) == 1
+    for name in ("store_samples", "evaluate_alerts", "database_metrics", "queue_metrics"):
+        assert getattr(monitoring, name).retry_condition_fn is monitoring.retry_unless_corrupt
+
+
+def test_the_dispatcher_waits_out_recorded_damage_without_stopping(sqlite_home: Settings) -> None:
+    import threading
+
+    from orch.dispatch.dispatcher import STOP
+    from orch.dispatch.service import wait_out_corruption
+    from orch.storage.engine import DatabaseCorrupt, clear_corruption, mark_corrupt
+
+    url = sqlite_home.database.url or ""
+    mark_corrupt(url, "database disk image is malformed", "a statement")
+    outcome: list[bool] = []
+    waiting = threading.Thread(target=lambda: outcome.append(
+        wait_out_corruption(url, DatabaseCorrupt(url, "damaged"), poll_seconds=0.02)), daemon=True)
+    waiting.start()
+    assert waiting.is_alive() and not STOP.is_set()
+    clear_corruption(url)
+    wait_until(lambda: not waiting.is_alive(), 10, "the dispatcher to resume once the marker is gone")
+    assert outcome == [True] and not STOP.is_set()
+
+    mark_corrupt(url, "database disk image is malformed", "a statement")
+    try:
+        STOP.set()
+        assert wait_out_corruption(url, DatabaseCorrupt(url, "damaged"), poll_seconds=0.02) is False
+    finally:
+        STOP.clear()

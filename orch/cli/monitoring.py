@@ -54,7 +54,8 @@ def alerts_list(state: StateOption = None,
             _print_json(found)
             return
         for alert in found:
-            typer.echo(f"{alert['id']:>5}  {alert['state']:<9} {alert['severity']:<8} {alert['alert_name']:<22} "
+            number = "-" if alert["id"] is None else alert["id"]  # the corruption alert lives in the marker
+            typer.echo(f"{number:>5}  {alert['state']:<9} {alert['severity']:<8} {alert['alert_name']:<22} "
                        f"{alert['target']:<20} {alert['summary']}")
         if not found:
             typer.echo("no alerts")

@@ -21,10 +21,12 @@ from typing import NoReturn
 
 from orch.dispatch.dispatcher import HAND_BACK, REPORTED, STOP
 from orch.logging_config import get_logger
+from orch.storage.engine import DatabaseCorrupt, is_corruption_error, known_corruption
 
 log = get_logger("orch.dispatch.service")  # not __name__: that is "__main__" under ``python -m``
 
 RUN_FOR_SECONDS = 3600.0
+CORRUPT_POLL_SECONDS = 5.0  # how often a dispatcher stopped by a damaged database looks whether it was restored
 FLUSH_SECONDS = 1.0  # for the flow-run logs and events still queued for the Prefect server at exit
 
 
@@ -35,8 +37,27 @@ def run_until_stopped() -> None:
 
     settings = get_settings()
     while not STOP.is_set():
-        dispatch(run_for_seconds=RUN_FOR_SECONDS, concurrency=settings.dispatch.concurrency,
-                 poll_seconds=settings.dispatch.poll_seconds)
+        try:
+            dispatch(run_for_seconds=RUN_FOR_SECONDS, concurrency=settings.dispatch.concurrency,
+                     poll_seconds=settings.dispatch.poll_seconds)
+        except Exception as exc:
+            if not (isinstance(exc, DatabaseCorrupt) or is_corruption_error(exc)):
+                raise
+            wait_out_corruption(settings.database.url or "", exc)
+
+
+def wait_out_corruption(url: str, problem: BaseException, poll_seconds: float = CORRUPT_POLL_SECONDS) -> bool:
+    """Claim nothing while the database is damaged, and stay alive: a restart would meet the same damage, and
+    the process also runs this host's sweep, which reports it. Said once; claiming resumes when the damage
+    marker is gone (``orch recover``, or a check that passed). True then, False when a stop came first."""
+    damage = problem if isinstance(problem, DatabaseCorrupt) else DatabaseCorrupt(url, known_corruption(url) or str(
+        problem).strip().splitlines()[0])
+    log.error("the dispatcher claims nothing until the database is restored: %s", damage)
+    while not STOP.wait(poll_seconds):
+        if known_corruption(url) is None:
+            log.info("the database damage is no longer recorded: the dispatcher claims again")
+            return True
+    return False
 
 
 def request_stop(*_signal: object) -> None:

@@ -18,7 +18,7 @@ act. A heal that failed or met the circuit breaker is not asked again: a human w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -28,13 +28,21 @@ from orch import maintenance_mode
 from orch.config.schema import Settings
 from orch.monitoring import silences
 from orch.monitoring.rules import Observation
-from orch.storage.engine import session_scope
+from orch.storage.engine import (
+    DatabaseCorrupt,
+    corruption_record,
+    is_corruption_error,
+    known_corruption,
+    note_corruption_notified,
+    session_scope,
+)
 from orch.storage.models import Alert, AlertEvent
 from orch.storage.types import utcnow
 
 STATES = ("pending", "firing", "flapping", "resolved", "inactive")
 ACTIVE_STATES = ("pending", "firing", "flapping")
 HEAL_AGAIN_AFTER = ("healed", "skipped")  # the heal outcomes after which a still-firing alert heals again
+DATABASE_CORRUPT = "database_corrupt"
 
 
 @dataclass(frozen=True)
@@ -189,11 +197,60 @@ def heals_of(settings: Settings, target: str, alert_name: str) -> int:
 
 
 def list_alerts(settings: Settings, *, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    with session_scope(settings.database) as session:
-        query = select(Alert).order_by(Alert.updated_at.desc()).limit(limit)
-        if state:
-            query = query.where(Alert.state == state)
-        return [alert_view(row) for row in session.scalars(query)]
+    """The stored alerts, newest first; while damage is recorded, its critical alert first, from the marker.
+
+    From the marker because the alert's own row would live in the damaged file: the sweep that should
+    store it fails there, and the table may not even be readable."""
+    corrupt = corruption_alert(settings) if state in (None, "firing") else None
+    try:
+        with session_scope(settings.database) as session:
+            query = select(Alert).order_by(Alert.updated_at.desc()).limit(limit)
+            if state:
+                query = query.where(Alert.state == state)
+            stored = [alert_view(row) for row in session.scalars(query)]
+    except Exception as exc:
+        if corrupt is None or not (isinstance(exc, DatabaseCorrupt) or is_corruption_error(exc)):
+            raise
+        return [corrupt]
+    if corrupt is None:
+        return stored
+    return [corrupt, *[alert for alert in stored if alert["alert_name"] != DATABASE_CORRUPT]][:limit]
+
+
+def corruption_alert(settings: Settings) -> dict[str, Any] | None:
+    """The firing ``database_corrupt`` alert of recorded damage (:func:`orch.storage.engine.corruption_record`),
+    shaped as :func:`alert_view` shapes a stored one; None when no damage is recorded."""
+    url = settings.database.url or ""
+    found = corruption_record(url)
+    if found is None:
+        return None
+    return {"id": None, "alert_name": DATABASE_CORRUPT, "target": "host", "state": "firing", "severity": "critical",
+            "summary": str(DatabaseCorrupt(url, known_corruption(url) or "damage recorded")), "value": 1.0,
+            "threshold": 0.0, "pending_since": None, "fired_at": found.get("at"), "resolved_at": None,
+            "last_notified_at": found.get("notified_at"), "heal_state": None, "heal_at": None, "heals": 0}
+
+
+def corruption_notice(settings: Settings, now: datetime | None = None) -> Notice | None:
+    """The notice of recorded damage when it was never sent, or last sent ``repeat_interval`` ago; records
+    the sending in the marker. For a sweep that cannot evaluate (or store) in the damaged file."""
+    now = now or utcnow()
+    found = corruption_record(settings.database.url or "")
+    if found is None:
+        return None
+    last = _parse(found.get("notified_at"))
+    if last is not None and now - last < timedelta(seconds=settings.monitoring.alerting.repeat_interval):
+        return None
+    note_corruption_notified(settings.database.url or "", now)
+    alert = corruption_alert(settings)
+    return None if alert is None else Notice("firing" if last is None else "reminder", alert)
+
+
+def _parse(value: Any) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed is not None and parsed.tzinfo is None else parsed
 
 
 def events_after(settings: Settings, after_id: int = 0, limit: int = 500) -> list[dict[str, Any]]:

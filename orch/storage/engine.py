@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
@@ -44,6 +45,7 @@ TURN_POLL_SECONDS = 0.0002
 CORRUPT_SUFFIX = "-corrupt"  # the marker beside a SQLite file known to be damaged
 # SQLite's own words for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB); "locked" or "busy" are not damage.
 CORRUPTION_SIGNS = ("database disk image is malformed", "file is not a database")
+UNREADABLE_MARKER = "damage recorded in an unreadable marker"
 RECOVERY_HINT = "run: orch recover (docs/backups-and-recovery.md)"
 WRITE_STATEMENTS = ("INSERT", "UPDATE", "DELETE", "REPLAC")  # first six letters, upper case
 _refusing_writes = 0  # > 0 while a process that accepts outside work refuses it on a corrupt database
@@ -225,8 +227,9 @@ def corruption_marker(url: str | URL) -> Path | None:
     return Path(f"{parsed.database}{CORRUPT_SUFFIX}")
 
 
-def known_corruption(url: str | URL) -> str | None:
-    """The recorded damage of this database (one line), or None when none is known.
+def corruption_record(url: str | URL) -> dict[str, Any] | None:
+    """The marker's fields (``problem``, ``found_by``, ``at``, and ``notified_at`` once the critical alert was
+    sent from it), or None when no damage is known; an unreadable marker is damage without details.
 
     A file read, not a query: the database it describes cannot be trusted to answer."""
     marker = corruption_marker(url)
@@ -237,21 +240,48 @@ def known_corruption(url: str | URL) -> str | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
-        return "damage recorded in an unreadable marker"
+        found = None
+    return found if isinstance(found, dict) else {"problem": UNREADABLE_MARKER}
+
+
+def known_corruption(url: str | URL) -> str | None:
+    """The recorded damage of this database (one line), or None when none is known."""
+    found = corruption_record(url)
+    if found is None:
+        return None
+    if found.get("problem") == UNREADABLE_MARKER:
+        return UNREADABLE_MARKER
     return (f"{found.get('problem', 'damage recorded')} "
             f"(found by {found.get('found_by', '?')} at {found.get('at', '?')})")
 
 
 def mark_corrupt(url: str | URL, problem: str, found_by: str) -> None:
-    """Record the damage beside the file; best effort (a read-only directory must not hide the error)."""
+    """Record the damage beside the file; best effort (a read-only directory must not hide the error).
+
+    Damage already recorded keeps when and by whom it was first found (and when it was notified): the
+    alert built from the marker fires once, at that time; only the description is replaced (a check's
+    says more than a statement's)."""
+    found = corruption_record(url)
+    if found is None or found.get("problem") == UNREADABLE_MARKER:
+        found = {"found_by": found_by, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    found["problem"] = problem.splitlines()[0][:500] if problem else "damaged"
+    _write_marker(url, found)
+
+
+def note_corruption_notified(url: str | URL, at: datetime) -> None:
+    """Remember in the marker when its critical alert was last sent, so every process reminds at the same pace."""
+    found = corruption_record(url)
+    if found is not None:
+        _write_marker(url, {**found, "notified_at": at.isoformat(timespec="seconds")})
+
+
+def _write_marker(url: str | URL, found: dict[str, Any]) -> None:
     marker = corruption_marker(url)
     if marker is None:
         return
-    body = json.dumps({"problem": problem.splitlines()[0][:500] if problem else "damaged", "found_by": found_by,
-                       "at": datetime.now(UTC).isoformat(timespec="seconds")})
     try:
-        temporary = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
-        temporary.write_text(body + "\n", encoding="utf-8")
+        temporary = marker.with_name(f"{marker.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_text(json.dumps(found) + "\n", encoding="utf-8")
         os.replace(temporary, marker)
     except OSError:
         pass
