@@ -21,7 +21,13 @@ from prefect import flow, get_run_logger, runtime
 
 from orch.config.runtime import get_settings
 from orch.monitoring import hosts, messages, targets
-from orch.monitoring.alerts import DATABASE_CORRUPT, Notice, corruption_notice, healing_stopped_by
+from orch.monitoring.alerts import (
+    DATABASE_CORRUPT,
+    Notice,
+    corruption_notice,
+    heal_not_requested,
+    healing_stopped_by,
+)
 from orch.monitoring.samples import Sample
 from orch.notify import send_notification
 from orch.storage.engine import note_corruption_notified
@@ -113,7 +119,9 @@ def monitor_sweep() -> dict[str, Any]:
                 logger.info("self-heal of %s on host %s: flow run %s%s", heal["target"], heal["host"],
                             heal["flow_run_id"], f" (escalates: {heal['escalate']})" if heal["escalate"] else "")
                 continue  # the self-heal run says what fired and what it did, in one message
-            logger.error("could not create the self-heal run for %s: %s", notice.alert["target"], requested.message)
+            logger.error("could not create the self-heal run for %s: %s; the next sweep asks again",
+                         notice.alert["target"], requested.message)
+            heal_not_requested(settings, notice.alert["target"], notice.alert["alert_name"], utcnow())
         to_say.append(notice)
     note = "Self-healing is turned off; nothing was done." if not healing_will_report(settings) else ""
     sent = []

@@ -224,3 +224,16 @@ def test_a_heal_skipped_because_healing_is_off_is_not_asked_every_sweep(sqlite_s
     settings.monitoring.self_healing.enabled = True  # switched on (config reloaded): the alert is healed now
     (handed,) = alerts.apply(settings, [obs_at("firing", now)], datetime.now(UTC))
     assert handed.heal
+
+
+def test_a_heal_the_sweep_could_not_request_is_asked_again_at_the_next_sweep(sqlite_settings: Settings) -> None:
+    """Prefect refused to create the heal run (busy, away): the alert must not stay firing unhealed."""
+    settings = sqlite_settings
+    now = datetime.now(UTC)
+    (fired,) = alerts.apply(settings, [obs_at("firing", now)], now)
+    assert fired.heal and only_alert(settings)["heals"] == 1
+    assert alerts.apply(settings, [obs_at("firing", now)], now + timedelta(seconds=1)) == []  # requested: wait
+    alerts.heal_not_requested(settings, "web", "target_down", now + timedelta(seconds=2))
+    assert (only_alert(settings)["heal_state"], only_alert(settings)["heals"]) == ("unrequested", 0)
+    (again,) = alerts.apply(settings, [obs_at("firing", now)], now + timedelta(seconds=3))
+    assert (again.kind, again.heal) == ("firing", True) and only_alert(settings)["heals"] == 1

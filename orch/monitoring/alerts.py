@@ -41,7 +41,7 @@ from orch.storage.types import utcnow
 
 STATES = ("pending", "firing", "flapping", "resolved", "inactive")
 ACTIVE_STATES = ("pending", "firing", "flapping")
-HEAL_AGAIN_AFTER = ("healed", "skipped")  # the heal outcomes after which a still-firing alert heals again
+HEAL_AGAIN_AFTER = ("healed", "skipped", "unrequested")  # outcomes after which a still-firing alert heals again
 DATABASE_CORRUPT = "database_corrupt"
 
 
@@ -187,6 +187,17 @@ def record_heal(session: Session, target: str, alert_name: str, outcome: str, at
                          .with_for_update())
     if row is not None:
         row.heal_state, row.heal_at = outcome, at
+
+
+def heal_not_requested(settings: Settings, target: str, alert_name: str, at: datetime) -> None:
+    """The sweep could not create the heal run (Prefect refused or was away after the retries): the heal
+    was never asked for, so it does not count, and the next sweep that still sees the alert firing asks
+    again (:func:`_heal_again`). Without this, one busy moment of Prefect's left a firing target unhealed."""
+    with session_scope(settings.database, write_lock=True) as session:
+        row = session.scalar(select(Alert).where(Alert.alert_name == alert_name, Alert.target == target)
+                             .with_for_update())
+        if row is not None and row.heal_state == "requested":
+            row.heal_state, row.heal_at, row.heals = "unrequested", at, max(0, (row.heals or 0) - 1)
 
 
 def heals_of(settings: Settings, target: str, alert_name: str) -> int:
