@@ -72,6 +72,8 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_api.py
 	$(BIN)/python scripts/bench_analysis.py
 	$(BIN)/python scripts/bench_monitoring.py
+	$(BIN)/python scripts/bench_corruption.py
+	$(BIN)/python scripts/bench_console.py
 	$(BIN)/python scripts/bench_supply_chain.py
 	$(BIN)/python scripts/bench_backup.py
 
