@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install lock up test test-fast doctor bench clean ci ci-preflight ci-lint ci-test ci-diff-cover ci-sbom ci-secrets ci-eol
+.PHONY: install lock up test test-fast doctor bench clean ci ci-preflight ci-lint ci-layers ci-test ci-diff-cover ci-sbom ci-secrets ci-eol
 
 # `make test` arguments (CI adds coverage); RUFF_STRICT=1 makes lint findings fail CI; DIFF_COVER_MIN is the
 # share of changed lines (against the previous commit) the tests must cover.
@@ -78,13 +78,17 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_backup.py
 
 # What .ci/run runs, in order; everything offline. Outputs (coverage, reports) go to .ci/out/.
-ci: $(STAMP) ci-preflight ci-lint ci-test ci-diff-cover ci-sbom ci-secrets ci-eol
+ci: $(STAMP) ci-preflight ci-lint ci-layers ci-test ci-diff-cover ci-sbom ci-secrets ci-eol
 
 ci-preflight: $(STAMP)
 	.ci/preflight.sh
 
 ci-lint: $(STAMP)
 	@$(BIN)/ruff check . || { test "$(RUFF_STRICT)" != 1 && echo "ci: ruff findings above are advisory (RUFF_STRICT=1 fails on them)"; }
+
+# The import contracts in pyproject.toml ([tool.importlinter]): layers point down, orch imports none of the others.
+ci-layers: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 
 ci-test: $(STAMP)
 	@mkdir -p $(CI_OUT) && rm -f $(CI_OUT)/.coverage*

@@ -8,7 +8,9 @@ automation's "send a notification" action can use them like any other.
 
 The Prefect server must be able to import this module to run such an action: ``pyproject.toml`` names it
 under the ``prefect.collections`` entry point, which Prefect imports in every process (server included).
-So this module imports nothing but the standard library, httpx and Prefect's block base classes.
+So this module imports nothing but the standard library, httpx, Prefect's block base classes and the names
+it shares with ``orch.notify`` (which imports nothing heavy either): ORCH finds these classes through that same
+entry point, in Prefect's block registry by slug, so the domain core never imports this package.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import httpx
 from prefect.blocks.abstract import NotificationBlock, NotificationError
 from pydantic import Field, SecretStr
 
-SEVERITIES = ("info", "warning", "critical")
+from orch.notify import EMAIL_TYPE, SEVERITIES, SLACK_TYPE, WEBHOOK_TYPE
+
 TIMEOUT_SECONDS = 10.0
 
 
@@ -60,7 +63,7 @@ class OrchSlackWebhook(_OrchNotificationBlock):
     """Posts to a Slack incoming webhook (or anything that accepts Slack's webhook JSON)."""
 
     _block_type_name = "ORCH Slack Webhook"
-    _block_type_slug = "orch-slack-webhook"
+    _block_type_slug = SLACK_TYPE
     _description = "Slack incoming webhook with channel, username and a channel mention on critical alerts."
 
     url: SecretStr = Field(description="The incoming webhook URL.")
@@ -95,7 +98,7 @@ class OrchSmtpEmail(_OrchNotificationBlock):
     """Sends e-mail through an SMTP relay, upgrading to TLS with STARTTLS whenever the server offers it."""
 
     _block_type_name = "ORCH SMTP Email"
-    _block_type_slug = "orch-smtp-email"
+    _block_type_slug = EMAIL_TYPE
     _description = "E-mail over SMTP (STARTTLS when offered, implicit TLS on port 465)."
 
     smtp_server: str = Field(description="Host name of the SMTP relay.")
@@ -147,7 +150,7 @@ class OrchAlertmanagerWebhook(_OrchNotificationBlock):
     """POSTs Alertmanager's webhook JSON (version 4), so any Alertmanager webhook receiver can take ORCH alerts."""
 
     _block_type_name = "ORCH Alertmanager Webhook"
-    _block_type_slug = "orch-alertmanager-webhook"
+    _block_type_slug = WEBHOOK_TYPE
     _description = "Generic webhook whose payload follows Prometheus Alertmanager's webhook format."
 
     url: SecretStr = Field(description="Receiver URL (may carry a token, hence secret).")

@@ -1,63 +1,55 @@
-"""Apply ORCH to a Prefect server: the work pools, the blocks, then every deployment in ``prefect.yaml``.
+"""Apply ORCH to a Prefect server: the work pools, the blocks, every deployment of ``prefect.yaml`` (the sweep
+as this host's, orch/deployment_spec.py), the retired deployments deleted, then the automations.
 
-``python -m deployments.apply`` is what ``orch up`` runs (in parallel with the worker start-up) and
-what an operator runs after changing ``prefect.yaml`` against a long-lived server. The deployments are
-applied by ``prefect deploy --all``: the file stays the one source of truth a Prefect user expects, but
-for the sweep, which is this host's (:func:`deployment_spec`): each host sweeps itself.
+``python -m deployments.apply [--force]`` is what ``orch up`` runs (beside the worker's start-up) and what an
+operator runs after changing ``prefect.yaml`` against a long-lived server. It does the work only when
+something that decides it changed since its last successful apply, or the server lost part of it
+(deployments/applied.py): over existing data a start then costs a few REST calls instead of a deploy.
+``--force`` applies regardless. The deployments are created in this process with Prefect's client
+(deployments/deploy.py), no longer with ``prefect deploy --all`` in a child process (issue 17).
+
+The sweep's schedule goes into the deployment as it is created, never onto the schedule afterwards. Corrected
+after the deploy (as once), the deployment first carried ``prefect.yaml``'s 60 s: Prefect's scheduler could
+create runs from it, a correction deletes only future runs and does not mark the deployment updated, so
+Prefect's fast scheduler for recently changed deployments skipped it and the first 5 s runs waited for the
+main scheduler loop (PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS, 60 s): the first heal of issue 15 took
+45 s at ``monitoring.interval: 5``. The file now has no sweep schedule at all: ``monitoring.interval`` is its
+one source.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from deployments.applied import (
+    AppliedRecord,
+    drop_missed_runs,
+    fingerprint,
+    forget_record,
+    load_record,
+    missing_on_server,
+    now_iso,
+    record_path,
+    save_record,
+)
+from orch.deployment_spec import PREFECT_FILE, PROJECT_ROOT, deployment_names, deployment_spec, work_pools
+from orch.monitoring.hosts import SWEEP_ENTRYPOINT
 from orch.stack.pools import INPROCESS_POOL
 
 if TYPE_CHECKING:
     from orch.config.schema import PrefectSettings, Settings
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PREFECT_FILE = PROJECT_ROOT / "prefect.yaml"
-
-
-def deployment_names(spec: dict[str, Any] | None = None) -> list[str]:
-    """``flow-name/deployment-name`` for each deployment of ``spec`` (default: ``prefect.yaml`` as it is), as
-    ``prefect deployment run`` wants them."""
-    spec = spec if spec is not None else yaml.safe_load(PREFECT_FILE.read_text(encoding="utf-8"))
-    names = []
-    for deployment in spec.get("deployments", []):
-        module, _, function = deployment["entrypoint"].partition(":")
-        names.append(f"{_flow_name(PROJECT_ROOT / module, function)}/{deployment['name']}")
-    return names
-
-
-def work_pools(prefect_file: Path = PREFECT_FILE) -> list[str]:
-    spec = yaml.safe_load(prefect_file.read_text(encoding="utf-8"))
-    return sorted({d["work_pool"]["name"] for d in spec.get("deployments", [])})
-
-
-def _flow_name(module_file: Path, function: str) -> str:
-    """Read ``@flow(name=...)`` without importing the module (flows import heavy dependencies)."""
-    import ast
-
-    tree = ast.parse(module_file.read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == function:
-            for decorator in node.decorator_list:
-                if isinstance(decorator, ast.Call):
-                    for keyword in decorator.keywords:
-                        if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
-                            return str(keyword.value.value)
-    return function.replace("_", "-")
+# Importable from here as before (tests, scripts/bench_monitoring.py); orch/deployment_spec.py holds them.
+__all__ = ["PREFECT_FILE", "PROJECT_ROOT", "SWEEP_ENTRYPOINT", "apply_deployments", "deployment_names",
+           "deployment_spec", "ensure_work_pools", "main"]
+RETIRED_DEPLOYMENTS = ("monitor-sweep/interval",)  # the one sweep for every host, on whichever worker took it
 
 
 def wait_for_server(prefect: PrefectSettings, timeout: float) -> None:
@@ -71,7 +63,7 @@ def wait_for_server(prefect: PrefectSettings, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"Prefect server at {prefect.resolved_api_url()} not ready after {timeout:.0f} s: "
                              f"{ready.problem}")
-        time.sleep(0.3)
+        time.sleep(0.1)
 
 
 def ensure_work_pools(names: list[str], inprocess: Collection[str] = (INPROCESS_POOL,)) -> None:
@@ -95,44 +87,12 @@ def ensure_work_pools(names: list[str], inprocess: Collection[str] = (INPROCESS_
                     name=name, type=worker.type, base_job_template=worker.get_default_base_job_template()))
 
 
-SWEEP_ENTRYPOINT = "flows/monitor_sweep.py:monitor_sweep"
-RETIRED_DEPLOYMENTS = ("monitor-sweep/interval",)  # the one sweep for every host, on whichever worker took it
-
-
-def deployment_spec(settings: Settings, prefect_file: Path = PREFECT_FILE) -> dict[str, Any]:
-    """``prefect.yaml`` as ORCH deploys it: the sweep becomes this host's, ``monitor-sweep/host-<name>`` on the
-    work queue ``host-<name>`` every ``monitoring.interval`` s (orch/monitoring/hosts.py says why per host).
-
-    Each host's worker upserts the same deployment as it starts (:func:`orch.monitoring.hosts.ensure_host`),
-    so a worker host that never runs this still sweeps; applied from here, a fresh ``orch up`` has it as
-    soon as the rest. The interval goes into what ``prefect deploy`` applies, not onto the schedule
-    afterwards. Corrected after the deploy (as before), the deployment first carried the file's 60 s:
-    Prefect's scheduler could create runs from it, a correction deletes only future runs and does not
-    mark the deployment updated, so Prefect's fast scheduler for recently changed deployments skipped it
-    and the first 5 s runs waited for the main scheduler loop (PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS,
-    60 s): the first heal of issue 15 took 45 s at ``monitoring.interval: 5``. The file keeps 60 s for a
-    deploy by hand.
-    """
-    from orch.monitoring.hosts import host_queue, sweep_deployment
-
-    host = settings.monitoring.host_name
-    spec = yaml.safe_load(prefect_file.read_text(encoding="utf-8"))
-    for deployment in spec.get("deployments", []):
-        if deployment.get("entrypoint") == SWEEP_ENTRYPOINT:
-            deployment["name"] = sweep_deployment(host)
-            deployment["work_pool"] = {**deployment.get("work_pool", {}), "work_queue_name": host_queue(host)}
-            deployment["tags"] = [*deployment.get("tags", []), f"host:{host}"]
-            for schedule in deployment.get("schedules") or []:
-                if "interval" in schedule:
-                    schedule["interval"] = settings.monitoring.interval
-    return dict(spec)
-
-
 def delete_retired_deployments(names: Collection[str] = RETIRED_DEPLOYMENTS) -> list[str]:
     """Delete deployments earlier versions applied and ORCH no longer has; returns those deleted.
 
     ``monitor-sweep/interval`` swept once per interval on any host: left next to the per-host sweeps it
-    would add a sweep, measuring whichever host took it."""
+    would add a sweep, measuring whichever host took it (a deploy of ``prefect.yaml`` by hand creates it, now
+    without a schedule)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -147,36 +107,63 @@ def delete_retired_deployments(names: Collection[str] = RETIRED_DEPLOYMENTS) -> 
     return deleted
 
 
-def apply_deployments(spec: dict[str, Any]) -> None:
-    """``prefect deploy --all`` of ``spec`` (from :func:`deployment_spec`), run in this checkout."""
-    with tempfile.TemporaryDirectory(prefix="orch-deploy-") as tmp:
-        file = Path(tmp) / "prefect.yaml"
-        file.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-        result = subprocess.run(
-            [str(Path(sys.executable).with_name("prefect")), "--no-prompt", "deploy", "--all", "--prefect-file",
-             str(file)], cwd=PROJECT_ROOT, capture_output=True, text=True, env=os.environ.copy())
-    if result.returncode != 0:
-        lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-        raise SystemExit("prefect deploy failed: " + (lines[-1] if lines else f"exit {result.returncode}"))
+def apply_deployments(spec: dict[str, Any]) -> dict[str, str]:
+    """Create or update every deployment of ``spec`` (from :func:`deployment_spec`); ``flow/name``: id."""
+    from deployments.deploy import create, prepare
+
+    return create(prepare(spec))
 
 
-def main() -> int:
-    from blocks.register import register_blocks
-    from deployments.automations import apply_automations
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deployments.apply", description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="apply even when nothing changed since the last apply")
+    force = parser.parse_args(argv).force
+
     from orch.config.runtime import get_settings
 
     settings = get_settings()
-    api_url = settings.prefect.resolved_api_url()
-    os.environ["PREFECT_API_URL"] = api_url
-    wait_for_server(settings.prefect, timeout=float(os.environ.get("ORCH_PREFECT_WAIT", "90")))
-    ensure_work_pools(work_pools())
-    register_blocks(settings)
+    os.environ["PREFECT_API_URL"] = settings.prefect.resolved_api_url()  # for Prefect's client
+    wait = float(os.environ.get("ORCH_PREFECT_WAIT", "90"))
     spec = deployment_spec(settings)
-    apply_deployments(spec)
-    delete_retired_deployments()
-    apply_automations(settings)
-    print("applied: " + ", ".join(deployment_names(spec)))
+    pools = work_pools(spec)
+    wanted = fingerprint(settings, spec, pools)
+    path = record_path(settings)
+    record = load_record(path)
+    if record is not None and record.fingerprint == wanted and not force:
+        wait_for_server(settings.prefect, wait)
+        problem = missing_on_server(settings.prefect, record)
+        if problem is None:
+            dropped = drop_missed_runs(settings.prefect, sorted(record.deployments.values()))
+            print(f"unchanged since {record.applied_at}: {len(record.deployments)} deployments"
+                  + (f"; {dropped} run(s) missed while stopped dropped" if dropped else ""))
+            return 0
+        print(f"applying: {problem}")
+    else:
+        print("applying: " + ("forced" if force else "first apply" if record is None else "something changed"))
+    forget_record(path)
+    _apply(settings, spec, pools, wanted, path, wait)
     return 0
+
+
+def _apply(settings: Settings, spec: dict[str, Any], pools: list[str], wanted: str, path: Path, wait: float) -> None:
+    """Everything, in dependency order; the record last. The deployments' arguments are prepared (Prefect
+    imported, schemas read) before waiting, which overlaps a starting server's boot."""
+    from blocks.register import register_blocks
+    from deployments.automations import FAILURE_AUTOMATION, RETIRED_AUTOMATIONS, apply_automations
+    from deployments.deploy import create, prepare
+
+    prepared = prepare(spec)
+    wait_for_server(settings.prefect, wait)
+    ensure_work_pools(pools)
+    blocks = register_blocks(settings)
+    created = create(prepared)
+    delete_retired_deployments()
+    automations = apply_automations(settings)
+    save_record(path, AppliedRecord(
+        fingerprint=wanted, applied_at=now_iso(), deployments=created, work_pools=pools, blocks=blocks,
+        automations=automations, absent_deployments=list(RETIRED_DEPLOYMENTS),
+        absent_automations=sorted({*RETIRED_AUTOMATIONS, FAILURE_AUTOMATION} - set(automations))))
+    print("applied: " + ", ".join(created))
 
 
 if __name__ == "__main__":

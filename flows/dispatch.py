@@ -13,6 +13,7 @@ from orch.config.runtime import get_settings
 from orch.dispatch.dispatcher import REPORTED, STOP, DispatchSummary, run_dispatcher
 from orch.dispatch.lease_owner import EXECUTOR_LABEL, dispatcher_id
 from orch.logging_config import get_logger
+from tasks.dispatch import submit
 
 MAX_CONCURRENCY = 64
 RUN_TAGS = ("orch", "dispatch")
@@ -92,6 +93,6 @@ def dispatch(run_for_seconds: float = 0, concurrency: int = 16, poll_seconds: fl
     """
     concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
     mark_executor()
-    summary = run_dispatcher(get_settings(), concurrency=concurrency, run_for_seconds=run_for_seconds,
-                             poll_seconds=poll_seconds)
+    summary = run_dispatcher(get_settings(), submit=submit, concurrency=concurrency,
+                             run_for_seconds=run_for_seconds, poll_seconds=poll_seconds)
     return stopped_state(summary) if STOP.is_set() else asdict(summary)

@@ -42,6 +42,8 @@ MAX_REASON = 500
 class ForcedByEnvironment(OrchError):
     """Maintenance mode cannot be turned off here: this process's environment forces it on."""
 
+    status_code = 409
+
 
 class Switch:
     """One process's (or one app's) view of the switch, read from the database at most once per

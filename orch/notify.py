@@ -4,20 +4,62 @@ The one call every ORCH component uses to tell a human something: alerts, healin
 It sends through ORCH's Prefect notification blocks (the ones ``blocks/register.py`` saves for
 automations), built from this process's settings, and never raises because a receiver is down: the
 caller's job (a backup, a heal) must not fail because Slack did; the failure is logged instead.
+
+The block classes are in ``blocks/notifications.py``, which Prefect imports through this package's
+``prefect.collections`` entry point (pyproject.toml). ORCH finds them where the Prefect server does, in
+Prefect's block registry by their type slug, so the domain core never imports the blocks package.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orch.logging_config import get_logger
 
 if TYPE_CHECKING:
+    from prefect.blocks.abstract import NotificationBlock
+
     from orch.config.schema import Settings
 
 log = get_logger(__name__)
-SEVERITIES = ("info", "warning", "critical")
+SEVERITIES = ("info", "warning", "critical")  # also what blocks/notifications.py reads from a subject prefix
+
+# The blocks' names on the Prefect server, and their block types' slugs (blocks/notifications.py declares them).
+SLACK_BLOCK, EMAIL_BLOCK, WEBHOOK_BLOCK = "orch-slack", "orch-email", "orch-webhook"
+SLACK_TYPE, EMAIL_TYPE, WEBHOOK_TYPE = "orch-slack-webhook", "orch-smtp-email", "orch-alertmanager-webhook"
+
+
+def notification_blocks(settings: Settings) -> dict[str, NotificationBlock]:
+    """The notification blocks the configuration calls for, by block name (unsaved).
+
+    :func:`send_notification` sends through these objects built from the settings rather than loading them
+    from the Prefect server: a monitoring system must still page when Prefect is the thing down. The same
+    objects are what ``blocks/register.py`` saves for automations.
+    """
+    notifications = settings.notifications
+    blocks: dict[str, NotificationBlock] = {}
+    slack = notifications.slack
+    if slack.webhook_url is not None:
+        blocks[SLACK_BLOCK] = _block(SLACK_TYPE, url=slack.webhook_url, channel=slack.channel,
+                                     username=slack.username, mention_on_critical=notifications.mention_on_critical)
+    email = notifications.email
+    if email.smtp_server and email.to_addresses:
+        blocks[EMAIL_BLOCK] = _block(EMAIL_TYPE, smtp_server=email.smtp_server, smtp_port=email.smtp_port,
+                                     username=email.username, password=email.password,
+                                     from_address=email.from_address, to_addresses=email.to_addresses)
+    webhook = notifications.webhook
+    if webhook.url is not None:
+        blocks[WEBHOOK_BLOCK] = _block(WEBHOOK_TYPE, url=webhook.url, receiver=webhook.receiver,
+                                       external_url=webhook.external_url)
+    return blocks
+
+
+def _block(slug: str, **fields: Any) -> NotificationBlock:
+    """A block of ORCH's type ``slug``, from Prefect's registry (it imports the collection on first use)."""
+    from prefect.blocks.core import Block
+
+    return Block.get_block_class_from_key(slug)(**fields)  # type: ignore[return-value]
 
 
 def send_notification(settings: Settings, title: str, body: str, severity: str = "info", *,
@@ -30,7 +72,6 @@ def send_notification(settings: Settings, title: str, body: str, severity: str =
     """
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
-    from blocks.register import notification_blocks
     from orch.maintenance_mode import is_on
 
     blocks = notification_blocks(settings)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import httpx
 
 from orch.config.schema import PrefectSettings
+from orch.errors import OrchError
 from orch.http import http_client, shared_http_client
 
 # The cheapest route the auth check guards: readiness would say "ready" to a wrong string otherwise.
@@ -86,8 +87,10 @@ def online_workers(prefect: PrefectSettings, pool: str, timeout: float = 3.0) ->
     return sum(1 for worker in response.json() if worker.get("status") == "ONLINE")
 
 
-class PrefectUnavailable(Exception):
+class PrefectUnavailable(OrchError):
     """The Prefect server could not be asked (refused, timed out, or an unexpected answer)."""
+
+    status_code = 503
 
 
 def flow_run_state_type(prefect: PrefectSettings, flow_run_id: str, timeout: float = 5.0) -> str | None:

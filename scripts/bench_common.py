@@ -34,7 +34,7 @@ class BenchError(Exception):
 
 def clean_environ() -> dict[str, str]:
     """This shell's environment minus anything that would point at someone else's server or database."""
-    from orch.config.loader import ENV_ALIASES
+    from orch.config.sources import ENV_ALIASES
 
     aliases = {name for name, _ in ENV_ALIASES}  # DATABASE_URL, JWT_SECRET, ... are read by ORCH too
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ORCH_")) and k not in aliases}

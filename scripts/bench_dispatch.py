@@ -17,8 +17,17 @@ In one invocation, side by side:
 (b) the naive Prefect way: a no-op flow deployed to a process work pool, a process worker polling every
     2 s, one ``run_deployment`` per task.
 (c) Prefect background tasks: a ``@task`` served by ``prefect task serve``, ``.delay()`` per task.
+(d) the user's path (issue 17), measured first: a real ``orch up`` on SQLite and on PostgreSQL (a
+    throwaway database on 127.0.0.1:5432), an admin made with ``orch user create-admin`` and its bearer
+    token on 32 keep-alive connections; single ``POST /dispatch`` of no-op tasks while the dispatcher runs,
+    run to the end (accepted/s, end-to-end tasks/s read back through ``GET /tasks``, CPU-seconds per task
+    of the API, the worker with its dispatcher and the Prefect server), then ``POST /dispatch/batch`` of
+    100 (accepted tasks/s). (a)-(c) are the ceiling beside it.
+(e) the peer baseline: Celery with Redis (db 15 of 127.0.0.1:6379, emptied first), one worker with a no-op
+    task, 32 threads calling ``.delay()``: accepted/s and end-to-end tasks/s.
 
-Usage: ``.venv/bin/python scripts/bench_dispatch.py [--quick] [--runs N] [--out DIR]``. Progress goes to
+Usage: ``.venv/bin/python scripts/bench_dispatch.py [--quick] [--runs N] [--out DIR] [--parts all|user-path]
+[--databases sqlite,postgresql] [--tree DIR]``. Progress goes to
 stderr, the markdown table to stdout and ``<out>/bench_dispatch.md``, every figure to
 ``<out>/bench_dispatch.json``. ``--quick`` is a smoke run with small counts.
 """
@@ -26,6 +35,7 @@ stderr, the markdown table to stdout and ``<out>/bench_dispatch.md``, every figu
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import math
@@ -37,7 +47,8 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
 from typing import IO, Any
 
@@ -105,12 +116,16 @@ class Sizes:
     load_timeout_s: float  # the burst is cut off (queued rest cancelled) after this long
     naive_runs: int
     bg_tasks: int
+    http_single: int  # the user's path: single POST /dispatch by 32 clients, run to the end (and Celery's .delay())
+    http_batches: int  # the user's path: POST /dispatch/batch of 100 by 32 clients
 
 
 DEFAULT = Sizes(single=2_000, batched=10_000, batch=500, warmup=5, idle=50, idle_gap_s=0.1, burst=2_000,
-                cores=64, load_timeout_s=240.0, naive_runs=20, bg_tasks=200)
+                cores=64, load_timeout_s=240.0, naive_runs=20, bg_tasks=200,
+                http_single=1_000, http_batches=96)
 QUICK = Sizes(single=500, batched=2_000, batch=500, warmup=3, idle=20, idle_gap_s=0.1, burst=300, cores=64,
-              load_timeout_s=90.0, naive_runs=5, bg_tasks=30)
+              load_timeout_s=90.0, naive_runs=5, bg_tasks=30,
+              http_single=300, http_batches=32)
 
 
 # --- small helpers -------------------------------------------------------------------------------
@@ -750,6 +765,396 @@ def run_background(workdir: Path, sizes: Sizes, prefect: Prefect, procs: Process
             "submit_to_start_ms": percentiles(starts), "submit_to_finish_ms": percentiles(finishes)}
 
 
+# --- (d) the user's path: a running `orch up`, dispatches over HTTP -------------------------------
+
+STACK_USER = "bench-admin"
+STACK_PASSWORD = "bench-Password-0123"
+STACK_CLIENTS = 32
+STACK_BATCH = 100  # tasks per POST /dispatch/batch (the API's limit)
+START_ATTEMPTS = 3
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+CELERY_URL = "redis://127.0.0.1:6379/15"
+CELERY_MODULE = '''import time
+
+from celery import Celery
+
+app = Celery("bench_celery", broker="{url}", backend="{url}")
+app.conf.update(task_acks_late=False, worker_prefetch_multiplier=4, result_expires=3600)
+
+
+@app.task(name="bench_celery.noop")
+def noop(i: int) -> float:
+    """Does nothing but say when it ran: what is measured is everything around it."""
+    return time.time()
+'''
+PROCESS_LABELS = ("orch api", "worker", "prefect server")  # CPU is accounted per these (bench_startup's labels)
+
+
+@dataclass
+class Answer:
+    sent: float  # epoch seconds
+    answered: float
+    status: int
+    body: bytes
+
+
+async def _post_all(port: int, token: str, path: str, bodies: list[bytes], clients: int) -> list[Answer]:
+    """``clients`` keep-alive connections, each sending the next body as soon as its last one was answered.
+    Raw HTTP/1.1 on asyncio streams: on 2 cores an httpx client would take CPU from the server measured."""
+    pending = iter(enumerate(bodies))
+    answers: list[Answer | None] = [None] * len(bodies)
+    auth = f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\nHost: 127.0.0.1\r\n"
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for index, body in pending:
+                sent = time.time()
+                writer.write(f"POST {path} HTTP/1.1\r\n{auth}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                status = int((await reader.readline()).split()[1])
+                length, close = 0, False
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.partition(b":")
+                    name = name.strip().lower()
+                    if name == b"content-length":
+                        length = int(value)
+                    elif name == b"connection" and value.strip().lower() == b"close":
+                        close = True
+                answers[index] = Answer(sent, time.time(), status, await reader.readexactly(length))
+                if close:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return [answer for answer in answers if answer is not None]
+
+
+def post_all(port: int, token: str, path: str, bodies: list[dict[str, Any]], clients: int) -> list[Answer]:
+    encoded = [json.dumps(body, separators=(",", ":")).encode() for body in bodies]
+    return asyncio.run(_post_all(port, token, path, encoded, clients))
+
+
+def statuses(answers: list[Answer]) -> dict[str, int]:
+    return count_values(str(answer.status) for answer in answers)
+
+
+def rate(count: int, answers: list[Answer]) -> float:
+    """Accepted per second, from the first request sent to the last answer."""
+    if not answers:
+        return 0.0
+    wall = max(a.answered for a in answers) - min(a.sent for a in answers)
+    return round(count / max(wall, 1e-6), 1)
+
+
+class StackPrefect:
+    """The Prefect server the stacks use, started as `orch up` starts its own (argv, environment, auth
+    string) but by this benchmark: `orch up` gives its components 120 s to become healthy, which a
+    Prefect server on a 2-core machine shared with other work can exceed; the stacks then find it
+    through ``PREFECT_API_URL``, as `orch up` does an existing server."""
+
+    def __init__(self, workdir: Path, procs: Processes) -> None:
+        from bench_startup import PREFECT_AUTH_ENV
+
+        from orch.config.loader import load_settings
+        from orch.stack.up import child_environment, components
+
+        self.home = workdir / "stack-prefect"
+        self.home.mkdir()
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{self.port}/api"
+        self.procs = procs
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update({**clean_environ(), "ORCH_HOME": str(self.home), "PREFECT_SERVER_API_PORT": str(self.port),
+                           **PREFECT_AUTH_ENV})
+        try:
+            settings = load_settings(None)
+            self.server = components(settings, child_environment(settings, None), "orch-process")["prefect-server"]
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def start(self) -> float:
+        began = time.monotonic()
+        self.process = self.procs.spawn("stack-prefect-server", self.server.argv, self.server.env,
+                                        Path(self.server.cwd))
+        name = "stack-prefect-server"
+        wait_until(self._ready, 600.0, "the stacks' Prefect server /api/ready", self.procs.alive(name),
+                   self.procs.log(name), interval=0.5)
+        return round(time.monotonic() - began, 1)
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(self.api + "/ready", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def cpu_s(self) -> float:
+        return process_usage(self.process)[1]
+
+
+class Stack:
+    """A real ``orch up`` (``bench_startup.OrchUp``: its environment, ports, checks and stop), one admin
+    made by the CLI as an operator would, and the bearer token every client uses."""
+
+    def __init__(self, home: Path, database_url: str | None, tree: Path | None, prefect: StackPrefect) -> None:
+        from bench_startup import Endpoints, OrchUp, deployment_count
+
+        home.mkdir(parents=True)
+        extra = {"PREFECT_API_URL": prefect.api,
+                 "ORCH_SECURITY__RATE_LIMIT__REQUESTS_PER_MINUTE": "10000000",  # one user sends everything
+                 "ORCH_SECURITY__RATE_LIMIT__BURST_SIZE": "10000000", "ORCH_DISPATCH__MAX_QUEUE_DEPTH": "1000000",
+                 **({"DATABASE_URL": database_url} if database_url else {})}
+        self.up = OrchUp(home, Endpoints(prefect.port, free_port(), deployment_count(tree)), tree, extra)
+        self.prefect = prefect
+        self.home = home
+        self.token = ""
+
+    def start(self) -> float:
+        began = time.monotonic()
+        self.up.wait_until_up()
+        user = subprocess.run([str(BIN / "orch"), "user", "create-admin", "--username", STACK_USER,
+                               "--password-stdin"], input=STACK_PASSWORD + "\n", env=self.up.env, cwd=self.home,
+                              capture_output=True, text=True, timeout=120)
+        if user.returncode != 0:
+            raise BenchError("`orch user create-admin` failed", user.stderr.splitlines()[-3:])
+        answer = httpx.post(self.up.ends.orch_api + "/auth/token",
+                            data={"username": STACK_USER, "password": STACK_PASSWORD}, timeout=30)
+        if answer.status_code != 200:
+            raise BenchError(f"POST /auth/token answered HTTP {answer.status_code}", [answer.text[:200]])
+        self.token = answer.json()["access_token"]
+        return round(time.monotonic() - began, 1)
+
+    @property
+    def port(self) -> int:
+        return self.up.ends.api_port
+
+    def get(self, path: str, **params: Any) -> Any:
+        answer = httpx.get(self.up.ends.orch_api + path, params=params, timeout=60,
+                           headers={"Authorization": f"Bearer {self.token}"})
+        if answer.status_code != 200:
+            raise BenchError(f"GET {path} answered HTTP {answer.status_code}", [answer.text[:200]])
+        return answer.json()
+
+    def unfinished(self) -> int:
+        """Queued or running tasks, as the API tells (at most 2: the question is only whether any are left)."""
+        return sum(len(self.get("/tasks", status=status, limit=1)["tasks"]) for status in ("queued", "running"))
+
+    def tasks_since(self, since: float) -> list[dict[str, Any]]:
+        """Every task created at or after ``since``, read back through the API's pages."""
+        out: list[dict[str, Any]] = []
+        cursor = None
+        stamp = datetime.fromtimestamp(since - 1, tz=timezone.utc).isoformat()
+        while True:
+            page = self.get("/tasks", since=stamp, limit=500, **({"cursor": cursor} if cursor else {}))
+            out.extend(page["tasks"])
+            if not (cursor := page["next_cursor"]):
+                return out
+
+    def prefect_final(self) -> int:
+        """ORCH task runs (the ``dispatch`` flow's) the stack's Prefect server has recorded final."""
+        from bench_startup import prefect_auth_headers
+
+        answer = httpx.post(self.up.ends.prefect_api + "/task_runs/count", headers=prefect_auth_headers(),
+                            timeout=30, json={"flows": {"name": {"any_": [DISPATCH_FLOW]}},
+                                              "task_runs": {"state": {"type": {"any_": FINAL_STATES}}}})
+        return int(answer.json()) if answer.status_code == 200 else -1
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU-seconds (user + system) so far of each component, its descendants included."""
+        from bench_startup import component_label, descendants
+
+        usage = dict.fromkeys(PROCESS_LABELS, 0.0)
+        usage["prefect server"] = self.prefect.cpu_s()
+        for root in psutil.Process(self.up.process.pid).children():
+            label = component_label(root)
+            if label not in usage:
+                continue
+            for proc in [root, *descendants(root.pid)]:
+                with contextlib.suppress(psutil.Error):
+                    usage[label] += sum(proc.cpu_times()[:2])
+        return usage
+
+    def stop(self) -> None:
+        self.up.kill()
+
+
+def noop_body(number: int, cores: int) -> dict[str, Any]:
+    return {"core_id": f"WORK_AI_{number % cores:02d}", "action": "noop", "metadata": {"source": "bench"}}
+
+
+def wait_drained(stack: Stack, timeout: float, what: str) -> None:
+    wait_until(lambda: stack.unfinished() == 0, timeout, what, stack.up.alive, interval=0.5)
+
+
+def run_stack(workdir: Path, name: str, database_url: str | None, sizes: Sizes, tree: Path | None,
+              prefect: StackPrefect) -> dict[str, Any]:
+    """One stack: warm-up, then single dispatches by 32 clients run to the end (accept rate, end to end,
+    CPU per task), then batches of 100 by 32 clients (accept rate only; the stack is stopped after)."""
+    result: dict[str, Any] = {"database": name, "clients": STACK_CLIENTS, "start_attempts": 0}
+    while True:  # `orch up` gives up after 120 s; on a machine shared with other work a start may need longer
+        result["start_attempts"] += 1
+        stack = Stack(workdir / f"stack-{name}-{result['start_attempts']}", database_url, tree, prefect)
+        try:
+            result["ready_s"] = stack.start()
+            break
+        except BenchError as exc:
+            stack.stop()
+            if result["start_attempts"] == START_ATTEMPTS:
+                raise
+            say(f"stack {name} did not start (load average {os.getloadavg()[0]:.1f}), again: {exc.args[0]}")
+    try:
+        warm = post_all(stack.port, stack.token, "/dispatch", [noop_body(n, sizes.cores) for n in range(sizes.warmup)],
+                        1)
+        if any(a.status != 202 for a in warm):
+            raise BenchError(f"POST /dispatch answered {statuses(warm)}", [warm[0].body.decode()[:300]])
+        wait_drained(stack, READY_TIMEOUT, f"{sizes.warmup} warm-up tasks through the stack ({name})")
+        recorded_before = wait_prefect(stack, sizes.warmup, 60.0)
+
+        cpu_before, began = stack.cpu_s(), time.time()
+        answers = post_all(stack.port, stack.token, "/dispatch",
+                           [noop_body(n, sizes.cores) for n in range(sizes.http_single)], STACK_CLIENTS)
+        accepted = [a for a in answers if a.status == 202]
+        wait_drained(stack, sizes.load_timeout_s, f"{len(accepted)} tasks through the stack ({name})")
+        drained = time.time()
+        tasks = [t for t in stack.tasks_since(began) if t["created_at"] and parse_time(t["created_at"]) >= began - 1]
+        finished = [parse_time(t["finished_at"]) for t in tasks if t["finished_at"]]
+        end = max(finished, default=drained)
+        recorded = wait_prefect(stack, recorded_before + len(accepted), LAG_TIMEOUT)
+        prefect_done = time.time()
+        cpu_after = stack.cpu_s()
+        per_task = {label: round(1000 * (cpu_after[label] - cpu_before[label]) / max(1, len(accepted)), 2)
+                    for label in PROCESS_LABELS}
+        result["single"] = {
+            "sent": len(answers), "statuses": statuses(answers), "accepted_per_s": rate(len(accepted), answers),
+            "latency_ms": percentiles([1000 * (a.answered - a.sent) for a in answers]),
+            "tasks_read_back": len(tasks), "task_statuses": count_values(t["status"] for t in tasks),
+            "end_to_end_s": round(end - began, 2), "tasks_per_s": round(len(accepted) / max(end - began, 1e-6), 1),
+            "prefect_recorded": recorded, "prefect_lag_s": round(prefect_done - end, 1),
+            "cpu_ms_per_task": per_task, "cpu_s": {k: round(cpu_after[k] - cpu_before[k], 1) for k in PROCESS_LABELS},
+            "wall_s": round(prefect_done - began, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
+        single = result["single"]
+        say(f"stack {name}: single {single['accepted_per_s']:,.0f}/s accepted ({single['statuses']}), "
+            f"{single['tasks_per_s']:.1f} tasks/s end to end; CPU ms/task {per_task}")
+
+        bodies = [{"tasks": [noop_body(n * STACK_BATCH + k, sizes.cores) for k in range(STACK_BATCH)]}
+                  for n in range(sizes.http_batches)]
+        answers = post_all(stack.port, stack.token, "/dispatch/batch", bodies, STACK_CLIENTS)
+        accepted_tasks = STACK_BATCH * sum(1 for a in answers if a.status == 202)
+        result["batch"] = {"batches": len(answers), "batch_size": STACK_BATCH, "statuses": statuses(answers),
+                           "accepted_tasks_per_s": rate(accepted_tasks, answers),
+                           "latency_ms": percentiles([1000 * (a.answered - a.sent) for a in answers])}
+        say(f"stack {name}: batches of {STACK_BATCH}: {result['batch']['accepted_tasks_per_s']:,.0f} tasks/s "
+            f"accepted ({result['batch']['statuses']})")
+    finally:
+        stack.stop()
+    return result
+
+
+def wait_prefect(stack: Stack, expected: int, timeout: float) -> int:
+    """Until the Prefect server has recorded ``expected`` ORCH task runs final (or ``timeout``); how many it had."""
+    seen = [0]
+
+    def caught_up() -> bool:
+        seen[0] = stack.prefect_final()
+        return seen[0] >= expected
+
+    with contextlib.suppress(BenchError):
+        wait_until(caught_up, timeout, "Prefect recording", stack.up.alive, interval=0.5)
+    return seen[0]
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterable[str]:
+    """A fresh database on the machine's PostgreSQL, dropped afterwards."""
+    from sqlalchemy import create_engine, make_url, text
+
+    name = f"orch_bench_{os.getpid()}_{int(time.time())}"
+    from orch.storage.engine import normalise_url
+
+    engine = create_engine(normalise_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - one line: the database is what is missing
+        raise BenchError(f"PostgreSQL at {PG_ADMIN_URL} is needed for the PostgreSQL stack: {exc}") from None
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+def run_celery(workdir: Path, sizes: Sizes, procs: Processes) -> dict[str, Any]:
+    """The peer baseline: a Celery worker (prefork, one process per CPU) with a no-op task, Redis as broker
+    and result backend (db 15, emptied first), 32 client threads calling ``.delay()``."""
+    import importlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    import redis
+
+    home = workdir / "celery"
+    home.mkdir()
+    (home / "bench_celery.py").write_text(CELERY_MODULE.format(url=CELERY_URL), encoding="utf-8")
+    redis.Redis.from_url(CELERY_URL).flushdb()
+    env = {**clean_environ(), "PYTHONPATH": str(home)}
+    worker = procs.spawn("celery-worker", [str(BIN / "celery"), "-A", "bench_celery", "worker", "--loglevel=WARNING",
+                                           "--without-gossip", "--without-mingle", "--without-heartbeat"], env, home)
+    sys.path.insert(0, str(home))
+    try:
+        module = importlib.import_module("bench_celery")
+        wait_until(lambda: bool(module.app.control.ping(timeout=0.5)), READY_TIMEOUT, "the Celery worker to answer",
+                   procs.alive("celery-worker"), procs.log("celery-worker"))
+        module.noop.delay(-1).get(timeout=60)  # warm-up: connections and the worker's pool
+        cpu_before = process_usage(worker)[1]
+        results: list[Any] = [None] * sizes.http_single
+        sent_at: list[float] = [0.0] * sizes.http_single
+        answered_at: list[float] = [0.0] * sizes.http_single
+
+        def send(index: int) -> None:
+            sent_at[index] = time.time()
+            results[index] = module.noop.delay(index)
+            answered_at[index] = time.time()
+
+        began = time.time()
+        with ThreadPoolExecutor(STACK_CLIENTS) as pool:
+            list(pool.map(send, range(sizes.http_single)))
+        accepted_s = max(answered_at) - began
+        ran_at = [r.get(timeout=sizes.load_timeout_s) for r in results]
+        end = max(ran_at)
+        cpu = process_usage(worker)[1] - cpu_before
+        figures = {"tasks": sizes.http_single, "accepted_per_s": round(sizes.http_single / accepted_s, 1),
+                   "tasks_per_s": round(sizes.http_single / max(end - began, 1e-6), 1),
+                   "end_to_end_s": round(end - began, 2),
+                   "delay_latency_ms": percentiles([1000 * (a - s) for s, a in zip(sent_at, answered_at, strict=True)]),
+                   "worker_cpu_ms_per_task": round(1000 * cpu / sizes.http_single, 2),
+                   "celery": version("celery"), "load_avg_1m": round(os.getloadavg()[0], 2)}
+        say(f"celery: {figures['accepted_per_s']:,.0f}/s accepted, {figures['tasks_per_s']:.1f} tasks/s end to end")
+        return figures
+    finally:
+        sys.path.remove(str(home))
+        procs.stop("celery-worker")
+
+
+def run_user_path(workdir: Path, sizes: Sizes, databases: list[str], tree: Path | None,
+                  procs: Processes) -> dict[str, Any]:
+    prefect = StackPrefect(workdir, procs)
+    out: dict[str, Any] = {"prefect_server_ready_s": prefect.start()}
+    say(f"the stacks' Prefect server is ready on port {prefect.port} ({out['prefect_server_ready_s']} s)")
+    for name in databases:
+        say(f"(d) the user's path: `orch up` on {name}, {STACK_CLIENTS} HTTP clients")
+        if name == "postgresql":
+            with throwaway_postgres() as url:
+                out[name] = run_stack(workdir, name, url, sizes, tree, prefect)
+        else:
+            out[name] = run_stack(workdir, name, None, sizes, tree, prefect)
+    procs.stop("stack-prefect-server")
+    return out
+
+
 # --- report --------------------------------------------------------------------------------------
 
 def git_state() -> dict[str, Any]:
@@ -836,6 +1241,87 @@ def lag_line(orch: dict[str, Any]) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    """The user's path first (what users meet), then the in-process ceiling when it was measured."""
+    return "\n".join([user_path_markdown(report), *([in_process_markdown(report)] if "accept" in report else [])])
+
+
+def _stack_cell(stacks: dict[str, Any], name: str, read: Callable[[dict[str, Any]], str]) -> str:
+    return read(stacks[name]) if name in stacks else "–"
+
+
+def user_path_markdown(report: dict[str, Any]) -> str:
+    machine, stacks, celery = report["machine"], report["user_path"], report["celery"]
+    accept, load = report.get("accept"), report.get("orch", {}).get("load")
+    inproc_cpu = (f"dispatcher {1000 * load['cpu_s']['dispatcher'] / max(1, load['completed']):.1f}, Prefect server "
+                  f"{1000 * load['cpu_s']['prefect_server'] / max(1, load['completed']):.1f}") if load else "–"
+
+    def cpu(stack: dict[str, Any]) -> str:
+        per = stack["single"]["cpu_ms_per_task"]
+        return f"API {per['orch api']:.1f}, worker {per['worker']:.1f}, Prefect server {per['prefect server']:.1f}"
+
+    def refused(answers: dict[str, int]) -> str:
+        other = {k: v for k, v in answers.items() if k != "202"}
+        return ", ".join(f"{v:,}× {k}" for k, v in sorted(other.items())) or "none"
+
+    rows = [
+        (f"single `POST /dispatch` accepted/s ({STACK_CLIENTS} clients, dispatcher running)",
+         lambda s: fmt(s["single"]["accepted_per_s"]), spread_cell(accept["single_per_s"]) + " (one caller, "
+         "no dispatcher)" if accept else "–", fmt(celery["accepted_per_s"]) + " (`.delay()`)"),
+        (f"`POST /dispatch/batch` of {STACK_BATCH}: tasks accepted/s ({STACK_CLIENTS} clients)",
+         lambda s: fmt(s["batch"]["accepted_tasks_per_s"]),
+         spread_cell(accept["batched_per_s"]) + f" (batches of {report['sizes']['batch']})" if accept else "–", "–"),
+        ("single `POST /dispatch` latency p50 / p95 / p99 (ms)", lambda s: pct_cell(s["single"]["latency_ms"]), "–",
+         pct_cell(celery["delay_latency_ms"])),
+        ("answers other than 202 (single; batch)",
+         lambda s: f"{refused(s['single']['statuses'])}; {refused(s['batch']['statuses'])}", "–", "–"),
+        (f"end to end, first request → all final: no-op tasks/s ({report['sizes']['http_single']:,} tasks)",
+         lambda s: fmt(s["single"]["tasks_per_s"], 1), fmt(load["tasks_per_s"], 1) if load else "–",
+         fmt(celery["tasks_per_s"], 1)),
+        ("first request → all final (s)", lambda s: fmt(s["single"]["end_to_end_s"], 1),
+         fmt(load["first_created_to_last_finished_s"], 1) if load else "–", fmt(celery["end_to_end_s"], 1)),
+        ("CPU ms per task, end-to-end run", cpu, inproc_cpu, f"worker {celery['worker_cpu_ms_per_task']:.1f}"),
+        ("Prefect has recorded all task runs final, after the last finished (s)",
+         lambda s: fmt(s["single"]["prefect_lag_s"], 1), fmt(load["prefect"]["lag_s"], 1) if load else "–", "–"),
+        ("load average (1 min) after the run", lambda s: fmt(s["single"]["load_avg_1m"], 2), "–",
+         fmt(celery["load_avg_1m"], 2)),
+    ]
+    names = [n for n in ("sqlite", "postgresql") if n in stacks]
+    header = ["| figure | " + " | ".join(f"`orch up`, {n}" for n in names)
+              + " | in process (ceiling) | Celery 5 + Redis |", "|---|" + "---|" * (len(names) + 2)]
+    body = ["| " + " | ".join([label, *(_stack_cell(stacks, n, read) for n in names), ceiling, peer]) + " |"
+            for label, read, ceiling, peer in rows]
+    goals = []
+    for name in names:
+        single, batch = stacks[name]["single"], stacks[name]["batch"]
+        goals.append(f"- {name}: single {fmt(single['accepted_per_s'])}/s (goal ≥ {GOAL_ACCEPT_SINGLE:,.0f}: "
+                     f"{verdict(single['accepted_per_s'] >= GOAL_ACCEPT_SINGLE)}), batched "
+                     f"{fmt(batch['accepted_tasks_per_s'])}/s (goal ≥ {GOAL_ACCEPT_BATCHED:,.0f}: "
+                     f"{verdict(batch['accepted_tasks_per_s'] >= GOAL_ACCEPT_BATCHED)}), end to end "
+                     f"{fmt(single['tasks_per_s'], 1)} tasks/s (goal ≥ {GOAL_TASKS_PER_S:.0f}: "
+                     f"{verdict(single['tasks_per_s'] >= GOAL_TASKS_PER_S)})")
+    git = machine["git"]
+    return "\n".join([
+        "# ORCH-Next dispatch benchmark", "",
+        f"{machine['cpu_count']} CPUs, Python {machine['python']}, Prefect {machine['prefect']}, "
+        f"{machine['timestamp']}, load average {machine['load_avg_1m']} at start and "
+        f"{machine.get('load_avg_1m_end', '–')} at the end, code at {git['commit']}"
+        + (f" plus uncommitted changes to {len(git['uncommitted'])} files (listed in the JSON)"
+           if git["uncommitted"] else "") + ".", "",
+        "## The user's path: a running `orch up`, dispatches over HTTP", "",
+        f"A fresh `orch up` per database (its own Prefect server, API, worker with the dispatcher), one admin made "
+        f"with `orch user create-admin`, its bearer token on {STACK_CLIENTS} keep-alive connections; no-op tasks "
+        f"over {report['sizes']['cores']} cores, read back through `GET /tasks`. The single dispatches run to "
+        "the end (end to end, CPU per task: each process with its children, from before the first request "
+        "until the Prefect server has recorded every task run final); the batches run after them, accept "
+        "rate only. Celery: one worker (prefork, a process per CPU), Redis as broker and result backend, "
+        f"{STACK_CLIENTS} threads calling `.delay()`. The stacks share one Prefect server started as `orch up` "
+        "starts its own (its argv and environment), found through `PREFECT_API_URL`: `orch up` gives a component "
+        "120 s to become healthy, which a Prefect server on a busy shared machine can exceed."
+        + (f" The stacks ran from the source copy `{report['stack_tree']}`." if report.get("stack_tree") else ""),
+        "", *header, *body, "", "Goals:", *goals, ""])
+
+
+def in_process_markdown(report: dict[str, Any]) -> str:
     machine, sizes, accept, orch = report["machine"], report["sizes"], report["accept"], report["orch"]
     naive, bg = report["naive"], report["background"]
     idle, load = orch["idle"], orch["load"]
@@ -864,7 +1350,7 @@ def markdown(report: dict[str, Any]) -> str:
     body = ["| " + " | ".join(row) + " |" for row in rows]
     stop = orch.get("stop", {})
     return "\n".join([
-        "# ORCH-Next dispatch benchmark", "",
+        "## In process: the queue and the dispatcher service fed directly (the ceiling)", "",
         f"{machine['cpu_count']} CPUs, Python {machine['python']}, Prefect {machine['prefect']}, "
         f"{machine['timestamp']}, load average at start {machine['load_avg_1m']}, code at "
         f"{machine['git']['commit']}"
@@ -914,37 +1400,49 @@ def _terminated(signum: int, _frame: object) -> None:
     raise BenchError(f"interrupted by signal {signum}")
 
 
-def bench(workdir: Path, sizes: Sizes, runs: int, concurrency: int | None) -> dict[str, Any]:
+def bench(workdir: Path, sizes: Sizes, runs: int, concurrency: int | None, parts: str,
+          databases: list[str], tree: Path | None) -> dict[str, Any]:
     machine = machine_info()
-    report: dict[str, Any] = {"machine": machine, "sizes": asdict(sizes), "runs": runs,
+    report: dict[str, Any] = {"machine": machine, "sizes": asdict(sizes), "runs": runs, "parts": parts,
+                              "stack_tree": str(tree) if tree else None,
                               "goals": {"accept_single_per_s": GOAL_ACCEPT_SINGLE,
                                         "accept_batched_per_s": GOAL_ACCEPT_BATCHED,
                                         "idle_submit_to_start_p50_ms": GOAL_IDLE_P50_MS,
                                         "tasks_per_s": GOAL_TASKS_PER_S, "ratio_to_naive": GOAL_RATIO}}
-    say("(a1) accept rate, no dispatcher running")
-    report["accept"] = run_accept(workdir, sizes, runs)
     procs = Processes(workdir / "logs")
     procs.log_dir.mkdir()
     try:
-        prefect = Prefect(workdir / "prefect", procs)
-        prefect.home.mkdir()
-        report["prefect_server_env"] = prefect.tuning
-        prefect.start()
-        report["prefect_server_ready_s"] = prefect.started_s
-        # This process is a Prefect client too from here on (run_deployment, .delay()).
-        os.environ.update({"PREFECT_API_URL": prefect.api, "PREFECT_HOME": str(prefect.home),
-                           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"})
-        say("(a2-a4) ORCH dispatcher: idle latency, burst, Prefect recording lag")
-        report["orch"] = run_orch(workdir, sizes, prefect, procs, concurrency)
-        say("(b) naive: one run_deployment per task")
-        report["naive"] = run_naive(workdir, sizes, prefect, procs)
-        say("(c) Prefect background tasks")
-        report["background"] = run_background(workdir, sizes, prefect, procs)
-        report["prefect_server_end"] = dict(zip(("rss_mb", "cpu_s"), prefect.rss_cpu(), strict=True))
-        prefect.client.close()
+        report["user_path"] = run_user_path(workdir, sizes, databases, tree, procs)
+        say("(e) peer baseline: Celery with Redis")
+        report["celery"] = run_celery(workdir, sizes, procs)
+        if parts == "all":
+            say("(a1) accept rate, no dispatcher running")
+            report["accept"] = run_accept(workdir, sizes, runs)
+            in_process(workdir, sizes, concurrency, procs, report)
     finally:
         procs.stop_all()
+    report["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     return report
+
+
+def in_process(workdir: Path, sizes: Sizes, concurrency: int | None, procs: Processes, report: dict[str, Any]) -> None:
+    """(a2)-(c): a Prefect server of its own, the dispatcher service fed directly, and Prefect's two ways."""
+    prefect = Prefect(workdir / "prefect", procs)
+    prefect.home.mkdir()
+    report["prefect_server_env"] = prefect.tuning
+    prefect.start()
+    report["prefect_server_ready_s"] = prefect.started_s
+    # This process is a Prefect client too from here on (run_deployment, .delay()).
+    os.environ.update({"PREFECT_API_URL": prefect.api, "PREFECT_HOME": str(prefect.home),
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"})
+    say("(a2-a4) ORCH dispatcher: idle latency, burst, Prefect recording lag")
+    report["orch"] = run_orch(workdir, sizes, prefect, procs, concurrency)
+    say("(b) naive: one run_deployment per task")
+    report["naive"] = run_naive(workdir, sizes, prefect, procs)
+    say("(c) Prefect background tasks")
+    report["background"] = run_background(workdir, sizes, prefect, procs)
+    report["prefect_server_end"] = dict(zip(("rss_mb", "cpu_s"), prefect.rss_cpu(), strict=True))
+    prefect.client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -954,6 +1452,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: small counts (about 3 minutes)")
     parser.add_argument("--burst", type=int, help="no-op tasks in the load burst")
     parser.add_argument("--load-timeout", type=float, help="seconds before the burst is cut off")
+    parser.add_argument("--parts", choices=("all", "user-path"), default="all",
+                        help="user-path: only the `orch up` stacks and Celery, without the in-process ceiling")
+    parser.add_argument("--databases", default="sqlite,postgresql",
+                        help="the stacks' ORCH databases, comma-separated (default sqlite,postgresql)")
+    parser.add_argument("--tree", type=Path, help="run the `orch up` stacks from this copy of the source tree (a "
+                        "baseline while this one is being changed); the in-process parts run from this one")
     parser.add_argument("--concurrency", type=int,
                         help="dispatcher concurrency (ORCH_DISPATCH__CONCURRENCY; default: ORCH's default)")
     args = parser.parse_args(argv)
@@ -970,10 +1474,15 @@ def main(argv: list[str] | None = None) -> int:
         sizes = replace(sizes, load_timeout_s=args.load_timeout)
     if args.concurrency is not None and not 1 <= args.concurrency <= 64:
         parser.error("--concurrency must be 1-64 (dispatch.concurrency's range)")
+    databases = [name.strip() for name in args.databases.split(",") if name.strip()]
+    if not databases or set(databases) - {"sqlite", "postgresql"}:
+        parser.error("--databases: sqlite and/or postgresql")
 
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     signal.signal(signal.SIGTERM, _terminated)
-    return run_bench("orch-bench-dispatch-", lambda workdir: bench(workdir, sizes, args.runs, args.concurrency),
+    return run_bench("orch-bench-dispatch-",
+                     lambda workdir: bench(workdir, sizes, args.runs, args.concurrency, args.parts, databases,
+                                           args.tree.resolve() if args.tree else None),
                      lambda report: write_report(report, args.out))
 
 

@@ -180,14 +180,14 @@ def naive_collection(settings: Any, service: Any) -> None:
 
 
 def collectors(settings: Any) -> list[Any]:
-    from orch.monitoring import samples, targets
+    from orch.monitoring import samples, target_checks, targets
 
     found: list[Any] = [lambda: samples.collect_system(settings),
                         lambda: samples.collect_api(settings, settings.monitoring.interval),
                         lambda: samples.collect_queue(settings), lambda: samples.collect_locks(settings),
                         lambda: samples.collect_database(settings), lambda: samples.collect_prefect(settings)]
     for target in targets.configured_targets(settings):
-        found.append(lambda target=target: [targets.check_health(settings, target)])
+        found.append(lambda target=target: [target_checks.check_health(settings, target)])
     return found
 
 

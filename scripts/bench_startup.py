@@ -45,10 +45,11 @@ import httpx
 import psutil
 from bench_common import BenchError, clean_environ, log_tail, machine_info, spread
 
+from orch.stack.pools import INPROCESS_POOL
+from orch.stack.pools import PROCESS_POOL as POOL
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the virtualenv's bin: orch, prefect
-POOL = "orch-process"
-INPROCESS_POOL = "orch-inprocess"
 DEPLOYMENT = "hourly"
 READY_LINE = "Press Ctrl-C to stop."
 START_TIMEOUT = 150.0
@@ -62,7 +63,8 @@ GOAL_STOP_S = 2.0  # SIGTERM to `orch up` exited, every process ended on its own
 PREFECT_SERVER = "prefect server"
 SUPERVISOR = "supervisor"
 SCENARIOS = {"fresh": "`orch up` (fresh)", "existing": "`orch up` (existing data)",
-             "compare": "compare tree `orch up` (fresh)", "prefect": "Prefect server alone (fresh)",
+             "compare": "compare tree `orch up` (fresh)",
+             "compare-existing": "compare tree `orch up` (existing data)", "prefect": "Prefect server alone (fresh)",
              "naive": "naive baseline"}
 PHASE_POLL_SECONDS = 0.1
 LOAD_SAMPLE_SECONDS = 30.0
@@ -833,8 +835,8 @@ class Plan:
 
 
 def bench(plan: Plan, workdir: Path) -> tuple[dict[str, list[RunResult]], dict[str, RunResult]]:
-    """Every scenario's runs alternate so a busy neighbour on the machine hurts them alike; the
-    existing-data run restarts over the first fresh run's directory right after it. The load runs come
+    """Every scenario's runs alternate so a busy neighbour on the machine hurts them alike; each tree's
+    existing-data run restarts over its first fresh run's directory right after it. The load runs come
     last, one per tree: ({scenario: idle runs}, {scenario: load run})."""
     results: dict[str, list[RunResult]] = {key: [] for key in SCENARIOS}
     loaded: dict[str, RunResult] = {}
@@ -855,8 +857,9 @@ def bench(plan: Plan, workdir: Path) -> tuple[dict[str, list[RunResult]], dict[s
             for scenario, tree in trees.items():
                 home = workdir / f"{scenario}-{number}"
                 results[scenario].append(record(scenario, lambda h, t=tree: run_orch_up(h, t), home))
-                if number == 1 and scenario == "fresh":
-                    results["existing"].append(record("existing", lambda h: run_orch_up(h, plan.tree), home))
+                if number == 1:  # the second start, over the first one's data
+                    again = "existing" if scenario == "fresh" else f"{scenario}-existing"
+                    results[again].append(record(again, lambda h, t=tree: run_orch_up(h, t), home))
             results["prefect"].append(record("prefect", run_prefect_alone, workdir / f"prefect-{number}"))
         if plan.naive:
             results["naive"].append(record("naive", run_naive, workdir / f"naive-{number}"))

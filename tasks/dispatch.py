@@ -10,30 +10,21 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import Task, get_run_logger, runtime, task
 from prefect.cache_policies import NONE
+from prefect.futures import PrefectFuture
 from prefect.tasks import exponential_backoff
 
 from orch.dispatch.actions import ActionContext, ActionFailed, registry
+from orch.dispatch.attempt import Attempt
 from orch.dispatch.queue import Claim, TaskQueue
 from orch.dispatch.request import authorize_run
 from orch.security.flow_access import NotPermitted
 
 BACKOFF_FACTOR = 1.0  # retry delays 1, 2, 4, 8 ... seconds
-
-
-@dataclass
-class Attempt:
-    """The live claim of one ORCH task while Prefect runs it; replaced as attempts move on."""
-
-    claim: Claim
-    lost: threading.Event = field(default_factory=threading.Event)  # cancelled or lease lost
-    ended: threading.Event = field(default_factory=threading.Event)  # its final move is recorded
 
 
 def retry_delays(retries: int) -> list[float]:
@@ -133,3 +124,9 @@ def for_claim(attempt: Attempt) -> Task[..., Any]:
         retry_delay_seconds=retry_delays(claim.max_retries + 1)[claim.attempt - 1:][:retries] or 0,
         retry_condition_fn=lambda _task, _run, _state: not (attempt.lost.is_set() or attempt.ended.is_set()),
     )
+
+
+def submit(queue: TaskQueue, attempt: Attempt) -> PrefectFuture[Any]:
+    """Start ``attempt`` as a task run of the current flow run (the ``dispatch`` flow passes this to the
+    dispatcher loop, which lives in the domain core and so cannot import this module)."""
+    return for_claim(attempt).submit(queue, attempt)

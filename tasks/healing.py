@@ -14,7 +14,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from orch.config.runtime import get_settings
-from orch.monitoring.targets import ActionFailed, check_health, find_target, run_action
+from orch.monitoring.target_actions import TargetActionFailed, run_action
+from orch.monitoring.target_checks import check_health
+from orch.monitoring.targets import find_target
 
 POLL_SECONDS = 0.5
 
@@ -25,7 +27,7 @@ def attempt_action(target: str, action: str, attempt: int) -> dict[str, Any]:
     settings = get_settings()
     try:
         detail, ok = run_action(settings, find_target(settings, target), action), True
-    except ActionFailed as exc:
+    except TargetActionFailed as exc:
         detail, ok = str(exc), False
     return {"step": action, "attempt": attempt, "ok": ok, "detail": detail}
 

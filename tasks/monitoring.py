@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from orch.config.runtime import get_settings
-from orch.monitoring import alerts, hosts, rules, samples, targets, zombies
+from orch.monitoring import alerts, hosts, rules, samples, target_checks, targets, zombies
 from orch.monitoring.samples import Sample
 from orch.storage.engine import DatabaseCorrupt, is_corruption_error
 
@@ -75,7 +75,7 @@ def prefect_zombies() -> list[Sample]:
 def target_health(name: str) -> list[Sample]:
     """``target_up`` 1/0 and the check's latency; nothing when it cannot be told here (not under orch up)."""
     settings = get_settings()
-    health = targets.check_health(settings, targets.find_target(settings, name))
+    health = target_checks.check_health(settings, targets.find_target(settings, name))
     if health.healthy is None:
         return []
     found = [Sample("target_up", 1.0 if health.healthy else 0.0, name)]

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+import yaml
 from fastapi.testclient import TestClient
 from support import free_port, wait_until
 
@@ -107,6 +108,36 @@ def api_factory(isolated_env: Path) -> Iterator[Callable[..., Any]]:
 @pytest.fixture
 def api(api_factory: Callable[..., Api]) -> Api:
     return api_factory()
+
+
+@pytest.fixture
+def approval_settings(prefect_server: str, isolated_env: Path, tmp_path: Path,
+                      monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
+    """Build settings with a target ``web`` that is down until its ``isolate`` runs (it creates
+    ``tmp_path / "isolated"``, the file its health check looks for), an action that needs approval, and a
+    user per role. They are written to the configuration file the self-heal flow in this process loads, so
+    an API built on them shares the flow's database. Keyword arguments add top-level sections
+    (``notifications=...``)."""
+    from orch.config.runtime import get_settings, reset_settings_cache
+
+    def build(**sections: Any) -> Settings:
+        fixed = tmp_path / "isolated"
+        config = {"monitoring": {"orch_targets": False,
+                                 "targets": [{"name": "web", "health_check": {"command": ["test", "-e", str(fixed)]},
+                                              "isolate": {"command": ["touch", str(fixed)]}}],
+                                 "self_healing": {"max_retries": 1, "settle_seconds": 5,
+                                                  "require_approval": ["isolate"], "approval_timeout": 300}},
+                  **sections}
+        path = isolated_env / "orch.yaml"
+        path.write_text(yaml.safe_dump(config))
+        monkeypatch.setenv("ORCH_CONFIG_PATH", str(path))
+        reset_settings_cache()
+        settings = make_settings(isolated_env, ORCH_CONFIG_PATH=str(path))
+        assert settings.database.url == get_settings().database.url
+        add_users(settings)
+        return settings
+
+    return build
 
 
 @contextmanager

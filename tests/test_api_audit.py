@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from api_fixtures import JWT_SECRET, MCP_TOKEN, PASSWORD, WEBHOOK_SECRET
 
-from orch.logging_config import configure_logging, register_secret, reset_logging
+from orch.logging_config import configure_logging, reset_logging
+from orch.redaction import register_secret
 from orch.security.webhook_signature import sign
 
 GUIDE_FIELDS = {"timestamp", "user_id", "username", "action", "resource", "resource_id", "ip_address",

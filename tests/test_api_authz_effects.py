@@ -37,7 +37,7 @@ def task_count(api: Api) -> int:
 
 def test_every_orch_flow_has_its_permission_in_the_one_table() -> None:
     """The table in orch/security names exactly the flows of prefect.yaml, so a new flow cannot slip in
-    with no decision (orch/ must not read prefect.yaml itself: deployments/ sits above it)."""
+    with no decision."""
     flows = {name.partition("/")[0] for name in deployment_names()}
     assert flows == set(FLOW_PERMISSIONS)
     admin_only = {f for f in flows if permission_to_start(f) is Permission.SYSTEM_ADMIN}

@@ -4,18 +4,17 @@ real Prefect server pauses, ``GET /heals`` shows it waiting, and ``POST /heals/{
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from api_fixtures import Api, add_users, api_for, make_settings
+from api_fixtures import Api, api_for
 from receivers import HttpReceiver, http_receiver
 from support import free_port, wait_until
 
-from orch.config.runtime import get_settings, reset_settings_cache
+from orch.config.schema import Settings
 
 
 @pytest.fixture
@@ -25,25 +24,10 @@ def slack() -> Iterator[HttpReceiver]:
 
 
 @pytest.fixture
-def heal_api(prefect_server: str, isolated_env: Path, tmp_path: Path, slack: HttpReceiver,
-             monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
-    """A target whose ``isolate`` (it creates the file its health check looks for) needs approval, and the
-    API on the same configuration file, hence the same database, as the flow runs in this process."""
-    fixed = tmp_path / "isolated"
-    config = {"monitoring": {"orch_targets": False,
-                             "targets": [{"name": "web", "health_check": {"command": ["test", "-e", str(fixed)]},
-                                          "isolate": {"command": ["touch", str(fixed)]}}],
-                             "self_healing": {"max_retries": 1, "settle_seconds": 5, "require_approval": ["isolate"],
-                                              "approval_timeout": 300}},
-              "notifications": {"slack": {"webhook_url": slack.url}}}
-    path = isolated_env / "orch.yaml"
-    path.write_text(yaml.safe_dump(config))
-    monkeypatch.setenv("ORCH_CONFIG_PATH", str(path))
-    reset_settings_cache()
-    settings = make_settings(isolated_env, ORCH_CONFIG_PATH=str(path))
-    assert settings.database.url == get_settings().database.url
-    add_users(settings)
-    with api_for(settings) as api:
+def heal_api(approval_settings: Callable[..., Settings], slack: HttpReceiver) -> Iterator[Api]:
+    """The API on :func:`approval_settings` (a target ``web`` whose ``isolate`` needs approval), whose
+    notifications go to ``slack``."""
+    with api_for(approval_settings(notifications={"slack": {"webhook_url": slack.url}})) as api:
         yield api
 
 

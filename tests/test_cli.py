@@ -33,6 +33,22 @@ def test_help_imports_nothing_heavy() -> None:
     assert result.stdout.strip().splitlines()[-1] == "HEAVY="
 
 
+def test_the_root_lists_each_command_with_the_first_paragraph_of_its_own_help() -> None:
+    """``orch --help`` lists a command from the summary registered in orch/cli/main.py, without importing its
+    module; the summary must stay what the command's own help says."""
+    from orch.cli.main import OrchGroup
+
+    for name, entry in OrchGroup.subcommands.items():
+        help_text = entry.load(name, None).help or ""
+        assert entry.summary == " ".join(help_text.split("\n\n")[0].split()), name
+
+
+def test_a_mistyped_command_gets_a_suggestion_from_the_commands_not_loaded() -> None:
+    result = run_orch("taks", "list")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "Error: No such command 'taks'. Did you mean 'tasks'?"
+
+
 def test_every_command_has_help() -> None:
     for args in (["up"], ["doctor"], ["config", "validate"], ["db", "init"], ["db", "migrate"],
                  ["db", "check"], ["user", "create-admin"], ["user", "unlock"]):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import SecretStr
 from support import run_orch
 
 from orch.config.loader import ConfigError, load_settings
@@ -139,12 +140,84 @@ def test_environment_override_typos_are_errors(monkeypatch: pytest.MonkeyPatch) 
     assert any(e.startswith("features.max_concurrent_tasks: must be greater than 0") for e in errors)
 
 
+def test_environment_override_naming_no_section_or_no_key_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_FEATURS__ENABLE_SSE", "false")
+    monkeypatch.setenv("ORCH_API__", "1")
+    monkeypatch.setenv("orch_api__port", "1")  # not ORCH_ in capitals: nobody's override, as before
+    assert errors_of() == ["ORCH_API__: malformed override (use ORCH_SECTION__KEY)",
+                           "featurs: unknown key (did you mean features?)"]
+
+
+def test_one_environment_nested_names_beat_the_guides_wherever_set(isolated_env: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The .env file and the process are one environment under the process: ORCH_API__PORT from .env still
+    beats ORCH_PORT from the process, as any ORCH_<SECTION>__<KEY> beats the guide's name for its key."""
+    write(isolated_env / ".env", "ORCH_API__PORT=9100\nORCH_LOG_LEVEL=debug\n")
+    monkeypatch.setenv("ORCH_PORT", "9200")
+    monkeypatch.setenv("LOG_LEVEL", "ERROR")
+    settings = load_settings(generate_secrets=False)
+    assert (settings.api.port, settings.logging.level) == (9100, "DEBUG")
+    monkeypatch.setenv("ORCH_API__PORT", "9300")
+    assert load_settings(generate_secrets=False).api.port == 9300
+
+
+def test_settings_built_in_code_read_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_API__PORT", "9100")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://elsewhere/db")
+    settings = Settings()
+    assert (settings.api.port, settings.database.url) == (8000, None)
+    assert load_settings(generate_secrets=False).api.port == 9100
+
+
+GUIDE_VALUES: dict[str, tuple[str, object]] = {  # key path: (the variable's value, the setting it gives)
+    "database.url": ("postgresql://orch@db/orch", "postgresql://orch@db/orch"),
+    "security.jwt_secret": ("jwt-from-env-0123456789", "jwt-from-env-0123456789"),
+    "security.webhook_secret": ("hook-from-env-0123456789", "hook-from-env-0123456789"),
+    "security.mcp_token": ("mcp-from-env-0123456789", "mcp-from-env-0123456789"),
+    "notifications.slack.webhook_url": ("https://hooks.slack.com/x", "https://hooks.slack.com/x"),
+    "notifications.email.smtp_server": ("smtp.example.com", "smtp.example.com"),
+    "notifications.email.smtp_port": ("465", 465),
+    "notifications.email.username": ("mailer", "mailer"),
+    "notifications.email.password": ("mail-password", "mail-password"),
+    "logging.level": ("debug", "DEBUG"),
+    "api.host": ("0.0.0.0", "0.0.0.0"),
+    "api.port": ("9100", 9100),
+    "api.forwarded_allow_ips": ("10.0.0.1, 10.0.0.2", ["10.0.0.1", "10.0.0.2"]),
+    "prefect.api_url": ("http://prefect:4200/api", "http://prefect:4200/api"),
+    "prefect.server_host": ("0.0.0.0", "0.0.0.0"),
+    "prefect.server_port": ("4300", 4300),
+    "prefect.auth_string": ("orch:from-env-0123456789", "orch:from-env-0123456789"),
+    "features.maintenance_mode": ("true", True),
+}
+
+
+def test_every_guide_name_sets_its_key(isolated_env: Path) -> None:
+    from orch.config.sources import ENV_ALIASES
+
+    assert set(GUIDE_VALUES) == {key_path for _, key_path in ENV_ALIASES}
+    for name, key_path in ENV_ALIASES:
+        given, expected = GUIDE_VALUES[key_path]
+        settings = load_settings(environ={"ORCH_HOME": str(isolated_env), name: given}, generate_secrets=False)
+        found: object = settings
+        for part in key_path.split("."):
+            found = getattr(found, part)
+        value = found.get_secret_value() if isinstance(found, SecretStr) else found
+        assert value == expected, (name, value)
+
+
+def test_environment_list_that_is_no_yaml_is_judged_at_its_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_API__CORS_ORIGINS", "[https://ops.example.com")
+    assert errors_of() == ["api.cors_origins: must be a valid list (got '[https://ops.example.com')"]
+
+
 @pytest.mark.parametrize("text, message", [
     ("security:\n\tjwt_expiry: 60\n", "line 2, column 1: invalid YAML: found character '\\t'"),
     ("- just\n- a list\n", "the top level must be a mapping of sections"),
+    (b"security: \xff\n", "cannot read config file: 'utf-8' codec can't decode byte 0xff"),
 ])
-def test_unreadable_files(isolated_env: Path, text: str, message: str) -> None:
-    config = write(isolated_env / "c.yaml", text)
+def test_unreadable_files(isolated_env: Path, text: str | bytes, message: str) -> None:
+    config = isolated_env / "c.yaml"
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
     errors = errors_of(config)
     assert len(errors) == 1 and errors[0].startswith(message), errors
 

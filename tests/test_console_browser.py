@@ -6,21 +6,19 @@ Screenshots of every page go to ``.ci/out/console/`` (CI keeps ``.ci/out`` as ar
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
-from api_fixtures import PASSWORD, Api, add_users, api_for, make_settings, serve_app
+from api_fixtures import PASSWORD, Api, api_for, serve_app
 from test_api_heal_approval import heal_audit, healing, waiting_run
+from workers import dispatcher_service
 
-from orch.config.runtime import get_settings, reset_settings_cache
+from orch.config.schema import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -110,44 +108,17 @@ def open_page(new_page: Callable[[str], Watched], served: tuple[Api, str]) -> Ca
 
 
 @pytest.fixture
-def heal_served(prefect_server: str, isolated_env: Path, tmp_path: Path,
-                monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Api, str]]:
-    """A target that is down until its ``isolate`` runs (it creates the file the health check looks for),
-    an action that needs approval; the real app under uvicorn on the configuration file, hence the same
-    database, the self-heal flow in this process loads."""
-    fixed = tmp_path / "isolated"
-    config = {"monitoring": {"orch_targets": False,
-                             "targets": [{"name": "web", "health_check": {"command": ["test", "-e", str(fixed)]},
-                                          "isolate": {"command": ["touch", str(fixed)]}}],
-                             "self_healing": {"max_retries": 1, "settle_seconds": 5, "require_approval": ["isolate"],
-                                              "approval_timeout": 300}}}
-    path = isolated_env / "orch.yaml"
-    path.write_text(yaml.safe_dump(config))
-    monkeypatch.setenv("ORCH_CONFIG_PATH", str(path))
-    reset_settings_cache()
-    settings = make_settings(isolated_env, ORCH_CONFIG_PATH=str(path))
-    assert settings.database.url == get_settings().database.url
-    add_users(settings)
+def heal_served(approval_settings: Callable[..., Settings]) -> Iterator[tuple[Api, str]]:
+    """The real app under uvicorn on :func:`approval_settings` (a target ``web`` whose ``isolate`` needs
+    approval)."""
+    settings = approval_settings()
     with api_for(settings) as api, serve_app(settings) as (base, _app):
         yield api, base
 
 
-@contextmanager
-def dispatcher(api: Api, log: Path) -> Iterator[None]:
+def dispatcher(api: Api, log: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
     """The real dispatcher service on the test's database, running tasks as Prefect task runs."""
-    env = {**os.environ, "DATABASE_URL": str(api.settings.database.url), "ORCH_HOME": str(log.parent)}
-    with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "orch.dispatch.service"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
-    try:
-        yield
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    return dispatcher_service(log, {"DATABASE_URL": str(api.settings.database.url), "ORCH_HOME": str(log.parent)})
 
 
 def test_keyboard_login_and_every_page_labelled_local_and_quiet(open_page: Callable[[], Watched],
@@ -274,7 +245,8 @@ def test_an_admin_approves_a_paused_heal_and_sees_the_target_healed(heal_served:
     reload, sees the run end healed (the page follows a run until it is over)."""
     from playwright.sync_api import expect
 
-    from orch.monitoring.targets import check_health, find_target
+    from orch.monitoring.target_checks import check_health
+    from orch.monitoring.targets import find_target
 
     api, base = heal_served
     target = find_target(api.settings, "web")

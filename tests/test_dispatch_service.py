@@ -6,16 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from support import prefect_auth, run_orch, wait_until
+from workers import dispatcher_service
 
 from orch.config.loader import load_settings
 from orch.dispatch.queue import TaskQueue
@@ -38,32 +34,10 @@ def queue_for(env: dict[str, str]) -> TaskQueue:
     return TaskQueue(load_settings(environ={**os.environ, **env}, generate_secrets=False))
 
 
-@contextmanager
-def dispatcher(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "orch.dispatch.service"], env={**os.environ, **env},
-                                   stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-
 def wait_status(queue: TaskQueue, task_id: str, status: str, within: float) -> dict:
     """Poll the queue of record until the task is in ``status`` (``within`` is a generous deadline)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        task = queue.get(task_id)
-        if task["status"] == status:
-            return task
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} not {status} within {within} s: {queue.get(task_id)}")
+    return wait_until(lambda: (task := queue.get(task_id))["status"] == status and task, within,
+                      f"task {task_id} to be {status}", details=lambda: str(queue.get(task_id)), interval=0.05)
 
 
 def dispatch_json(env: dict[str, str], *args: str) -> tuple[int, dict]:
@@ -87,7 +61,7 @@ def test_cli_dispatch_wait_and_manage(env: dict[str, str], tmp_path: Path) -> No
     assert bad.stderr.strip() == ("error: invalid task: params.argv.0: 'rm' is not allow-listed; "
                                   "allowed: /bin/false")
 
-    with dispatcher(env, tmp_path / "dispatcher.log"):
+    with dispatcher_service(tmp_path / "dispatcher.log", env):
         code, done = dispatch_json(env, "--action", "sleep", "--param", "seconds=0.2", "--wait")
         assert code == 0 and done["status"] == "completed" and done["result"] == {"slept": 0.2}
         code, failed = dispatch_json(env, "--action", "shell", "--param", 'argv=["/bin/false"]',
@@ -127,14 +101,14 @@ def test_dispatcher_killed_mid_task_completes_it_exactly_once(env: dict[str, str
     queue = queue_for(env)
     code, task = dispatch_json(env, "--action", "sleep", "--param", "seconds=2", "--max-retries", "1")
     assert code == 0
-    with dispatcher(env, tmp_path / "first.log") as first:
+    with dispatcher_service(tmp_path / "first.log", env) as first:
         running = wait_status(queue, task["task_id"], "running", 60)
         assert running["attempts"] == 1
         first.send_signal(signal.SIGKILL)  # no goodbye: the lease is all that is left
         first.wait(10)
     # Started at once on the same host: it proves the dead one's pid is gone and takes the task back at
     # once, without waiting out the lease (issue 15).
-    with dispatcher(env, tmp_path / "second.log") as second:
+    with dispatcher_service(tmp_path / "second.log", env) as second:
         done = wait_status(queue, task["task_id"], "completed", 60)
         second.send_signal(signal.SIGTERM)  # as a service manager stops it: finish, then exit cleanly
         assert second.wait(15) == 0
@@ -154,9 +128,9 @@ def test_stopping_dispatcher_keeps_its_leases_so_nothing_runs_twice(env: dict[st
     second dispatcher never starts the same task alongside it."""
     queue = queue_for(env)
     _, task = dispatch_json(env, "--action", "sleep", "--param", "seconds=4", "--max-retries", "1")
-    with dispatcher(env, tmp_path / "first.log") as first:
+    with dispatcher_service(tmp_path / "first.log", env) as first:
         wait_status(queue, task["task_id"], "running", 60)
-        with dispatcher(env, tmp_path / "second.log"):
+        with dispatcher_service(tmp_path / "second.log", env):
             first.send_signal(signal.SIGTERM)
             assert first.wait(30) == 0  # it waited for its task, then exited cleanly
             done = wait_status(queue, task["task_id"], "completed", 30)
@@ -173,7 +147,7 @@ def test_second_signal_hands_running_tasks_back_at_once(env: dict[str, str], tmp
     queue = queue_for(env)
     _, task = dispatch_json(env, "--action", "sleep", "--param", "seconds=600", "--max-retries", "1")
     log = tmp_path / "dispatcher.log"
-    with dispatcher(env, log) as first:
+    with dispatcher_service(log, env) as first:
         wait_status(queue, task["task_id"], "running", 60)
         first.send_signal(signal.SIGTERM)
         wait_until(lambda: "waiting for 1 running task(s)" in log.read_text(), 60,

@@ -11,24 +11,21 @@ escalates at once with the reason, once although both hosts check it; B stopped,
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 import yaml
-from support import free_port, wait_until
+from support import wait_until
+from workers import PROJECT_ROOT, QUIET_THRESHOLDS, inprocess_worker, unreachable_target
 
 from orch.config.runtime import get_settings, reset_settings_cache
 from orch.storage.migrate import upgrade
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_cpu_deltas_are_per_host(settings: Any) -> None:
@@ -96,26 +93,11 @@ def test_a_host_forgotten_after_a_day_resolves_its_host_down(settings: Any) -> N
         == [("gone", "resolved")]
 
 
-@contextlib.contextmanager
-def worker(pool: str, host: str, label: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def worker(pool: str, host: str, label: str, log: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
     """One "host": ORCH's worker process with its in-process pool, its own host name and a marker variable."""
-    with open(log, "ab") as out:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "orch.stack.worker", "--no-process", "--inprocess-pool", pool, "--name", host,
-             "--no-dispatcher", "--sweep"],  # a scratch pool: sweep all the same
-            cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "ORCH_MONITORING__HOST_NAME": host, "ORCH_TEST_PROCESS": label,
-                 "PREFECT_WORKER_QUERY_SECONDS": "2", "ORCH_LOG_LEVEL": "INFO"})
-    try:
-        yield child
-    finally:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(10)
+    return inprocess_worker(pool, host, log, "--no-dispatcher", "--sweep",  # a scratch pool: sweep all the same
+                            env={"ORCH_MONITORING__HOST_NAME": host, "ORCH_TEST_PROCESS": label,
+                                 "PREFECT_WORKER_QUERY_SECONDS": "2", "ORCH_LOG_LEVEL": "INFO"})
 
 
 @pytest.mark.slow
@@ -139,17 +121,13 @@ def test_two_hosts_sweep_themselves_heal_their_targets_and_notice_a_lost_host(
         "database": {"url": pg_url},
         "monitoring": {
             "interval": 3, "host_down_after": 15, "orch_targets": False,
-            "alert_thresholds": {"cpu_percent": 100, "memory_percent": 100, "disk_usage_percent": 100,
-                                 "response_time_ms": 1e9, "error_rate_percent": 100,
-                                 "prefect_zombie_runs": 1_000_000},  # other tests' runs on the shared server
+            "alert_thresholds": QUIET_THRESHOLDS,
             "alerting": {"for_seconds": 0, "ewma_min_samples": 1000},
             "self_healing": {"max_retries": 1, "settle_seconds": 30},
             "targets": [
                 {"name": "svc-b", "host": host_b, "health_check": {"command": ["test", "-f", str(healed)]},
                  "restart": {"command": ["/bin/sh", "-c", f'echo "$ORCH_TEST_PROCESS" > {healed}']}},
-                {"name": "svc-ghost", "host": ghost,
-                 "health_check": {"url": f"http://127.0.0.1:{free_port()}/", "timeout": 1},
-                 "restart": {"command": ["/bin/true"]}}]}}
+                unreachable_target("svc-ghost", host=ghost)]}}
     config_path = isolated_env / "orch.yaml"
     config_path.write_text(yaml.safe_dump(config))
     monkeypatch.setenv("ORCH_CONFIG_PATH", str(config_path))

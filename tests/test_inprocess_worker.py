@@ -13,10 +13,7 @@ a run that starts did so through the event or the start-time poll under test, no
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,14 +21,13 @@ from typing import Any
 
 import pytest
 import yaml
-from support import free_port, run_orch, wait_until
+from support import run_orch, wait_until
+from workers import PROJECT_ROOT, inprocess_worker, unreachable_target
 
 from orch.config.runtime import get_settings, reset_settings_cache
 from orch.storage.migrate import upgrade
 
 pytestmark = pytest.mark.slow  # a real worker process running deployments
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def final_state(client: Any, run_id: uuid.UUID, within: float) -> Any:
@@ -70,9 +66,7 @@ def test_inprocess_runs_fail_alone_refuse_foreign_code_and_stop_cleanly(
               "monitoring": {"orch_targets": False,
                              # restart "works" but the check never passes: the run stays in its health check
                              "self_healing": {"max_retries": 1, "settle_seconds": 60},
-                             "targets": [{"name": "stuck",
-                                          "health_check": {"url": f"http://127.0.0.1:{free_port()}/", "timeout": 1},
-                                          "restart": {"command": ["/bin/true"]}}]}}
+                             "targets": [unreachable_target("stuck")]}}
     config_path = isolated_env / "orch.yaml"
     config_path.write_text(yaml.safe_dump(config))
     monkeypatch.setenv("ORCH_CONFIG_PATH", str(config_path))
@@ -88,14 +82,12 @@ def test_inprocess_runs_fail_alone_refuse_foreign_code_and_stop_cleanly(
         foreign = client.create_deployment(flow_id, "inprocess-foreign", work_pool_name=pool, path="/tmp",
                                            entrypoint="/tmp/elsewhere.py:self_heal")
 
-        log = open(worker_log, "wb")  # noqa: SIM115
+        stack = contextlib.ExitStack()
         # DEBUG: the worker logs the start-time polls it arms. Prefect's default periodic poll (10 s) stays: it
         # is the product's fallback for a Scheduled event that does not lead to a start (seen once in CI), so
         # without it the test would assert more than ORCH promises.
-        worker = subprocess.Popen([sys.executable, "-m", "orch.stack.worker", "--no-process", "--inprocess-pool",
-                                   pool, "--name", "inprocess-test"], cwd=PROJECT_ROOT,
-                                  env={**os.environ, "ORCH_LOG_LEVEL": "DEBUG", "PREFECT_WORKER_QUERY_SECONDS": "10"},
-                                  stdout=log, stderr=subprocess.STDOUT)
+        worker = stack.enter_context(inprocess_worker(
+            pool, "inprocess-test", worker_log, env={"ORCH_LOG_LEVEL": "DEBUG", "PREFECT_WORKER_QUERY_SECONDS": "10"}))
 
         def logged(text: str) -> bool:
             assert worker.poll() is None, f"the worker exited with code {worker.returncode}"
@@ -151,10 +143,7 @@ def test_inprocess_runs_fail_alone_refuse_foreign_code_and_stop_cleanly(
             assert f"reported Crashed: {crashed.name}" in worker_log.read_text()  # by the drain, in its window
             assert client.read_flow_run(waiting.id).state.is_scheduled()  # not taken early, so not lost
         finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait(10)
-            log.close()
+            stack.close()
             # The server is shared by the session: a run left Scheduled would soon be overdue, and every
             # later sweep would report Prefect as stalled (prefect_lag_seconds).
             for deployment_id in (ours, foreign):

@@ -1,4 +1,5 @@
-"""orch.logging_config through real handlers, real files and real environment variables."""
+"""orch.logging_config, orch.log_handlers and orch.redaction through real handlers, real files and real environment
+variables."""
 
 from __future__ import annotations
 
@@ -16,23 +17,25 @@ from typing import Any
 import pytest
 
 from orch.config.schema import LoggingSettings
+from orch.log_handlers import RedactingFilter
 from orch.logging_config import (
-    _BEARER,
-    _JWT,
-    _KEY_VALUE,
-    _URL_CREDENTIALS,
     LEVEL_ENV_VARS,
     PROJECT_LOGGERS,
-    RedactingFilter,
-    _apply_patterns,
     _in_pytest,
     configure_logging,
     get_logger,
     in_pytest,
+    reset_logging,
+)
+from orch.redaction import (
+    _BEARER,
+    _JWT,
+    _KEY_VALUE,
+    _URL_CREDENTIALS,
+    _apply_patterns,
     redact,
     redact_structure,
     register_secret,
-    reset_logging,
 )
 
 PREFECT_LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs")

@@ -9,7 +9,6 @@ import contextlib
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,13 +18,12 @@ import yaml
 from receivers import http_receiver, smtp_receiver
 from support import BIN, wait_until
 from test_self_heal_flow import Service
+from workers import PROJECT_ROOT, QUIET_THRESHOLDS, inprocess_worker
 
 from orch.config.runtime import get_settings, reset_settings_cache
 from orch.storage.migrate import upgrade
 
 pytestmark = pytest.mark.slow  # whole stacks: a worker process, automations, heals
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.timeout(420)
@@ -43,16 +41,12 @@ def test_killed_service_is_healed_on_its_host_and_reported_once(
     pool = f"orch-e2e-{uuid.uuid4().hex[:8]}"  # its own in-process pool: the worker runs only this test's runs
     service = Service(tmp_path / "svc")
     service.start()
-    worker = None
     try:
-        with http_receiver() as slack, smtp_receiver() as smtp:
+        with http_receiver() as slack, smtp_receiver() as smtp, contextlib.ExitStack() as stack:
             config = {
                 "database": {"url": f"sqlite:///{isolated_env}/data/orch.db"},
                 "monitoring": {"interval": 5, "orch_targets": False,
-                               "alert_thresholds": {"cpu_percent": 100, "memory_percent": 100,
-                                                    "disk_usage_percent": 100,
-                                                    # runs earlier tests killed on the shared Prefect server
-                                                    "prefect_zombie_runs": 1_000_000},
+                               "alert_thresholds": QUIET_THRESHOLDS,
                                "alerting": {"for_seconds": 0},
                                # settle: how long the restarted service may take to answer (a deadline)
                                "self_healing": {"max_retries": 2, "backoff_seconds": 0.5, "settle_seconds": 60},
@@ -77,15 +71,13 @@ def test_killed_service_is_healed_on_its_host_and_reported_once(
             assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
             # no automation heals any more (the sweep creates the run on the host's queue): only failures notify
             assert sorted(apply_automations(settings)) == ["orch-flow-run-failed"]
-            worker_log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
             # The self-heal run starts on the pool's Scheduled event (quick: in-process, about 1 s); Prefect's default
             # periodic poll (10 s) stays as the product's fallback for an event that does not lead to a start (seen
             # once in CI: the run stayed Scheduled). How fast it heals is a benchmark's question, not this test's.
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "orch.stack.worker", "--no-process", "--inprocess-pool", pool, "--name",
-                 "e2e", "--no-dispatcher"], cwd=PROJECT_ROOT,
-                env={**env, "PREFECT_WORKER_QUERY_SECONDS": "10", "ORCH_LOG_LEVEL": "INFO"},
-                stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
+            worker = stack.enter_context(inprocess_worker(
+                pool, "e2e", tmp_path / "worker.log", "--no-dispatcher", new_session=True,
+                env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "10",
+                     "ORCH_LOG_LEVEL": "INFO"}))
 
             def worker_says(text: str) -> bool:
                 assert worker.poll() is None, f"the worker exited with code {worker.returncode}"
@@ -145,12 +137,6 @@ def test_killed_service_is_healed_on_its_host_and_reported_once(
             assert "entered Failed: " in smtp.messages[1].get_payload()
     finally:
         service.stop()
-        if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
         with get_client(sync_client=True) as client, contextlib.suppress(Exception):
             # the session's server: later sweeps must not create heal runs in a pool nobody serves
             client.delete_deployment(client.read_deployment_by_name("self-heal/auto").id)

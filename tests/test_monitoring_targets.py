@@ -11,13 +11,9 @@ import pytest
 from support import wait_until
 
 from orch.config.loader import load_settings
-from orch.monitoring.targets import (
-    ActionFailed,
-    check_health,
-    configured_targets,
-    find_target,
-    run_action,
-)
+from orch.monitoring.target_actions import TargetActionFailed, run_action
+from orch.monitoring.target_checks import check_health
+from orch.monitoring.targets import configured_targets, find_target
 
 
 def test_supervised_worker_is_checked_and_restarted_through_its_pid_file(isolated_env: Path) -> None:
@@ -25,7 +21,7 @@ def test_supervised_worker_is_checked_and_restarted_through_its_pid_file(isolate
     assert [t.name for t in configured_targets(settings)] == ["orch-api", "orch-worker"]
     worker = find_target(settings, "orch-worker")
     assert check_health(settings, worker).healthy is None  # not under orch up: cannot tell, no alert
-    with pytest.raises(ActionFailed, match="worker is not running under orch up"):
+    with pytest.raises(TargetActionFailed, match="worker is not running under orch up"):
         run_action(settings, worker, "restart")
 
     # The supervisor runs in its own process, as under `orch up` (it makes its process a subreaper and

@@ -5,12 +5,9 @@ exactly once, both dispatchers take work, and the per-user rate limit holds acro
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from support import answers_200, free_port, prefect_auth, require_redis, wait_until
+from workers import api_server, dispatcher_service
 
 from orch.config.loader import load_settings
 from orch.config.schema import Settings
@@ -32,22 +30,6 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 PASSWORD = "Multi-H0st-Passw0rd!"
 LIMIT_PER_MINUTE = 50
 TASKS = 300
-
-
-@contextmanager
-def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "ab") as out:
-        child = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield child
-    finally:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(5)
 
 
 def _wait_up(url: str, child: subprocess.Popen[bytes], log: Path) -> None:
@@ -100,8 +82,7 @@ def test_two_apis_two_dispatchers_postgres_and_redis(pg_url: str, prefect_server
     with ExitStack() as stack:
         for index, port in enumerate(ports):
             log = isolated_env / f"api-{index}.log"
-            child = stack.enter_context(process([sys.executable, "-m", "orch.api.server"],
-                                                {**env, "ORCH_PORT": str(port)}, log))
+            child = stack.enter_context(api_server(log, {**env, "ORCH_PORT": str(port)}, grace=20))
             _wait_up(urls[index], child, log)
         tokens = {name: httpx.post(f"{urls[0]}/auth/token", data={"username": name, "password": PASSWORD}
                                    ).json()["access_token"] for name in (operator, viewer)}
@@ -110,8 +91,7 @@ def test_two_apis_two_dispatchers_postgres_and_redis(pg_url: str, prefect_server
         # first one up cannot take it all.
         started = datetime.now(UTC).isoformat()
         for index in range(2):
-            stack.enter_context(process([sys.executable, "-m", "orch.dispatch.service"], env,
-                                        isolated_env / f"dispatcher-{index}.log"))
+            stack.enter_context(dispatcher_service(isolated_env / f"dispatcher-{index}.log", env, grace=20))
         _wait_dispatchers(prefect_server, started, 2, isolated_env)
 
         # Dispatch through both APIs, in batches.

@@ -92,7 +92,8 @@ def test_notification_secrets_are_masked_without_include_secrets(
 def test_generated_string_is_stable_private_and_masked(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The server `orch up` starts gets a string made once into data/secrets.json (0600), in the form
     Prefect's UI login asks for; logging masks it."""
-    from orch.logging_config import configure_process_logging, redact, reset_logging
+    from orch.logging_config import configure_process_logging, reset_logging
+    from orch.redaction import redact
 
     for name in (SESSION_AUTH, "PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_URL"):
         monkeypatch.delenv(name, raising=False)

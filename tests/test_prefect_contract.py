@@ -55,6 +55,8 @@ CALLABLES = [
     ("prefect.client.orchestration:PrefectClient.update_flow_run_labels", True, {"flow_run_id", "labels"}),
     ("prefect.client.orchestration:SyncPrefectClient.update_flow_run_labels", False, {"flow_run_id", "labels"}),
     ("prefect.client.orchestration:SyncPrefectClient.update_flow_run", False, {"flow_run_id", "tags"}),
+    # orch/notify.py finds ORCH's notification blocks by type slug (the domain core never imports blocks/).
+    ("prefect.blocks.core:Block.get_block_class_from_key", False, {"key"}),
 ]
 
 
@@ -146,3 +148,25 @@ def test_the_rest_shapes_the_zombie_sweep_relies_on() -> None:
     names = {str(choice).lower() for choice in frequency.validation_alias.choices}  # type: ignore[union-attr]
     assert {name.lower() for name in zombies.HEARTBEAT_ENV} <= names, (
         f"Prefect contract: the heartbeat frequency is no longer read from {zombies.HEARTBEAT_ENV}")
+
+
+# What Prefect keeps per task run until its flow run ends, which the dispatcher drops once a task run is final
+# (orch/dispatch/prefect_entries.py, issue 17): each a dict ORCH pops from or clears by name.
+def test_the_thread_pool_task_runner_keeps_cancel_events_in_a_dict() -> None:
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    found = getattr(ThreadPoolTaskRunner(max_workers=1), "_cancel_events", None)
+    assert isinstance(found, dict), (
+        f"Prefect contract: ThreadPoolTaskRunner._cancel_events is gone or no longer a dict ({type(found).__name__})")
+
+
+@pytest.mark.parametrize("field", ["run_results", "task_run_assets"])
+def test_the_flow_run_context_keeps_per_task_run_entries_in_a_dict(field: str) -> None:
+    import typing
+
+    from prefect.context import FlowRunContext
+
+    assert field in FlowRunContext.model_fields, f"Prefect contract: FlowRunContext.{field} is gone"
+    annotation = FlowRunContext.model_fields[field].annotation
+    assert typing.get_origin(annotation) is dict, (
+        f"Prefect contract: FlowRunContext.{field} is no longer a dict ({annotation})")

@@ -29,12 +29,12 @@ from test_recovery import corrupt
 
 from orch.backup.catalog import Catalog
 from orch.backup.create import create_backup
-from orch.backup.files import BackupError, VerificationFailed, backup_dir
+from orch.backup.files import BackupError, BackupVerificationFailed, backup_dir
 from orch.backup.restore import restore_backup
 from orch.config.schema import Settings
 from orch.dispatch.queue import TaskQueue
 from orch.dispatch.request import validate
-from orch.logging_config import MASK
+from orch.redaction import MASK
 from orch.storage.engine import dispose_engines, session_scope
 from orch.storage.models import ResourceLock, Task, TaskEvent
 from orch.storage.types import utcnow
@@ -79,7 +79,7 @@ def two_backups_newest_corrupt(settings: Settings) -> tuple[dict[str, Any], dict
 
 def test_restore_latest_skips_a_corrupt_newest_backup_and_says_why(settings: Settings) -> None:
     older, newest = two_backups_newest_corrupt(settings)
-    with pytest.raises(VerificationFailed, match="does not match its catalog checksum"):
+    with pytest.raises(BackupVerificationFailed, match="does not match its catalog checksum"):
         restore_backup(settings, newest["file"])  # named: still refused
     assert task_count(settings) == 6
 

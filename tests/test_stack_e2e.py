@@ -306,6 +306,10 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
 
     with orch_up(home, prefect_port, api_port) as stack:
         stack.read_until("Press Ctrl-C to stop.", UP_TIMEOUT)
+        # Nothing changed and the server kept it all: the applier checked and skipped (deployments/applied.py).
+        applier = (home / "data" / "logs" / "deployments.log").read_text().split("starting deployments")
+        assert "\napplying: first apply\n" in applier[1] and "\napplied: " in applier[1], applier[1]
+        assert "\nunchanged since " in applier[2] and "\napplied: " not in applier[2], applier[2]
         run = httpx.get(f"{stack.prefect_api}/flow_runs/{first_run}", headers=stack.prefect, timeout=10).json()
         assert run["state"]["type"] == "COMPLETED"  # Prefect's history survived the restart
         # The first stop left nothing Running in Prefect (read from the same data, now served again): its

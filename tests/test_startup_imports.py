@@ -17,11 +17,28 @@ HEAVY = ("prefect", "sqlalchemy", "alembic", "pydantic", "pydantic_core", "pydan
          "fastapi", "starlette", "yaml", "orjson")
 
 
-def imported_by(code: str) -> set[str]:
-    """The top-level packages in ``sys.modules`` after ``code`` ran in a fresh interpreter."""
-    probe = code + "\nimport json, sys\nprint(json.dumps(sorted({name.partition('.')[0] for name in sys.modules})))"
+def modules_after(code: str) -> set[str]:
+    """``sys.modules`` after ``code`` ran in a fresh interpreter."""
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def imported_by(code: str) -> set[str]:
+    """The top-level packages in ``sys.modules`` after ``code`` ran in a fresh interpreter."""
+    return {name.partition(".")[0] for name in modules_after(code)}
+
+
+def test_orch_help_imports_no_command_module() -> None:
+    """``orch --help`` lists every command from orch/cli/main.py; the modules that hold them load only when one
+    of their commands runs (``orch tasks --help`` loads orch.cli.tasks and nothing else of the CLI)."""
+    def cli_modules(*args: str) -> set[str]:
+        run = f"import sys\nsys.argv = ['orch', *{args!r}]\nfrom orch.cli.main import main\ntry:\n    main()\n" \
+              "except SystemExit:\n    pass"
+        return {name for name in modules_after(run) if name.startswith("orch.cli.")}
+
+    assert cli_modules("--help") == {"orch.cli.main", "orch.cli.lazy"}
+    assert cli_modules("tasks", "--help") == {"orch.cli.main", "orch.cli.lazy", "orch.cli.tasks", "orch.cli.common"}
 
 
 def test_the_supervisor_half_imports_nothing_heavy() -> None:

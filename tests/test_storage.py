@@ -63,6 +63,34 @@ def test_sqlite_connection_pragmas(isolated_env: Path) -> None:
         assert pragma("busy_timeout") == 7000
 
 
+def test_postgresql_sessions_bound_what_a_lost_client_holds(pg_url: str) -> None:
+    """A session left idle inside a transaction (a frozen or vanished host) is ended by the server and
+    its row locks freed, instead of holding them until TCP gives up (issue 18's lost host)."""
+    settings = DatabaseSettings(url=pg_url, timeout=5, idle_transaction_timeout=0.5)
+    upgrade(settings, create_database=True)
+    engine = get_engine(settings)
+    with engine.connect() as probe:
+        assert probe.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "500ms"
+        assert probe.execute(text("SHOW tcp_keepalives_idle")).scalar() == "10"
+    with session_scope(settings) as session:
+        session.add(new_task("t-idle"))
+    stalled = engine.connect()
+    stalled.begin()
+    stalled.execute(text("SELECT * FROM tasks WHERE task_id = 't-idle' FOR UPDATE"))  # holds the row, then idles
+    pid = stalled.execute(text("SELECT pg_backend_pid()")).scalar()
+
+    def gone() -> bool:
+        with engine.connect() as other:
+            return other.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                                 {"pid": pid}).scalar() == 0
+
+    wait_until(gone, 30, "the server to end the session idle in its transaction")
+    with session_scope(settings) as session:  # the row lock went with it
+        session.execute(text("SELECT * FROM tasks WHERE task_id = 't-idle' FOR UPDATE NOWAIT"))
+    stalled.invalidate()
+    stalled.close()
+
+
 def test_timestamps_round_trip_as_utc(database: DatabaseSettings) -> None:
     local = datetime(2026, 1, 2, 12, 0, tzinfo=timezone(timedelta(hours=9)))
     with session_scope(database) as session:

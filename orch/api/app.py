@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from orch.api.console.routes import install as install_console
     from orch.api.deliveries import DeliveryLog
     from orch.api.deps import IdentityCache
+    from orch.api.dispatch_group import DispatchGroup
     from orch.api.errors import install_error_handlers
     from orch.api.events import EventHub, StreamSlots
     from orch.api.metrics import ApiMetrics
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.user_streams = StreamSlots(settings.api.max_streams_per_user)
     app.state.health_cache = health._Cache(settings.api.health_cache_seconds)
     app.state.deliveries = DeliveryLog(settings.database, settings.security.webhook_tolerance_seconds)
+    app.state.dispatch_group = DispatchGroup(settings)
     app.state.metrics.add_domain(DomainCollector(settings))  # queue, system, alert and healing metrics
 
     install_error_handlers(app)

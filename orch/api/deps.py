@@ -67,11 +67,13 @@ class Principal:
         return self.username if self.role == "system" else None
 
 
-def get_settings(request: Request) -> Settings:
+def request_settings(request: Request) -> Settings:
+    """The settings the app was built with (``app.state``), not :func:`orch.config.runtime.get_settings`:
+    a test or a second app in one process may serve another configuration."""
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(request_settings)]
 
 
 def client_address(request: Request) -> str:

@@ -1,7 +1,8 @@
-"""Errors as JSON with the right 4xx status: the API never answers a caller's mistake with a 500.
+"""Errors as JSON with the right status: the API never answers a caller's mistake with a 500.
 
-Domain errors (:class:`orch.errors.OrchError` subclasses) map to statuses here, in one table, so a
-route raises the domain's own exception and never builds an HTTP error by hand.
+A domain error (:class:`orch.errors.OrchError`) answers with its own class's status, body and headers
+(the tree and its statuses are in ``orch/errors.py``): nothing here chooses a status for one, so a route
+raises the domain's own exception and never builds an HTTP error by hand.
 """
 
 from __future__ import annotations
@@ -14,19 +15,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from orch.dispatch.errors import InvalidTask, InvalidTransition, QueueFull, TaskNotFound
-from orch.dispatch.locks import LockNotHeld
-from orch.dispatch.reservations import IsolationNeedsAdmin, UnknownCore
 from orch.errors import OrchError
 from orch.logging_config import get_logger
-from orch.security.flow_access import NotPermitted
-from orch.security.user_changes import UnknownUser
-from orch.security.users import UserError
 from orch.storage.engine import DatabaseCorrupt, StorageError, is_corruption_error, known_corruption
 
 log = get_logger(__name__)
-DATABASE_RETRY_AFTER = 5
-CORRUPT_RETRY_AFTER = 300  # a corrupt database waits for an operator's restore, not for a busy moment to pass
 
 
 def _lines(exc: RequestValidationError) -> list[str]:
@@ -39,6 +32,11 @@ def _lines(exc: RequestValidationError) -> list[str]:
 
 def _json(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
+
+
+def error_response(exc: OrchError) -> JSONResponse:
+    """What the API answers for a domain error: its class's status, its body, its headers."""
+    return JSONResponse(exc.http_body(), status_code=exc.status_code, headers=exc.http_headers() or None)
 
 
 def document_error_body(app: FastAPI) -> None:
@@ -84,23 +82,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OrchError)
     async def domain_error(request: Request, exc: OrchError) -> JSONResponse:
-        if isinstance(exc, InvalidTask):
-            return _json(422, "invalid task", errors=exc.errors)
-        if isinstance(exc, QueueFull):
-            return _json(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
-        if isinstance(exc, NotPermitted | IsolationNeedsAdmin):
-            return _json(403, str(exc))
-        if isinstance(exc, TaskNotFound | UnknownCore | UnknownUser):
-            return _json(404, str(exc))
-        if isinstance(exc, InvalidTransition | LockNotHeld):
-            return _json(409, str(exc))
-        if isinstance(exc, UserError):
-            return _json(409 if "already exists" in str(exc) else 422, str(exc))
-        if isinstance(exc, DatabaseCorrupt):
-            return _json(503, str(exc), headers={"Retry-After": str(CORRUPT_RETRY_AFTER)})
-        if isinstance(exc, StorageError):
-            return _json(503, f"database unavailable: {exc}", headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
-        return _json(400, str(exc))
+        return error_response(exc)
 
     @app.exception_handler(SQLAlchemyError)
     async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
@@ -108,11 +90,11 @@ def install_error_handlers(app: FastAPI) -> None:
             url = request.app.state.settings.database.url or ""
             damage = known_corruption(url) or str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             log.error("database corrupt answering %s %s: %s", request.method, request.url.path, damage)
-            return _json(503, str(DatabaseCorrupt(url, damage)), headers={"Retry-After": str(CORRUPT_RETRY_AFTER)})
+            return error_response(DatabaseCorrupt(url, damage))
         log.error("database error answering %s %s: %s", request.method, request.url.path, exc.__class__.__name__,
                   exc_info=exc)
-        return _json(503, "database unavailable; the API log has the cause",
-                     headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
+        return _json(StorageError.status_code, "database unavailable; the API log has the cause",
+                     headers={"Retry-After": str(StorageError.retry_after)})
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:

@@ -8,6 +8,12 @@ every client, and the poller sleeps while nobody listens.
 Resuming: each message's ``id`` is the cursor ``<task event id>.<alert event id>`` after it, so a
 client reconnecting with ``Last-Event-ID`` gets exactly what it missed from both streams, from the
 database, before live events continue.
+
+Frames: every frame of ORCH's streams (this one and ``/events/health``) is written by FastAPI's own SSE
+encoder (:func:`fastapi.sse.format_sse_event`, what it uses for ``ServerSentEvent``), never by hand. Not its
+generator endpoints (``response_class=EventSourceResponse`` with ``yield``): they encode each event once per
+stream and run two extra tasks per stream, where one event fans out to thousands of streams here, and their
+keep-alive is a fixed 15 s, where ours is ``api.sse_heartbeat_seconds``.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ from functools import cached_property
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.sse import EventSourceResponse, format_sse_event
 from sqlalchemy import func, select
 from starlette.types import Receive, Scope, Send
 
 from orch.config.schema import Settings
-from orch.logging_config import get_logger, redact_structure
+from orch.logging_config import get_logger
+from orch.redaction import redact_structure
 from orch.storage.engine import session_scope
 from orch.storage.models import AlertEvent, Task, TaskEvent
 
@@ -35,6 +42,9 @@ log = get_logger(__name__)
 REPLAY_LIMIT = 1000  # events a resuming client is sent from the database at most
 QUEUE_SIZE = 1000  # a client this far behind is disconnected (it can resume with Last-Event-ID)
 _CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,18})$")
+RETRY_HINT = format_sse_event(retry=3000)  # a client reconnects after 3 s (with Last-Event-ID)
+KEEP_ALIVE = format_sse_event(comment="keep-alive")  # keeps proxies from closing a quiet stream
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no caching, no proxy buffering
 
 
 @dataclass(frozen=True)
@@ -46,11 +56,11 @@ class Event:
     payload: dict[str, Any]
 
     @cached_property
-    def wire(self) -> str:
-        """The SSE message text, built once however many streams it goes to, masked by the same rule as
-        every API response (``redact_structure``), so the stream and ``/jobs/{id}/events`` agree."""
+    def wire(self) -> bytes:
+        """The SSE frame, built once however many streams it goes to, masked by the same rule as every API
+        response (``redact_structure``), so the stream and ``/jobs/{id}/events`` agree."""
         data = json.dumps(redact_structure(self.payload), default=str, separators=(",", ":"))
-        return f"id: {self.cursor[0]}.{self.cursor[1]}\nevent: {self.name}\ndata: {data}\n\n"
+        return format_sse_event(data_str=data, event=self.name, id=f"{self.cursor[0]}.{self.cursor[1]}")
 
 
 def parse_cursor(value: str | None) -> tuple[int, int] | None:
@@ -169,10 +179,10 @@ class EventHub:
 
 
 async def stream(hub: EventHub, subscriber: Subscriber, missed: list[Event], heartbeat: float,
-                 on_sent: Callable[[int], None]) -> AsyncIterator[str]:
-    """The text of one SSE response: a retry hint, what was missed, then live events and keep-alives."""
+                 on_sent: Callable[[int], None]) -> AsyncIterator[bytes]:
+    """The frames of one SSE response: a retry hint, what was missed, then live events and keep-alives."""
     try:
-        yield "retry: 3000\n\n"
+        yield RETRY_HINT
         for event in missed:
             yield event.wire
         on_sent(len(missed))
@@ -180,7 +190,7 @@ async def stream(hub: EventHub, subscriber: Subscriber, missed: list[Event], hea
             try:
                 event = await asyncio.wait_for(subscriber.queue.get(), timeout=heartbeat)
             except TimeoutError:
-                yield ": keep-alive\n\n"
+                yield KEEP_ALIVE
                 continue
             if event is None:
                 return
@@ -218,15 +228,15 @@ class StreamSlots:
         else:
             self.open.pop(key, None)
 
-    def response(self, key: str, content: AsyncIterator[str], headers: dict[str, str]) -> StreamingResponse:
+    def response(self, key: str, content: AsyncIterator[bytes]) -> EventSourceResponse:
         """The stream as a response that gives its slot back when the response ends, however it ends
         (a generator's ``finally`` would not run for a client gone before the first message)."""
-        return _SlotResponse(content, lambda: self.give_back(key), headers)
+        return _SlotResponse(content, lambda: self.give_back(key))
 
 
-class _SlotResponse(StreamingResponse):
-    def __init__(self, content: AsyncIterator[str], release: Callable[[], None], headers: dict[str, str]) -> None:
-        super().__init__(content, media_type="text/event-stream", headers=headers)
+class _SlotResponse(EventSourceResponse):
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(content, headers=SSE_HEADERS)
         self.release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from orch.logging_config import redact_structure
+from orch.redaction import redact_structure
 
 MAX_ID = 2**63 - 1  # the largest id a database column holds: a larger number is a 422, not a 500
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from orch.audit import Caller, record_audit
 from orch.backup.catalog import Catalog
-from orch.backup.files import BackupError, VerificationFailed, backup_dir
+from orch.backup.files import BackupError, BackupVerificationFailed, backup_dir
 from orch.backup.restore import check, discard, live_engine
 from orch.config.schema import Settings
 from orch.security.flow_access import confined
@@ -26,9 +26,13 @@ SUFFIXES = {".db.gz": "sqlite", ".dump": "postgresql"}
 class InvalidBackupName(BackupError):
     """A name that is not a plain file name in the backup directory (a path, ``..``)."""
 
+    status_code = 422
+
 
 class BackupNotFound(BackupError):
     """No backup file of that name in the backup directory."""
+
+    status_code = 404
 
 
 def backups_overview(settings: Settings) -> dict[str, Any]:
@@ -54,7 +58,7 @@ def verify_backup(settings: Settings, name: str, actor: str, caller: Caller | No
     failure = None
     try:
         discard(check(settings, name))
-    except VerificationFailed as exc:
+    except BackupVerificationFailed as exc:
         failure = str(exc)
     at = datetime.now(timezone.utc).isoformat()
     entry = Catalog(directory).find(name)

@@ -30,8 +30,10 @@ PREFIX = "orch_backup_"
 class BackupError(OrchError):
     """A backup, verification or restore that cannot go on; the message says why in one line."""
 
+    status_code = 409
 
-class VerificationFailed(BackupError):
+
+class BackupVerificationFailed(BackupError):
     """The backup file itself is unsound (checksum, gzip stream, integrity, data-quality suite).
 
     Kept apart from other refusals (no disk space, the wrong engine, a schema this code does not know)
@@ -153,7 +155,7 @@ def gunzip_file(source: Path, target: Path) -> str:
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         # The reason by kind, never the exception's text: BadGzipFile's quotes the file's first bytes.
         why = {EOFError: "it ends early", gzip.BadGzipFile: "it is not gzip data"}.get(type(exc), "its data is corrupt")
-        raise VerificationFailed(f"{source.name} is corrupt or truncated ({why}); refusing it") from None
+        raise BackupVerificationFailed(f"{source.name} is corrupt or truncated ({why}); refusing it") from None
     return digest.hexdigest()
 
 

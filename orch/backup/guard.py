@@ -37,6 +37,8 @@ log = get_logger(__name__)
 class LockUnavailable(BackupError):
     """The locks cannot be recorded: the database is missing, uninitialised, busy or damaged."""
 
+    status_code = 503
+
 
 class Held:
     """Locks taken for one operation, renewed in the background until :meth:`release`."""

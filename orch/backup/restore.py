@@ -27,7 +27,7 @@ from orch.backup.catalog import Catalog
 from orch.backup.files import (
     PARTIAL,
     BackupError,
-    VerificationFailed,
+    BackupVerificationFailed,
     backup_dir,
     gunzip_file,
     require_free_space,
@@ -106,7 +106,7 @@ def check(settings: Settings, ref: str, *, migrate: bool = False) -> Candidate:
             continue
         try:  # checked again even if it failed before: a file put back from elsewhere counts again
             candidate = _check_recorded(settings, directory / name, entry, migrate)
-        except VerificationFailed as exc:
+        except BackupVerificationFailed as exc:
             skipped.append(f"skipped {name}: {exc}")
             continue
         candidate.skipped = skipped
@@ -121,7 +121,7 @@ def _check_recorded(settings: Settings, path: Path, entry: dict[str, Any] | None
     catalog = Catalog(backup_dir(settings))
     try:
         candidate = _check(settings, path, entry, migrate)
-    except VerificationFailed as exc:
+    except BackupVerificationFailed as exc:
         if entry is not None:
             catalog.record_verification(entry["file"], _now(), str(exc))
         raise
@@ -142,7 +142,7 @@ def _check(settings: Settings, path: Path, entry: dict[str, Any] | None, migrate
     engine = "postgresql" if path.name.endswith(".dump") else "sqlite"
     if engine != live_engine(settings):
         raise BackupError(f"{path.name} is a {engine} backup; the configured database is {live_engine(settings)}")
-    mismatch = VerificationFailed(f"{path.name} does not match its catalog checksum (corrupt or altered); "
+    mismatch = BackupVerificationFailed(f"{path.name} does not match its catalog checksum (corrupt or altered); "
                                   "refusing it")
     if entry is not None and path.stat().st_size != entry["size_bytes"]:
         raise mismatch
@@ -172,7 +172,7 @@ def _check(settings: Settings, path: Path, entry: dict[str, Any] | None, migrate
             try:
                 facts = check_sqlite_copy(copy, settings.database.timeout)
             except BackupError as exc:  # the copy is unsound: a verdict on the file
-                raise VerificationFailed(f"{path.name}: {exc}; refusing it") from None
+                raise BackupVerificationFailed(f"{path.name}: {exc}; refusing it") from None
         except BaseException:
             sqlite.remove_files(copy)
             raise
@@ -180,11 +180,11 @@ def _check(settings: Settings, path: Path, entry: dict[str, Any] | None, migrate
     try:
         steps.append(f"integrity {facts['integrity']}")
         if not facts["validation"]["success"]:
-            raise VerificationFailed(f"{path.name}: {describe_failure(facts['validation'])}; refusing it")
+            raise BackupVerificationFailed(f"{path.name}: {describe_failure(facts['validation'])}; refusing it")
         steps.append(f"data-quality suite passed ({facts['validation']['evaluated']} expectations)")
         revision, head = facts["schema_revision"], head_revision()
         if revision is None:
-            raise VerificationFailed(f"{path.name} has no schema revision; it is not an ORCH database")
+            raise BackupVerificationFailed(f"{path.name} has no schema revision; it is not an ORCH database")
         if revision != head:
             if not _known_revision(revision):
                 raise BackupError(f"{path.name} is at schema {revision}, unknown to this code (head {head}): "

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from orch.cli.common import ConfigOption, load, user_errors
+from orch.cli.common import ConfigOption, load
 
 logs_app = typer.Typer(help="Analyse ORCH's JSON logs (the guide's log analysis).", no_args_is_help=True)
 perf_app = typer.Typer(help="Response times per endpoint from the API's access log lines.", no_args_is_help=True)
@@ -40,18 +40,17 @@ def logs_analyze(
     config: ConfigOption = None,
 ) -> None:
     """Error frequency, slow requests, authentication failures and task failure patterns."""
-    with user_errors():
-        settings = load(config, generate_secrets=False)
-        from orch.analysis.jsonlogs import parse_since
-        from orch.analysis.logs import analyze_logs
-        from orch.analysis.render import logs_text
-        from orch.analysis.sources import default_audit_paths, default_log_paths
+    settings = load(config, generate_secrets=False)
+    from orch.analysis.jsonlogs import parse_since
+    from orch.analysis.logs import analyze_logs
+    from orch.analysis.render import logs_text
+    from orch.analysis.sources import default_audit_paths, default_log_paths
 
-        report = analyze_logs(
-            log or default_log_paths(settings), audit_log or default_audit_paths(settings),
-            since=parse_since(since) if since else None, limit=limit,
-            slow_ms=settings.monitoring.alert_thresholds.response_time_ms if slow_ms is None else slow_ms)
-        typer.echo(json.dumps(report, indent=2) if as_json else logs_text(report))
+    report = analyze_logs(
+        log or default_log_paths(settings), audit_log or default_audit_paths(settings),
+        since=parse_since(since) if since else None, limit=limit,
+        slow_ms=settings.monitoring.alert_thresholds.response_time_ms if slow_ms is None else slow_ms)
+    typer.echo(json.dumps(report, indent=2) if as_json else logs_text(report))
 
 
 @perf_app.command("report")
@@ -63,13 +62,12 @@ def perf_report(
     config: ConfigOption = None,
 ) -> None:
     """Requests, average, p95 and maximum response time per endpoint, slowest first; top errors."""
-    with user_errors():
-        settings = load(config, generate_secrets=False)
-        from orch.analysis.jsonlogs import parse_since
-        from orch.analysis.performance import performance_report
-        from orch.analysis.render import perf_text
-        from orch.analysis.sources import default_log_paths
+    settings = load(config, generate_secrets=False)
+    from orch.analysis.jsonlogs import parse_since
+    from orch.analysis.performance import performance_report
+    from orch.analysis.render import perf_text
+    from orch.analysis.sources import default_log_paths
 
-        report = performance_report(log or default_log_paths(settings)[:1],
-                                    since=parse_since(since) if since else None, limit=limit)
-        typer.echo(json.dumps(report, indent=2) if as_json else perf_text(report))
+    report = performance_report(log or default_log_paths(settings)[:1],
+                                since=parse_since(since) if since else None, limit=limit)
+    typer.echo(json.dumps(report, indent=2) if as_json else perf_text(report))

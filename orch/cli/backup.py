@@ -1,4 +1,4 @@
-"""``orch backup``, ``orch db maintain`` and ``orch recover``: the same code the flows run, from a shell.
+"""``orch backup`` and ``orch recover``: the same code the flows run, from a shell.
 
 They need no Prefect server, because recovery is exactly when it may be down; the flows are what the
 schedules and the Prefect UI run.
@@ -6,13 +6,12 @@ schedules and the Prefect UI run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from orch.cli.common import ConfigOption, fail, load, user_errors
+from orch.cli.common import ConfigOption, fail, load, print_json
 
 backup_app = typer.Typer(help="Create, list, verify, restore and prune verified backups.", no_args_is_help=True)
 recover_app = typer.Typer(help="Service recovery (--emergency: emergency recovery); tasks-from-logs rebuilds "
@@ -20,22 +19,17 @@ recover_app = typer.Typer(help="Service recovery (--emergency: emergency recover
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
-
-
 @backup_app.command("create")
 def backup_create(kind: Annotated[str, typer.Option(help="manual, daily or full (full adds the Prefect "
                                                    "database, config without secrets and SBOM evidence).")] = "manual",
                   as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """Back up the database now; it is cataloged only once verified."""
-    with user_errors():
-        settings = load(config)
-        from orch.backup.create import create_backup
+    settings = load(config)
+    from orch.backup.create import create_backup
 
-        entry = create_backup(settings, kind)
+    entry = create_backup(settings, kind)
     if as_json:
-        _print_json(entry)
+        print_json(entry)
         return
     typer.echo(f"backup {entry['file']}: verified ({entry['integrity']}, "
                f"{entry['validation']['evaluated']} expectations), {entry['size_bytes']} bytes, "
@@ -46,17 +40,16 @@ def backup_create(kind: Annotated[str, typer.Option(help="manual, daily or full 
 def backup_list(as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """The catalog, oldest first, each with its verification (verified when / FAILED when: why / never
     verified); backup files the catalog does not know are listed last."""
-    with user_errors():
-        settings = load(config)
-        from orch.backup.catalog import Catalog, verification_status
-        from orch.backup.files import backup_dir
+    settings = load(config)
+    from orch.backup.catalog import Catalog, verification_status
+    from orch.backup.files import backup_dir
 
-        directory = backup_dir(settings)
-        catalog = Catalog(directory)
-        entries = [{**entry, "verification": verification_status(entry)} for entry in catalog.entries()]
-        strangers = catalog.uncataloged()
+    directory = backup_dir(settings)
+    catalog = Catalog(directory)
+    entries = [{**entry, "verification": verification_status(entry)} for entry in catalog.entries()]
+    strangers = catalog.uncataloged()
     if as_json:
-        _print_json(entries + [{"file": name, "verification": verification_status(None)} for name in strangers])
+        print_json(entries + [{"file": name, "verification": verification_status(None)} for name in strangers])
         return
     if not entries and not strangers:
         typer.echo(f"no backups in {directory}")
@@ -74,12 +67,11 @@ def backup_list(as_json: JsonOption = False, config: ConfigOption = None) -> Non
 def backup_verify(backup: Annotated[str, typer.Argument(help="A backup file, its catalog name, or 'latest'.")],
                   config: ConfigOption = None) -> None:
     """Checksum, decompress, integrity check and data-quality suite, without restoring anything."""
-    with user_errors():
-        settings = load(config)
-        from orch.backup.restore import check, discard
+    settings = load(config)
+    from orch.backup.restore import check, discard
 
-        candidate = check(settings, backup)
-        discard(candidate)
+    candidate = check(settings, backup)
+    discard(candidate)
     typer.echo(f"{backup}: verified - " + "; ".join(candidate.steps))
 
 
@@ -98,25 +90,24 @@ def backup_restore(backup: Annotated[str, typer.Argument(help="A backup file, it
 
     if not yes and not sys.stdin.isatty():
         fail("restore replaces the live database and there is no terminal to confirm on: pass --yes")
-    with user_errors():
-        settings = load(config)
-        from orch.backup.restore import check, discard, swap
-        from orch.storage.engine import safe_url
+    settings = load(config)
+    from orch.backup.restore import check, discard, swap
+    from orch.storage.engine import safe_url
 
-        candidate = check(settings, backup, migrate=True)
-        try:
-            if not yes:
-                for line in candidate.skipped:
-                    typer.echo(line)
-                counts = ", ".join(f"{table} {n}" for table, n in sorted(candidate.facts["row_counts"].items()))
-                typer.echo(f"This replaces the live database {safe_url(settings.database.url or '')} with "
-                           f"{Path(candidate.source).name} ({counts}).\n"
-                           f"The current database will be kept as {candidate.pre_restore}")
-                if not typer.confirm("Restore?", default=False):
-                    fail("restore cancelled: nothing was changed")
-            report = swap(settings, candidate, owner="restore:cli")
-        finally:
-            discard(candidate)
+    candidate = check(settings, backup, migrate=True)
+    try:
+        if not yes:
+            for line in candidate.skipped:
+                typer.echo(line)
+            counts = ", ".join(f"{table} {n}" for table, n in sorted(candidate.facts["row_counts"].items()))
+            typer.echo(f"This replaces the live database {safe_url(settings.database.url or '')} with "
+                       f"{Path(candidate.source).name} ({counts}).\n"
+                       f"The current database will be kept as {candidate.pre_restore}")
+            if not typer.confirm("Restore?", default=False):
+                fail("restore cancelled: nothing was changed")
+        report = swap(settings, candidate, owner="restore:cli")
+    finally:
+        discard(candidate)
     for step in report["steps"]:
         typer.echo(f"- {step}")
     typer.echo(f"restored {report['restored']} into {report['database']} in {report['seconds']} s")
@@ -126,24 +117,14 @@ def backup_restore(backup: Annotated[str, typer.Argument(help="A backup file, it
 def backup_prune(dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; delete nothing.")]
                  = False, config: ConfigOption = None) -> None:
     """Remove backups past backup.retention_days, always keeping the newest backup.keep_last verified."""
-    with user_errors():
-        settings = load(config)
-        from orch.backup.retention import prune
+    settings = load(config)
+    from orch.backup.retention import prune
 
-        result = prune(settings, dry_run=dry_run)
+    result = prune(settings, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for item in result["remove"]:
         typer.echo(f"{verb} {item['file']} ({item['reason']})")
     typer.echo(f"{verb} {len(result['remove'])}, kept {len(result['keep'])}")
-
-
-def db_maintain(config: ConfigOption = None) -> None:
-    """Purge what is past retention, then ANALYZE, REINDEX, VACUUM, PRAGMA optimize (VACUUM ANALYZE on PostgreSQL)."""
-    with user_errors():
-        settings = load(config)
-        from orch.maintenance import maintain
-
-        _print_json(maintain(settings))
 
 
 @recover_app.callback()
@@ -157,11 +138,10 @@ def recover(ctx: typer.Context,
     re-queue failed tasks, check health, notify. Exit 1 when a step failed (with --dry-run: would fail)."""
     if ctx.invoked_subcommand is not None:
         return
-    with user_errors():
-        settings = load(config)
-        from orch.recovery.procedures import run
+    settings = load(config)
+    from orch.recovery.procedures import run
 
-        result = run(settings, "emergency-recovery" if emergency else "service-recovery", dry_run=dry_run)
+    result = run(settings, "emergency-recovery" if emergency else "service-recovery", dry_run=dry_run)
     for report in result["steps"]:
         typer.echo(f"{'ok  ' if report['ok'] else 'FAIL'} {report['step']}: found {report['found']}; "
                    f"{'plan:' if dry_run else 'did'} {report['did']}")
@@ -184,17 +164,16 @@ def recover_tasks_from_logs(
     """Rebuild tasks from the audit trail's task.create entries (with their params, masked values masked)
     and the task.* log lines into data/recovered_tasks_<time>.json. A task whose params were masked is
     inserted cancelled, marked metadata.recovered_params_masked: dispatch it again with the real values."""
-    with user_errors():
-        settings = load(config)
-        from pathlib import Path
+    settings = load(config)
+    from pathlib import Path
 
-        from orch.recovery.from_logs import recover as recover_tasks
+    from orch.recovery.from_logs import recover as recover_tasks
 
-        if log:
-            missing = [path for path in log if not Path(path).is_file()]
-            if missing:
-                fail(f"log file not found: {', '.join(missing)}")
-        result = recover_tasks(settings, apply=apply, log_files=[Path(p) for p in log] if log else None)
+    if log:
+        missing = [path for path in log if not Path(path).is_file()]
+        if missing:
+            fail(f"log file not found: {', '.join(missing)}")
+    result = recover_tasks(settings, apply=apply, log_files=[Path(p) for p in log] if log else None)
     typer.echo(f"found {result['found']} task(s) in {len(result['logs'])} log file(s), {result['missing']} missing "
                f"from the database; written to {result['file']}")
     if result["params_masked"]:

@@ -1,16 +1,14 @@
 """What every ``orch`` command module shares: the ``--config`` option, the one-line error exit, the
 settings loader for commands, and who the CLI acts as in the audit trail.
 
-Kept apart from ``orch.cli.main`` so that the command modules (backup, monitoring, ...) and ``main`` can
-import each other's pieces without a cycle (``python -m orch.cli.main`` must work: ``orch up`` runs it).
+Kept apart from ``orch.cli.main``, the root, which imports no command module (each loads when one of its
+commands runs), so that the command modules never import the root and ``orch --help`` loads none of this.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
@@ -21,19 +19,10 @@ ConfigOption = Annotated[Optional[str], typer.Option(
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
+    """End the command with one line on stderr, ``error: <message>``; ``orch`` does the same for every
+    error a user can cause (an ``OrchError``) that a command lets through."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn the errors a user can cause into one line and exit 1; anything else is a real bug."""
-    from orch.errors import OrchError
-
-    try:
-        yield
-    except OrchError as exc:
-        fail(str(exc))
 
 
 def load(config: str | None, *, generate_secrets: bool = True) -> Any:

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from orch.cli.common import ConfigOption, fail, load, user_errors
+from orch.cli.common import ConfigOption, fail, load
 
 sbom_app = typer.Typer(help="Generate, sign and verify the CycloneDX SBOM.", no_args_is_help=True)
 
@@ -28,12 +28,11 @@ def generate(
     config: ConfigOption = None,
 ) -> None:
     """Write the validated CycloneDX 1.6 SBOM of this environment (reproducible)."""
-    with user_errors():
-        from orch.supply_chain.paths import SbomPaths
-        from orch.supply_chain.sbom import write_sbom
+    from orch.supply_chain.paths import SbomPaths
+    from orch.supply_chain.sbom import write_sbom
 
-        paths = SbomPaths.from_settings(load(config).supply_chain)
-        typer.echo(json.dumps(write_sbom(pyproject or paths.pyproject, out or paths.sbom)))
+    paths = SbomPaths.from_settings(load(config).supply_chain)
+    typer.echo(json.dumps(write_sbom(pyproject or paths.pyproject, out or paths.sbom)))
 
 
 @sbom_app.command("sign")
@@ -48,20 +47,19 @@ def sign(
     config: ConfigOption = None,
 ) -> None:
     """Sign the SBOM with RSA-PSS/SHA-256; the public key is written beside the signature."""
-    with user_errors():
-        from orch.supply_chain.paths import SbomPaths
-        from orch.supply_chain.signing import PRIVATE_KEY, generate_keys, load_private_key, sign_detached, sign_embedded
+    from orch.supply_chain.paths import SbomPaths
+    from orch.supply_chain.signing import PRIVATE_KEY, generate_keys, load_private_key, sign_detached, sign_embedded
 
-        paths = SbomPaths.from_settings(load(config).supply_chain)
-        keys = keys_dir or paths.keys_dir
-        if generate_key or not (keys / PRIVATE_KEY).exists():
-            typer.echo(f"generated a new signing key pair in {keys} ({generate_keys(keys)})", err=True)
-        key = load_private_key(keys)
-        target = sbom or paths.sbom
-        result = sign_detached(target, out or target.with_suffix(".sig"), key)
-        if embed:
-            result["embedded"] = sign_embedded(target, embed, key)["sbom"]
-        typer.echo(json.dumps(result))
+    paths = SbomPaths.from_settings(load(config).supply_chain)
+    keys = keys_dir or paths.keys_dir
+    if generate_key or not (keys / PRIVATE_KEY).exists():
+        typer.echo(f"generated a new signing key pair in {keys} ({generate_keys(keys)})", err=True)
+    key = load_private_key(keys)
+    target = sbom or paths.sbom
+    result = sign_detached(target, out or target.with_suffix(".sig"), key)
+    if embed:
+        result["embedded"] = sign_embedded(target, embed, key)["sbom"]
+    typer.echo(json.dumps(result))
 
 
 @sbom_app.command("verify")
@@ -74,18 +72,17 @@ def verify(
     config: ConfigOption = None,
 ) -> None:
     """Exit 0 only when the SBOM is byte-for-byte what the key signed; otherwise name the failed check."""
-    with user_errors():
-        from orch.supply_chain.paths import SbomPaths
-        from orch.supply_chain.signing import load_public_key, verify_detached, verify_embedded
+    from orch.supply_chain.paths import SbomPaths
+    from orch.supply_chain.signing import load_public_key, verify_detached, verify_embedded
 
-        paths = SbomPaths.from_settings(load(config).supply_chain)
-        key = load_public_key(keys_dir or paths.keys_dir)
-        target = sbom or paths.sbom
-        result = verify_embedded(target, key) if embedded else verify_detached(
-            target, sig or target.with_suffix(".sig"), key)
-        if "warning" in result:  # verified, but a person should act on it (an old canonical form)
-            typer.echo(f"warning: {result['warning']}", err=True)
-        typer.echo(json.dumps(result))
+    paths = SbomPaths.from_settings(load(config).supply_chain)
+    key = load_public_key(keys_dir or paths.keys_dir)
+    target = sbom or paths.sbom
+    result = verify_embedded(target, key) if embedded else verify_detached(
+        target, sig or target.with_suffix(".sig"), key)
+    if "warning" in result:  # verified, but a person should act on it (an old canonical form)
+        typer.echo(f"warning: {result['warning']}", err=True)
+    typer.echo(json.dumps(result))
 
 
 def scan(
@@ -95,14 +92,13 @@ def scan(
     config: ConfigOption = None,
 ) -> None:
     """Run the security scan, write the report to supply_chain.reports_dir; exit 1 when a scanner failed."""
-    with user_errors():
-        from orch.supply_chain.scan import SCANNERS, run_scan
+    from orch.supply_chain.scan import SCANNERS, run_scan
 
-        unknown = sorted(set(only or []) - set(SCANNERS))
-        if unknown:
-            fail(f"unknown scanner {', '.join(unknown)} (choose from {', '.join(SCANNERS)})")
-        report = run_scan(load(config), only=only or None)
-        for line in report.summary_lines():
-            typer.echo(line)
-        typer.echo(f"report: {report.paths['markdown']}")
+    unknown = sorted(set(only or []) - set(SCANNERS))
+    if unknown:
+        fail(f"unknown scanner {', '.join(unknown)} (choose from {', '.join(SCANNERS)})")
+    report = run_scan(load(config), only=only or None)
+    for line in report.summary_lines():
+        typer.echo(line)
+    typer.echo(f"report: {report.paths['markdown']}")
     raise typer.Exit(1 if report.failed else 0)

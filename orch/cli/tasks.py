@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from orch.cli.common import ConfigOption, cli_owner, fail, load, print_json, user_errors
+from orch.cli.common import ConfigOption, cli_owner, fail, load, print_json
 
 tasks_app = typer.Typer(help="Inspect and manage dispatched tasks.", no_args_is_help=True)
 
@@ -24,43 +24,40 @@ def tasks_list(
 ) -> None:
     """Newest tasks first, one line each; the cursor of the next page when there is one, and the queue
     depth by priority at the end."""
-    with user_errors():
-        from orch.dispatch.errors import InvalidTask
-        from orch.dispatch.queue import TaskQueue
-        from orch.dispatch.task_filter import TaskFilter
+    from orch.dispatch.errors import InvalidTask
+    from orch.dispatch.queue import TaskQueue
+    from orch.dispatch.task_filter import TaskFilter
 
-        queue = TaskQueue(load(config))
-        try:
-            tasks, next_cursor = queue.page(TaskFilter(status=status, core_id=core, action=action, owner=owner),
-                                            limit, cursor)
-        except InvalidTask as exc:
-            fail("; ".join(exc.errors))
-        for task in tasks:
-            typer.echo(f"{task['task_id']}  {task['status']:<9}  {task['priority']:<8}  {task['core_id']:<14}  "
-                       f"{task['action']:<14}  {task['created_at']}")
-        if next_cursor:
-            typer.echo(f"more: add --cursor {next_cursor}")
-        typer.echo("queued: " + ", ".join(f"{name} {count}" for name, count in queue.depth().items()))
+    queue = TaskQueue(load(config))
+    try:
+        tasks, next_cursor = queue.page(TaskFilter(status=status, core_id=core, action=action, owner=owner),
+                                        limit, cursor)
+    except InvalidTask as exc:
+        fail("; ".join(exc.errors))
+    for task in tasks:
+        typer.echo(f"{task['task_id']}  {task['status']:<9}  {task['priority']:<8}  {task['core_id']:<14}  "
+                   f"{task['action']:<14}  {task['created_at']}")
+    if next_cursor:
+        typer.echo(f"more: add --cursor {next_cursor}")
+    typer.echo("queued: " + ", ".join(f"{name} {count}" for name, count in queue.depth().items()))
 
 
 @tasks_app.command("show")
 def tasks_show(task_id: str, config: ConfigOption = None) -> None:
     """A task and its events as JSON."""
-    with user_errors():
-        from orch.dispatch.queue import TaskQueue
+    from orch.dispatch.queue import TaskQueue
 
-        queue = TaskQueue(load(config))
-        print_json({**queue.get(task_id), "events": queue.events(task_id)})
+    queue = TaskQueue(load(config))
+    print_json({**queue.get(task_id), "events": queue.events(task_id)})
 
 
 @tasks_app.command("cancel")
 def tasks_cancel(task_id: str, config: ConfigOption = None) -> None:
     """Cancel a queued or running task."""
-    with user_errors():
-        from orch.dispatch.queue import TaskQueue
+    from orch.dispatch.queue import TaskQueue
 
-        task = TaskQueue(load(config)).cancel(task_id, cli_owner())
-        typer.echo(f"task {task['task_id']} cancelled")
+    task = TaskQueue(load(config)).cancel(task_id, cli_owner())
+    typer.echo(f"task {task['task_id']} cancelled")
 
 
 @tasks_app.command("reset-failed")
@@ -70,8 +67,7 @@ def tasks_reset_failed(
     config: ConfigOption = None,
 ) -> None:
     """Put failed and timed-out tasks back in the queue with fresh attempts."""
-    with user_errors():
-        from orch.dispatch.queue import TaskQueue
+    from orch.dispatch.queue import TaskQueue
 
-        reset = TaskQueue(load(config)).reset_failed(cli_owner(), task_ids or None)
-        typer.echo(f"re-queued {len(reset)} task(s)" + ("".join(f"\n  {t}" for t in reset)))
+    reset = TaskQueue(load(config)).reset_failed(cli_owner(), task_ids or None)
+    typer.echo(f"re-queued {len(reset)} task(s)" + ("".join(f"\n  {t}" for t in reset)))

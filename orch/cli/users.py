@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from orch.cli.common import ConfigOption, cli_owner, fail, load, read_password, user_errors
+from orch.cli.common import ConfigOption, cli_owner, fail, load, read_password
 
 user_app = typer.Typer(help="Manage API users.", no_args_is_help=True)
 Username = Annotated[str, typer.Argument(help="The user's login name.")]
@@ -21,33 +21,31 @@ PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="Read the 
 @user_app.command("list")
 def user_list(config: ConfigOption = None) -> None:
     """Every user with role, state and last login."""
-    with user_errors():
-        settings = load(config)
-        from sqlalchemy import select
+    settings = load(config)
+    from sqlalchemy import select
 
-        from orch.storage.engine import session_scope
-        from orch.storage.models import User
+    from orch.storage.engine import session_scope
+    from orch.storage.models import User
 
-        with session_scope(settings.database) as session:
-            users = session.scalars(select(User).order_by(User.username)).all()
-            typer.echo(f"{'USER':<24}  {'ROLE':<8}  {'STATE':<8}  LAST LOGIN")
-            for user in users:
-                last = user.last_login_at.isoformat(timespec="seconds") if user.last_login_at else "never"
-                typer.echo(f"{user.username:<24}  {user.role:<8}  "
-                           f"{'active' if user.is_active else 'disabled':<8}  {last}")
+    with session_scope(settings.database) as session:
+        users = session.scalars(select(User).order_by(User.username)).all()
+        typer.echo(f"{'USER':<24}  {'ROLE':<8}  {'STATE':<8}  LAST LOGIN")
+        for user in users:
+            last = user.last_login_at.isoformat(timespec="seconds") if user.last_login_at else "never"
+            typer.echo(f"{user.username:<24}  {user.role:<8}  "
+                       f"{'active' if user.is_active else 'disabled':<8}  {last}")
 
 
 def _create(username: str, role: str, password_stdin: bool, config: str | None) -> None:
-    with user_errors():
-        settings = load(config)
-        password = read_password(password_stdin)
-        from orch.security.users import create_user
-        from orch.storage.engine import session_scope
+    settings = load(config)
+    password = read_password(password_stdin)
+    from orch.security.users import create_user
+    from orch.storage.engine import session_scope
 
-        with session_scope(settings.database, write_lock=True) as session:
-            create_user(session, username=username, password=password, role=role,
-                        policy=settings.security.password_policy, actor=cli_owner())
-        typer.echo(f"{role} user {username!r} created")
+    with session_scope(settings.database, write_lock=True) as session:
+        create_user(session, username=username, password=password, role=role,
+                    policy=settings.security.password_policy, actor=cli_owner())
+    typer.echo(f"{role} user {username!r} created")
 
 
 @user_app.command("create")
@@ -69,16 +67,15 @@ def create_admin(
 
 
 def _update(username: str, config: str | None, done: str, **changes: Any) -> None:
-    with user_errors():
-        settings = load(config)
-        if changes.pop("ask_password", False):
-            changes["password"] = read_password(changes.pop("password_stdin"), f"New password for {username}")
-        from orch.security.user_changes import update_user
-        from orch.storage.engine import session_scope
+    settings = load(config)
+    if changes.pop("ask_password", False):
+        changes["password"] = read_password(changes.pop("password_stdin"), f"New password for {username}")
+    from orch.security.user_changes import update_user
+    from orch.storage.engine import session_scope
 
-        with session_scope(settings.database, write_lock=True) as session:
-            update_user(session, username, actor=cli_owner(), policy=settings.security.password_policy, **changes)
-        typer.echo(f"user {username!r} {done}")
+    with session_scope(settings.database, write_lock=True) as session:
+        update_user(session, username, actor=cli_owner(), policy=settings.security.password_policy, **changes)
+    typer.echo(f"user {username!r} {done}")
 
 
 @user_app.command("role")
@@ -111,17 +108,16 @@ def user_passwd(username: Username, password_stdin: PasswordStdin = False, confi
 def user_unlock(username: Annotated[str, typer.Argument(help="The user whose failed logins to forget.")],
                 config: ConfigOption = None) -> None:
     """End the waits failed logins imposed on USERNAME, from every address; audited."""
-    with user_errors():
-        settings = load(config)
-        from sqlalchemy import select
+    settings = load(config)
+    from sqlalchemy import select
 
-        from orch.security.login import unlock
-        from orch.storage.engine import session_scope
-        from orch.storage.models import User
+    from orch.security.login import unlock
+    from orch.storage.engine import session_scope
+    from orch.storage.models import User
 
-        with session_scope(settings.database, write_lock=True) as session:
-            if session.scalar(select(User.id).where(User.username == username)) is None:
-                fail(f"no user {username!r}")
-            addresses = unlock(session, username, actor=cli_owner())
-        typer.echo(f"user {username!r} unlocked" + (f" (failures forgotten from {', '.join(addresses)})"
-                                                     if addresses else " (no failures were counted)"))
+    with session_scope(settings.database, write_lock=True) as session:
+        if session.scalar(select(User.id).where(User.username == username)) is None:
+            fail(f"no user {username!r}")
+        addresses = unlock(session, username, actor=cli_owner())
+    typer.echo(f"user {username!r} unlocked" + (f" (failures forgotten from {', '.join(addresses)})"
+                                                 if addresses else " (no failures were counted)"))

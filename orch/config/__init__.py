@@ -1,6 +1,6 @@
-"""Configuration: the schema (:mod:`.schema`) and its one loader (:mod:`.loader`)."""
+"""Configuration: the root model (:mod:`.schema`), one model per section (:mod:`.sections`), the sources it is
+read from (:mod:`.sources`), its one loader (:mod:`.loader`) and its generated reference (:mod:`.reference`).
 
-from orch.config.loader import ConfigError, load_settings
-from orch.config.schema import Settings
-
-__all__ = ["ConfigError", "Settings", "load_settings"]
+Nothing is imported here, so a light module (the logger setup, `orch --help`) can import
+:mod:`orch.config.levels` without loading pydantic.
+"""

@@ -1,16 +1,15 @@
 """The one configuration loader: defaults < YAML file < environment, validated as a whole.
 
-Why layered by hand instead of pydantic-settings' env source: the guide's configuration mixes its own
-variable names (``DATABASE_URL``, ``JWT_SECRET``, ``LOG_LEVEL``, ``PREFECT_API_URL`` ...) with nested keys,
-and an operator must get *every* mistake at once, each with its key path. So the layers are built here as
-plain dicts, then validated once by :class:`~orch.config.schema.Settings`.
+The layers are pydantic-settings sources (:mod:`orch.config.sources`); this module decides where they read
+(``ORCH_HOME``, the ``.env`` file, the config file), reports *every* mistake at once, each with its key path,
+and then applies what needs the validated settings: production's required secrets, absolute paths, and a
+local setup's generated secrets (written only for a configuration that is valid, so they are no source).
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,42 +19,11 @@ from pydantic import BaseModel, ValidationError
 from orch.config.errors import ConfigError
 from orch.config.local_secrets import fill_local_secrets
 from orch.config.schema import Settings
+from orch.config.sources import EnvironmentSource, GuideNamesSource, InterpolatedYamlSource
 
 CONFIG_PATH_ENV = "ORCH_CONFIG_PATH"
 HOME_ENV = "ORCH_HOME"
 ENV_FILE_ENV = "ORCH_ENV_FILE"
-NESTED_PREFIX = "ORCH_"
-NESTED_DELIMITER = "__"
-
-# Environment variables the guide (and Prefect) already name, mapped to their key paths.
-# Later entries win when both are set (ORCH_LOG_LEVEL beats LOG_LEVEL).
-ENV_ALIASES: tuple[tuple[str, str], ...] = (
-    ("ORCH_ENVIRONMENT", "environment"),
-    ("ORCH_DATA_DIR", "data_dir"),
-    ("DATABASE_URL", "database.url"),
-    ("JWT_SECRET", "security.jwt_secret"),
-    ("WEBHOOK_SECRET", "security.webhook_secret"),
-    ("ORCH_MCP_TOKEN", "security.mcp_token"),
-    ("SLACK_WEBHOOK_URL", "notifications.slack.webhook_url"),
-    ("SMTP_SERVER", "notifications.email.smtp_server"),
-    ("SMTP_PORT", "notifications.email.smtp_port"),
-    ("SMTP_USERNAME", "notifications.email.username"),
-    ("SMTP_PASSWORD", "notifications.email.password"),
-    ("LOG_LEVEL", "logging.level"),
-    ("ORCH_LOG_LEVEL", "logging.level"),
-    ("ORCH_HOST", "api.host"),
-    ("ORCH_PORT", "api.port"),
-    ("FORWARDED_ALLOW_IPS", "api.forwarded_allow_ips"),
-    ("PREFECT_API_URL", "prefect.api_url"),
-    ("PREFECT_SERVER_API_HOST", "prefect.server_host"),
-    ("PREFECT_SERVER_API_PORT", "prefect.server_port"),
-    # The server's and the clients' names for one string; a client process sends the client one.
-    ("PREFECT_SERVER_API_AUTH_STRING", "prefect.auth_string"),
-    ("PREFECT_API_AUTH_STRING", "prefect.auth_string"),
-    ("MAINTENANCE_MODE", "features.maintenance_mode"),
-)
-
-_VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
 def project_home(environ: Mapping[str, str] | None = None) -> Path:
@@ -79,37 +47,6 @@ def read_environ(home: Path, environ: Mapping[str, str] | None = None) -> dict[s
     return {**from_file, **environ}
 
 
-def interpolate(value: Any, environ: Mapping[str, str], path: str, errors: list[str]) -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed YAML tree.
-
-    ``$$`` is a literal ``$``. An unset ``${VAR}`` without a default is an error at its key path: a
-    missing variable must not become an empty password or URL without anyone noticing.
-    """
-    if isinstance(value, dict):
-        return {k: interpolate(v, environ, _join(path, str(k)), errors) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, environ, f"{path}[{i}]", errors) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, default = match.group(1), match.group(2)
-        found = environ.get(name)
-        if found not in (None, ""):
-            return found
-        if default is not None:
-            return default
-        errors.append(
-            f"{path}: environment variable {name} is not set "
-            f"(set it, or write ${{{name}:-}} to make it optional)"
-        )
-        return ""
-
-    return _VAR_RE.sub(replace, value)
-
-
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -126,17 +63,17 @@ def load_settings(
     env = read_environ(home, environ)
     config_path = path or env.get(CONFIG_PATH_ENV)
     source = str(config_path) if config_path else None
-    errors: list[str] = []
 
-    data: dict[str, Any] = {}
+    overrides = EnvironmentSource(Settings, env)
+    file = None
     if config_path:
-        data = _read_yaml(Path(config_path) if Path(config_path).is_absolute() else home / config_path)
-        data = interpolate(data, env, "", errors)
-    _apply_env_overrides(data, env, errors)
+        file = InterpolatedYamlSource(Settings, home / config_path, env)  # an absolute path stays itself
+    errors = [*(file.errors if file else []), *overrides.errors]
+    sources = (overrides, GuideNamesSource(Settings, env), *([file] if file else []))
 
     settings: Settings | None = None
     try:
-        settings = Settings(**data)
+        settings = Settings(_build_sources=(sources, {}))
     except ValidationError as exc:
         already = {line.split(":", 1)[0] for line in errors}  # e.g. an unset ${VAR} said it first
         errors.extend(e for e in format_validation_errors(exc) if e.split(":", 1)[0] not in already)
@@ -149,69 +86,6 @@ def load_settings(
     if generate_secrets and settings.environment == "local":
         fill_local_secrets(settings)
     return settings
-
-
-def _read_yaml(file: Path) -> dict[str, Any]:
-    import yaml
-
-    if not file.is_file():
-        raise ConfigError([f"config file not found: {file}"], str(file))
-    try:
-        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{where}invalid YAML: {problem}"], str(file)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"cannot read config file: {exc}"], str(file)) from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(["the top level must be a mapping of sections"], str(file))
-    return loaded
-
-
-def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], errors: list[str]) -> None:
-    """Environment beats the file: the guide's variable names, then ``ORCH_SECTION__KEY`` paths."""
-    for name, key_path in ENV_ALIASES:
-        if env.get(name):
-            _set_path(data, key_path.split("."), env[name])
-    for name, value in sorted(env.items()):
-        if not name.startswith(NESTED_PREFIX) or NESTED_DELIMITER not in name or value == "":
-            continue
-        parts = [p.lower() for p in name[len(NESTED_PREFIX):].split(NESTED_DELIMITER)]
-        if not all(parts):
-            errors.append(f"{name}: malformed override (use ORCH_SECTION__KEY)")
-            continue
-        _set_path(data, parts, _parse_env_value(value))
-
-
-def _parse_env_value(value: str) -> Any:
-    """``[a, b]`` / ``{...}`` in an override are YAML, so lists can be set from the environment."""
-    if value[:1] in "[{":
-        import yaml
-
-        try:
-            return yaml.safe_load(value)
-        except yaml.YAMLError:
-            return value
-    return value
-
-
-def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> None:
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[parts[-1]] = value
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 _SECRET_HINTS = ("secret", "password", "token", "webhook_url", "url")

@@ -26,13 +26,16 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from orch.config.schema import DispatchSettings
+from orch.errors import OrchError
 from orch.security.flow_access import Requirement, to_start
 
 ENTRY_POINT_GROUP = "orch_next.actions"
 
 
-class ActionFailed(Exception):
+class ActionFailed(OrchError):
     """The action ran and did not succeed; the message is what the task's ``error`` will say."""
+
+    status_code = 502  # the action's own failure (a command, a host, a run), not the caller's mistake
 
 
 @dataclass(frozen=True)

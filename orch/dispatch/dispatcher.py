@@ -11,17 +11,24 @@ import contextlib
 import queue as stdlib_queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from orch.config.schema import Settings
+from orch.dispatch.attempt import Attempt
 from orch.dispatch.lease_owner import dispatcher_id
+from orch.dispatch.prefect_entries import forget_task_run
 from orch.dispatch.queue import TaskQueue
 from orch.logging_config import get_logger
 
 if TYPE_CHECKING:
-    from tasks.dispatch import Attempt
+    from prefect.futures import PrefectFuture
+
+# Starts an attempt as a Prefect task run of the current flow run: ``tasks.dispatch.submit``, passed in by the
+# ``dispatch`` flow (the domain core never imports the tasks layer).
+Submit = Callable[[TaskQueue, Attempt], "PrefectFuture[Any]"]
 
 log = get_logger(__name__)
 STOP = threading.Event()  # set on SIGTERM: stop claiming, finish what runs
@@ -44,9 +51,13 @@ class DispatchSummary:
     seconds: float = 0.0
 
 
-def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: float,
+def run_dispatcher(settings: Settings, *, submit: Submit, concurrency: int, run_for_seconds: float,
                    poll_seconds: float) -> DispatchSummary:
     """Dispatch until the queue is empty (``run_for_seconds`` 0), the time is up, or :data:`STOP`.
+
+    Each claim runs through ``submit``, inside the calling flow run; what Prefect keeps for a task run
+    is dropped once it is final (:func:`~orch.dispatch.prefect_entries.forget_task_run`), so an hour-long
+    flow run holds only what is running.
 
     Stopping means: claim nothing more, and keep renewing the leases of what still runs until it ends.
     A lease must not lapse while its task is alive here, or another dispatcher would run it a second
@@ -54,8 +65,6 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
     which cannot overlap a run that died with the process. :data:`HAND_BACK` (set by a process about to
     exit) ends the wait: what still runs goes back to the queue at once (:func:`_hand_back`).
     """
-    from tasks.dispatch import Attempt, for_claim
-
     queue = TaskQueue(settings)
     summary = DispatchSummary(dispatcher=dispatcher_id())
     queue.release_dead_leases()  # a predecessor killed on this host: its tasks now, not after the lease
@@ -76,7 +85,8 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
             task_id = done.get()
             if in_flight.pop(task_id, None) is not None:
                 summary.finished += 1
-            task_runs.pop(task_id, None)
+            if (run_id := task_runs.pop(task_id, None)) is not None:
+                forget_task_run(run_id)
             unnoted.pop(task_id, None)
         if HAND_BACK.is_set() and in_flight:
             summary.handed_back = _hand_back(queue, summary.dispatcher, in_flight, task_runs)
@@ -92,7 +102,7 @@ def run_dispatcher(settings: Settings, *, concurrency: int, run_for_seconds: flo
         for claim in claims:
             attempt = Attempt(claim)
             in_flight[claim.task_id] = attempt
-            future = for_claim(attempt).submit(queue, attempt)
+            future = submit(queue, attempt)
             task_runs[claim.task_id] = future.task_run_id
             unnoted[claim.task_id] = str(future.task_run_id)
             future.add_done_callback(lambda _f, task_id=claim.task_id: finished(task_id))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from orch.errors import OrchError
 
 
@@ -12,13 +14,20 @@ class DispatchError(OrchError):
 class InvalidTask(DispatchError):
     """The request is not a task ORCH will queue; ``errors`` lists every problem with its field."""
 
+    status_code = 422
+
     def __init__(self, errors: list[str]) -> None:
         self.errors = errors
         super().__init__("invalid task: " + "; ".join(errors))
 
+    def http_body(self) -> dict[str, Any]:
+        return {"detail": "invalid task", "errors": self.errors}
+
 
 class QueueFull(DispatchError):
     """Backpressure: the queue is at ``dispatch.max_queue_depth``; try again after ``retry_after`` s."""
+
+    status_code = 429
 
     def __init__(self, depth: int, limit: int, retry_after: int) -> None:
         self.depth, self.limit, self.retry_after = depth, limit, retry_after
@@ -26,6 +35,8 @@ class QueueFull(DispatchError):
 
 
 class TaskNotFound(DispatchError):
+    status_code = 404
+
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
         super().__init__(f"no task {task_id}")
@@ -33,3 +44,5 @@ class TaskNotFound(DispatchError):
 
 class InvalidTransition(DispatchError):
     """E.g. cancelling a task that already completed."""
+
+    status_code = 409

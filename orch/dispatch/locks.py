@@ -43,12 +43,16 @@ WAITER_TTL = 10.0  # a waiter that stops polling for this long is dropped from t
 
 
 class LockTimeout(DispatchError):
+    status_code = 409  # another owner holds it
+
     def __init__(self, resource: str, owner: str, timeout: float, holder: str | None) -> None:
         super().__init__(f"lock {resource} not acquired by {owner} within {timeout:g} s"
                          + (f" (held by {holder})" if holder else ""))
 
 
 class LockNotHeld(DispatchError):
+    status_code = 409
+
     def __init__(self, resource: str, owner: str) -> None:
         super().__init__(f"lock {resource} is not held by {owner}")
 

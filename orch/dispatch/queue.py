@@ -10,24 +10,26 @@ fail at once with "database is locked" when another process wrote in between (WA
 stale read). Claims are serialised: by that on SQLite, by a transaction-scoped advisory lock on
 PostgreSQL (rows are also taken ``FOR UPDATE SKIP LOCKED``). A claim is a few milliseconds, and serialising it is
 what makes the per-core and global limits exact with several dispatchers.
+
+What a move writes besides the task is in modules of its own: the event and log line
+(:mod:`orch.dispatch.task_history`), the audit entry (:mod:`orch.dispatch.task_audit`); what callers get
+back is :mod:`orch.dispatch.task_views`, and a new task's estimated wait :mod:`orch.dispatch.wait_estimate`.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Connection, Float, bindparam, cast, delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orch.audit import Caller, record_audit
+from orch.audit import Caller
 from orch.config.schema import Settings
 from orch.dispatch import lease_owner as owners
 from orch.dispatch.errors import InvalidTransition, QueueFull, TaskNotFound
@@ -35,8 +37,12 @@ from orch.dispatch.locks import expire_locks, record_acquisition
 from orch.dispatch.ordering import Priority, enqueued_at, sort_key
 from orch.dispatch.request import ValidTask
 from orch.dispatch.reservations import NotReserved, release_core
+from orch.dispatch.task_audit import audit_task_change, creation_records
 from orch.dispatch.task_filter import TaskFilter, after, encode_cursor
-from orch.logging_config import get_logger, redact_structure
+from orch.dispatch.task_history import add_event, note_task_runs
+from orch.dispatch.task_views import event_view, task_view, view_of_row
+from orch.dispatch.wait_estimate import estimated_waits, work_ahead
+from orch.logging_config import get_logger
 from orch.storage.engine import is_sqlite, session_scope
 from orch.storage.models import (
     CoreReservation,
@@ -57,42 +63,9 @@ _CLAIM_TURN = text("SELECT clock_timestamp() AS now FROM (SELECT pg_advisory_xac
 SCAN_BATCH = 500
 TERMINAL = ("completed", "failed", "timed_out", "cancelled")
 RETRYABLE = ("failed", "timed_out")
-TYPICAL_TTL_SECONDS = 30.0
-_TYPICAL: dict[str, tuple[float, float]] = {}  # core -> (recent typical task duration, when measured)
 # Held by a restore (orch.backup.guard): while it is, claims take nothing. The check reads the held-lock
 # names the claim loads anyway, so it costs nothing per claim; the TTL frees it if the restorer dies.
 DISPATCH_PAUSE_LOCK = "orch:dispatch-paused"
-
-
-@dataclass(frozen=True)
-class WorkAhead:
-    """What is in the queue when tasks are added: the total depth, queued/running per core, and (on
-    PostgreSQL) the database's clock in epoch seconds, which the new tasks' sort keys are made from."""
-
-    depth: int
-    queued: dict[str, int]
-    running: dict[str, int]
-    epoch: float | None = None
-
-
-_QUEUE_DEPTH = select(func.count()).select_from(Task).where(Task.status == "queued")
-_CORE = bindparam("core_id")
-_QUEUE_STATE_ONE = select(  # built once: constructing the expression cost as much as running it
-    _QUEUE_DEPTH.scalar_subquery(),
-    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "queued",
-                                                 Task.sort_key < bindparam("sort_key")).scalar_subquery(),
-    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "running").scalar_subquery(),
-)
-# PostgreSQL: the same, with the queue place taken by the database's clock, which comes back too. An
-# enqueuer's own clock would let a host running behind put its tasks ahead of everyone else's.
-_EPOCH = cast(func.extract("epoch", DATABASE_NOW), Float)
-_QUEUE_STATE_ONE_DB_CLOCK = select(
-    _QUEUE_DEPTH.scalar_subquery(),
-    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "queued",
-                                                 Task.sort_key < _EPOCH - bindparam("advance")).scalar_subquery(),
-    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "running").scalar_subquery(),
-    _EPOCH,
-)
 
 
 @dataclass(frozen=True)
@@ -114,84 +87,6 @@ class Claim:
         return max(0, self.max_retries + 1 - self.attempt)
 
 
-def task_view(task: Task) -> dict[str, Any]:
-    """The task as the CLI and API show it."""
-    return {
-        "task_id": task.task_id, "core_id": task.core_id, "action": task.action, "params": task.params,
-        "priority": Priority(task.priority).label, "timeout": task.timeout, "stay": task.stay,
-        "metadata": task.meta, "locks": task.locks, "idempotency_key": task.idempotency_key,
-        "owner": task.owner, "max_retries": task.max_retries, "status": task.status,
-        "attempts": task.attempts, "result": task.result, "error": task.error,
-        "created_at": _iso(task.created_at), "started_at": _iso(task.started_at),
-        "finished_at": _iso(task.finished_at), "updated_at": _iso(task.updated_at),
-    }
-
-
-def _view_of_row(row: dict[str, Any]) -> dict[str, Any]:
-    """The view of a row just inserted with Core (column ``metadata`` is attribute ``meta``)."""
-    return task_view(SimpleNamespace(**row, meta=row["metadata"], result=None, error=None,  # type: ignore[arg-type]
-                                     started_at=None, finished_at=None))
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def add_event(session: Session, task: Task, event_type: str, data: dict[str, Any], at: datetime | None = None) -> None:
-    """Record the move in ``task_events`` and in the log. ``at``: the clock of record's time of the move,
-    for an attempt's start and end, whose difference is its duration (default: this host's clock)."""
-    session.add(TaskEvent(task_id=task.task_id, event_type=event_type, data=data, timestamp=at or utcnow()))
-    log_event(event_type, task.task_id, task.core_id, data)
-
-
-def note_task_runs(session: Session, task_runs: dict[str, str]) -> None:
-    """Put each Prefect task run id on its task's latest ``task.started`` event, once.
-
-    The claim writes that event before Prefect names the run, so the id rides on the next write the
-    attempt makes anyway (a lease renewal or its end) instead of costing a transaction per task."""
-    if not task_runs:
-        return
-    latest = (select(func.max(TaskEvent.event_id)).where(TaskEvent.task_id.in_(task_runs),
-                                                         TaskEvent.event_type == "task.started")
-              .group_by(TaskEvent.task_id))
-    for event in session.scalars(select(TaskEvent).where(TaskEvent.event_id.in_(latest))):
-        if "task_run_id" not in event.data:
-            event.data = {**event.data, "task_run_id": task_runs[event.task_id]}
-
-
-def log_event(event_type: str, task_id: str, core_id: str, data: dict[str, Any]) -> None:
-    """One JSON line (``event_type``, ``task_id``, ``data``) for each move after creation: what the
-    guide's log analysis and ``orch recover tasks-from-logs`` read to tell how far a task got.
-
-    A task's creation is not logged here but in its ``task.create`` audit entry (:func:`creation_records`):
-    the operational log is written only by the API process, so tasks queued from the CLI never reached it,
-    while the audit trail (``logging.audit_file``) is appended by every process that creates tasks, and
-    only once the creating transaction has committed."""
-    if log.isEnabledFor(logging.INFO):
-        log.info(event_type, extra={"event_type": event_type, "task_id": task_id, "core_id": core_id,
-                                    "data": data})
-
-
-def creation_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What rebuilds each created task (``orch recover tasks-from-logs``), for its ``task.create`` audit entry.
-
-    The one record of a task's creation outside the database, whether the API or the CLI queued it.
-    Params and metadata pass the one masking rule (``redact_structure``) first: a value under a key such
-    as ``password`` is ``***`` here, in the audit table and in the file alike, and comes back masked."""
-    return redact_structure([
-        {"task_id": row["task_id"], "core_id": row["core_id"], "action": row["action"],
-         "priority": Priority(row["priority"]).label, "timeout": row["timeout"], "max_retries": row["max_retries"],
-         "stay": row["stay"], "locks": row["locks"], "metadata": row["metadata"], "params": row["params"]}
-        for row in rows])
-
-
-def _audit(session: Session, actor: str, action: str, resource_id: str | None, caller: Caller | None,
-           details: dict[str, Any], resource: str = "task") -> None:
-    caller = caller or Caller()
-    record_audit(session, actor=actor, action=action, resource=resource, resource_id=resource_id,
-                 ip_address=caller.ip_address, user_agent=caller.user_agent, details=details)
-
-
 class TaskQueue:
     """The queue for one configuration; cheap to create, safe to share between threads."""
 
@@ -206,7 +101,7 @@ class TaskQueue:
         returns the existing task and queues nothing. Raises :class:`QueueFull` above the depth limit."""
         try:
             with session_scope(self.database, write_lock=True) as session:
-                return self._enqueue(session, [task], owner, caller)[0]
+                return self.enqueue_in(session, [task], owner, caller)[0]
         except IntegrityError:  # a concurrent request with the same idempotency key won the race
             with session_scope(self.database, write_lock=True) as session:
                 existing = self._by_idempotency_key(session, owner, task.idempotency_key)
@@ -218,10 +113,15 @@ class TaskQueue:
                      caller: Caller | None = None) -> list[tuple[dict[str, Any], bool]]:
         """All or nothing: one transaction, one depth check for the whole batch."""
         with session_scope(self.database, write_lock=True) as session:
-            return self._enqueue(session, tasks, owner, caller)
+            return self.enqueue_in(session, tasks, owner, caller)
 
-    def _enqueue(self, session: Session, tasks: list[ValidTask], owner: str,
-                 caller: Caller | None) -> list[tuple[dict[str, Any], bool]]:
+    def enqueue_in(self, session: Session, tasks: list[ValidTask], owner: str,
+                   caller: Caller | None) -> list[tuple[dict[str, Any], bool]]:
+        """Accept ``tasks`` inside the caller's write transaction: each result is the task's view and
+        whether it was created (False: its idempotency key named an existing task of ``owner``).
+
+        :class:`QueueFull` is raised before anything is written, so a caller that catches it (the API's
+        dispatch group, :mod:`orch.api.dispatch_group`) can go on in the same transaction."""
         results: list[tuple[dict[str, Any], bool] | None] = []
         fresh: list[ValidTask] = []
         for task in tasks:
@@ -248,7 +148,7 @@ class TaskQueue:
             events.append({"task_id": row["task_id"], "event_type": "task.created", "timestamp": now, "data": data})
         if not rows:
             return [result for result in results if result is not None]
-        ahead = self._work_ahead(connection, rows)  # read before the insert: it also gives the depth
+        ahead = work_ahead(connection, rows, self.dispatch.aging_seconds)  # before the insert: it gives the depth too
         if ahead.epoch is not None:  # queue places by the database's clock (orch.storage.types.clock_of_record)
             for row in rows:
                 row["sort_key"] = sort_key(ahead.epoch, Priority(row["priority"]), self.dispatch.aging_seconds)
@@ -259,16 +159,17 @@ class TaskQueue:
         connection.execute(insert(Task.__table__), rows)
         connection.execute(insert(TaskEvent.__table__), events)
         ids = [row["task_id"] for row in rows]
-        _audit(session, owner, "task.create", ids[0] if len(ids) == 1 else None, caller,
-               {"count": len(ids), "task_ids": ids[:100],
-                "core_ids": sorted({row["core_id"] for row in rows})[:20], "tasks": creation_records(rows)})
-        waits = self._estimated_waits(connection, rows, ahead)
+        audit_task_change(session, owner, "task.create", ids[0] if len(ids) == 1 else None, caller,
+                          {"count": len(ids), "task_ids": ids[:100],
+                           "core_ids": sorted({row["core_id"] for row in rows})[:20],
+                           "tasks": creation_records(rows)})
+        waits = estimated_waits(connection, rows, ahead, self.core_limit)
         created = iter(rows)
         out = []
         for result in results:
             if result is None:
                 row = next(created)
-                result = ({**_view_of_row(row), "estimated_wait_seconds": waits[row["task_id"]]}, True)
+                result = ({**view_of_row(row), "estimated_wait_seconds": waits[row["task_id"]]}, True)
             out.append(result)
         return out
 
@@ -531,7 +432,7 @@ class TaskQueue:
         task.finished_at = clock_of_record(session)
         self._release_locks(session, task)
         add_event(session, task, "task.cancelled", {"by": actor, "was": was})
-        _audit(session, actor, "task.cancel", task.task_id, caller, {"was": was})
+        audit_task_change(session, actor, "task.cancel", task.task_id, caller, {"was": was})
 
     def reset_failed(self, actor: str, task_ids: list[str] | None = None,
                      caller: Caller | None = None) -> list[str]:
@@ -546,7 +447,7 @@ class TaskQueue:
                 self.requeue_in(session, task, actor)
             reset = [task.task_id for task in tasks]
             if reset:
-                _audit(session, actor, "task.retry", reset[0] if len(reset) == 1 else None, caller,
+                audit_task_change(session, actor, "task.retry", reset[0] if len(reset) == 1 else None, caller,
                        {"count": len(reset), "task_ids": reset[:100]})
             return reset
 
@@ -598,7 +499,7 @@ class TaskQueue:
                                 .values(expires_at=task.lease_expires_at))
             else:
                 self._end(session, task, status, now, result=result, error=error)
-                _audit(session, f"core:{core_id}", f"task.{status}", task_id, caller,
+                audit_task_change(session, f"core:{core_id}", f"task.{status}", task_id, caller,
                        {"attempt": task.attempts})
             return task_view(task)
 
@@ -616,15 +517,14 @@ class TaskQueue:
                 raise TaskNotFound(task_id)
             rows = session.scalars(select(TaskEvent).where(TaskEvent.task_id == task_id)
                                    .order_by(TaskEvent.event_id)).all()
-            return [{"event_id": e.event_id, "event_type": e.event_type, "timestamp": _iso(e.timestamp),
-                     "data": e.data} for e in rows]
+            return [event_view(event) for event in rows]
 
     def page(self, task_filter: TaskFilter, limit: int = 50, cursor: str | None = None,
              offset: int = 0) -> tuple[list[dict[str, Any]], str | None]:
         """Tasks matching ``task_filter``, newest first (``created_at`` desc, ``task_id``), and the cursor
         of the next page (None at the end). A cursor continues right after the row it was made from, so
         its cost does not grow with the depth of the page; ``offset`` (which does) is kept for old callers.
-        Raises :class:`InvalidTask` for a malformed cursor or an unusable filter."""
+        Raises :class:`orch.dispatch.errors.InvalidTask` for a malformed cursor or an unusable filter."""
         query = task_filter.apply(select(Task)).where(*after(cursor))
         query = query.order_by(Task.created_at.desc(), Task.task_id).offset(offset).limit(limit + 1)
         with session_scope(self.database) as session:
@@ -638,71 +538,6 @@ class TaskQueue:
              offset: int = 0) -> list[dict[str, Any]]:
         """One page of :meth:`page` without its cursor."""
         return self.page(TaskFilter(status=status, core_id=core_id), limit, offset=offset)[0]
-
-    def _work_ahead(self, connection: Connection, rows: list[dict[str, Any]]) -> WorkAhead:
-        """The queue depth, and per core of ``rows`` the tasks queued and running there, read in one
-        statement before ``rows`` are inserted. A single task (the common case) uses a statement built
-        once, whose per-core count stops at the new task's place in the queue. On PostgreSQL the same
-        statement reads the database's clock for the new tasks' places: no round trip of its own."""
-        db_clock = reads_database_clock(connection)
-        if len(rows) == 1:
-            row = rows[0]
-            if db_clock:
-                advance = int(row["priority"]) * self.dispatch.aging_seconds
-                depth, queued, running, epoch = connection.execute(
-                    _QUEUE_STATE_ONE_DB_CLOCK, {"core_id": row["core_id"], "advance": advance}).one()
-                return WorkAhead(depth, {row["core_id"]: queued}, {row["core_id"]: running}, epoch)
-            depth, queued, running = connection.execute(
-                _QUEUE_STATE_ONE, {"core_id": row["core_id"], "sort_key": row["sort_key"]}).one()
-            return WorkAhead(depth, {row["core_id"]: queued}, {row["core_id"]: running})
-        cores = sorted({row["core_id"] for row in rows})
-        epoch = None
-        if db_clock:
-            depth, epoch = connection.execute(select(_QUEUE_DEPTH.scalar_subquery(), _EPOCH)).one()
-        else:
-            depth = connection.execute(_QUEUE_DEPTH).scalar_one()
-        queued: dict[str, int] = {}
-        running: dict[str, int] = {}
-        for core, status, count in connection.execute(select(Task.core_id, Task.status, func.count()).where(
-                Task.core_id.in_(cores), Task.status.in_(("queued", "running"))).group_by(Task.core_id, Task.status)):
-            (running if status == "running" else queued)[core] = count
-        return WorkAhead(depth, queued, running, epoch)
-
-    def _estimated_waits(self, connection: Connection, rows: list[dict[str, Any]],
-                         ahead: WorkAhead) -> dict[str, float]:
-        """Seconds until each new task should start: the tasks ahead of it on its core (and those
-        running there) divided among the core's slots, times the core's recent task duration. An
-        estimate for the caller's planning, not a promise: higher priorities may still overtake.
-        For a batch, tasks already queued on a core count as ahead of all of the batch, and the
-        batch's own tasks as ahead of the later ones."""
-        waits: dict[str, float] = {}
-        seen: Counter[str] = Counter()
-        for row in rows:
-            core = row["core_id"]
-            before = ahead.queued.get(core, 0) + seen[core]
-            seen[core] += 1
-            slots = self.core_limit(core)
-            busy = before + ahead.running.get(core, 0)
-            if busy < slots:
-                waits[row["task_id"]] = 0.0
-                continue
-            rounds = (busy - slots) // slots + 1
-            waits[row["task_id"]] = round(rounds * self._typical_duration(connection, core), 3)
-        return waits
-
-    def _typical_duration(self, connection: Connection, core_id: str, default: float = 1.0) -> float:
-        """The mean of the core's last 20 completed tasks, remembered for a while (it moves slowly)."""
-        cached = _TYPICAL.get(core_id)
-        now = time.monotonic()
-        if cached and now - cached[1] < TYPICAL_TTL_SECONDS:
-            return cached[0]
-        recent = connection.execute(select(Task.started_at, Task.finished_at).where(
-            Task.core_id == core_id, Task.status == "completed", Task.started_at.is_not(None))
-            .order_by(Task.finished_at.desc()).limit(20)).all()
-        durations = [(end - start).total_seconds() for start, end in recent if end and start]
-        typical = sum(durations) / len(durations) if durations else default
-        _TYPICAL[core_id] = (typical, now)
-        return typical
 
     def depth(self) -> dict[str, int]:
         """Queued tasks per priority name (all four, zeros included)."""

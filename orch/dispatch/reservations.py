@@ -27,6 +27,8 @@ ISOLATION_SECONDS = 10 * 365 * 86400  # until an operator releases it (`orch cor
 class UnknownCore(DispatchError):
     """Neither configured, nor ever given a task, nor reserved."""
 
+    status_code = 404
+
     def __init__(self, core_id: str, known: list[str]) -> None:
         self.core_id = core_id
         super().__init__(f"unknown core {core_id!r} (known: {', '.join(known) or 'none'})")
@@ -39,6 +41,8 @@ class NotReserved(InvalidTransition):
 
 class IsolationNeedsAdmin(DispatchError):
     """An isolation keeps work off a core an alert found unhealthy: only an admin may end it."""
+
+    status_code = 403
 
     def __init__(self, core_id: str, owner: str) -> None:
         super().__init__(f"core {core_id} is isolated ({owner}); releasing an isolation needs permission "

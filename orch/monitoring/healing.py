@@ -31,9 +31,13 @@ COUNTED = ("running", "healed", "failed")  # what the circuit breaker counts: ru
 class HealRunNotFound(OrchError):
     """No heal run has that id."""
 
+    status_code = 404
+
 
 class NotAwaitingApproval(OrchError):
     """The heal run is not paused waiting for an operator's answer (never was, answered, or timed out)."""
+
+    status_code = 409
 
 
 @dataclass(frozen=True)

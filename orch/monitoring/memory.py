@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from orch.config.schema import Settings
-from orch.monitoring.targets import supervised_pid
+from orch.monitoring.pid_files import supervised_pid
 
 SUPERVISED = ("api", "worker")
 

@@ -1,8 +1,9 @@
 """Alert rules evaluated on recorded samples: fixed thresholds with a "for" duration, EWMA anomalies and
 target health.
 
-Evaluation reads the samples the sweeps stored, so it needs no memory between sweeps (each sweep is a
-fresh flow-run process) and gives the same verdict whichever process evaluates.
+Evaluation reads the samples the sweeps stored, so it needs no memory between sweeps (a sweep runs in a
+thread of whichever worker takes it, which may have restarted since the last one) and gives the same
+verdict whichever process evaluates.
 """
 
 from __future__ import annotations

@@ -44,8 +44,9 @@ def collect_system(settings: Settings) -> list[Sample]:
     each about the host (``monitoring.host_name``).
 
     CPU is the average since this host's previous sweep, from the cumulative CPU times both sweeps stored
-    about this host: each sweep runs in a fresh flow-run thread, where psutil's own "since last call" has
-    no last call, and an average over the interval is what a threshold should judge anyway. Another
+    about this host: psutil's own "since last call" counts from the last call anywhere in this process
+    (another thread's a moment ago, or none after a worker restart), while the stored times survive
+    restarts, and an average over the interval is what a threshold should judge anyway. Another
     host's counters are another subject, so hosts never subtract each other's.
     """
     import psutil
@@ -95,7 +96,7 @@ def collect_api(settings: Settings, window_seconds: float) -> list[Sample]:
     (``event_type: http_request``), so it covers real traffic of every client, not just the probe; a
     worker host without an API has no such lines and no error rate.
     """
-    from orch.monitoring.targets import probe_client
+    from orch.monitoring.target_checks import probe_client
 
     urls = api_urls(settings)
     samples: list[Sample] = []
@@ -222,7 +223,7 @@ def collect_prefect(settings: Settings) -> list[Sample]:
     (``host-<name>``): a host that stopped taking them is ``host_down``, not Prefect stalling.
     """
     from orch.monitoring.hosts import foreign_queue
-    from orch.monitoring.targets import probe_client
+    from orch.monitoring.target_checks import probe_client
     from orch.prefect_api import prefect_headers
 
     api_url = settings.prefect.resolved_api_url().rstrip("/")

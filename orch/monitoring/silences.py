@@ -27,9 +27,13 @@ MAX_DURATION = timedelta(days=31)
 class SilenceError(OrchError):
     """A silence or maintenance window that cannot be created or ended as asked."""
 
+    status_code = 422
+
 
 class SilenceNotFound(SilenceError):
     """No silence or window has that id."""
+
+    status_code = 404
 
 
 def silence_view(row: Silence, now: datetime | None = None) -> dict[str, Any]:

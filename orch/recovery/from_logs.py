@@ -28,7 +28,7 @@ from sqlalchemy import insert, select
 from orch.config.schema import Settings
 from orch.dispatch.ordering import Priority, sort_key
 from orch.dispatch.queue import TERMINAL
-from orch.logging_config import MASK
+from orch.redaction import MASK
 from orch.storage.engine import session_scope
 from orch.storage.models import Task, TaskEvent
 

@@ -70,6 +70,8 @@ def to_start(deployment: str) -> Requirement:
 class NotPermitted(OrchError):
     """``who`` (with ``role``, None when disabled or gone) lacks what ``requirement`` needs: a 403."""
 
+    status_code = 403
+
     def __init__(self, who: str, role: str | None, requirement: Requirement) -> None:
         self.who, self.role, self.requirement = who, role, requirement
         holder = f"{who} (role {role}) lacks it" if role else f"{who} is disabled or no longer exists"

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from orch.audit import Caller, record_audit
 from orch.config.schema import LockoutSettings, Settings
+from orch.errors import OrchError
 from orch.security.passwords import hash_password, needs_rehash, verify_password
 from orch.storage.engine import get_engine, session_scope
 from orch.storage.models import LoginThrottle, User
@@ -47,16 +48,21 @@ PURGE_EVERY_SECONDS = 60
 _last_purge = 0.0  # this process's last purge of forgotten rows (time.monotonic)
 
 
-class LoginFailed(Exception):
+class LoginFailed(OrchError):
     """Authentication refused; ``str()`` is safe to show, ``reason`` goes to the audit trail only."""
+
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}
 
     def __init__(self, reason: str) -> None:
         super().__init__(PUBLIC_FAILURE)
         self.reason = reason
 
 
-class LoginThrottled(Exception):
+class LoginThrottled(OrchError):
     """Refused without checking the password: this address must wait ``retry_after`` seconds first."""
+
+    status_code = 429
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"too many failed logins for this user from this address; retry after {retry_after} s")

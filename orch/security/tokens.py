@@ -18,13 +18,17 @@ from dataclasses import dataclass
 import jwt
 
 from orch.config.schema import SecuritySettings
+from orch.errors import OrchError
 
 ALGORITHM = "HS256"
 ISSUER = "orch-next"
 
 
-class TokenError(Exception):
+class TokenError(OrchError):
     """The token is unusable; the message says why without echoing the token."""
+
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from orch.storage.models import ROLES, User
 
 
 class UnknownUser(UserError):
+    status_code = 404
+
     def __init__(self, username: str) -> None:
         self.username = username
         super().__init__(f"no user {username!r}")

@@ -15,6 +15,14 @@ from orch.storage.models import ROLES, User
 class UserError(OrchError, ValueError):
     """A user could not be created as asked; the message says why in one line."""
 
+    status_code = 422
+
+
+class UserExists(UserError):
+    """A user of that name exists already."""
+
+    status_code = 409
+
 
 def create_user(session: Session, *, username: str, password: str, role: str,
                 policy: PasswordPolicySettings, actor: str, caller: Caller | None = None) -> User:
@@ -27,7 +35,7 @@ def create_user(session: Session, *, username: str, password: str, role: str,
     if problems:
         raise UserError("password must contain " + ", ".join(problems))
     if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise UserError(f"user {username!r} already exists")
+        raise UserExists(f"user {username!r} already exists")
     user = User(username=username, password_hash=hash_password(password), role=role)
     session.add(user)
     session.flush()

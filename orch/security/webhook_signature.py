@@ -16,12 +16,16 @@ import re
 import time
 from collections.abc import Mapping
 
+from orch.errors import OrchError
+
 FUTURE_SKEW_SECONDS = 5  # clocks of sender and receiver may differ a little; not minutes
 _HEADER = re.compile(r"^t=(?P<t>\d{1,12}),v1=(?P<v1>[0-9a-fA-F]{64})$")
 
 
-class SignatureError(Exception):
+class SignatureError(OrchError):
     """The delivery is not acceptable; the message says which check failed (never the secret)."""
+
+    status_code = 401
 
 
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:

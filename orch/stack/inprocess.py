@@ -54,6 +54,7 @@ from prefect.exceptions import InfrastructureNotAvailable
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
 from orch.dispatch.lease_owner import EXECUTOR_LABEL, dispatcher_id
+from orch.errors import OrchError
 from orch.logging_config import get_logger
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class InProcessResult(BaseWorkerResult):
     """Exit status of one in-process run: 0 when the engine reached a final state, 1 when it raised."""
 
 
-class RefusedEntrypoint(Exception):
+class RefusedEntrypoint(OrchError):
     """A deployment of the in-process pool whose flow is not one of this checkout's modules."""
 
 

@@ -87,7 +87,7 @@ class Supervisor:
         running = Running(component, process, log, restarts=restarts)
         self.running[component.name] = running
         # Self-healing restarts "a process the stack supervises" by stopping the pid recorded here;
-        # the watch loop then restarts it (orch.monitoring.targets reads <log_dir>/<name>.pid).
+        # the watch loop then restarts it (orch.monitoring.pid_files reads <log_dir>/<name>.pid).
         (self.log_dir / f"{component.name}.pid").write_text(f"{process.pid}\n", encoding="utf-8")
         return running
 

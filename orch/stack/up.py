@@ -8,7 +8,8 @@ SQLAlchemy, httpx nor Prefect (tests/test_startup_imports.py keeps it so); its H
 stack are ``http.client``'s.
 
 Start order (measured, see scripts/bench_startup.py): at once the Prefect server, the deployment applier
-(which waits for the server itself, after its imports), the worker under :mod:`orch.stack.prestart` (its
+(which waits for the server itself; over unchanged data it only checks the server and exits, see
+deployments/applied.py), the worker under :mod:`orch.stack.prestart` (its
 Prefect imports overlap the server's boot) and ``orch db init`` in a short-lived child; the API once the
 database is at its schema; the worker is released once the Prefect server is ready. A component that dies
 after start-up is restarted with backoff; one that keeps dying stops the stack with its last log line.
@@ -189,7 +190,7 @@ def run_stack(settings: Settings, config_path: str | None) -> NoReturn:
 
 
 def plan_stack(settings: Settings, config_path: str | None, started: float) -> StackPlan:
-    from deployments.apply import deployment_names, deployment_spec
+    from orch.deployment_spec import deployment_names, deployment_spec
     from orch.stack.first_run import console_url, prefect_exports
     from orch.stack.preflight import ensure_port_free, ensure_writable_dir
 

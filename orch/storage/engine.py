@@ -54,9 +54,20 @@ _refusing_writes = 0  # > 0 while a process that accepts outside work refuses it
 class StorageError(OrchError):
     """A database problem a user can act on; the message is one line and names the database."""
 
+    status_code = 503
+    retry_after = 5
+
+    def http_body(self) -> dict[str, Any]:
+        return {"detail": f"database unavailable: {self}"}
+
 
 class DatabaseCorrupt(StorageError):
     """The database file is damaged: writing more into it would only add to what a restore loses."""
+
+    retry_after = 300  # waits for an operator's restore, not for a busy moment to pass
+
+    def http_body(self) -> dict[str, Any]:
+        return {"detail": str(self)}  # says what it is and what to do: no "unavailable" before it
 
     def __init__(self, url: str | URL, problem: str) -> None:
         super().__init__(f"database is corrupt: {safe_url(url)}: {problem}; {RECOVERY_HINT}")
@@ -79,7 +90,7 @@ def normalise_url(url: str) -> URL:
 def get_engine(database: DatabaseSettings) -> Engine:
     """The process-wide engine for ``database.url`` (one pool per URL)."""
     if not database.url:
-        raise StorageError("database.url is not set (load settings with orch.config.load_settings)")
+        raise StorageError("database.url is not set (load settings with orch.config.loader.load_settings)")
     key = (database.url, database.pool_size, database.timeout)
     with _guard:
         engine = _engines.get(key)
@@ -392,8 +403,17 @@ def _create(url: URL, database: DatabaseSettings) -> Engine:
         max_overflow=database.pool_size,
         pool_timeout=database.timeout,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": max(1, int(database.timeout))},
+        connect_args={"connect_timeout": max(1, int(database.timeout)), "options": _server_limits(database)},
     )
+
+
+def _server_limits(database: DatabaseSettings) -> str:
+    """Session settings that bound what a lost client holds on the PostgreSQL server: a session idle in a
+    transaction is ended after ``idle_transaction_timeout`` (a frozen process's socket still answers TCP
+    keepalives), and keepalives every 5 s after 10 s idle find a host whose link is gone (3 misses)."""
+    millis = int(database.idle_transaction_timeout * 1000)
+    return (f"-c idle_in_transaction_session_timeout={millis} -c tcp_keepalives_idle=10 "
+            "-c tcp_keepalives_interval=5 -c tcp_keepalives_count=3")
 
 
 def _is_write(statement: str) -> bool:

@@ -60,7 +60,9 @@ def current_revision(database: DatabaseSettings) -> str | None:
 
 
 def upgrade(database: DatabaseSettings, *, create_database: bool = False) -> MigrationResult:
-    """Bring the schema to head in one transaction per revision; a failed step changes nothing."""
+    """Bring the schema to head in one transaction for all pending revisions (DDL is transactional on
+    PostgreSQL, and on SQLite SQLAlchemy emits the BEGIN): a failed step changes nothing, not even the
+    revisions before it, so the database is at its old revision or at head, never between."""
     from alembic import command
 
     if create_database:

@@ -52,11 +52,7 @@ async def log_in(settings: Settings, caller: Caller, username: str, password: st
     Raises 429 (with ``Retry-After``) or 401 as :func:`login` answers them."""
     try:
         user = await run_in_threadpool(authenticate, settings, username, password, caller)
-    except LoginThrottled as exc:
-        raise HTTPException(status_code=429, detail=str(exc),
-                            headers={"Retry-After": str(exc.retry_after), **NO_STORE}) from None
-    except LoginFailed as exc:
-        raise HTTPException(status_code=401, detail=str(exc),
-                            headers={"WWW-Authenticate": "Bearer", **NO_STORE}) from None
+    except (LoginThrottled, LoginFailed) as exc:  # an HTTPException: the console's login form shows it
+        raise HTTPException(exc.status_code, str(exc), headers={**exc.http_headers(), **NO_STORE}) from None
     token, lifetime = issue_token(settings.security, user.username, user.role, user.token_version)
     return TokenOut(access_token=token, expires_in=lifetime, role=user.role)

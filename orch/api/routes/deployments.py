@@ -44,8 +44,7 @@ class RunStarted(BaseModel):
 def _orch_deployments(settings: Settings) -> frozenset[str]:
     """The deployments ORCH deploys, as this host deploys them (its sweep is ``monitor-sweep/host-<name>``).
     Read for each request: starting a run is rare, and the names follow the settings' host name."""
-    # Known layering debt: orch/ should not import deployments/ (the names should be passed in).
-    from deployments.apply import deployment_names, deployment_spec
+    from orch.deployment_spec import deployment_names, deployment_spec
 
     return frozenset(deployment_names(deployment_spec(settings)))
 
@@ -150,7 +149,7 @@ async def run_deployment(flow: Annotated[str, Path(pattern=NAME)], deployment: A
     except NotPermitted as refusal:
         await run_in_threadpool(record_refusal, settings.database, refusal, action="deployment.run",
                                 resource="deployment", resource_id=name, caller=caller)
-        raise HTTPException(403, str(refusal)) from None
+        raise
     parameters = (body or RunRequest()).parameters
     await run_in_threadpool(_refuse_early, settings, flow, parameters)
     return await run_in_threadpool(_start, settings, name, parameters, principal.username, caller)

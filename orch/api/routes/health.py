@@ -18,6 +18,7 @@ from typing import Literal
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from fastapi.sse import format_sse_event
 from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,12 +30,12 @@ from orch.api.schemas import ErrorBody
 from orch.config.schema import Settings
 from orch.prefect_api import online_workers, prefect_readiness
 from orch.security.rbac import Permission
+from orch.stack.pools import PROCESS_POOL
 from orch.storage.engine import DatabaseCorrupt, is_corruption_error, known_corruption, session_scope
 from orch.storage.health import ping
 
 router = APIRouter(tags=["health"])
 Status = Literal["ok", "degraded", "down", "disabled", "unknown"]
-WORK_POOL = "orch-process"
 ANONYMOUS = "anonymous"  # the one key of /events/health's stream slots
 
 
@@ -177,17 +178,17 @@ async def health_events(request: Request) -> StreamingResponse:
         raise HTTPException(503, f"{slots.limit} anonymous event streams are open (api.max_anonymous_streams); "
                                  "retry later", headers={"Retry-After": str(STREAM_RETRY_AFTER)})
 
-    async def beats() -> AsyncIterator[str]:
+    async def beats() -> AsyncIterator[bytes]:
         sequence = 0
         while True:
             sequence += 1
             data = json.dumps({"status": "ok", "sequence": sequence,
                                "timestamp": datetime.now(UTC).isoformat(),
                                "uptime_seconds": round(time.monotonic() - started, 1)})
-            yield f"id: {sequence}\nevent: heartbeat\ndata: {data}\n\n"
+            yield format_sse_event(data_str=data, event="heartbeat", id=str(sequence))
             await asyncio.sleep(interval)
 
-    return slots.response(ANONYMOUS, beats(), {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return slots.response(ANONYMOUS, beats())
 
 
 def _check_all(settings: Settings) -> dict[str, ComponentHealth]:
@@ -219,9 +220,9 @@ def _prefect(settings: Settings) -> ComponentHealth:
 
 def _dispatcher(settings: Settings) -> ComponentHealth:
     """Dispatchers run inside the workers of the ORCH work pool; none online means nothing runs."""
-    count = online_workers(settings.prefect, WORK_POOL, timeout=2.0)
+    count = online_workers(settings.prefect, PROCESS_POOL, timeout=2.0)
     if count == 0:
-        return ComponentHealth(status="degraded", detail=f"no online worker in work pool {WORK_POOL!r}; "
+        return ComponentHealth(status="degraded", detail=f"no online worker in work pool {PROCESS_POOL!r}; "
                                                          "queued tasks wait")
     return ComponentHealth(status="ok", detail=f"{count} online worker(s)")
 

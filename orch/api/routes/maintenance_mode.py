@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -52,7 +52,4 @@ async def put_mode(body: ModeIn, request: Request, caller: CallerDep,
     """Turn maintenance mode on (changes answer 503 everywhere, healing pauses) or off; 409 when this
     replica's environment forces it on."""
     switch = maintenance_mode.for_app(request.app)
-    try:
-        return await run_in_threadpool(switch.set, body.on, principal.username, body.reason, caller)
-    except maintenance_mode.ForcedByEnvironment as exc:
-        raise HTTPException(409, str(exc)) from None
+    return await run_in_threadpool(switch.set, body.on, principal.username, body.reason, caller)

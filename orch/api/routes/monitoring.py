@@ -76,21 +76,15 @@ async def list_silences(settings: SettingsDep, principal: Monitor,
 async def create_silence(body: SilenceIn, settings: SettingsDep, principal: Silencer,
                          caller: CallerDep) -> dict[str, Any]:
     """A silence (some alerts) or maintenance window (every alert): no notification, no healing until it ends."""
-    try:
-        return await run_in_threadpool(lambda: silences.create(
-            settings, kind=body.kind, target=body.target, alert_name=body.alert_name, reason=body.reason,
-            duration=timedelta(seconds=body.duration_seconds), actor=principal.username, caller=caller))
-    except silences.SilenceError as exc:
-        raise HTTPException(422, str(exc)) from None
+    return await run_in_threadpool(lambda: silences.create(
+        settings, kind=body.kind, target=body.target, alert_name=body.alert_name, reason=body.reason,
+        duration=timedelta(seconds=body.duration_seconds), actor=principal.username, caller=caller))
 
 
 @router.delete("/silences/{silence_id}", responses=errors(404))
 async def end_silence(silence_id: Annotated[int, Path(ge=1, le=MAX_ID)], settings: SettingsDep, principal: Silencer,
                       caller: CallerDep) -> dict[str, Any]:
-    try:
-        return await run_in_threadpool(silences.end, settings, silence_id, principal.username, caller)
-    except silences.SilenceNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    return await run_in_threadpool(silences.end, settings, silence_id, principal.username, caller)
 
 
 @router.get("/targets", response_model=Listing, responses=errors())
@@ -118,9 +112,5 @@ async def answer_heal_approval(run_id: Annotated[int, Path(ge=1, le=MAX_ID)], bo
     try:
         return await run_in_threadpool(healing.answer_approval, settings, run_id, body.approve, body.comment,
                                        principal.username, caller)
-    except healing.HealRunNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except healing.NotAwaitingApproval as exc:
-        raise HTTPException(409, str(exc)) from None
-    except PrefectUnavailable as exc:
-        raise HTTPException(503, f"cannot reach Prefect to resume the run: {exc}") from None
+    except PrefectUnavailable as exc:  # the same status, saying what it was for
+        raise HTTPException(exc.status_code, f"cannot reach Prefect to resume the run: {exc}") from None

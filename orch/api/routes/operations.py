@@ -39,14 +39,7 @@ async def verify_backup(file: Annotated[str, Path(max_length=255)], settings: Se
                         caller: CallerDep) -> dict[str, Any]:
     """Checksum, decompress, integrity check and data-quality suite on a copy, as ``orch backup verify``;
     answers the backup's entry with the verdict (``verified: false`` and the reason when unsound)."""
-    try:
-        return await run_in_threadpool(catalog_view.verify_backup, settings, file, principal.username, caller)
-    except catalog_view.InvalidBackupName as exc:
-        raise HTTPException(422, str(exc)) from None
-    except catalog_view.BackupNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except BackupError as exc:  # no verdict on the file: another engine's backup, no room for the copy
-        raise HTTPException(409, str(exc)) from None
+    return await run_in_threadpool(catalog_view.verify_backup, settings, file, principal.username, caller)
 
 
 @router.get("/supply-chain", responses=errors())

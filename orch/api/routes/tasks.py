@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,25 +72,24 @@ def _authorize(settings: Settings, tasks: list[ValidTask], principal: Principal,
                            caller=caller, details={"action": task.action, "core_id": task.core_id,
                                                    **({"index": index} if len(tasks) > 1 else {})})
             where = f"tasks.{index}: " if len(tasks) > 1 else ""
-            raise HTTPException(403, f"{where}{refusal}") from None
-
-
-def _dispatch_one(settings: Settings, body: DispatchRequest, principal: Principal, caller: Any) -> DispatchAccepted:
-    task = validate(body, settings)
-    _authorize(settings, [task], principal, caller)
-    queued, created = TaskQueue(settings).enqueue(task, principal.username, caller)
-    return _accepted(queued, created)
+            raise HTTPException(refusal.status_code, f"{where}{refusal}") from None
 
 
 @router.post("/dispatch", status_code=202, response_model=DispatchAccepted, responses=errors())
-async def dispatch(body: DispatchRequest, settings: SettingsDep, caller: CallerDep,
+async def dispatch(body: DispatchRequest, request: Request, settings: SettingsDep, caller: CallerDep,
                    principal: Annotated[Principal, Depends(require(Permission.TASK_CREATE))]) -> DispatchAccepted:
     """Queue a task for a core. 422 lists every problem; 429 + Retry-After when the queue is full; 403 when
     the task's effect needs more than the caller holds (``run-deployment`` of an admin-only flow).
 
     The same ``idempotency_key`` from the same user returns the earlier task instead of a new one.
+    Concurrent dispatches are committed together (:mod:`orch.api.dispatch_group`); each is answered
+    once its group has committed.
     """
-    return await run_in_threadpool(_dispatch_one, settings, body, principal, caller)
+    task = validate(body, settings)
+    if task.requirement is not None:  # a refusal is recorded in the database: off the event loop
+        await run_in_threadpool(_authorize, settings, [task], principal, caller)
+    queued, created = await request.app.state.dispatch_group.enqueue(task, principal.username, caller)
+    return _accepted(queued, created)
 
 
 def _dispatch_batch(settings: Settings, body: BatchRequest, principal: Principal, caller: Any) -> BatchAccepted:

@@ -109,7 +109,7 @@ async def webhook(request: Request) -> WebhookAccepted:
                                 tolerance=settings.security.webhook_tolerance_seconds)
     except SignatureError as exc:
         metrics.webhooks.labels("unknown", "bad_signature").inc()
-        raise HTTPException(401, f"webhook refused: {exc}") from None
+        raise HTTPException(exc.status_code, f"webhook refused: {exc}") from None
     try:
         event = WebhookEvent.model_validate(json.loads(body))
     except (ValueError, ValidationError) as exc:

@@ -1,0 +1,185 @@
+"""Single dispatches written in group commits.
+
+Each ``POST /dispatch`` used to be a transaction of its own: a thread hand-off, the write turn and a
+commit per task, and on SQLite every one of them queued behind the dispatcher's claims and completions
+for the one write lock. Under 32 concurrent clients that capped single dispatches near 150/s. Now
+requests that arrive while a write is under way wait for the next one, and each write stores all of
+them in one transaction (as webhook deliveries do, :mod:`orch.api.deliveries`): each sender's requests
+(same user, same address and user agent) go through the queue's batch path, the one ``/dispatch/batch``
+uses, so their tasks, events and one audit entry naming them are written by a statement per table.
+What a response promises is unchanged:
+
+- nothing is acknowledged before its commit: the answers are handed out after it;
+- an idempotency key is matched against the tasks before it, those of earlier requests in the same
+  group included (a key repeated in the group gets the task its first request made, ``created`` false);
+- the depth limit is exact: when a group would overfill the queue its requests go one by one, so
+  exactly those above the limit are refused (429), and those have written nothing;
+- validation and the permission for the task's effect are the request's own, checked before it joins;
+- one request's failure in the database (a row it alone makes impossible, a key another writer took
+  meanwhile) does not fail the others: the group is written again with a savepoint per request, and
+  only that request gets its error;
+- a failure of the database itself reaches every request of the group (503), and the next group
+  starts afresh.
+
+A group starts as soon as the previous one is written: one request alone waits for nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from orch.audit import Caller
+from orch.config.schema import Settings
+from orch.dispatch.errors import QueueFull
+from orch.dispatch.queue import TaskQueue
+from orch.dispatch.request import ValidTask
+from orch.storage.engine import session_scope
+
+MAX_GROUP = 100  # requests per transaction: a longer one would hold the write lock the dispatcher needs
+Accepted = tuple[dict[str, Any], bool]  # the task's view, and whether this request created it
+# A statement that fails for one request's row (a unique key another writer took meanwhile, a value the
+# database refuses): that request's problem. Any other database error is the database's, every request's.
+_ONE_REQUESTS = (IntegrityError, DataError)
+
+
+@dataclass(frozen=True)
+class _Request:
+    task: ValidTask
+    owner: str
+    caller: Caller
+    answer: asyncio.Future[Accepted]
+
+
+class DispatchGroup:
+    """Queues single dispatches for one app (one event loop); safe for any number of concurrent requests."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._queue = TaskQueue(settings)
+        self._database = settings.database
+        self._pending: list[_Request] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def enqueue(self, task: ValidTask, owner: str, caller: Caller) -> Accepted:
+        """Queue ``task`` (validated and authorised) once its group has committed: what
+        :meth:`TaskQueue.enqueue` returns, or raises (:class:`QueueFull`, a database error)."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Accepted] = loop.create_future()
+        self._pending.append(_Request(task, owner, caller, answer))
+        if self._writer is None or self._writer.get_loop() is not loop:  # a test client's loop may be gone
+            self._writer = asyncio.create_task(self._write_pending())
+        return await answer
+
+    async def _write_pending(self) -> None:
+        try:
+            while self._pending:
+                group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                group = [request for request in group if not request.answer.done()]  # gone before its turn
+                if not group:
+                    continue
+                try:
+                    outcomes = await run_in_threadpool(self._store, group)
+                except Exception as exc:  # noqa: BLE001 - the database's error: every request of the group gets it
+                    outcomes = [exc] * len(group)
+                for request, outcome in zip(group, outcomes, strict=True):
+                    if request.answer.done():  # its client went away meanwhile: nobody to answer
+                        continue
+                    if isinstance(outcome, BaseException):
+                        request.answer.set_exception(outcome)
+                    else:
+                        request.answer.set_result(outcome)
+        finally:
+            self._writer = None
+
+    def _store(self, group: list[_Request]) -> list[Accepted | Exception]:
+        """One transaction for the group; written again request by request in savepoints when one of
+        them failed (the first try cost a rollback, which is rare: the common case pays no savepoints)."""
+        try:
+            return self._write(group, alone=False)
+        except _ONE_REQUESTS:
+            pass
+        except SQLAlchemyError:
+            raise
+        except Exception:  # noqa: BLE001, S110 - a request that breaks its own row (a bug) is found below
+            pass
+        return self._write(group, alone=True)
+
+    def _write(self, group: list[_Request], *, alone: bool) -> list[Accepted | Exception]:
+        with session_scope(self._database, write_lock=True) as session:
+            if alone:
+                return [self._alone(session, request) for request in group]
+            outcomes: list[Accepted | Exception | None] = [None] * len(group)
+            senders: dict[tuple[str, Caller], list[int]] = {}
+            for index, request in enumerate(group):
+                senders.setdefault((request.owner, request.caller), []).append(index)
+            for (owner, caller), indexes in senders.items():
+                self._write_batch(session, group, indexes, owner, caller, outcomes)
+            return [outcome for outcome in outcomes if outcome is not None]
+
+    def _write_batch(self, session: Session, group: list[_Request], indexes: list[int], owner: str, caller: Caller,
+                     outcomes: list[Accepted | Exception | None]) -> None:
+        """One sender's requests of the group through the queue's batch path (one depth check, one
+        insert per table, one audit entry): the statements per task were most of a single dispatch's
+        cost, and on PostgreSQL each is a round trip. A key repeated in the group is answered with the
+        task its first request made or found; when the batch would overfill the queue, the requests go
+        one by one, so that exactly those that fit are queued."""
+        first_of_key: dict[str, int] = {}
+        batch: list[int] = []
+        for index in indexes:
+            key = group[index].task.idempotency_key
+            if key is not None and key in first_of_key:
+                continue
+            if key is not None:
+                first_of_key[key] = index
+            batch.append(index)
+        try:
+            results: list[Accepted | Exception] = list(
+                self._queue.enqueue_in(session, [group[i].task for i in batch], owner, caller))
+        except QueueFull:  # raised before the batch wrote anything
+            results = [self._one_or_refusal(session, group[i]) for i in batch]
+        for index, result in zip(batch, results, strict=True):
+            outcomes[index] = result
+        for index in indexes:
+            if outcomes[index] is None:  # a repeated key: what its first request got, not created by this one
+                first = outcomes[first_of_key[group[index].task.idempotency_key or ""]]
+                assert first is not None
+                outcomes[index] = first if isinstance(first, Exception) else (
+                    {k: v for k, v in first[0].items() if k != "estimated_wait_seconds"}, False)
+
+    def _one_or_refusal(self, session: Session, request: _Request) -> Accepted | Exception:
+        try:
+            return self._one(session, request)
+        except QueueFull as refusal:  # checked before the request writes anything
+            return refusal
+
+    def _one(self, session: Session, request: _Request) -> Accepted:
+        return self._queue.enqueue_in(session, [request.task], request.owner, request.caller)[0]
+
+    def _alone(self, session: Session, request: _Request) -> Accepted | Exception:
+        """The request in a savepoint of its own; its own failure is its answer. A unique key taken by a
+        concurrent writer (another API replica, the CLI) is tried once more: its idempotency key then
+        finds the task that writer committed, as :meth:`TaskQueue.enqueue` does."""
+        try:
+            with session.begin_nested():
+                return self._one(session, request)
+        except IntegrityError as exc:
+            if request.task.idempotency_key is None:
+                return exc
+        except _ONE_REQUESTS as exc:
+            return exc
+        except QueueFull as refusal:  # checked before the request writes anything
+            return refusal
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this request's problem only
+            return exc
+        try:
+            with session.begin_nested():
+                return self._one(session, request)
+        except (*_ONE_REQUESTS, QueueFull) as exc:
+            return exc

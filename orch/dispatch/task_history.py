@@ -1,0 +1,55 @@
+"""A task's history: the ``task_events`` row and the JSON log line each status move writes.
+
+The queue writes the event in the same transaction as the move (:mod:`orch.dispatch.queue`), so the
+history can never disagree with the state; the log line is what the guide's log analysis and
+``orch recover tasks-from-logs`` read when the database is gone."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from orch.logging_config import get_logger
+from orch.storage.models import Task, TaskEvent
+from orch.storage.types import utcnow
+
+log = get_logger(__name__)
+
+
+def add_event(session: Session, task: Task, event_type: str, data: dict[str, Any], at: datetime | None = None) -> None:
+    """Record the move in ``task_events`` and in the log. ``at``: the clock of record's time of the move,
+    for an attempt's start and end, whose difference is its duration (default: this host's clock)."""
+    session.add(TaskEvent(task_id=task.task_id, event_type=event_type, data=data, timestamp=at or utcnow()))
+    log_event(event_type, task.task_id, task.core_id, data)
+
+
+def note_task_runs(session: Session, task_runs: dict[str, str]) -> None:
+    """Put each Prefect task run id on its task's latest ``task.started`` event, once.
+
+    The claim writes that event before Prefect names the run, so the id rides on the next write the
+    attempt makes anyway (a lease renewal or its end) instead of costing a transaction per task."""
+    if not task_runs:
+        return
+    latest = (select(func.max(TaskEvent.event_id)).where(TaskEvent.task_id.in_(task_runs),
+                                                         TaskEvent.event_type == "task.started")
+              .group_by(TaskEvent.task_id))
+    for event in session.scalars(select(TaskEvent).where(TaskEvent.event_id.in_(latest))):
+        if "task_run_id" not in event.data:
+            event.data = {**event.data, "task_run_id": task_runs[event.task_id]}
+
+
+def log_event(event_type: str, task_id: str, core_id: str, data: dict[str, Any]) -> None:
+    """One JSON line (``event_type``, ``task_id``, ``data``) for each move after creation: what the
+    guide's log analysis and ``orch recover tasks-from-logs`` read to tell how far a task got.
+
+    A task's creation is not logged here but in its ``task.create`` audit entry
+    (:func:`orch.dispatch.task_audit.creation_records`): the operational log is written only by the API
+    process, so tasks queued from the CLI never reached it, while the audit trail (``logging.audit_file``)
+    is appended by every process that creates tasks, and only once the creating transaction has committed."""
+    if log.isEnabledFor(logging.INFO):
+        log.info(event_type, extra={"event_type": event_type, "task_id": task_id, "core_id": core_id,
+                                    "data": data})
