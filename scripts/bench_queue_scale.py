@@ -132,7 +132,8 @@ def start_state(workdir: Path, procs: Processes, state: str, seeded: Path, seede
     facts = prepared(state, home, seeded, seeded_at)
     say(f"    {facts['counts']} in {facts['prepare_s']} s ({facts['size_gb']} GB)")
     port = free_port()
-    env = orch_env(home, port)
+    # the default depth limit (dispatch.max_queue_depth, 10,000) would refuse every task of a million-deep queue
+    env = {**orch_env(home, port), "ORCH_DISPATCH__MAX_QUEUE_DEPTH": "100000000"}
     run_cli([str(BIN / "orch"), "user", "create-admin", "--username", ADMIN, "--password-stdin"], env, PASSWORD)
     server = start(procs, f"api-{state}", [sys.executable, "-m", "orch.api.server"], env, port, "/healthz")
     response = httpx.post(server.url + "/auth/token", data={"username": ADMIN, "password": PASSWORD}, timeout=30)
