@@ -69,10 +69,13 @@ doctor: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_startup.py
 	$(BIN)/python scripts/bench_dispatch.py
+	$(BIN)/python scripts/bench_dispatch_memory.py
+	$(BIN)/python scripts/bench_queue_scale.py
 	$(BIN)/python scripts/bench_api.py
 	$(BIN)/python scripts/bench_analysis.py
 	$(BIN)/python scripts/bench_monitoring.py
 	$(BIN)/python scripts/bench_corruption.py
+	$(BIN)/python scripts/bench_hosts.py
 	$(BIN)/python scripts/bench_console.py
 	$(BIN)/python scripts/bench_supply_chain.py
 	$(BIN)/python scripts/bench_backup.py

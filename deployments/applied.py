@@ -133,7 +133,7 @@ def drop_missed_runs(prefect: PrefectSettings, deployment_ids: list[str]) -> int
     """Delete the auto-scheduled runs of these deployments whose time passed before they started (what
     re-applying them would delete); returns how many."""
     api = prefect.resolved_api_url().rstrip("/")
-    before = now_iso()
+    before = datetime.now(timezone.utc).isoformat()  # to the microsecond: a run due earlier this second is missed too
     dropped = 0
     kept: list[str] = []
     with prefect_http_client(prefect, 10.0) as client:

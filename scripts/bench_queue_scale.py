@@ -209,10 +209,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 def write(report: dict[str, Any], out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     text = markdown(report)
-    (out / f"queue_scale_{stamp}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / f"queue_scale_{stamp}.md").write_text(text, encoding="utf-8")
+    (out / "bench_queue_scale.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "bench_queue_scale.md").write_text(text, encoding="utf-8")
     return text
 
 

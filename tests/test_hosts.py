@@ -248,3 +248,38 @@ def test_health_and_metrics_list_hosts(api_factory: Any) -> None:
     metrics = api.client.get("/metrics", headers=api.headers("admin")).text
     assert 'orch_system_cpu_percent{host="a"} 12.5' in metrics
     assert 'orch_host_up{host="b"} 0.0' in metrics and 'orch_host_up{host="a"} 1.0' in metrics
+
+
+def test_a_host_whose_worker_stopped_polling_has_no_live_worker_at_once(prefect_server: str,
+                                                                       isolated_env: Path) -> None:
+    """Prefect keeps a work queue READY for 60 s after its last poll, so a heal sent to a host whose worker
+    had just died waited in its queue for nobody. A queue not polled for ``stale_after`` is judged on the
+    Prefect server's clock, while Prefect still calls it READY (only that branch says "was last polled")."""
+    import os
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from orch.config.loader import load_settings
+    from orch.monitoring.hosts import host_queue, stale_after, worker_state
+
+    settings = load_settings(environ={"ORCH_HOME": str(isolated_env), "PREFECT_API_URL": prefect_server,
+                                      "PREFECT_API_AUTH_STRING": os.environ.get("PREFECT_API_AUTH_STRING", ""),
+                                      "ORCH_PREFECT__WORKER_POLL_SECONDS": "0.5"}, generate_secrets=False)
+    assert stale_after(settings) == 10.0  # five polls of 0.5 s, but never less than the floor
+    pool, host = f"stale-{uuid.uuid4().hex[:8]}", "gone-host"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        try:
+            assert "has ever served" in (worker_state(settings, pool, host) or "")
+            client.create_work_queue(name=host_queue(host), work_pool_name=pool)
+
+            def polled_and_live() -> bool:
+                client.get_scheduled_flow_runs_for_work_pool(pool, work_queue_names=[host_queue(host)])
+                return worker_state(settings, pool, host) is None
+
+            wait_until(polled_and_live, 60, "a polled queue judged live")
+            gone = wait_until(lambda: worker_state(settings, pool, host), 60, "the unpolled queue judged gone")
+            assert "was last polled" in gone and "by the Prefect server's clock" in gone, gone
+        finally:
+            client.delete_work_pool(pool)

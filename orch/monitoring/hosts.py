@@ -39,6 +39,8 @@ SWEEP_ENTRYPOINT = "flows/monitor_sweep.py:monitor_sweep"
 SELF_HEAL_DEPLOYMENT = "self-heal/auto"
 KNOWN_FOR = timedelta(days=1)  # a host unseen for longer is no longer listed (decommissioned)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+STALE_POLLS = 5  # polls a live worker cannot all miss
+STALE_FLOOR_SECONDS = 10.0  # a worker on a loaded host may poll late; never judge it gone on less than this
 
 
 def this_host(settings: Settings) -> str:
@@ -96,25 +98,44 @@ def live_hosts(settings: Settings, now: datetime | None = None) -> set[str]:
         this_host(settings)}
 
 
-def worker_state(client: Any, pool: str, host: str) -> str | None:
-    """None when ``host`` has a live worker on ``pool`` (its queue is READY: polled within Prefect's 60 s),
-    else why not.
+def stale_after(settings: Settings) -> float:
+    """Seconds without a poll after which a host's worker counts as gone: :data:`STALE_POLLS` of its
+    polls (``prefect.worker_poll_seconds``), never less than :data:`STALE_FLOOR_SECONDS`."""
+    return max(STALE_POLLS * settings.prefect.worker_poll_seconds, STALE_FLOOR_SECONDS)
 
-    Prefect's own verdict, computed by its server from the queue's last poll on the server's clock, so a
-    host with a skewed clock cannot make a dead worker look alive."""
-    from prefect.exceptions import ObjectNotFound
+
+def worker_state(settings: Settings, pool: str, host: str) -> str | None:
+    """None when ``host`` has a live worker on ``pool``, else why not.
+
+    Judged on the Prefect server's clock, so a host with a skewed clock cannot make a dead worker look
+    alive: the queue's ``last_polled`` against the server's own time (the ``Date`` of its answer). Prefect
+    keeps a queue READY for 60 s after its last poll; a worker polls every ``prefect.worker_poll_seconds``,
+    so a queue not polled for :func:`stale_after` has lost its worker, and a heal sent there would wait
+    in it for nobody (issue 18)."""
+    from email.utils import parsedate_to_datetime
+
+    from orch.prefect_api import prefect_http_client
 
     queue = host_queue(host)
-    try:
-        found = client.read_work_queue_by_name(queue, work_pool_name=pool)
-    except ObjectNotFound:
+    api = settings.prefect.resolved_api_url().rstrip("/")
+    with prefect_http_client(settings.prefect, timeout=10.0) as http:
+        response = http.get(f"{api}/work_pools/{pool}/queues/{queue}")
+    if response.status_code == 404:
         return f"no ORCH worker has ever served host {host} (no work queue {queue} in work pool {pool})"
-    status = str(getattr(found.status, "value", found.status) or "")
-    if status == "READY":
-        return None
-    polled = found.last_polled.isoformat() if found.last_polled else "never"
+    response.raise_for_status()
+    found = response.json()
+    status = str(found.get("status") or "")
+    polled = datetime.fromisoformat(found["last_polled"]) if found.get("last_polled") else None
+    if status == "READY" and polled is not None:
+        stamp = response.headers.get("date")
+        age = (parsedate_to_datetime(stamp) - polled).total_seconds() if stamp else 0.0
+        if age <= stale_after(settings):  # the Date is whole seconds, truncated: an age errs young, never old
+            return None
+        return (f"host {host} has no live ORCH worker (work queue {queue} in work pool {pool} was last polled "
+                f"{age:.0f} s ago by the Prefect server's clock; its worker polls every "
+                f"{settings.prefect.worker_poll_seconds:g} s)")
     return (f"host {host} has no live ORCH worker (work queue {queue} in work pool {pool} is "
-            f"{status or 'not ready'}, last polled {polled})")
+            f"{status or 'not ready'}, last polled {polled.isoformat() if polled else 'never'})")
 
 
 def create_heal_run(settings: Settings, alert: dict[str, Any], host: str) -> dict[str, Any]:
@@ -132,7 +153,7 @@ def create_heal_run(settings: Settings, alert: dict[str, Any], host: str) -> dic
     parameters = {"target": alert["target"], "alert_name": alert["alert_name"], "summary": alert["summary"]}
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(SELF_HEAL_DEPLOYMENT)
-        escalate = "" if host == me else (worker_state(client, deployment.work_pool_name or "", host) or "")
+        escalate = "" if host == me else (worker_state(settings, deployment.work_pool_name or "", host) or "")
         if escalate:
             parameters["escalate"] = escalate
         queue = host_queue(me if escalate else host)

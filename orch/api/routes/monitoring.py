@@ -32,8 +32,10 @@ class SilenceIn(BaseModel):
     model_config = {"extra": "forbid"}
 
     kind: Literal["silence", "maintenance"] = "silence"
-    target: str = Field(min_length=1, max_length=255, description="Target name or glob (`web*`, `*`).")
-    alert_name: str = Field(default="*", min_length=1, max_length=64, description="Alert name or glob (silences).")
+    # at least one character that is not blank: the schema says what silences.create refuses
+    target: str = Field(min_length=1, max_length=255, pattern=r"\S", description="Target name or glob (`web*`, `*`).")
+    alert_name: str = Field(default="*", min_length=1, max_length=64, pattern=r"\S",
+                            description="Alert name or glob (silences).")
     duration_seconds: JsonInt = Field(gt=0, le=int(silences.MAX_DURATION.total_seconds()))
     reason: str = Field(default="", max_length=1000)
 
