@@ -57,6 +57,12 @@ CALLABLES = [
     ("prefect.client.orchestration:SyncPrefectClient.update_flow_run", False, {"flow_run_id", "tags"}),
     # orch/notify.py finds ORCH's notification blocks by type slug (the domain core never imports blocks/).
     ("prefect.blocks.core:Block.get_block_class_from_key", False, {"key"}),
+    # deployments/deploy.py creates the deployments in process instead of running `prefect deploy --all`.
+    ("prefect.utilities.callables:parameter_schema_from_entrypoint", False, {"entrypoint"}),
+    ("prefect.client.orchestration:SyncPrefectClient.create_flow_from_name", False, {"flow_name"}),
+    ("prefect.client.orchestration:SyncPrefectClient.create_deployment", False,
+     {"flow_id", "name", "version", "schedules", "parameters", "description", "work_pool_name", "work_queue_name",
+      "tags", "entrypoint", "parameter_openapi_schema", "enforce_parameter_schema", "pull_steps", "job_variables"}),
 ]
 
 
