@@ -280,6 +280,14 @@ def bring_forward(path: Path, seeded_at: float, window: float = 7200) -> dict[st
     return {"moved_s": round(age, 1), "tasks": len(tasks), "events": len(events)}
 
 
+def add_seed_arguments(parser: argparse.ArgumentParser, quick: str) -> None:
+    """The options of the cached seeded database, shared by the benchmarks that read it."""
+    parser.add_argument("--out", type=Path, default=Path("bench_results"), help="report directory")
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: 50,000 tasks, {quick}")
+    parser.add_argument("--tasks", type=int, help="tasks to seed (default 1,000,000; --quick 50,000)")
+    parser.add_argument("--reseed", action="store_true", help="seed the database again even when cached")
+
+
 def seeded_database(cache: Path, rows: int, reseed: bool) -> tuple[Path, dict[str, Any]]:
     """The cached seeded file for this schema and size, made when missing (or with ``--reseed``)."""
     from orch.storage.migrate import head_revision
@@ -841,10 +849,7 @@ def _terminated(signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench_results"), help="report directory")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 50,000 tasks, fewer requests")
-    parser.add_argument("--tasks", type=int, help="tasks to seed (default 1,000,000; --quick 50,000)")
-    parser.add_argument("--reseed", action="store_true", help="seed the database again even when cached")
+    add_seed_arguments(parser, "fewer requests")
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).is_file():
         parser.error(f"{CHROMIUM} not found; install Debian's chromium (no browser is downloaded)")

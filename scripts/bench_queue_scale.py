@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 from bench_api import ADMIN, BIN, PASSWORD, orch_env, run_cli, start
 from bench_common import BenchError, machine_info, run_bench
-from bench_console import bring_forward, seeded_database
+from bench_console import add_seed_arguments, bring_forward, seeded_database
 from bench_dispatch import Processes, free_port, percentiles, say, verdict
 
 GOAL_RATIO = 2.0  # each loaded state's p50 within 2x of the empty queue's (issue 17)
@@ -217,10 +217,7 @@ def write(report: dict[str, Any], out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench_results"), help="report directory")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 50,000 tasks, fewer calls")
-    parser.add_argument("--tasks", type=int, help="tasks to seed (default 1,000,000; --quick 50,000)")
-    parser.add_argument("--reseed", action="store_true", help="seed the database again even when cached")
+    add_seed_arguments(parser, "fewer calls")
     args = parser.parse_args(argv)
     tasks = args.tasks or (50_000 if args.quick else 1_000_000)
     warmup, requests = (5, 40) if args.quick else (20, 300)

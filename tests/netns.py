@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from workers import stop_child
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -235,15 +236,7 @@ class Topology:
 
     def stop(self, name: str, label: str, timeout: float = 20) -> int | None:
         """SIGTERM one process and wait for it (SIGKILL after ``timeout``); its exit code."""
-        child = self.hosts[name].processes[label]
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(10)
-        return child.returncode
+        return stop_child(self.hosts[name].processes[label], timeout)
 
     # -- host a's services -------------------------------------------------------------------------------
 

@@ -46,13 +46,19 @@ def running(argv: list[str], log: Path, *, env: Mapping[str, str] | None = None,
     try:
         yield child
     finally:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(grace)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(10)
+        stop_child(child, grace)
+
+
+def stop_child(child: subprocess.Popen[bytes], grace: float) -> int | None:
+    """SIGTERM ``child`` unless it has exited, SIGKILL it after ``grace`` seconds; its exit code."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(grace)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(10)
+    return child.returncode
 
 
 def inprocess_worker(pool: str, name: str, log: Path, *args: str, env: Mapping[str, str] | None = None,

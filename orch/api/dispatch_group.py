@@ -101,12 +101,9 @@ class DispatchGroup:
         them failed (the first try cost a rollback, which is rare: the common case pays no savepoints)."""
         try:
             return self._write(group, alone=False)
-        except _ONE_REQUESTS:
-            pass
-        except SQLAlchemyError:
-            raise
-        except Exception:  # noqa: BLE001, S110 - a request that breaks its own row (a bug) is found below
-            pass
+        except Exception as exc:  # noqa: BLE001 - one request's row (or a bug) is found below, request by request
+            if isinstance(exc, SQLAlchemyError) and not isinstance(exc, _ONE_REQUESTS):
+                raise  # the database's own failure: every request of the group gets it
         return self._write(group, alone=True)
 
     def _write(self, group: list[_Request], *, alone: bool) -> list[Accepted | Exception]:
