@@ -9,6 +9,12 @@ Prefect's server, started with ``PREFECT_SERVER_API_AUTH_STRING``, answers 401 t
 ``GET /health`` and ``GET /ready`` without ``Authorization: Basic base64(auth string)`` (Prefect's own
 client sends the same header from ``PREFECT_API_AUTH_STRING``). Every ORCH call to Prefect's REST API
 takes its header from :func:`prefect_headers` or its client from :func:`prefect_http_client`.
+
+Prefect's server answers 503 to a request that failed for a reason a client may retry (SQLite busy, a
+dropped database connection; ``is_client_retryable_exception`` in its ``server.py``), and its own client
+retries 429, 502 and 503. ORCH's calls to Prefect's REST API retry the same answers (:data:`PREFECT_RETRY`),
+so a busy server is not reported to an operator as an unreachable one. A refused connection is not
+retried: the caller says at once that Prefect cannot be reached.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
+from httpx_retries import Retry
 
 from orch.config.schema import PrefectSettings
 from orch.errors import OrchError
@@ -25,6 +32,13 @@ from orch.http import http_client, shared_http_client
 
 # The cheapest route the auth check guards: readiness would say "ready" to a wrong string otherwise.
 _AUTH_PROBE = "/admin/version"
+
+# Every method: a 503 from Prefect means its transaction rolled back, so a POST (a filter, a resume) is as
+# safe to send again as a GET. Four retries, at most 2 s apart and 5 s in all (with full jitter), bound
+# what one busy spell can add to an API request.
+PREFECT_RETRY = Retry(total=4, allowed_methods=("GET", "POST", "PUT", "PATCH", "DELETE"),
+                      status_forcelist=(429, 502, 503), retry_on_exceptions=(), backoff_factor=0.25,
+                      max_backoff_wait=2.0, total_timeout=5.0)
 
 
 @dataclass(frozen=True)
@@ -44,8 +58,9 @@ def prefect_headers(prefect: PrefectSettings) -> dict[str, str]:
 
 
 def prefect_http_client(prefect: PrefectSettings, timeout: float = 5.0) -> httpx.Client:
-    """A client whose every request to Prefect carries the auth header (for a block of calls)."""
-    return http_client(timeout, headers=prefect_headers(prefect))
+    """A client whose every request to Prefect carries the auth header and retries what Prefect says may be
+    retried (for a block of calls)."""
+    return http_client(timeout, headers=prefect_headers(prefect), retry=PREFECT_RETRY)
 
 
 def prefect_readiness(prefect: PrefectSettings, timeout: float = 3.0) -> Readiness:
@@ -79,7 +94,8 @@ def online_workers(prefect: PrefectSettings, pool: str, timeout: float = 3.0) ->
     """How many workers of ``pool`` the server currently sees as ONLINE (0 when it cannot tell)."""
     url = f"{prefect.resolved_api_url().rstrip('/')}/work_pools/{pool}/workers/filter"
     try:
-        response = shared_http_client().post(url, json={}, headers=prefect_headers(prefect), timeout=timeout)
+        response = shared_http_client(PREFECT_RETRY).post(url, json={}, headers=prefect_headers(prefect),
+                                                          timeout=timeout)
     except httpx.HTTPError:
         return 0
     if response.status_code != 200:
@@ -100,7 +116,7 @@ def flow_run_state_type(prefect: PrefectSettings, flow_run_id: str, timeout: flo
     unreachable server for a run that is no longer paused."""
     url = f"{prefect.resolved_api_url().rstrip('/')}/flow_runs/{flow_run_id}"
     try:
-        response = shared_http_client().get(url, headers=prefect_headers(prefect), timeout=timeout)
+        response = shared_http_client(PREFECT_RETRY).get(url, headers=prefect_headers(prefect), timeout=timeout)
     except httpx.HTTPError as exc:
         raise PrefectUnavailable(f"Prefect server at {prefect.resolved_api_url()}: {type(exc).__name__}") from None
     if response.status_code in (404, 422):  # 422: not a flow run id at all
@@ -120,8 +136,8 @@ def resume_flow_run(prefect: PrefectSettings, flow_run_id: str, run_input: dict[
     and the route already stores the input under the key the paused run waits on."""
     url = f"{prefect.resolved_api_url().rstrip('/')}/flow_runs/{flow_run_id}/resume"
     try:
-        response = shared_http_client().post(url, json={"run_input": run_input}, headers=prefect_headers(prefect),
-                                             timeout=timeout)
+        response = shared_http_client(PREFECT_RETRY).post(url, json={"run_input": run_input},
+                                                          headers=prefect_headers(prefect), timeout=timeout)
     except httpx.HTTPError as exc:
         raise PrefectUnavailable(f"Prefect server at {prefect.resolved_api_url()}: {type(exc).__name__}") from None
     if response.status_code == 404:
