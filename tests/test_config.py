@@ -345,3 +345,13 @@ def test_infra_env_example_feeds_the_production_example(isolated_env: Path) -> N
     assert settings.security.jwt_secret.get_secret_value() == "jwt-from-env-file-0123456789"
     assert settings.database.url == "postgresql://orch:CHANGE_ME@127.0.0.1:5432/orch_next"
     assert settings.notifications.slack.webhook_url is None
+
+
+def test_the_rate_limit_store_url_never_shows_its_password(isolated_env: Path) -> None:
+    """A mistyped scheme is named without echoing the URL (which carries the store's password), and a
+    valid URL's password is masked in logs like the database's."""
+    errors = errors_of(environ={"ORCH_SECURITY__RATE_LIMIT__STORAGE_URL": "http://:hunter2-store@cache:6379/0"})
+    assert errors == ["security.rate_limit.storage_url: must be a redis://, rediss:// or memory:// URL"]
+    settings = load_settings(environ={"ORCH_SECURITY__RATE_LIMIT__STORAGE_URL": "redis://:s3cret%2Fpw@cache:6379/0"},
+                             generate_secrets=False)
+    assert "s3cret/pw" in settings.secret_values()

@@ -124,9 +124,10 @@ class Settings(BaseSettings):
                       notifications.webhook.url, self.prefect.auth_string]
         values = [c.get_secret_value() for c in candidates if c is not None]
         values += [c.webhook_secret.get_secret_value() for c in self.dispatch.cores.values() if c.webhook_secret]
-        if self.database.url and "@" in self.database.url:
-            from urllib.parse import unquote, urlsplit
+        for url in (self.database.url, self.security.rate_limit.storage_url):  # their passwords
+            if url and "@" in url:
+                from urllib.parse import unquote, urlsplit
 
-            password = urlsplit(self.database.url).password
-            values += [unquote(password)] if password else []
+                password = urlsplit(url).password
+                values += [unquote(password)] if password else []
         return values

@@ -19,7 +19,8 @@ class RateLimitSettings(Section):
     @classmethod
     def _redis_or_memory(cls, value: str | None) -> str | None:
         if value and not value.startswith(("redis://", "rediss://", "memory://")):
-            raise ValueError(f"must be a redis://, rediss:// or memory:// URL, got {value!r}")
+            # not the value: it may carry the store's password
+            raise ValueError("must be a redis://, rediss:// or memory:// URL")
         return value
 
 
