@@ -100,6 +100,15 @@ def monitor_sweep() -> dict[str, Any]:
     run_url = messages.flow_run_url(settings, str(runtime.flow_run.id) if runtime.flow_run.id else None)
     stored = monitoring.store_samples([*found, Sample(hosts.SWEEP_METRIC, 1.0, hosts.this_host(settings))], started,
                                       return_state=True)
+    lost = monitoring.lost_heals(names, return_state=True)  # before the alerts: this sweep asks again
+    if lost.is_completed():
+        for heal in lost.result():
+            logger.error("the self-heal run for %s (heal %s of this firing) ended %s without acting%s; %s",
+                         heal.target, heal.heals, heal.state, f": {heal.message}" if heal.message else "",
+                         "asking again" if heal.again else "not asking again: as many runs as "
+                         "monitoring.self_healing.max_runs_per_hour were lost; the alert's reminders go on")
+    else:
+        logger.warning("could not look for self-heal runs that never acted: %s", lost.message)
     evaluated = monitoring.evaluate_alerts(names, return_state=True) if stored.is_completed() else stored
     if not evaluated.is_completed():
         logger.error("could not store the samples or evaluate the alerts: %s", evaluated.message)

@@ -148,3 +148,25 @@ def resume_flow_run(prefect: PrefectSettings, flow_run_id: str, run_input: dict[
     if result.get("status") == "ACCEPT":
         return None
     return str((result.get("details") or {}).get("reason") or result.get("status"))
+
+
+def flow_runs_by_idempotency_key(prefect: PrefectSettings, keys: list[str],
+                                 timeout: float = 10.0) -> dict[str, tuple[str | None, str]]:
+    """The state type and message of each flow run the server holds under one of ``keys`` (the idempotency
+    key it was created with); a key with no run is absent. Raises :class:`PrefectUnavailable`."""
+    if not keys:
+        return {}
+    url = f"{prefect.resolved_api_url().rstrip('/')}/flow_runs/filter"
+    body = {"flow_runs": {"idempotency_key": {"any_": keys}}, "limit": min(len(keys), 200)}
+    try:
+        response = shared_http_client(PREFECT_RETRY).post(url, json=body, headers=prefect_headers(prefect),
+                                                          timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise PrefectUnavailable(f"Prefect server at {prefect.resolved_api_url()}: {type(exc).__name__}") from None
+    if response.status_code != 200:
+        raise PrefectUnavailable(f"Prefect server answered HTTP {response.status_code} filtering flow runs")
+    found: dict[str, tuple[str | None, str]] = {}
+    for run in response.json():
+        state = run.get("state") or {}
+        found[run["idempotency_key"]] = (state.get("type"), str(state.get("message") or ""))
+    return found

@@ -93,6 +93,14 @@ def request_heal(alert: dict[str, Any]) -> dict[str, Any]:
                                                                                                  alert["target"])))
 
 
+@task(name="lost-heals", **RETRIES)
+def lost_heals(target_names: list[str]) -> list[alerts.LostHeal]:
+    """Heal runs that ended without acting, put back so this sweep asks again (orch.monitoring.alerts)."""
+    from orch.storage.types import utcnow
+
+    return alerts.lost_heals(get_settings(), target_names, utcnow())
+
+
 @task(name="store-samples", **RETRIES)
 def store_samples(found: list[Sample], at: datetime | None = None) -> int:
     """Store one sweep's samples stamped ``at``: the sweep's start, before any check ran, so a sample

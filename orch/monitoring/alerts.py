@@ -12,7 +12,8 @@ Heals: an alert's life includes its heals. A heal notice marks the alert ``reque
 records what it came to (:func:`record_heal`). While the alert stays firing, it asks for healing again
 when a sample taken after a heal that ended healthy is bad again (the target died again before any sweep
 saw it well), or when a heal that was skipped (a silence, a maintenance window, maintenance mode) can now
-act. A heal that failed or met the circuit breaker is not asked again: a human was paged.
+act. A heal that failed or met the circuit breaker is not asked again: a human was paged. A heal run that ended
+without acting (never started, cancelled) is asked for again by the next sweep (:func:`lost_heals`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from orch import maintenance_mode
 from orch.config.schema import Settings
 from orch.monitoring import silences
 from orch.monitoring.rules import Observation
+from orch.prefect_api import flow_runs_by_idempotency_key
 from orch.storage.engine import (
     DatabaseCorrupt,
     corruption_record,
@@ -198,6 +200,59 @@ def heal_not_requested(settings: Settings, target: str, alert_name: str, at: dat
                              .with_for_update())
         if row is not None and row.heal_state == "requested":
             row.heal_state, row.heal_at, row.heals = "unrequested", at, max(0, (row.heals or 0) - 1)
+
+
+def heal_key(alert: dict[str, Any]) -> str:
+    """The idempotency key of the heal run asked for an alert's firing and heal number (:func:`alert_view`),
+    so a retried request cannot heal the same firing twice and a lost run can be found again."""
+    return f"heal:{alert['alert_name']}:{alert['target']}:{alert.get('fired_at')}:{alert.get('heals')}"
+
+
+ENDED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")  # Prefect state types after which a run does nothing more
+
+
+@dataclass(frozen=True)
+class LostHeal:
+    """A heal run that ended without recording what it came to: it never acted (its worker could not
+    start it, it crashed before its first step, someone cancelled it)."""
+
+    target: str
+    alert_name: str
+    heals: int
+    state: str
+    message: str
+    again: bool  # asked for again (False: as many lost as the breaker's hourly runs; a human must look)
+
+
+def lost_heals(settings: Settings, targets: list[str], now: datetime) -> list[LostHeal]:
+    """Firing alerts of ``targets`` whose requested heal run Prefect shows ended while the alert still says
+    ``requested``. Each goes back to ``unrequested`` (its heal number kept, so the next request is a new
+    run) and the sweep asks again, up to ``max_runs_per_hour`` requests per firing; past that it is
+    ``lost``, not asked again, and the alert's reminders keep a human told. Without this, one run whose
+    start failed (a busy Prefect server answering the worker 503) left a firing target unhealed.
+
+    The alert moves only if it is still at that heal and ``requested``: a run that recorded its outcome
+    between the two reads keeps it."""
+    if not targets:
+        return []
+    with session_scope(settings.database) as session:
+        rows = session.scalars(select(Alert).where(Alert.state == "firing", Alert.heal_state == "requested",
+                                                   Alert.target.in_(targets))).all()
+        asked = {heal_key(alert_view(row)): (row.alert_name, row.target, row.heals or 0) for row in rows}
+    ended = {key: state for key, state in flow_runs_by_idempotency_key(settings.prefect, list(asked)).items()
+             if state[0] in ENDED}
+    lost = []
+    limit = settings.monitoring.self_healing.max_runs_per_hour
+    for key, (state, message) in ended.items():
+        alert_name, target, heals = asked[key]
+        again = heals < limit
+        with session_scope(settings.database, write_lock=True) as session:
+            moved = session.execute(update(Alert).where(
+                Alert.alert_name == alert_name, Alert.target == target, Alert.heal_state == "requested",
+                Alert.heals == heals).values(heal_state="unrequested" if again else "lost", heal_at=now)).rowcount
+        if moved:
+            lost.append(LostHeal(target, alert_name, heals, str(state), message, again))
+    return lost
 
 
 def heals_of(settings: Settings, target: str, alert_name: str) -> int:

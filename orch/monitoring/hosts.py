@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 
 from orch.config.schema import Settings, TargetSettings
 from orch.logging_config import get_logger
+from orch.monitoring.alerts import heal_key
 from orch.storage.engine import session_scope
 from orch.storage.models import Alert, MonitorSample
 from orch.storage.types import utcnow
@@ -149,7 +150,7 @@ def create_heal_run(settings: Settings, alert: dict[str, Any], host: str) -> dic
     from prefect.client.orchestration import get_client
 
     me = this_host(settings)
-    key = f"heal:{alert['alert_name']}:{alert['target']}:{alert.get('fired_at')}:{alert.get('heals')}"
+    key = heal_key(alert)
     parameters = {"target": alert["target"], "alert_name": alert["alert_name"], "summary": alert["summary"]}
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(SELF_HEAL_DEPLOYMENT)
