@@ -9,6 +9,9 @@ claiming one stay within 2x of an empty queue, and that the database stays under
   ended; cached under ``<out>/console-db/`` and shared with ``bench_console.py``);
 - **queued**: a copy of that file with every task queued again (never started, no lease).
 
+Accepts go to a core of their own (the queue's depth is what grows) and to a seeded core (about 100,000
+of the million queued on it, all ahead of the new task: its wait estimate counts at most 10,000 of them).
+
 For each, the user's paths: ``POST /dispatch`` over HTTP to a real ``orch.api.server`` (one request at a time
 on a keep-alive connection, client time), and the dispatcher's claim as the worker runs it
 (``TaskQueue.claim`` in this process against the same file while the API runs), each claimed task then
@@ -36,6 +39,7 @@ from bench_dispatch import Processes, free_port, percentiles, say, verdict
 GOAL_RATIO = 2.0  # each loaded state's p50 within 2x of the empty queue's (issue 17)
 GOAL_GB_PER_MILLION = 10.0  # the original system's size per million tasks
 CORE = "SCALE_01"
+DEEP_CORE = "WORK_AI_01"  # a seeded core: a tenth of the queued state's million is queued on it
 STATES = ("empty", "finished", "queued")
 ROUND = 10  # calls per state per round: the states take turns, so a noisy minute hits them alike
 
@@ -97,12 +101,13 @@ class Target:
         self.settings = load_settings(environ=env, generate_secrets=False)
         self.queue = TaskQueue(self.settings)
         self.accept: list[float] = []
+        self.accept_deep: list[float] = []
         self.claim: list[float] = []
 
-    def accept_one(self) -> float:
-        """``POST /dispatch`` of a no-op task, client time in ms."""
+    def accept_one(self, core: str = CORE) -> float:
+        """``POST /dispatch`` of a no-op task to ``core``, client time in ms."""
         began = time.perf_counter()
-        response = self.client.post("/dispatch", json={"core_id": CORE, "action": "noop", "params": {}})
+        response = self.client.post("/dispatch", json={"core_id": core, "action": "noop", "params": {}})
         elapsed = (time.perf_counter() - began) * 1000
         if response.status_code not in (200, 201, 202):
             raise BenchError(f"({self.state}) POST /dispatch answered HTTP {response.status_code}: "
@@ -162,13 +167,19 @@ def bench(workdir: Path, tasks: int, warmup: int, requests: int, out: Path, rese
                     elapsed = target.accept_one()
                     if n >= warmup:
                         target.accept.append(elapsed)
+                    elapsed = target.accept_one(DEEP_CORE)
+                    if n >= warmup:
+                        target.accept_deep.append(elapsed)
                 for n in range(done, min(done + ROUND, warmup + requests)):
                     elapsed = target.claim_one()
                     if n >= warmup:
                         target.claim.append(elapsed)
         for target in targets:
-            states[target.state].update(accept_ms=percentiles(target.accept), claim_ms=percentiles(target.claim))
-            say(f"({target.state}) accept p50 {states[target.state]['accept_ms']['p50']:.1f} ms, "
+            states[target.state].update(accept_ms=percentiles(target.accept),
+                                        accept_deep_ms=percentiles(target.accept_deep),
+                                        claim_ms=percentiles(target.claim))
+            say(f"({target.state}) accept p50 {states[target.state]['accept_ms']['p50']:.1f} ms, onto "
+                f"{DEEP_CORE} {states[target.state]['accept_deep_ms']['p50']:.1f} ms, "
                 f"claim p50 {states[target.state]['claim_ms']['p50']:.1f} ms")
     finally:
         for target in targets:
@@ -176,7 +187,7 @@ def bench(workdir: Path, tasks: int, warmup: int, requests: int, out: Path, rese
         procs.stop_all()
     empty = states["empty"]
     for state in ("finished", "queued"):
-        for key in ("accept_ms", "claim_ms"):
+        for key in ("accept_ms", "accept_deep_ms", "claim_ms"):
             states[state][f"{key}_ratio"] = round(states[state][key]["p50"] / empty[key]["p50"], 2)
     return {"benchmark": "queue_scale", "machine": machine_info(), "tasks": tasks, "warmup": warmup,
             "requests": requests, "seed": seed_facts, "states": states,
@@ -187,6 +198,7 @@ def markdown(report: dict[str, Any]) -> str:
     states = report["states"]
     rows = []
     for key, label in (("accept_ms", "`POST /dispatch` (HTTP, one at a time)"),
+                       ("accept_deep_ms", f"`POST /dispatch` onto a seeded core ({DEEP_CORE})"),
                        ("claim_ms", "dispatcher claim of one task")):
         for state in STATES:
             figures = states[state][key]
