@@ -71,3 +71,23 @@ def test_a_heal_run_that_recorded_its_outcome_is_not_lost(sqlite_settings: Setti
     assert alerts.lost_heals(settings, ["db"], now) == []
     assert only_alert(settings)["heal_state"] == "healed"
     assert alerts.lost_heals(settings, [], now) == []
+
+
+def test_a_heal_whose_run_was_never_created_is_asked_again_under_the_same_key(sqlite_settings: Settings,  # noqa: F811
+                                                                                 prefect_server: str) -> None:
+    """The sweep that asked hung before it created the run (CI saw a sweep go silent after its alerts):
+    after two intervals the request is given back, and the next one reuses the key, so a late run of the
+    stuck sweep and the new request would be one run."""
+    settings = sqlite_settings
+    settings.prefect = session_prefect(prefect_server)
+    now = datetime.now(UTC)
+    (fired,) = alerts.apply(settings, [obs_at("firing", now, target="api")], now)
+    key = alerts.heal_key(fired.alert)
+    asked_at = datetime.fromisoformat(only_alert(settings)["heal_at"])
+    wait = alerts.unmade_after(settings)
+    assert alerts.lost_heals(settings, ["api"], asked_at + wait - timedelta(seconds=1)) == []  # may still come
+    (lost,) = alerts.lost_heals(settings, ["api"], asked_at + wait)
+    assert (lost.state, lost.again, lost.heals) == ("NOT CREATED", True, 1)
+    assert (only_alert(settings)["heal_state"], only_alert(settings)["heals"]) == ("unrequested", 0)
+    (again,) = alerts.apply(settings, [obs_at("firing", now, target="api")], asked_at + wait)
+    assert again.heal and alerts.heal_key(again.alert) == key

@@ -13,7 +13,7 @@ records what it came to (:func:`record_heal`). While the alert stays firing, it 
 when a sample taken after a heal that ended healthy is bad again (the target died again before any sweep
 saw it well), or when a heal that was skipped (a silence, a maintenance window, maintenance mode) can now
 act. A heal that failed or met the circuit breaker is not asked again: a human was paged. A heal run that ended
-without acting (never started, cancelled) is asked for again by the next sweep (:func:`lost_heals`).
+without acting (never started, cancelled), or was never created, is asked for again (:func:`lost_heals`).
 """
 
 from __future__ import annotations
@@ -224,12 +224,25 @@ class LostHeal:
     again: bool  # asked for again (False: as many lost as the breaker's hourly runs; a human must look)
 
 
+def unmade_after(settings: Settings) -> timedelta:
+    """How long a requested heal may go without its run existing before the request counts as lost: the
+    sweep that asked creates it moments after asking, so two intervals (at least 30 s) mean it never will."""
+    return timedelta(seconds=max(2 * settings.monitoring.interval, 30))
+
+
 def lost_heals(settings: Settings, targets: list[str], now: datetime) -> list[LostHeal]:
-    """Firing alerts of ``targets`` whose requested heal run Prefect shows ended while the alert still says
-    ``requested``. Each goes back to ``unrequested`` (its heal number kept, so the next request is a new
-    run) and the sweep asks again, up to ``max_runs_per_hour`` requests per firing; past that it is
-    ``lost``, not asked again, and the alert's reminders keep a human told. Without this, one run whose
-    start failed (a busy Prefect server answering the worker 503) left a firing target unhealed.
+    """Firing alerts of ``targets`` still ``requested`` whose heal run will never act. Without this, one
+    lost run left a firing target unhealed for good: CI saw both kinds below.
+
+    - **Ended** (Prefect shows the run Completed, Failed, Crashed or Cancelled before it recorded an
+      outcome: its worker could not start it, a busy Prefect server answering 503). The alert goes back
+      to ``unrequested`` with its heal number kept, so the next request is a new run, up to
+      ``max_runs_per_hour`` per firing; past that it is ``lost``, not asked again, and the alert's
+      reminders keep a human told.
+    - **Never made** (no run under the key :func:`unmade_after` after the request: the sweep that asked
+      died or hung before creating it). The alert goes back as :func:`heal_not_requested` leaves it, its
+      heal number given back, so the next request reuses the key and a late run of the stuck sweep and
+      the new request are one run, not two.
 
     The alert moves only if it is still at that heal and ``requested``: a run that recorded its outcome
     between the two reads keeps it."""
@@ -238,18 +251,25 @@ def lost_heals(settings: Settings, targets: list[str], now: datetime) -> list[Lo
     with session_scope(settings.database) as session:
         rows = session.scalars(select(Alert).where(Alert.state == "firing", Alert.heal_state == "requested",
                                                    Alert.target.in_(targets))).all()
-        asked = {heal_key(alert_view(row)): (row.alert_name, row.target, row.heals or 0) for row in rows}
-    ended = {key: state for key, state in flow_runs_by_idempotency_key(settings.prefect, list(asked)).items()
-             if state[0] in ENDED}
+        asked = {heal_key(alert_view(row)): (row.alert_name, row.target, row.heals or 0, row.heal_at)
+                 for row in rows}
+    runs = flow_runs_by_idempotency_key(settings.prefect, list(asked))
     lost = []
     limit = settings.monitoring.self_healing.max_runs_per_hour
-    for key, (state, message) in ended.items():
-        alert_name, target, heals = asked[key]
-        again = heals < limit
+    for key, (alert_name, target, heals, asked_at) in asked.items():
+        state, message = runs.get(key, (None, ""))
+        if key in runs and state in ENDED:
+            again, moved_to, given_back = heals < limit, "unrequested" if heals < limit else "lost", 0
+        elif key not in runs and asked_at is not None and now - asked_at >= unmade_after(settings):
+            again, moved_to, given_back = True, "unrequested", 1
+            state, message = "NOT CREATED", f"no run was created in the {unmade_after(settings).total_seconds():g} s after the request"
+        else:
+            continue
         with session_scope(settings.database, write_lock=True) as session:
             moved = session.execute(update(Alert).where(
                 Alert.alert_name == alert_name, Alert.target == target, Alert.heal_state == "requested",
-                Alert.heals == heals).values(heal_state="unrequested" if again else "lost", heal_at=now)).rowcount
+                Alert.heals == heals).values(heal_state=moved_to, heal_at=now,
+                                             heals=max(0, heals - given_back))).rowcount
         if moved:
             lost.append(LostHeal(target, alert_name, heals, str(state), message, again))
     return lost
