@@ -9,6 +9,7 @@ server sits behind a loopback proxy that answers 503 to the first requests of a 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,18 +33,21 @@ from orch.prefect_api import (
 
 @dataclass
 class BusyPrefect:
-    """Answers 503 to the first ``busy`` requests whose path ends with ``suffix``; forwards everything."""
+    """Answers ``status`` (503: busy) to the first ``busy`` requests whose path ends with ``suffix``;
+    forwards everything else to the real server."""
 
     url: str
     suffix: str
     busy: int
+    status: int = 503
     seen: list[tuple[str, int]] = field(default_factory=list)  # (path, status answered)
 
 
 @contextmanager
-def busy_prefect(upstream: str, suffix: str, busy: int) -> Iterator[BusyPrefect]:
+def busy_prefect(upstream: str, suffix: str, busy: int, status: int = 503) -> Iterator[BusyPrefect]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    proxy = BusyPrefect(url=f"http://127.0.0.1:{server.server_address[1]}/api", suffix=suffix, busy=busy)
+    proxy = BusyPrefect(url=f"http://127.0.0.1:{server.server_address[1]}/api", suffix=suffix, busy=busy,
+                        status=status)
     forward = httpx.Client(timeout=10)
     prefix = upstream.rstrip("/").removesuffix("/api")
 
@@ -53,7 +57,7 @@ def busy_prefect(upstream: str, suffix: str, busy: int) -> Iterator[BusyPrefect]
             path = self.path.split("?")[0]
             if path.endswith(proxy.suffix) and proxy.busy > 0:
                 proxy.busy -= 1
-                status, headers, content = 503, {}, b'{"exception_message":"Service Unavailable"}'
+                status, headers, content = proxy.status, {}, b'{"detail":"answered by the test proxy"}'
             else:
                 sent = forward.request(self.command, prefix + self.path, content=body,
                                        headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
@@ -128,3 +132,42 @@ def test_a_server_that_stays_busy_is_reported_after_bounded_retries(prefect_serv
     assert "answered HTTP 503" in str(raised.value)
     assert len(proxy.seen) == 1 + PREFECT_RETRY.total
 
+
+
+def running_task_run(prefect_server: str) -> str:
+    """A real task run, Running, of a flow run on the session server."""
+    with httpx.Client(base_url=prefect_server, headers=prefect_auth(), timeout=10) as prefect:
+        flow_run = running_flow_run(prefect_server)
+        run = prefect.post("/task_runs/", json={"flow_run_id": flow_run, "task_key": "orch-task", "dynamic_key": "0",
+                                                "name": "noop probe", "state": {"type": "RUNNING"}})
+        return str(run.raise_for_status().json()["id"])
+
+
+def test_a_handed_back_task_run_not_recorded_yet_is_cancelled_once_it_is(prefect_server: str) -> None:
+    """Prefect records task runs from events, asynchronously: a stopping dispatcher may find its running
+    task's run not recorded yet (404). It asks again until it is, then the run is Cancelled, not left
+    Running (CI saw it Running after the dispatcher had exited)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from orch.dispatch.dispatcher import HANDED_BACK_REASON, _cancel_task_runs
+
+    run_id = running_task_run(prefect_server)
+    with busy_prefect(prefect_server, f"/task_runs/{run_id}/set_state", busy=2, status=404) as proxy, \
+            temporary_settings(updates={PREFECT_API_URL: proxy.url}):
+        _cancel_task_runs([uuid.UUID(run_id)])
+    assert [status for path, status in proxy.seen if path.endswith("/set_state")] == [404, 404, 201]
+    with httpx.Client(base_url=prefect_server, headers=prefect_auth(), timeout=10) as prefect:
+        state = prefect.get(f"/task_runs/{run_id}").raise_for_status().json()["state"]
+    assert (state["type"], state["message"]) == ("CANCELLED", HANDED_BACK_REASON)
+
+
+def test_a_task_run_never_recorded_is_left_to_the_zombie_check_after_the_wait(prefect_server: str) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from orch.dispatch.dispatcher import _cancel_task_runs
+
+    with busy_prefect(prefect_server, "/set_state", busy=1000, status=404) as proxy, \
+            temporary_settings(updates={PREFECT_API_URL: proxy.url}):
+        _cancel_task_runs([uuid.uuid4()], wait_for_record=0.5)  # returns: the stop is not held up for good
+    asked = [status for path, status in proxy.seen if path.endswith("/set_state")]
+    assert len(asked) >= 2 and set(asked) == {404}

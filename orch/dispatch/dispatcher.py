@@ -39,6 +39,8 @@ HAND_BACK = threading.Event()
 # stay blocked in a handed-back action until the process exits, so that is what the process waits for.
 REPORTED = threading.Event()
 HANDED_BACK_REASON = "handed back: its dispatcher stopped while it ran"
+NOT_RECORDED_WAIT = 5.0  # s a handed-back task run may take to appear in Prefect's records (see _cancel_task_runs)
+RECORD_POLL_SECONDS = 0.2
 
 
 @dataclass
@@ -143,17 +145,40 @@ def _hand_back(queue: TaskQueue, owner: str, in_flight: dict[str, Attempt], task
     return released
 
 
-def _cancel_task_runs(run_ids: list[UUID]) -> None:
+def _cancel_task_runs(run_ids: list[UUID], wait_for_record: float = NOT_RECORDED_WAIT) -> None:
     """Report the handed-back tasks' Prefect task runs Cancelled; a failure only leaves them for the
-    monitoring sweep's zombie check, never keeps the tasks from going back to the queue."""
+    monitoring sweep's zombie check, never keeps the tasks from going back to the queue.
+
+    Prefect records a task run from the engine's events, asynchronously: on a busy server a run that
+    started seconds ago may not be recorded yet, and setting its state answers 404 (CI saw the run then
+    recorded Running after the dispatcher had exited). Such runs are asked again for up to
+    ``wait_for_record`` seconds; once recorded, the Cancelled state is newer than any Running event
+    still on its way, which Prefect then does not apply over it."""
     if not run_ids:
         return
     from prefect import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
     from prefect.states import Cancelled
 
+    deadline = time.monotonic() + wait_for_record
+    pending = list(run_ids)
     try:
         with get_client(sync_client=True) as client:
-            for run_id in run_ids:
-                client.set_task_run_state(run_id, Cancelled(message=HANDED_BACK_REASON), force=True)
+            while pending:
+                unrecorded = []
+                for run_id in pending:
+                    try:
+                        client.set_task_run_state(run_id, Cancelled(message=HANDED_BACK_REASON), force=True)
+                    except PrefectHTTPStatusError as exc:
+                        if exc.response.status_code != 404:
+                            raise
+                        unrecorded.append(run_id)
+                pending = unrecorded
+                if pending and time.monotonic() >= deadline:
+                    log.warning("stopping: task run(s) %s not recorded by Prefect after %g s; the monitoring "
+                                "sweep's zombie check will end them", ", ".join(map(str, pending)), wait_for_record)
+                    return
+                if pending:
+                    time.sleep(RECORD_POLL_SECONDS)
     except Exception as exc:  # noqa: BLE001 - see above
         log.warning("stopping: could not report handed-back task runs Cancelled: %s", exc)
