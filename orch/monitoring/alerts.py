@@ -262,7 +262,8 @@ def lost_heals(settings: Settings, targets: list[str], now: datetime) -> list[Lo
             again, moved_to, given_back = heals < limit, "unrequested" if heals < limit else "lost", 0
         elif key not in runs and asked_at is not None and now - asked_at >= unmade_after(settings):
             again, moved_to, given_back = True, "unrequested", 1
-            state, message = "NOT CREATED", f"no run was created in the {unmade_after(settings).total_seconds():g} s after the request"
+            waited = unmade_after(settings).total_seconds()
+            state, message = "NOT CREATED", f"no run was created in the {waited:g} s after the request"
         else:
             continue
         with session_scope(settings.database, write_lock=True) as session:
