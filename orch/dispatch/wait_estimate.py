@@ -48,8 +48,7 @@ _CORE = bindparam("core_id")
 def _ahead_on_core(before: Any = None, core: Any = _CORE) -> Any:
     """Tasks queued on ``core`` (ahead of ``before``, a sort key, when given), counted up to
     :data:`AHEAD_COUNTED`."""
-    # sort_key, not task_id: the index (core_id, status, sort_key) then answers alone (4x faster on SQLite)
-    ahead = select(Task.sort_key).where(Task.core_id == core, Task.status == "queued")
+    ahead = select(Task.task_id).where(Task.core_id == core, Task.status == "queued")
     if before is not None:
         ahead = ahead.where(Task.sort_key < before)
     return select(func.count()).select_from(ahead.limit(AHEAD_COUNTED).subquery()).scalar_subquery()
