@@ -41,7 +41,7 @@ from orch.dispatch.task_audit import audit_task_change, creation_records
 from orch.dispatch.task_filter import TaskFilter, after, encode_cursor
 from orch.dispatch.task_history import add_event, note_task_runs
 from orch.dispatch.task_views import event_view, task_view, view_of_row
-from orch.dispatch.wait_estimate import depth_moves_at_commit, estimated_waits, work_ahead
+from orch.dispatch.wait_estimate import estimated_waits, work_ahead
 from orch.logging_config import get_logger
 from orch.storage.engine import is_sqlite, session_scope
 from orch.storage.models import (
@@ -61,9 +61,6 @@ CLAIM_LOCK_KEY = 0x0_7C_4D_15  # pg_advisory_xact_lock key that serialises claim
 _CLAIM_TURN = text("SELECT clock_timestamp() AS now FROM (SELECT pg_advisory_xact_lock(:key) OFFSET 0) AS turn"
                    ).columns(now=UTCDateTime)
 SCAN_BATCH = 500
-# session.info key: tasks the session's transaction queued so far, which PostgreSQL's depth row counts only
-# at commit (orch.dispatch.wait_estimate.depth_moves_at_commit); a session is one transaction here.
-_QUEUED_UNCOMMITTED = "orch.queued_uncommitted"
 TERMINAL = ("completed", "failed", "timed_out", "cancelled")
 RETRYABLE = ("failed", "timed_out")
 # Held by a restore (orch.backup.guard): while it is, claims take nothing. The check reads the held-lock
@@ -151,9 +148,7 @@ class TaskQueue:
             events.append({"task_id": row["task_id"], "event_type": "task.created", "timestamp": now, "data": data})
         if not rows:
             return [result for result in results if result is not None]
-        uncommitted = session.info.get(_QUEUED_UNCOMMITTED, 0) if depth_moves_at_commit(connection) else 0
-        # before the insert: it gives the depth too
-        ahead = work_ahead(connection, rows, self.dispatch.aging_seconds, uncommitted)
+        ahead = work_ahead(connection, rows, self.dispatch.aging_seconds)  # before the insert: it gives the depth too
         if ahead.epoch is not None:  # queue places by the database's clock (orch.storage.types.clock_of_record)
             for row in rows:
                 row["sort_key"] = sort_key(ahead.epoch, Priority(row["priority"]), self.dispatch.aging_seconds)
@@ -162,7 +157,6 @@ class TaskQueue:
         # Core inserts, one executemany each for the batch: the ORM's per-object (or bulk) machinery
         # was most of the cost of accepting a task. One audit entry per call, not per task.
         connection.execute(insert(Task.__table__), rows)
-        session.info[_QUEUED_UNCOMMITTED] = session.info.get(_QUEUED_UNCOMMITTED, 0) + len(rows)
         connection.execute(insert(TaskEvent.__table__), events)
         ids = [row["task_id"] for row in rows]
         audit_task_change(session, owner, "task.create", ids[0] if len(ids) == 1 else None, caller,

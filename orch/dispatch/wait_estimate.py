@@ -5,28 +5,22 @@ new task is answered with, and the cache of each core's typical task duration it
 (:class:`orch.dispatch.errors.QueueFull`), the new tasks' queue places on PostgreSQL (the database's
 clock comes back with the counts) and the estimate. Accepting a task is a handful of statements, so the
 single-task case uses statements built once, and typical durations are remembered for
-:data:`TYPICAL_TTL_SECONDS` (they move slowly) instead of being read per task.
-
-Nothing here reads a number of rows that grows with the queue: the depth is the row the triggers of
-migration 0011 keep (:class:`orch.storage.models.QueueDepth`), and the tasks ahead on a core are counted
-up to :data:`AHEAD_COUNTED` (a deeper queue's estimate is the wait of that many: a lower bound). With a
-million tasks queued, counting them for every accept made it 19x slower than with none."""
+:data:`TYPICAL_TTL_SECONDS` (they move slowly) instead of being read per task."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Float, bindparam, cast, func, select
 
-from orch.storage.models import QueueDepth, Task
+from orch.storage.models import Task
 from orch.storage.types import DATABASE_NOW, reads_database_clock
 
 TYPICAL_TTL_SECONDS = 30.0
-AHEAD_COUNTED = 10_000  # tasks ahead on a core counted for an estimate at most (an index walk of this many)
 _TYPICAL: dict[str, tuple[float, float]] = {}  # core -> (recent typical task duration, when measured)
 
 
@@ -41,49 +35,31 @@ class WorkAhead:
     epoch: float | None = None
 
 
-_QUEUE_DEPTH = select(QueueDepth.queued).where(QueueDepth.id == 1)
+_QUEUE_DEPTH = select(func.count()).select_from(Task).where(Task.status == "queued")
 _CORE = bindparam("core_id")
-
-
-def _ahead_on_core(before: Any = None, core: Any = _CORE) -> Any:
-    """Tasks queued on ``core`` (ahead of ``before``, a sort key, when given), counted up to
-    :data:`AHEAD_COUNTED`."""
-    ahead = select(Task.task_id).where(Task.core_id == core, Task.status == "queued")
-    if before is not None:
-        ahead = ahead.where(Task.sort_key < before)
-    return select(func.count()).select_from(ahead.limit(AHEAD_COUNTED).subquery()).scalar_subquery()
-
-
-_RUNNING_ON_CORE = select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "running")
 _QUEUE_STATE_ONE = select(  # built once: constructing the expression cost as much as running it
-    _QUEUE_DEPTH.scalar_subquery(), _ahead_on_core(bindparam("sort_key")), _RUNNING_ON_CORE.scalar_subquery())
+    _QUEUE_DEPTH.scalar_subquery(),
+    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "queued",
+                                                 Task.sort_key < bindparam("sort_key")).scalar_subquery(),
+    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "running").scalar_subquery(),
+)
 # PostgreSQL: the same, with the queue place taken by the database's clock, which comes back too. An
 # enqueuer's own clock would let a host running behind put its tasks ahead of everyone else's.
 _EPOCH = cast(func.extract("epoch", DATABASE_NOW), Float)
 _QUEUE_STATE_ONE_DB_CLOCK = select(
-    _QUEUE_DEPTH.scalar_subquery(), _ahead_on_core(_EPOCH - bindparam("advance")),
-    _RUNNING_ON_CORE.scalar_subquery(), _EPOCH)
+    _QUEUE_DEPTH.scalar_subquery(),
+    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "queued",
+                                                 Task.sort_key < _EPOCH - bindparam("advance")).scalar_subquery(),
+    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "running").scalar_subquery(),
+    _EPOCH,
+)
 
 
-def depth_moves_at_commit(connection: Connection) -> bool:
-    """Whether the depth row shows this transaction's own queued tasks only once it commits (PostgreSQL,
-    whose triggers are deferred) rather than at once (SQLite). A transaction that queues tasks more than
-    once (the API's dispatch group, request by request) passes what it queued so far to :func:`work_ahead`."""
-    return connection.dialect.name != "sqlite"
-
-
-def work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds: float,
-               uncommitted: int = 0) -> WorkAhead:
-    """The queue depth (with ``uncommitted``: tasks this transaction queued that the depth row does not
-    show yet), and per core of ``rows`` the tasks queued and running there, read in one statement
-    before ``rows`` are inserted. A single task (the common case) uses a statement built once, whose
-    per-core count stops at the new task's place in the queue. On PostgreSQL the same statement reads
-    the database's clock for the new tasks' places: no round trip of its own."""
-    ahead = _work_ahead(connection, rows, aging_seconds)
-    return replace(ahead, depth=ahead.depth + uncommitted) if uncommitted else ahead
-
-
-def _work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds: float) -> WorkAhead:
+def work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds: float) -> WorkAhead:
+    """The queue depth, and per core of ``rows`` the tasks queued and running there, read in one
+    statement before ``rows`` are inserted. A single task (the common case) uses a statement built
+    once, whose per-core count stops at the new task's place in the queue. On PostgreSQL the same
+    statement reads the database's clock for the new tasks' places: no round trip of its own."""
     db_clock = reads_database_clock(connection)
     if len(rows) == 1:
         row = rows[0]
@@ -101,11 +77,11 @@ def _work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_second
         depth, epoch = connection.execute(select(_QUEUE_DEPTH.scalar_subquery(), _EPOCH)).one()
     else:
         depth = connection.execute(_QUEUE_DEPTH).scalar_one()
-    counts = connection.execute(select(*(column for core in cores for column in (
-        _ahead_on_core(core=core), select(func.count()).select_from(Task).where(
-            Task.core_id == core, Task.status == "running").scalar_subquery())))).one()
-    queued = {core: counts[2 * i] for i, core in enumerate(cores)}
-    running = {core: counts[2 * i + 1] for i, core in enumerate(cores)}
+    queued: dict[str, int] = {}
+    running: dict[str, int] = {}
+    for core, status, count in connection.execute(select(Task.core_id, Task.status, func.count()).where(
+            Task.core_id.in_(cores), Task.status.in_(("queued", "running"))).group_by(Task.core_id, Task.status)):
+        (running if status == "running" else queued)[core] = count
     return WorkAhead(depth, queued, running, epoch)
 
 

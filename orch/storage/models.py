@@ -68,21 +68,6 @@ class Task(Base):
                                                    passive_deletes=True)
 
 
-
-class QueueDepth(Base):
-    """How many tasks are queued: one row (``id`` 1) that triggers on ``tasks`` keep exact (migration 0011).
-
-    Every accept checks the depth limit; counting the queued tasks instead cost a scan of the whole queue
-    (49.5 ms per accept with a million queued, against 2.6 ms empty). Triggers rather than the code that
-    moves tasks: every path that inserts, deletes or re-statuses a task (the API, the dispatcher, a restore,
-    an operator's SQL) keeps it exact. On PostgreSQL the triggers are deferred to commit, so the row is
-    locked only while a transaction commits and never before another lock it could wait for."""
-
-    __tablename__ = "queue_depth"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    queued: Mapped[int] = mapped_column(Integer)
-
 class TaskEvent(Base):
     """Every status move of a task (``task.created``, ``task.started`` ...), in order."""
 
