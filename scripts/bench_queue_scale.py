@@ -10,7 +10,7 @@ claiming one stay within 2x of an empty queue, and that the database stays under
 - **queued**: a copy of that file with every task queued again (never started, no lease).
 
 Accepts go to a core of their own (the queue's depth is what grows) and to a seeded core (about 100,000
-of the million queued on it, all ahead of the new task: its wait estimate counts at most 10,000 of them).
+of the million queued on it, all ahead of the new task, which its wait estimate counts).
 
 For each, the user's paths: ``POST /dispatch`` over HTTP to a real ``orch.api.server`` (one request at a time
 on a keep-alive connection, client time), and the dispatcher's claim as the worker runs it
