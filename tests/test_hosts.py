@@ -101,7 +101,7 @@ def worker(pool: str, host: str, label: str, log: Path) -> AbstractContextManage
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_two_hosts_sweep_themselves_heal_their_targets_and_notice_a_lost_host(
         prefect_server: str, isolated_env: Path, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.client.orchestration import get_client
@@ -186,7 +186,10 @@ def test_two_hosts_sweep_themselves_heal_their_targets_and_notice_a_lost_host(
                     alive()
                     return [run for run in list_runs(settings, "svc-b") if run["outcome"] == "healed"]
 
-                (heal,) = wait_until(healed_run, 180, "svc-b to be healed", details=tail)
+                # A bound, not a pace: on a loaded CI machine this test's Prefect server (SQLite) answered the
+                # worker 503 until it reported the first heal run Crashed, 2.5 min after the request; the
+                # next sweep then asked again (alerts.lost_heals), and that run must still fit in.
+                (heal,) = wait_until(healed_run, 420, "svc-b to be healed", details=tail)
                 assert healed.read_text().strip() == "B"
                 flow_run = client.read_flow_run(uuid.UUID(heal["flow_run_id"]))
                 assert flow_run.work_queue_name == f"host-{host_b}"
