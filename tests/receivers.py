@@ -46,13 +46,19 @@ def http_receiver(status: int = 200) -> Iterator[HttpReceiver]:
             self.wfile.write(b"ok")
 
         def log_message(self, *args: Any) -> None:
-            pass
+            """Quiet: a test's output shows its own lines, not one per request."""
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    with serving(ThreadingHTTPServer(("127.0.0.1", port), Handler)):
+        yield receiver
+
+
+@contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[None]:
+    """``server`` answering from a thread while the block runs; shut down and closed after it."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield receiver
+        yield
     finally:
         server.shutdown()
         server.server_close()

@@ -8,7 +8,6 @@ server sits behind a loopback proxy that answers 503 to the first requests of a 
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from receivers import serving
 from support import prefect_auth
 from test_prefect_auth import session_prefect
 
@@ -78,16 +78,13 @@ def busy_prefect(upstream: str, suffix: str, busy: int, status: int = 503) -> It
             self.answer()
 
         def log_message(self, *args: Any) -> None:
-            pass
+            """Quiet: a test's output shows its own lines, not one per request."""
 
     server.RequestHandlerClass = Handler
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield proxy
+        with serving(server):
+            yield proxy
     finally:
-        server.shutdown()
-        server.server_close()
         forward.close()
 
 
