@@ -45,56 +45,77 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     The server requires an auth string (PREFECT_SERVER_API_AUTH_STRING) and the test process exports it as
     PREFECT_API_AUTH_STRING, which every child a test starts from ``os.environ`` inherits: what talks to
     this server without it gets 401, so every test that uses it proves ORCH authenticates.
+
+    Its database is a fresh PostgreSQL database, as in the production topology (docs/multi-host.md): on
+    SQLite, the whole suite's flow runs share one writer, and on a loaded machine the server answered
+    "database is locked" as 503 for minutes (Prefect's known pitfall, #18934), until its worker reported heal
+    runs Crashed. ORCH's answer to a busy server is tested on purpose, through a fault proxy
+    (test_prefect_retry.py, test_lost_heals.py), not left to chance; `orch up`'s own SQLite server is
+    tested by the stack tests.
     """
     import httpx
+    from sqlalchemy import make_url, text
 
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
+    database = f"orch_prefect_{uuid.uuid4().hex[:12]}"
+    admin = _admin_engine()
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{database}"'))
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for the session's Prefect server: {exc}")
+    database_url = make_url(PG_ADMIN_URL).set(drivername="postgresql+asyncpg", database=database)
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_API_URL": api_url, "PREFECT_SERVER_API_AUTH_STRING": PREFECT_AUTH_STRING,
-           PREFECT_AUTH_ENV: PREFECT_AUTH_STRING}
+           PREFECT_AUTH_ENV: PREFECT_AUTH_STRING,
+           "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url.render_as_string(hide_password=False),
+           # Two sessions (xdist) share the machine's PostgreSQL (100 connections) with the tests' own databases.
+           "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "10",
+           "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "5"}
     log = open(home / "server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
          "--analytics-off", "--no-ui"], env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{api_url}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"Prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.3)
-    os.environ["PREFECT_API_URL"] = api_url
-    os.environ["PREFECT_HOME"] = str(home)
-    os.environ[PREFECT_AUTH_ENV] = PREFECT_AUTH_STRING
-    if "prefect.context" in sys.modules:
-        # Prefect freezes its settings when prefect.context is first imported: a test that imported Prefect
-        # before this fixture first ran (any order, under xdist) would otherwise start an ephemeral server.
-        from prefect.context import refresh_global_settings_context
-
-        refresh_global_settings_context()
     try:
-        yield api_url
-    finally:
-        try:
-            # Ship what the tests' flow runs logged while the server still answers: left to the drain at
-            # exit, it was retried against the closed port for a minute or more after the last test.
-            from prefect.logging.handlers import APILogHandler
-
-            APILogHandler().flush()
-        finally:
-            process.terminate()
+        deadline = time.monotonic() + 120
+        while True:
             try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                if httpx.get(f"{api_url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        os.environ["PREFECT_API_URL"] = api_url
+        os.environ["PREFECT_HOME"] = str(home)
+        os.environ[PREFECT_AUTH_ENV] = PREFECT_AUTH_STRING
+        if "prefect.context" in sys.modules:
+            # Prefect freezes its settings when prefect.context is first imported: a test that imported Prefect
+            # before this fixture first ran (any order, under xdist) would otherwise start an ephemeral server.
+            from prefect.context import refresh_global_settings_context
+
+            refresh_global_settings_context()
+        yield api_url
+        # Ship what the tests' flow runs logged while the server still answers: left to the drain at exit, it
+        # was retried against the closed port for a minute or more after the last test.
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         log.close()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(autouse=True)
