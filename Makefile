@@ -34,6 +34,7 @@ $(STAMP): pyproject.toml $(DEV_LOCK)
 	$(PIP) install --quiet --require-hashes --no-deps -r $(DEV_LOCK)
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	@$(PIP) check >/dev/null || { $(PIP) check; echo "make: $(DEV_LOCK) does not satisfy pyproject.toml; run: make lock" >&2; exit 1; }
+	$(BIN)/python -m orch.stack.prefect_template
 	@touch $(STAMP)
 
 # The build backend (pyproject's build-system.requires) is locked too: installs build without isolation. The

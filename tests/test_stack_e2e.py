@@ -26,6 +26,8 @@ import psutil
 import pytest
 from support import BIN, answers_200, free_port, prefect_auth, run_orch, wait_until
 
+from orch.stack.prefect_template import template_path
+
 UP_TIMEOUT = 150
 
 
@@ -255,6 +257,10 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
         assert_supervisor_is_small(stack)
         output = "".join(stack.lines)
         assert f"Prefect UI:   http://127.0.0.1:{prefect_port}" in output
+        # `make install` made this environment's template: the new Prefect database is a copy of it, and
+        # everything below (deployments, schedules, runs, history kept over a restart) runs on that copy.
+        seeded = f"Prefect database {home / 'data' / 'prefect' / 'prefect.db'}: created from {template_path().name}"
+        assert (seeded in output) == template_path().is_file(), output
         assert f"(docs: http://127.0.0.1:{api_port}/docs)" in output
 
         health = httpx.get(f"{stack.orch_api}/health", timeout=10).json()
@@ -307,6 +313,7 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
     with orch_up(home, prefect_port, api_port) as stack:
         stack.read_until("Press Ctrl-C to stop.", UP_TIMEOUT)
         # Nothing changed and the server kept it all: the applier checked and skipped (deployments/applied.py).
+        assert "Prefect database" not in "".join(stack.lines)  # its own, kept: never replaced by the template
         applier = (home / "data" / "logs" / "deployments.log").read_text().split("starting deployments")
         assert "\napplying: first apply\n" in applier[1] and "\napplied: " in applier[1], applier[1]
         assert "\nunchanged since " in applier[2] and "\napplied: " not in applier[2], applier[2]

@@ -139,7 +139,7 @@ def components(settings: Settings, env: dict[str, str], pool: str) -> dict[str, 
 
 # What a gated component imports while it waits (:mod:`orch.stack.prestart`): the worker's Prefect
 # worker classes and ORCH's in-process worker and dispatcher, the API's application. The API waits for
-# the database to be at its schema, the worker for the Prefect server too.
+# the database to be at its schema, the worker for the deployments to be applied (so for the Prefect server too).
 PRESTART_IMPORTS = {
     "worker": ("prefect.workers.process", "orch.stack.inprocess", "orch.dispatch.service", "orch.monitoring.zombies"),
     "api": ("orch.api.app",),
@@ -172,13 +172,15 @@ class StackPlan:
     console_line: str
     prefect_cli_line: str
     database_json: str  # for the first-admin question (python -m orch.stack.first_run)
-    gated: dict[str, str] = field(default_factory=dict)  # component: what releases it ("database", "prefect")
+    gated: dict[str, str] = field(default_factory=dict)  # component: what releases it ("database", "deployments")
 
 
 def run_stack(settings: Settings, config_path: str | None) -> NoReturn:
     """Check what an operator can fix (one-line :class:`StackError` / preflight errors), then become the
     supervisor: this process is replaced, its pid kept; it exits 0 after a clean stop."""
     plan = plan_stack(settings, config_path, time.monotonic())
+    if settings.prefect.api_url is None:
+        _seed_prefect_database(plan.env, Path(settings.data_dir) / "prefect")
     with tempfile.TemporaryFile(prefix="orch-up-") as handle:  # unlinked: the plan holds secrets
         handle.write(json.dumps(asdict(plan)).encode("utf-8"))
         handle.flush()
@@ -187,6 +189,15 @@ def run_stack(settings: Settings, config_path: str | None) -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, [sys.executable, "-m", "orch.stack.up", "--plan-fd", str(handle.fileno())])
+
+
+def _seed_prefect_database(env: dict[str, str], prefect_home: Path) -> None:
+    """A new Prefect database starts as a copy of this environment's migrated template (when there is one):
+    the server then skips Prefect's migration history, a third of a fresh start (orch.stack.prefect_template)."""
+    from orch.stack.prefect_template import seed, seedable, template_path
+
+    if seedable(env, prefect_home, PROJECT_ROOT) and seed(prefect_home):
+        print(f"Prefect database {prefect_home / 'prefect.db'}: created from {template_path().name}", flush=True)
 
 
 def plan_stack(settings: Settings, config_path: str | None, started: float) -> StackPlan:
@@ -229,7 +240,7 @@ def plan_stack(settings: Settings, config_path: str | None, started: float) -> S
         prefect_cli_line=f"  Prefect CLI:  {prefect_exports(settings)}   (then: prefect deployment run "
                          "<flow>/<deployment>)",
         database_json=settings.database.model_dump_json(),
-        gated={"api": "database", "worker": "prefect"})
+        gated={"api": "database", "worker": "deployments"})
 
 
 def _auth_source(settings: Settings) -> str:
@@ -257,8 +268,11 @@ def supervise(plan: StackPlan, say: Callable[[str], None]) -> int:
         admin = _FirstAdmin(plan)
         _release(supervisor, plan, "database", released)
         _wait(lambda: _prefect_ready(plan), supervisor, stop, "Prefect server", plan.started)
-        _release(supervisor, plan, "prefect", released)
-        _wait(lambda: _all_up(plan, supervisor), supervisor, stop, "the stack", plan.started)
+        # The worker waits for the deployments: its start (pools, its host's queue and sweep, the dispatch run)
+        # and the applier's calls both load a server that has just started, and the applier was the slower.
+        _wait(lambda: _applied(supervisor), supervisor, stop, "deployments", plan.started)
+        _release(supervisor, plan, "deployments", released)
+        _wait(lambda: _all_up(plan), supervisor, stop, "the stack", plan.started)
         if stop.is_set():
             return 0
         say(f"ORCH-Next is up in {time.monotonic() - plan.started:.1f} s")
@@ -358,10 +372,13 @@ def _online_workers(plan: StackPlan, pool: str) -> int:
     return sum(1 for worker in workers if worker.get("status") == "ONLINE")
 
 
-def _all_up(plan: StackPlan, supervisor: Supervisor) -> bool:
+def _applied(supervisor: Supervisor) -> bool:
+    """The deployments applier has ended (how: :func:`_wait` reports a failure before this is asked)."""
     applied = supervisor.running.get("deployments")
-    if applied is not None and applied.process.poll() is None:
-        return False
+    return applied is None or applied.process.poll() is not None
+
+
+def _all_up(plan: StackPlan) -> bool:
     if _request(plan, "GET", f"{plan.orch_api}/healthz", auth=False)[0] != 200:
         return False
     return all(_online_workers(plan, pool) > 0 for pool in plan.pools)
