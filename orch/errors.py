@@ -54,6 +54,7 @@ classes in step). A status only matters where the API can meet the error; CLI-on
   * PreflightError 400 (orch.stack.preflight)
   * StackError 400 (orch.stack.up)
   * RefusedEntrypoint 400 (orch.stack.inprocess)
+  * TemplateUnusable 400 (orch.stack.prefect_template)
 
 Not in the tree, on purpose: the console's control flow (``LoginRedirect``, ``PageRefused``,
 ``CsrfRefused``: a redirect or an HTML page, not an error body), the flows' own failures (``flows/``:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from support import BIN, free_port, wait_until
 
-from orch.stack.prefect_template import seed, seedable
+from orch.stack.prefect_template import TemplateUnusable, seed, seedable
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,24 @@ def test_no_template_leaves_the_database_to_prefect(tmp_path: Path) -> None:
     home = tmp_path / "prefect"
     assert not seed(home, tmp_path / "prefect-0.0.0.db")
     assert not home.exists() or not list(home.iterdir())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a database", "not Prefect's"])
+def test_a_damaged_template_copies_nothing_and_says_so(damage: str, template: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "prefect-9.9.9.db"
+    if damage == "truncated":
+        broken.write_bytes(template.read_bytes()[: template.stat().st_size // 3])
+    elif damage == "not a database":
+        broken.write_bytes(b"#!/bin/sh\necho not a database\n" * 100)
+    else:
+        with sqlite3.connect(broken) as connection:
+            connection.execute("CREATE TABLE t (x)")
+        connection.close()
+    home = tmp_path / "prefect"
+    with pytest.raises(TemplateUnusable) as raised:
+        seed(home, broken)
+    assert str(broken) in str(raised.value) and "python -m orch.stack.prefect_template --force" in str(raised.value)
+    assert list(home.iterdir()) == []  # Prefect will create its own; no partial copy left
 
 
 @pytest.mark.parametrize("elsewhere", [

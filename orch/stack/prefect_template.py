@@ -29,6 +29,8 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
+from orch.errors import OrchError
+
 DB_FILE = "prefect.db"
 # What would point Prefect's server at another database than PREFECT_HOME/prefect.db.
 _ELSEWHERE_PREFIXES = ("PREFECT_SERVER_DATABASE_", "PREFECT_API_DATABASE_")
@@ -57,11 +59,18 @@ def seedable(env: dict[str, str], managed_home: Path, cwd: Path) -> bool:
     return True
 
 
+class TemplateUnusable(OrchError):
+    """The template is not a whole Prefect database (truncated, damaged, not one at all); the message says why.
+    Nothing was copied: Prefect creates its own database, as without a template."""
+
+
 def seed(prefect_home: Path, template: Path | None = None) -> bool:
     """Copy the template to ``prefect_home/prefect.db`` when that does not exist yet; True when copied.
 
-    The copy is written beside the target and renamed into place, so a stop in the middle leaves either no
-    database (Prefect then migrates one) or a whole one, never a partial file the server would open.
+    The copy is checked (SQLite's ``quick_check`` and Prefect's schema revision) and then linked into place,
+    so a stop in the middle or a damaged template leaves either no database (Prefect then migrates one) or a
+    whole one, never a partial file the server would open. A damaged template raises
+    :class:`TemplateUnusable` and copies nothing.
     """
     source = template_path() if template is None else template
     target = prefect_home / DB_FILE
@@ -74,6 +83,11 @@ def seed(prefect_home: Path, template: Path | None = None) -> bool:
             shutil.copyfileobj(src, out)
             out.flush()
             os.fsync(out.fileno())
+        problem = _not_a_prefect_database(Path(partial))
+        if problem:
+            raise TemplateUnusable(f"the Prefect database template {source} is unusable ({problem}); Prefect "
+                                   "creates its own (make the template again: python -m orch.stack.prefect_template "
+                                   "--force)")
         try:
             os.link(partial, target)  # never replaces a database that appeared meanwhile
         except FileExistsError:
@@ -81,6 +95,25 @@ def seed(prefect_home: Path, template: Path | None = None) -> bool:
         return True
     finally:
         os.unlink(partial)
+
+
+def _not_a_prefect_database(path: Path) -> str | None:
+    """Why ``path`` is not a whole SQLite database at some Prefect schema revision; None when it is."""
+    import sqlite3
+
+    try:
+        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            checked = connection.execute("PRAGMA quick_check").fetchone()
+            if checked != ("ok",):
+                return f"SQLite quick_check: {checked[0] if checked else 'no answer'}"
+            if connection.execute("SELECT count(*) FROM alembic_version").fetchone() != (1,):
+                return "no Prefect schema revision"
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None
 
 
 def build(target: Path) -> Path:

@@ -194,10 +194,13 @@ def run_stack(settings: Settings, config_path: str | None) -> NoReturn:
 def _seed_prefect_database(env: dict[str, str], prefect_home: Path) -> None:
     """A new Prefect database starts as a copy of this environment's migrated template (when there is one):
     the server then skips Prefect's migration history, a third of a fresh start (orch.stack.prefect_template)."""
-    from orch.stack.prefect_template import seed, seedable, template_path
+    from orch.stack.prefect_template import TemplateUnusable, seed, seedable, template_path
 
-    if seedable(env, prefect_home, PROJECT_ROOT) and seed(prefect_home):
-        print(f"Prefect database {prefect_home / 'prefect.db'}: created from {template_path().name}", flush=True)
+    try:
+        if seedable(env, prefect_home, PROJECT_ROOT) and seed(prefect_home):
+            print(f"Prefect database {prefect_home / 'prefect.db'}: created from {template_path().name}", flush=True)
+    except TemplateUnusable as exc:
+        print(f"warning: {exc}", flush=True)
 
 
 def plan_stack(settings: Settings, config_path: str | None, started: float) -> StackPlan:
