@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ import pytest
 from support import BIN, free_port
 
 if TYPE_CHECKING:
+    from sqlalchemy import URL
+
     from orch.config.schema import Settings
 
 # Variables that would make a test read the developer's own setup instead of its own.
@@ -53,20 +56,17 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (test_prefect_retry.py, test_lost_heals.py), not left to chance; `orch up`'s own SQLite server is
     tested by the stack tests.
     """
-    import httpx
-    from sqlalchemy import make_url, text
-
     home = tmp_path_factory.mktemp("prefect-home")
+    with scratch_database("orch_prefect", "the session's Prefect server") as database_url:
+        yield from _prefect_server(home, database_url.set(drivername="postgresql+asyncpg"))
+
+
+def _prefect_server(home: Path, database_url: URL) -> Iterator[str]:
+    """``prefect server start`` on ``database_url`` until the session ends; yields its API URL once ready."""
+    import httpx
+
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    database = f"orch_prefect_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine()
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{database}"'))
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for the session's Prefect server: {exc}")
-    database_url = make_url(PG_ADMIN_URL).set(drivername="postgresql+asyncpg", database=database)
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_API_URL": api_url, "PREFECT_SERVER_API_AUTH_STRING": PREFECT_AUTH_STRING,
            PREFECT_AUTH_ENV: PREFECT_AUTH_STRING,
@@ -113,9 +113,6 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.kill()
             process.wait()
         log.close()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(autouse=True)
@@ -164,28 +161,36 @@ def _admin_engine():  # type: ignore[no-untyped-def]
     return create_engine(normalise_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database on the machine's server, dropped after the test."""
+@contextmanager
+def scratch_database(prefix: str, needed_by: str) -> Iterator[URL]:
+    """A new, empty PostgreSQL database on the machine's server, dropped afterwards (connections and all)."""
     from sqlalchemy import make_url, text
 
-    name = f"orch_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     engine = _admin_engine()
     try:
         with engine.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for this test: {exc}")
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for {needed_by}: {exc}")
     try:
-        yield url
+        yield make_url(PG_ADMIN_URL).set(database=name)
     finally:
-        from orch.storage.engine import dispose_engines
-
-        dispose_engines()
         with engine.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the machine's server, dropped after the test."""
+    with scratch_database("orch_test", "this test") as url:
+        try:
+            yield url.render_as_string(hide_password=False)
+        finally:
+            from orch.storage.engine import dispose_engines
+
+            dispose_engines()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
