@@ -38,7 +38,7 @@ def test_the_template_is_prefects_schema_and_block_types_only(template: Path) ->
     assert {"flow_run", "deployment", "work_pool", "block_document"} <= tables
     # Nothing of an installation (pools, queues, runs, block documents such as secrets): schema and types only.
     assert filled == {"alembic_version", "block_type", "block_schema", "block_schema_reference"}, filled
-    assert head
+    assert [head] == _prefect_sqlite_heads()  # the installed Prefect's newest migration: nothing left to run
     assert not [p for p in template.parent.iterdir() if p != template]  # no scratch copy left beside it
 
 
@@ -131,3 +131,16 @@ def test_a_prefect_settings_file_naming_a_database_is_left_alone(tmp_path: Path)
     assert seedable(env, managed, tmp_path)
     (tmp_path / "prefect.toml").write_text('[server.database]\nconnection_url = "postgresql+asyncpg://db/p"\n')
     assert not seedable(env, managed, tmp_path)
+
+
+def _prefect_sqlite_heads() -> list[str]:
+    """The head revision(s) of the installed Prefect's SQLite migrations, read from its migration scripts."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from prefect.server import database
+
+    migrations = Path(database.__file__).parent / "_migrations"
+    config = Config()
+    config.set_main_option("script_location", str(migrations))
+    config.set_main_option("version_locations", str(migrations / "versions" / "sqlite"))
+    return list(ScriptDirectory.from_config(config).get_heads())

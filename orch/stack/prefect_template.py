@@ -2,8 +2,8 @@
 ``orch up`` copies in before it starts its Prefect server.
 
 Why: a Prefect server started on a new SQLite file first runs Prefect's whole migration history (about 150
-revisions), which was a third of a fresh ``orch up`` on this project's 2-core machine (ready after 12.4-13.2 s
-against 7.8-8.6 s on a migrated file, measured in scripts/bench_startup.py). The migrations' result depends
+revisions), a third of a fresh ``orch up`` on this project's 2-core machine (scripts/bench_startup.py, one run:
+the stack's server ready after 13.6 s on a new file, 7.5 s on a copy of this template). The migrations' result depends
 only on Prefect's version, so ``make install`` makes it once (``python -m orch.stack.prefect_template``) and
 every fresh data directory starts from a copy. The server still runs its migrations at start: on the copy
 they find nothing to do, and a copy from another version could not be used by mistake, because the file is
@@ -37,11 +37,15 @@ _ELSEWHERE_PREFIXES = ("PREFECT_SERVER_DATABASE_", "PREFECT_API_DATABASE_")
 _ELSEWHERE_NAMES = ("PREFECT_PROFILES_PATH", "PREFECT_PROFILE")
 
 
-def template_path(prefix: Path | None = None) -> Path:
+def template_path() -> Path:
     """Where this environment keeps the template of its Prefect version (inside the environment itself:
     a new virtualenv, or a new Prefect in it, has none until ``make install`` makes one)."""
-    root = Path(sys.prefix) if prefix is None else prefix
-    return root / "var" / "orch-next" / f"prefect-{version('prefect')}.db"
+    return Path(sys.prefix) / "var" / "orch-next" / f"prefect-{version('prefect')}.db"
+
+
+def _chooses_database(variable: str) -> bool:
+    """Whether this environment variable would point Prefect's server elsewhere than PREFECT_HOME/prefect.db."""
+    return variable.startswith(_ELSEWHERE_PREFIXES) or variable in _ELSEWHERE_NAMES
 
 
 def seedable(env: dict[str, str], managed_home: Path, cwd: Path) -> bool:
@@ -50,7 +54,7 @@ def seedable(env: dict[str, str], managed_home: Path, cwd: Path) -> bool:
     files (``prefect.toml``, ``.env``) chose another."""
     if Path(env.get("PREFECT_HOME", "")) != managed_home:
         return False
-    if any(key.startswith(_ELSEWHERE_PREFIXES) or key in _ELSEWHERE_NAMES for key in env):
+    if any(_chooses_database(key) for key in env):
         return False
     for name in ("prefect.toml", ".env"):
         settings_file = cwd / name
@@ -124,7 +128,7 @@ def build(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="orch-prefect-template-") as scratch:
         scratch_db = Path(scratch) / DB_FILE
-        for key in [key for key in os.environ if key.startswith(_ELSEWHERE_PREFIXES) or key in _ELSEWHERE_NAMES]:
+        for key in [key for key in os.environ if _chooses_database(key)]:
             del os.environ[key]
         os.environ["PREFECT_HOME"] = scratch
         os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{scratch_db}"
@@ -132,12 +136,15 @@ def build(target: Path) -> Path:
         _migrate_and_register()
         partial = target.with_name(f".{target.name}.{os.getpid()}")
         partial.unlink(missing_ok=True)
-        connection = sqlite3.connect(scratch_db)
         try:
-            connection.execute("VACUUM INTO ?", (str(partial),))
+            connection = sqlite3.connect(scratch_db)
+            try:
+                connection.execute("VACUUM INTO ?", (str(partial),))
+            finally:
+                connection.close()
+            os.replace(partial, target)
         finally:
-            connection.close()
-        os.replace(partial, target)
+            partial.unlink(missing_ok=True)
     return target
 
 
@@ -160,6 +167,8 @@ def _migrate_and_register() -> None:
 
 def main(argv: list[str]) -> int:
     """``python -m orch.stack.prefect_template [--force]``: make this environment's template if missing."""
+    if any(arg != "--force" for arg in argv):
+        raise SystemExit("usage: python -m orch.stack.prefect_template [--force]")
     target = template_path()
     if target.is_file() and "--force" not in argv:
         print(f"Prefect database template: {target} (exists)")

@@ -54,8 +54,8 @@ MAX_RESTARTS = 5
 # of 68 s). The flush interval must be a whole number of seconds: Prefect 3.9 truncates it with int(), and 0.5 became
 # asyncio.sleep(0), a loop that kept the server at 100 % of a core even when idle.
 # Its event persister writes every 20 events by default (or every 5 s), and on SQLite each of those writes
-# held up the server's other writers: the 13 deployments of a first apply took 2.2-2.8 s, 0.5 s with 500
-# (scripts/bench_startup.py); events still reach the database within the 5 s flush interval.
+# held up the server's other writers: the 13 deployments of a first apply took 2.2-2.8 s on a bare server, 0.5 s
+# with 500 (docs/benchmarks.md#start-up); events still reach the database within the 5 s flush interval.
 PREFECT_TUNING = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "500",
