@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 from typing import Any
 
@@ -13,7 +12,7 @@ from orch.config.runtime import get_settings
 from orch.dispatch.dispatcher import REPORTED, STOP, DispatchSummary, run_dispatcher
 from orch.dispatch.lease_owner import EXECUTOR_LABEL, dispatcher_id
 from orch.logging_config import get_logger
-from tasks.dispatch import submit
+from tasks.dispatch import quiet_run_logs, submit
 
 MAX_CONCURRENCY = 64
 RUN_TAGS = ("orch", "dispatch")
@@ -21,20 +20,7 @@ RUN_TAGS = ("orch", "dispatch")
 log = get_logger(__name__)
 
 
-class _ThreadTimeoutNotice(logging.Filter):
-    """Drop Prefect's per-run notice that a thread timeout cannot interrupt blocking calls.
-
-    ORCH's actions enforce their own deadline (subprocess and HTTP timeouts, sleeps in slices), with
-    Prefect's ``timeout_seconds`` as the backstop, so the notice says nothing new, and at a hundred
-    tasks a second it would be a hundred log records a second shipped to the Prefect server.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith("Timeout of") and "worker thread" in message)
-
-
-logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
+quiet_run_logs()
 
 
 def mark_executor() -> None:

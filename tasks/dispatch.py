@@ -8,6 +8,7 @@ so a task cancelled meanwhile, or whose lease was lost, is left alone and not re
 
 from __future__ import annotations
 
+import functools
 import logging
 import subprocess
 import time
@@ -99,16 +100,89 @@ def execute(queue: TaskQueue, attempt: Attempt, say: logging.Logger | logging.Lo
     return result
 
 
-@task(name="orch-task", cache_policy=NONE, persist_result=False)
+TASK_NAME = "orch-task"
+
+
+class _RepeatedRunLines(logging.Filter):
+    """On the ``prefect.task_runs`` logger (what reaches the Prefect server and the console), two lines
+    Prefect writes for every task run that say nothing an ORCH task's own lines do not:
+
+    - the notice that a timeout cannot interrupt blocking calls in a worker thread: ORCH's actions
+      enforce their own deadline (subprocess and HTTP timeouts, sleeps in slices), with Prefect's
+      ``timeout_seconds`` as the backstop;
+    - "Finished in state Completed()" of an ORCH task, which :func:`execute`'s ``task.completed`` line
+      says with the task, core, action and attempt (a failure's line, with its traceback, stays).
+
+    At a hundred tasks a second each is a hundred rows a second for the Prefect server to store.
+    Only the record's format string is read: formatting every record to judge it cost more.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.msg if isinstance(record.msg, str) else ""
+        if record.levelno == logging.WARNING and text.startswith("Timeout of") and "worker thread" in text:
+            return False
+        return not (record.levelno == logging.INFO and text.startswith("Finished in state Completed")
+                    and getattr(record, "task_name", None) == TASK_NAME)
+
+
+class _ConsoleTaskLines(logging.Filter):
+    """On the console handlers: an ORCH task's routine run-log lines (``task.started``,
+    ``task.completed``) go to the Prefect server only. The process's console already has each move as
+    ORCH's JSON line (:mod:`orch.dispatch.task_history`), which log analysis reads; the same line again
+    through Prefect's rich console formatting was a twentieth of the dispatcher's CPU per task.
+    Warnings and errors (a retry, a failure) are still printed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno < logging.WARNING and getattr(record, "task_name", None) == TASK_NAME)
+
+
+def quiet_run_logs() -> None:
+    """Install the two filters above (once; the ``dispatch`` flow's module calls it as it is imported)."""
+    runs = logging.getLogger("prefect.task_runs")
+    if not any(isinstance(f, _RepeatedRunLines) for f in runs.filters):
+        runs.addFilter(_RepeatedRunLines())
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not any(
+                isinstance(f, _ConsoleTaskLines) for f in handler.filters):
+            handler.addFilter(_ConsoleTaskLines())
+
+
+@task(name=TASK_NAME, cache_policy=NONE, persist_result=False)
 def run_orch_task(queue: TaskQueue, attempt: Attempt) -> Any:
     """Run the ORCH task ``attempt`` holds (configured per task by :func:`for_claim`)."""
     return execute(queue, attempt, get_run_logger())
 
 
+def run_name(parameters: dict[str, Any]) -> str:
+    """``<action> <core> <first 8 of task_id>``: what an operator looks for in the UI (the run's log lines
+    carry the whole id). Prefect calls it with the run's parameters as the run starts."""
+    claim = parameters["attempt"].claim
+    return f"{claim.action} {claim.core_id} {claim.task_id[:8]}"
+
+
+def still_retryable(_task: Task[..., Any], _run: Any, _state: Any) -> bool:
+    """Prefect retries the attempt only while ORCH's claim is live: not once it was lost (cancelled, lease
+    gone) or its final move was recorded. Called inside the run, where its parameters are in context."""
+    from prefect.context import TaskRunContext
+
+    context = TaskRunContext.get()
+    attempt: Attempt | None = context.parameters.get("attempt") if context and context.parameters else None
+    return attempt is not None and not (attempt.lost.is_set() or attempt.ended.is_set())
+
+
+@functools.lru_cache(maxsize=256)
+def _configured(timeout: int, retries: int, delays: tuple[float, ...]) -> Task[..., Any]:
+    """One Prefect task per (timeout, retries, delays): what differs per claim (its name, whether it may
+    still retry) is read from the run's parameters, so claims share the few configurations there are.
+    Building a Task per claim (``with_options``: its key from the function's source, its settings) was
+    a twentieth of the dispatcher's CPU per task."""
+    return run_orch_task.with_options(task_run_name=run_name, timeout_seconds=timeout, retries=retries,
+                                      retry_delay_seconds=list(delays) or 0, retry_condition_fn=still_retryable)
+
+
 def for_claim(attempt: Attempt) -> Task[..., Any]:
     """The Prefect task for this claim: named ``<action> <core> <first 8 of task_id>`` so an operator
-    finds it in the UI (its log lines carry the whole id), with the task's own timeout and the retries it
-    has left.
+    finds it in the UI (:func:`run_name`), with the task's own timeout and the retries it has left.
 
     No tags: Prefect acquires tag concurrency slots for every tagged task run (an API round trip each,
     and a service thread per distinct tag set that never ends). Measured on this machine: a per-task
@@ -117,13 +191,8 @@ def for_claim(attempt: Attempt) -> Task[..., Any]:
     """
     claim = attempt.claim
     retries = claim.retries_left
-    return run_orch_task.with_options(
-        task_run_name=f"{claim.action} {claim.core_id} {claim.task_id[:8]}",
-        timeout_seconds=claim.timeout,
-        retries=retries,
-        retry_delay_seconds=retry_delays(claim.max_retries + 1)[claim.attempt - 1:][:retries] or 0,
-        retry_condition_fn=lambda _task, _run, _state: not (attempt.lost.is_set() or attempt.ended.is_set()),
-    )
+    delays = retry_delays(claim.max_retries + 1)[claim.attempt - 1:][:retries]
+    return _configured(claim.timeout, retries, tuple(delays))
 
 
 def submit(queue: TaskQueue, attempt: Attempt) -> PrefectFuture[Any]:

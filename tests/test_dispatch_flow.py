@@ -87,8 +87,11 @@ def test_task_run_logs_name_the_task_core_action_and_attempt(queue: TaskQueue) -
             assert len(runs) == 1, runs
             logs = client.post(f"{api}/logs/filter", json={
                 "logs": {"task_run_id": {"any_": [runs[0]["id"]]}}, "sort": "TIMESTAMP_ASC"}).json()
-        ours = [log["message"] for log in logs if log["message"].startswith("task.")]
+        everything[task_id] = [log["message"] for log in logs]
+        ours = [message for message in everything[task_id] if message.startswith("task.")]
         return ours if len(ours) >= expected else []
+
+    everything: dict[str, list[str]] = {}
 
     fields = f"task={failing} core=WORK_AI_01 action=shell"
     assert wait_until(lambda: messages(failing, "WORK_AI_01", "shell", 4), 30, "the failing task's run logs") == [
@@ -99,6 +102,22 @@ def test_task_run_logs_name_the_task_core_action_and_attempt(queue: TaskQueue) -
     assert wait_until(lambda: messages(done, "WORK_AI_02", "noop", 2), 30, "the noop task's run logs") == [
         f"task.started task={done} core=WORK_AI_02 action=noop attempt=1/3",
         f"task.completed task={done} core=WORK_AI_02 action=noop attempt=1/3"]
+    # Prefect's own closing line says nothing more for a completed task (not stored: a row per task for
+    # the server), and everything for a failed one (kept, with its exception). Judged once the flow run's
+    # own closing line is stored: the run's log lines reach the server in the order they were written.
+    with prefect_http_client(prefect, timeout=10) as client:
+        flow_run = client.post(f"{api}/task_runs/filter", json={"task_runs": {"name": {"any_": [
+            f"noop WORK_AI_02 {done[:8]}"]}}}).json()[0]["flow_run_id"]
+
+        def flow_run_closed() -> bool:
+            logs = client.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run]}}}).json()
+            return any(log["task_run_id"] is None and log["message"].startswith("Finished in state") for log in logs)
+
+        assert wait_until(flow_run_closed, 30, "the dispatch run's closing log line")
+    messages(done, "WORK_AI_02", "noop", 2)
+    messages(failing, "WORK_AI_01", "shell", 4)
+    assert not [m for m in everything[done] if m.startswith("Finished in state")], everything[done]
+    assert any(m.startswith("Finished in state Failed") for m in everything[failing]), everything[failing]
 
 
 def test_each_attempt_names_its_prefect_task_run_and_the_console_links_it(
@@ -290,3 +309,30 @@ def test_registry_loads_once_under_a_burst_of_first_requests() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["16", "1"]
+
+
+def test_console_keeps_an_orch_tasks_warnings_not_its_routine_lines() -> None:
+    """The worker's console has each task move as ORCH's JSON line already; the run logger's routine lines
+    of an ORCH task go to the Prefect server only, its warnings and errors (a retry, a failure) and
+    every other task's lines are still printed."""
+    import io
+    import logging
+
+    from tasks.dispatch import TASK_NAME, quiet_run_logs
+
+    printed = io.StringIO()
+    console = logging.StreamHandler(printed)
+    root = logging.getLogger()
+    root.addHandler(console)
+    runs = logging.getLogger("test.console")  # as a run logger's records reach the root, without its API handler
+    runs.setLevel(logging.INFO)
+    try:
+        quiet_run_logs()
+        quiet_run_logs()  # idempotent: one filter per handler
+        assert len(console.filters) == 1
+        runs.info("task.completed ours", extra={"task_name": TASK_NAME})
+        runs.warning("task.retrying ours", extra={"task_name": TASK_NAME})
+        runs.info("Finished in state Completed()", extra={"task_name": "sample-host"})
+    finally:
+        root.removeHandler(console)
+    assert printed.getvalue().splitlines() == ["task.retrying ours", "Finished in state Completed()"]

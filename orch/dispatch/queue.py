@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -81,6 +81,9 @@ class Claim:
     attempt: int
     max_retries: int
     lease_owner: str
+    # When this claim's attempt started by the clock of record (its ``task.started`` event's time): its
+    # end measures the attempt's duration from it instead of reading the event back.
+    started_at: datetime | None = None
 
     @property
     def retries_left(self) -> int:
@@ -193,15 +196,23 @@ class TaskQueue:
                 now = utcnow()
             else:
                 now = session.execute(_CLAIM_TURN, {"key": CLAIM_LOCK_KEY}).scalar_one()
-            self._recover_expired(session, now)
-            expire_locks(session, now)
-            running = session.scalars(select(Task.core_id).where(Task.status == "running")).all()
-            per_core = Counter(running)
-            held_locks = set(session.scalars(select(ResourceLock.resource)))
+            # What runs and which locks are held, each read once with its expiry: the rare expired lease or
+            # lock is dealt with (and read again) only when there is one. A claim is once per task, and
+            # the statements that found nothing to expire were half of its cost.
+            running = session.execute(select(Task.core_id, Task.lease_expires_at).where(Task.status == "running")).all()
+            if any(expires is not None and expires < now for _core, expires in running):
+                self._recover_expired(session, now)
+                running = session.execute(select(Task.core_id, Task.lease_expires_at)
+                                          .where(Task.status == "running")).all()
+            per_core = Counter(core for core, _expires in running)
+            locks = session.execute(select(ResourceLock.resource, ResourceLock.expires_at)).all()
+            if any(expires <= now for _resource, expires in locks):
+                expire_locks(session, now)
+                locks = [(resource, expires) for resource, expires in locks if expires > now]
+            held_locks = {resource for resource, _expires in locks}
             if DISPATCH_PAUSE_LOCK in held_locks:
                 return []
-            first_waiter = dict(session.execute(select(LockWaiter.resource, func.min(LockWaiter.sort_key))
-                                                .group_by(LockWaiter.resource)).all())
+            waiting: dict[str, Any] | None = None  # the first live waiter per lock: read once a task needs a lock
             free = self.settings.features.max_concurrent_tasks - len(running)
             reserved = dict(session.execute(select(CoreReservation.core_id, CoreReservation.owner)
                                             .where(CoreReservation.expires_at > now)).all())
@@ -216,8 +227,12 @@ class TaskQueue:
                 if task.core_id in reserved and reserved[task.core_id] != task.owner:
                     continue
                 needs = task.locks or []
+                if needs and waiting is None:
+                    waiting = dict(session.execute(
+                        select(LockWaiter.resource, func.min(LockWaiter.sort_key))
+                        .where(LockWaiter.expires_at > now).group_by(LockWaiter.resource)).all())
                 if held_locks.intersection(needs) or any(
-                        first_waiter.get(name, task.sort_key) < task.sort_key for name in needs):
+                        (waiting or {}).get(name, task.sort_key) < task.sort_key for name in needs):
                     continue  # held, or a flow that sorts ahead of this task is waiting for it
                 picked.append(task)
                 per_core[task.core_id] += 1
@@ -235,7 +250,7 @@ class TaskQueue:
                         task.sort_key, Priority(task.priority), self.dispatch.aging_seconds))
                 add_event(session, task, "task.started", {"attempt": task.attempts, "dispatcher": lease_owner}, now)
                 claims.append(Claim(task.task_id, task.core_id, task.action, task.params, Priority(task.priority),
-                                    task.timeout, task.attempts, task.max_retries, lease_owner))
+                                    task.timeout, task.attempts, task.max_retries, lease_owner, now))
             return claims
 
     def _queued(self, session: Session, external_core: str | None, batch: int,  # type: ignore[no-untyped-def]
@@ -352,8 +367,7 @@ class TaskQueue:
             session.execute(update(ResourceLock).where(ResourceLock.owner == f"task:{task.task_id}")
                             .values(expires_at=task.lease_expires_at))
             add_event(session, task, "task.retrying", {"attempt": task.attempts, "error": error, "delay": delay})
-            return Claim(claim.task_id, claim.core_id, claim.action, claim.params, claim.priority,
-                         claim.timeout, task.attempts, claim.max_retries, claim.lease_owner)
+            return replace(claim, attempt=task.attempts)  # Prefect's retry: the same run, so the same start
 
     def finish(self, claim: Claim, status: str, *, result: Any = None, error: str | None = None,
                task_run_id: str | None = None) -> bool:
@@ -370,7 +384,7 @@ class TaskQueue:
             task, now = held
             if task_run_id:
                 note_task_runs(session, {task.task_id: task_run_id})
-            self._end(session, task, status, now, result=result, error=error)
+            self._end(session, task, status, now, result=result, error=error, attempt_started=claim.started_at)
             return True
 
     @staticmethod
@@ -392,13 +406,17 @@ class TaskQueue:
         return None if row is None else (row[0], row[1])
 
     def _end(self, session: Session, task: Task, status: str, now: datetime, *, result: Any = None,
-             error: str | None = None) -> None:
+             error: str | None = None, attempt_started: datetime | None = None) -> None:
+        """End ``task`` as ``status``; its event gives the duration of the attempt that ended, from
+        ``attempt_started`` when the caller knows it (a dispatcher's claim), else from its latest
+        ``task.started`` event."""
         task.status, task.finished_at, task.lease_owner, task.lease_expires_at = status, now, None, None
         task.result, task.error = result, error if status != "completed" else None
         self._release_locks(session, task)
         data: dict[str, Any] = {"attempts": task.attempts}
-        attempt_started = session.scalar(select(func.max(TaskEvent.timestamp)).where(
-            TaskEvent.task_id == task.task_id, TaskEvent.event_type == "task.started"))
+        if attempt_started is None:
+            attempt_started = session.scalar(select(func.max(TaskEvent.timestamp)).where(
+                TaskEvent.task_id == task.task_id, TaskEvent.event_type == "task.started"))
         if attempt_started:  # the duration of the attempt that ended, not of all attempts together
             data["duration"] = round((now - attempt_started).total_seconds(), 3)
         if error:
