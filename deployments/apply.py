@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     force = parser.parse_args(argv).force
 
     from orch.config.runtime import get_settings
+    from orch.lean_imports import lean_process
+
+    lean_process(prefect=True)
 
     settings = get_settings()
     os.environ["PREFECT_API_URL"] = settings.prefect.resolved_api_url()  # for Prefect's client

@@ -76,8 +76,8 @@ def _prefect_server(home: Path, database_url: URL) -> Iterator[str]:
            "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "5"}
     log = open(home / "server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
-         "--analytics-off", "--no-ui"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        [str(BIN / "python"), "-m", "orch.stack.prefect_cli", "server", "start", "--host", "127.0.0.1",  # as orch up
+         "--port", str(port), "--analytics-off", "--no-ui"], env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     try:
         deadline = time.monotonic() + 120

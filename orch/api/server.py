@@ -107,6 +107,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def main() -> int:
+    from orch.lean_imports import lean_process
+
+    lean_process(prefect=False)
     from orch.api.metrics import MULTIPROC_ENV
     from orch.config.runtime import get_settings
 

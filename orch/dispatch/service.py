@@ -89,8 +89,10 @@ def main() -> int:
     import threading
 
     from orch.config.runtime import get_settings
+    from orch.lean_imports import lean_process
     from orch.logging_config import configure_process_logging
 
+    lean_process(prefect=True)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     configure_process_logging(get_settings(), write_file=False)

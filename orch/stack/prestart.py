@@ -18,6 +18,8 @@ import importlib
 import runpy
 import sys
 
+from orch.lean_imports import lean_process
+
 USAGE = "usage: python -m orch.stack.prestart [--import MODULE]... -- MODULE [ARG]..."
 
 
@@ -34,6 +36,7 @@ def parse(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def main(argv: list[str]) -> None:
     preload, (module, *args) = parse(argv)
+    lean_process(prefect=any(name.partition(".")[0] == "prefect" for name in preload))
     for name in preload:
         importlib.import_module(name)
     if not sys.stdin.readline():

@@ -122,8 +122,6 @@ def child_environment(settings: Settings, config_path: str | None) -> dict[str, 
 
 def components(settings: Settings, env: dict[str, str], pool: str) -> dict[str, Component]:
     """What each component runs (the systemd units run the same, see infra/)."""
-    bin_dir = Path(sys.executable).parent
-    prefect = str(bin_dir / "prefect")
     found = {
         "api": Component("api", [sys.executable, "-m", "orch.api.server"], env, PROJECT_ROOT),
         "deployments": Component("deployments", [sys.executable, "-m", "deployments.apply"], env,
@@ -135,7 +133,7 @@ def components(settings: Settings, env: dict[str, str], pool: str) -> dict[str, 
     if settings.prefect.api_url is None:
         found["prefect-server"] = Component(
             "prefect-server",
-            [prefect, "server", "start", "--host", settings.prefect.server_host,
+            [sys.executable, "-m", "orch.stack.prefect_cli", "server", "start", "--host", settings.prefect.server_host,
              "--port", str(settings.prefect.server_port), "--analytics-off"],
             env, PROJECT_ROOT)
     return found

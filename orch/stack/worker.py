@@ -190,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
                              "host's queue is created and served either way.")
     args = parser.parse_args(argv)
     from orch.config.runtime import get_settings
+    from orch.lean_imports import lean_process
     from orch.logging_config import configure_process_logging
 
+    lean_process(prefect=True)
     configure_process_logging(get_settings(), write_file=False)
     threading.Thread(target=_crash_predecessors, name="orch-zombies", daemon=True).start()
     code = asyncio.run(_serve(None if args.no_process else args.pool,

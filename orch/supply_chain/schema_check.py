@@ -6,8 +6,8 @@ once per URL. Here a URL that is a valid RFC 3986 URI-reference (plain ASCII; th
 accepted by one compiled regular expression - every URI-reference is an IRI-reference, so this never
 accepts anything the exact check would refuse - and only what the regex does not accept (non-ASCII,
 IP literals, invalid strings) goes to the exact grammar. Verdicts are memoised per string. Compiling
-that grammar costs 1.4 s, and jsonschema does it on import; :func:`_import_jsonschema` defers it to the
-first URL that needs it (usually never). The schema
+that grammar costs 1.4 s, and jsonschema does it on import; :func:`orch.lean_imports.without_iri_grammar`
+defers it to the first URL that needs it (usually never). The schema
 and the referenced SPDX, JSF and cryptography-definition schemas are the copies shipped inside
 cyclonedx-python-lib, registered under their ``$id`` URLs, so no reference ever reaches the network.
 The compiled validator is built once per process.
@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from functools import lru_cache
 from typing import Any
+
+from orch.lean_imports import without_iri_grammar
 
 _UNRESERVED = r"A-Za-z0-9\-._~"
 _SUB_DELIMS = r"!$&'()*+,;="
@@ -53,23 +54,6 @@ def is_iri_reference(value: str) -> bool:
     return bool(is_valid_syntax("iri_reference", value))
 
 
-def _import_jsonschema() -> None:
-    """Import jsonschema's format checkers without its eager RFC 3987 grammar build (see above).
-
-    While jsonschema's format module loads, ``rfc3987_syntax`` is marked unimportable, so it registers no
-    ``iri``/``iri-reference`` checkers (ours replace them); the mark is removed at once, so a later import
-    of ``rfc3987_syntax`` (our exact fallback) works. A process that already loaded jsonschema paid the
-    cost already and is left alone.
-    """
-    if "jsonschema._format" in sys.modules or "rfc3987_syntax" in sys.modules:
-        return
-    sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
-    try:
-        import jsonschema._format  # noqa: F401 - imported for its side effect, under the mark
-    finally:
-        del sys.modules["rfc3987_syntax"]
-
-
 @lru_cache(maxsize=65536)
 def is_iri(value: str) -> bool:
     """RFC 3987 IRI (absolute, with a scheme): the same fast path and fallback."""
@@ -83,7 +67,7 @@ def is_iri(value: str) -> bool:
 @lru_cache(maxsize=4)
 def validator(version: str = "1.6", strict: bool = True) -> Any:
     """A compiled Draft 7 validator for the CycloneDX ``version`` schema, resolving refs locally."""
-    _import_jsonschema()
+    without_iri_grammar()
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.schema._res import BOM_JSON, BOM_JSON_STRICT, CRYPTOGRAPHY_DEFS, JSF, SPDX_JSON
     from jsonschema import FormatChecker

@@ -1,0 +1,53 @@
+"""Optional parts of libraries that ORCH's processes never use, kept from loading.
+
+Two libraries load, on import, an optional part that costs more than everything ORCH does with them:
+
+- **jsonschema's RFC 3987 format checks.** When ``rfc3987_syntax`` is installed (cyclonedx-bom's
+  validation extra installs it), importing jsonschema compiles the RFC 3987 grammar into an Earley
+  parser: measured on this project's 2-core machine, 1.4-1.6 s of CPU and 17 MB in every process that
+  imports Prefect, which imports jsonschema. ORCH's worker paid both on every start. The checks are
+  only for the ``iri`` and ``iri-reference`` formats, which no Prefect schema uses and which ORCH's
+  SBOM validation checks its own, faster way (:mod:`orch.supply_chain.schema_check`).
+- **httpx's command-line client** (``httpx._main``: rich, pygments, click), which httpx imports with
+  itself when they are installed (Prefect installs them): 4 MB in the API process, which never runs it.
+
+Each is kept out the way the libraries themselves allow: their import of the optional module is wrapped
+in ``except ImportError``, and a ``None`` entry in :data:`sys.modules` makes that import fail. The
+jsonschema mark is removed as soon as jsonschema's format module has loaded, so ORCH's exact fallback
+for the rare URL its regular expression does not accept can still import ``rfc3987_syntax``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+IRI_GRAMMAR = "rfc3987_syntax"
+HTTPX_CLI = "httpx._main"
+
+
+def without_iri_grammar() -> None:
+    """Import jsonschema's format checkers without compiling the RFC 3987 grammar (see above).
+
+    For processes that import jsonschema anyway (any that imports Prefect); it imports jsonschema. A
+    process that already loaded it (or the grammar) paid the cost already and is left alone.
+    """
+    if "jsonschema._format" in sys.modules or IRI_GRAMMAR in sys.modules:
+        return
+    sys.modules[IRI_GRAMMAR] = None  # type: ignore[assignment]
+    try:
+        import jsonschema._format  # noqa: F401 - imported for its side effect, under the mark
+    finally:
+        del sys.modules[IRI_GRAMMAR]
+
+
+def without_httpx_cli() -> None:
+    """httpx without its command-line client; before httpx is first imported (later it is too late)."""
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault(HTTPX_CLI, None)  # type: ignore[arg-type]
+
+
+def lean_process(*, prefect: bool) -> None:
+    """What a long-running ORCH process calls first: ``prefect`` when it will import Prefect."""
+    without_httpx_cli()
+    if prefect:
+        without_iri_grammar()
