@@ -1,6 +1,6 @@
 """Optional parts of libraries that ORCH's processes never use, kept from loading.
 
-Two libraries load, on import, an optional part that costs more than everything ORCH does with them:
+Three libraries load, on import, an optional part that costs more than everything ORCH does with them:
 
 - **jsonschema's RFC 3987 format checks.** When ``rfc3987_syntax`` is installed (cyclonedx-bom's
   validation extra installs it), importing jsonschema compiles the RFC 3987 grammar into an Earley
@@ -10,19 +10,26 @@ Two libraries load, on import, an optional part that costs more than everything 
   SBOM validation checks its own, faster way (:mod:`orch.supply_chain.schema_check`).
 - **httpx's command-line client** (``httpx._main``: rich, pygments, click), which httpx imports with
   itself when they are installed (Prefect installs them): 4 MB in the API process, which never runs it.
+- **PyJWT's asymmetric algorithms**, for which PyJWT imports cryptography when it is installed (ORCH's
+  SBOM signing installs it): 7 MB in the API process. ORCH's tokens are HS256 only
+  (:mod:`orch.security.tokens`), so PyJWT is loaded without them, which also leaves nothing in the
+  process that could verify a token with a public key.
 
 Each is kept out the way the libraries themselves allow: their import of the optional module is wrapped
 in ``except ImportError``, and a ``None`` entry in :data:`sys.modules` makes that import fail. The
-jsonschema mark is removed as soon as jsonschema's format module has loaded, so ORCH's exact fallback
-for the rare URL its regular expression does not accept can still import ``rfc3987_syntax``.
+jsonschema and PyJWT marks are removed as soon as those libraries have loaded, so ORCH's exact fallback
+for the rare URL its regular expression does not accept can still import ``rfc3987_syntax``, and the
+SBOM signing code cryptography.
 """
 
 from __future__ import annotations
 
 import sys
+from types import ModuleType
 
 IRI_GRAMMAR = "rfc3987_syntax"
 HTTPX_CLI = "httpx._main"
+CRYPTOGRAPHY = "cryptography"
 
 
 def without_iri_grammar() -> None:
@@ -51,3 +58,16 @@ def lean_process(*, prefect: bool) -> None:
     without_httpx_cli()
     if prefect:
         without_iri_grammar()
+
+
+def jwt_without_cryptography() -> ModuleType:
+    """PyJWT, loaded without cryptography unless something in the process already loaded either (see above)."""
+    if "jwt" not in sys.modules and CRYPTOGRAPHY not in sys.modules:
+        sys.modules[CRYPTOGRAPHY] = None  # type: ignore[assignment]
+        try:
+            import jwt  # noqa: F401 - loaded under the mark
+        finally:
+            del sys.modules[CRYPTOGRAPHY]
+    import jwt
+
+    return jwt

@@ -71,3 +71,16 @@ def test_prefect_cli_runs_prefect_commands(tmp_path: Path) -> None:
     wrong = subprocess.run([sys.executable, "-m", "orch.stack.prefect_cli", "no-such-command"], capture_output=True,
                            text=True, timeout=120, env=env)
     assert wrong.returncode != 0
+
+
+def test_tokens_load_pyjwt_without_cryptography_and_still_work() -> None:
+    """The API's tokens are HS256: PyJWT is loaded without cryptography, and signs and verifies as before;
+    cryptography itself still imports afterwards (the SBOM signing needs it)."""
+    code = ("import sys\nfrom orch.security.tokens import ALGORITHM, jwt\n"
+            "print('cryptography' in sys.modules, jwt.algorithms.has_crypto)\n"
+            "token = jwt.encode({'sub': 'a'}, 'k' * 32, algorithm=ALGORITHM)\n"
+            "print(jwt.decode(token, 'k' * 32, algorithms=[ALGORITHM])['sub'])\n"
+            "import cryptography.hazmat.primitives.asymmetric.rsa\nprint('cryptography' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert done.stdout.split() == ["False", "False", "a", "True"], done.stderr[-2000:]

@@ -15,10 +15,11 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import jwt
-
 from orch.config.schema import SecuritySettings
 from orch.errors import OrchError
+from orch.lean_imports import jwt_without_cryptography
+
+jwt = jwt_without_cryptography()  # HS256 needs none of PyJWT's cryptography (orch.lean_imports)
 
 ALGORITHM = "HS256"
 ISSUER = "orch-next"
