@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -234,3 +235,32 @@ def test_ids_beyond_the_database_range_are_422_not_500(api: Api) -> None:
     assert api.client.get("/alerts/events", params={"after": 2**63}, headers=admin).status_code == 422
     assert api.client.delete(f"/silences/{2**63}", headers=admin).status_code == 422
     assert api.client.get("/alerts/events", params={"after": 2**63 - 1}, headers=admin).json() == {"items": []}
+
+
+def test_no_dependency_is_handed_to_a_thread(api: Api) -> None:
+    """FastAPI runs a plain ``def`` dependency in its thread pool: a hand-off to a thread and back on every
+    request that uses it. Every dependency the routes use is ``async`` (or a class whose call is)."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    def calls(dependant: Any) -> Iterator[Any]:
+        for sub in dependant.dependencies:
+            yield sub.call
+            yield from calls(sub)
+
+    def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                yield route
+            elif (included := getattr(route, "original_router", None)) is not None:  # include_router's wrapper
+                yield from api_routes(included.routes)
+
+    threaded, checked = set(), 0
+    for route in api_routes(api.client.app.routes):
+        checked += 1
+        for call in calls(route.dependant):
+            target = call if inspect.isfunction(call) else type(call).__call__
+            if not inspect.iscoroutinefunction(target):
+                threaded.add(f"{route.path}: {getattr(call, '__qualname__', call)}")
+    assert checked > 50 and not threaded, (checked, sorted(threaded))

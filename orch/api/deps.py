@@ -67,9 +67,12 @@ class Principal:
         return self.username if self.role == "system" else None
 
 
-def request_settings(request: Request) -> Settings:
+async def request_settings(request: Request) -> Settings:
     """The settings the app was built with (``app.state``), not :func:`orch.config.runtime.get_settings`:
-    a test or a second app in one process may serve another configuration."""
+    a test or a second app in one process may serve another configuration.
+
+    ``async`` like every dependency here that does not block: FastAPI runs a plain ``def`` dependency in
+    its thread pool, a hand-off to a thread and back on every request for an attribute read."""
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
@@ -84,7 +87,12 @@ def caller_of(request: Request) -> Caller:
     return Caller(ip_address=client_address(request), user_agent=request.headers.get("user-agent"))
 
 
-CallerDep = Annotated[Caller, Depends(caller_of)]
+async def request_caller(request: Request) -> Caller:
+    """:func:`caller_of` as a dependency (``async``: see :func:`request_settings`)."""
+    return caller_of(request)
+
+
+CallerDep = Annotated[Caller, Depends(request_caller)]
 
 
 def unauthorized(detail: str) -> HTTPException:
