@@ -22,10 +22,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -61,6 +62,35 @@ CLAIM_LOCK_KEY = 0x0_7C_4D_15  # pg_advisory_xact_lock key that serialises claim
 _CLAIM_TURN = text("SELECT clock_timestamp() AS now FROM (SELECT pg_advisory_xact_lock(:key) OFFSET 0) AS turn"
                    ).columns(now=UTCDateTime)
 SCAN_BATCH = 500
+# The claim's and the attempt's end's statements, built once: a claim and an end are once per task each, and
+# building their expressions cost about as much as the database running them (as wait_estimate found).
+_RUNNING = select(Task.core_id, Task.lease_expires_at).where(Task.status == "running")
+_LOCKS = select(ResourceLock.resource, ResourceLock.expires_at)
+_RESERVED = select(CoreReservation.core_id, CoreReservation.owner).where(CoreReservation.expires_at > bindparam("now"))
+_WAITING = (select(LockWaiter.resource, func.min(LockWaiter.sort_key))
+            .where(LockWaiter.expires_at > bindparam("now")).group_by(LockWaiter.resource))
+_PICKED = select(Task).where(Task.task_id.in_(bindparam("task_ids", expanding=True))).with_for_update()
+_HELD = (Task.task_id == bindparam("task_id"), Task.status == "running", Task.attempts == bindparam("attempt"),
+         Task.lease_owner == bindparam("owner"))
+_HELD_TASK = select(Task).where(*_HELD).with_for_update()
+_HELD_TASK_AND_CLOCK = select(Task, DATABASE_NOW).where(*_HELD).with_for_update(of=Task)
+
+
+@lru_cache(maxsize=4)
+def _queued_statement(external: bool, skipping: bool) -> Any:
+    """Queued tasks in queue order, a page at a time: dispatchers' (everything but ``external``) or one
+    outside core's (``external`` only), leaving out the cores at their limit when ``skipping``. Only what
+    the claim decides by: the tasks it takes are then read whole (:data:`_PICKED`); reading every scanned
+    row whole, its JSON parsed, was most of a claim's cost."""
+    query = select(Task.task_id, Task.core_id, Task.owner, Task.locks, Task.sort_key).where(Task.status == "queued")
+    if skipping:
+        query = query.where(Task.core_id.not_in(bindparam("skip", expanding=True)))
+    if external:
+        query = query.where(Task.action == "external", Task.core_id == bindparam("core"))
+    else:
+        query = query.where(Task.action != "external")
+    return (query.order_by(Task.sort_key).offset(bindparam("offset")).limit(bindparam("batch"))
+            .with_for_update(skip_locked=True))
 TERMINAL = ("completed", "failed", "timed_out", "cancelled")
 RETRYABLE = ("failed", "timed_out")
 # Held by a restore (orch.backup.guard): while it is, claims take nothing. The check reads the held-lock
@@ -199,13 +229,12 @@ class TaskQueue:
             # What runs and which locks are held, each read once with its expiry: the rare expired lease or
             # lock is dealt with (and read again) only when there is one. A claim is once per task, and
             # the statements that found nothing to expire were half of its cost.
-            running = session.execute(select(Task.core_id, Task.lease_expires_at).where(Task.status == "running")).all()
+            running = session.execute(_RUNNING).all()
             if any(expires is not None and expires < now for _core, expires in running):
                 self._recover_expired(session, now)
-                running = session.execute(select(Task.core_id, Task.lease_expires_at)
-                                          .where(Task.status == "running")).all()
+                running = session.execute(_RUNNING).all()
             per_core = Counter(core for core, _expires in running)
-            locks = session.execute(select(ResourceLock.resource, ResourceLock.expires_at)).all()
+            locks = session.execute(_LOCKS).all()
             if any(expires <= now for _resource, expires in locks):
                 expire_locks(session, now)
                 locks = [(resource, expires) for resource, expires in locks if expires > now]
@@ -214,9 +243,8 @@ class TaskQueue:
                 return []
             waiting: dict[str, Any] | None = None  # the first live waiter per lock: read once a task needs a lock
             free = self.settings.features.max_concurrent_tasks - len(running)
-            reserved = dict(session.execute(select(CoreReservation.core_id, CoreReservation.owner)
-                                            .where(CoreReservation.expires_at > now)).all())
-            picked: list[Task] = []
+            reserved = dict(session.execute(_RESERVED, {"now": now}).all())
+            picked: list[str] = []
             full = sorted(core for core, busy in per_core.items() if busy >= self.core_limit(core))
             for task in self._queued(session, external_core, batch=min(SCAN_BATCH, max(16, 4 * limit)),
                                      skip_cores=full):
@@ -228,18 +256,17 @@ class TaskQueue:
                     continue
                 needs = task.locks or []
                 if needs and waiting is None:
-                    waiting = dict(session.execute(
-                        select(LockWaiter.resource, func.min(LockWaiter.sort_key))
-                        .where(LockWaiter.expires_at > now).group_by(LockWaiter.resource)).all())
+                    waiting = dict(session.execute(_WAITING, {"now": now}).all())
                 if held_locks.intersection(needs) or any(
                         (waiting or {}).get(name, task.sort_key) < task.sort_key for name in needs):
                     continue  # held, or a flow that sorts ahead of this task is waiting for it
-                picked.append(task)
+                picked.append(task.task_id)
                 per_core[task.core_id] += 1
                 held_locks.update(task.locks or [])
             lease = timedelta(seconds=self.dispatch.lease_seconds)
             claims = []
-            for task in picked:
+            whole = {task.task_id: task for task in session.scalars(_PICKED, {"task_ids": picked})} if picked else {}
+            for task in (whole[task_id] for task_id in picked):
                 task.status, task.attempts, task.lease_owner = "running", task.attempts + 1, lease_owner
                 task.started_at = task.started_at or now
                 task.lease_expires_at = now + (timedelta(seconds=task.timeout) if external_core else lease)
@@ -255,23 +282,18 @@ class TaskQueue:
 
     def _queued(self, session: Session, external_core: str | None, batch: int,  # type: ignore[no-untyped-def]
                 skip_cores: list[str]):
-        """Queued tasks in queue order, ``batch`` rows at a time (a claim of one task reads a few rows,
-        not hundreds, while it holds the write lock), rows locked, skipping rows another claim holds.
+        """Queued tasks in queue order (their id, core, owner, locks and queue place), ``batch`` rows at a
+        time (a claim of one task reads a few rows, not hundreds, while it holds the write lock), rows
+        locked, skipping rows another claim holds.
 
         Tasks of ``skip_cores`` (cores already at their limit) are left out by the database: a thousand
         tasks waiting at the head of the queue for busy cores were read as objects and skipped one by one
         by every claim (37 ms a claim instead of 2 in ``scripts/bench_queue_scale.py``)."""
-        query = select(Task).where(Task.status == "queued")
-        if skip_cores:
-            query = query.where(Task.core_id.not_in(skip_cores))
-        if external_core is None:
-            query = query.where(Task.action != "external")
-        else:
-            query = query.where(Task.action == "external", Task.core_id == external_core)
+        query = _queued_statement(external_core is not None, bool(skip_cores))
+        values: dict[str, Any] = {"batch": batch, "skip": skip_cores, "core": external_core}
         offset = 0
         while True:
-            rows = session.scalars(query.order_by(Task.sort_key).offset(offset).limit(batch)
-                                   .with_for_update(skip_locked=True)).all()
+            rows = session.execute(query, {**values, "offset": offset}).all()
             yield from rows
             if len(rows) < batch:
                 return
@@ -389,9 +411,8 @@ class TaskQueue:
 
     @staticmethod
     def _held(session: Session, claim: Claim) -> Task | None:
-        return session.scalar(select(Task).where(
-            Task.task_id == claim.task_id, Task.status == "running", Task.attempts == claim.attempt,
-            Task.lease_owner == claim.lease_owner).with_for_update())
+        return session.scalar(_HELD_TASK, {"task_id": claim.task_id, "attempt": claim.attempt,
+                                           "owner": claim.lease_owner})
 
     @staticmethod
     def _held_now(session: Session, claim: Claim) -> tuple[Task, datetime] | None:
@@ -400,9 +421,8 @@ class TaskQueue:
         if not reads_database_clock(session):
             task = TaskQueue._held(session, claim)
             return None if task is None else (task, utcnow())
-        row = session.execute(select(Task, DATABASE_NOW).where(
-            Task.task_id == claim.task_id, Task.status == "running", Task.attempts == claim.attempt,
-            Task.lease_owner == claim.lease_owner).with_for_update(of=Task)).one_or_none()
+        row = session.execute(_HELD_TASK_AND_CLOCK, {"task_id": claim.task_id, "attempt": claim.attempt,
+                                                     "owner": claim.lease_owner}).one_or_none()
         return None if row is None else (row[0], row[1])
 
     def _end(self, session: Session, task: Task, status: str, now: datetime, *, result: Any = None,

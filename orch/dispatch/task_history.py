@@ -10,7 +10,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from orch.logging_config import get_logger
@@ -18,6 +18,10 @@ from orch.storage.models import Task, TaskEvent
 from orch.storage.types import utcnow
 
 log = get_logger(__name__)
+# Each task's latest ``task.started`` event; built once, since an attempt's end reads it once per task.
+_LATEST_STARTED = select(TaskEvent).where(TaskEvent.event_id.in_(
+    select(func.max(TaskEvent.event_id)).where(TaskEvent.task_id.in_(bindparam("task_ids", expanding=True)),
+                                               TaskEvent.event_type == "task.started").group_by(TaskEvent.task_id)))
 
 
 def add_event(session: Session, task: Task, event_type: str, data: dict[str, Any], at: datetime | None = None) -> None:
@@ -34,10 +38,7 @@ def note_task_runs(session: Session, task_runs: dict[str, str]) -> None:
     attempt makes anyway (a lease renewal or its end) instead of costing a transaction per task."""
     if not task_runs:
         return
-    latest = (select(func.max(TaskEvent.event_id)).where(TaskEvent.task_id.in_(task_runs),
-                                                         TaskEvent.event_type == "task.started")
-              .group_by(TaskEvent.task_id))
-    for event in session.scalars(select(TaskEvent).where(TaskEvent.event_id.in_(latest))):
+    for event in session.scalars(_LATEST_STARTED, {"task_ids": list(task_runs)}):
         if "task_run_id" not in event.data:
             event.data = {**event.data, "task_run_id": task_runs[event.task_id]}
 
