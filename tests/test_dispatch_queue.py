@@ -381,3 +381,24 @@ def test_a_killed_dispatchers_leases_are_released_by_its_successor_at_once(setti
     # The same dead pid under another boot id is not provably gone: it may be another machine's.
     other_boot = owner.rsplit(":", 1)[0] + ":00000000"
     assert lease_owner.gone(other_boot) is None and lease_owner.gone("core:WORK_AI_01") is None
+
+
+def test_depth_limit_counts_only_as_far_as_it_needs(settings: Settings) -> None:
+    """The limit is exact whatever else the table holds: finished tasks (rows the SQLite bound sees) leave
+    room, queued ones fill it, and a queue left above a limit lowered since says so."""
+    settings.dispatch.max_queue_depth = 3
+    queue = TaskQueue(settings)
+    for _ in range(3):  # three rows in the table, none of them queued
+        put(queue)
+        (claim,) = queue.claim("d1", 1)
+        assert queue.finish(claim, "completed")
+    for _ in range(3):
+        put(queue)
+    with pytest.raises(QueueFull) as caught:
+        put(queue)
+    assert str(caught.value) == "queue full: 3 tasks queued (limit 3); retry after 5 s"
+    settings.dispatch.max_queue_depth = 2
+    with pytest.raises(QueueFull) as caught:
+        put(queue)
+    assert str(caught.value) == "queue full: more than 2 tasks queued (limit 2); retry after 5 s"
+    assert sum(queue.depth().values()) == 3

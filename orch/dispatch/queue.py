@@ -181,11 +181,12 @@ class TaskQueue:
             events.append({"task_id": row["task_id"], "event_type": "task.created", "timestamp": now, "data": data})
         if not rows:
             return [result for result in results if result is not None]
-        ahead = work_ahead(connection, rows, self.dispatch.aging_seconds)  # before the insert: it gives the depth too
+        # before the insert: it gives the depth too, as far as the limit needs it
+        ahead = work_ahead(connection, rows, self.dispatch.aging_seconds, self.dispatch.max_queue_depth)
         if ahead.epoch is not None:  # queue places by the database's clock (orch.storage.types.clock_of_record)
             for row in rows:
                 row["sort_key"] = sort_key(ahead.epoch, Priority(row["priority"]), self.dispatch.aging_seconds)
-        if ahead.depth + len(rows) > self.dispatch.max_queue_depth:
+        if ahead.depth is not None and ahead.depth + len(rows) > self.dispatch.max_queue_depth:
             raise QueueFull(ahead.depth, self.dispatch.max_queue_depth, self.dispatch.retry_after_seconds)
         # Core inserts, one executemany each for the batch: the ORM's per-object (or bulk) machinery
         # was most of the cost of accepting a task. One audit entry per call, not per task.

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Float, bindparam, cast, func, select
+from sqlalchemy import Connection, Float, bindparam, cast, func, literal_column, select
 
 from orch.storage.models import Task
 from orch.storage.types import DATABASE_NOW, reads_database_clock
@@ -26,19 +26,27 @@ _TYPICAL: dict[str, tuple[float, float]] = {}  # core -> (recent typical task du
 
 @dataclass(frozen=True)
 class WorkAhead:
-    """What is in the queue when tasks are added: the total depth, queued/running per core, and (on
-    PostgreSQL) the database's clock in epoch seconds, which the new tasks' sort keys are made from."""
+    """What is in the queue when tasks are added: the depth as far as the limit needs it (see
+    :func:`work_ahead`), queued/running per core, and (on PostgreSQL) the database's clock in epoch
+    seconds, which the new tasks' sort keys are made from."""
 
-    depth: int
+    depth: int | None
     queued: dict[str, int]
     running: dict[str, int]
     epoch: float | None = None
 
 
-_QUEUE_DEPTH = select(func.count()).select_from(Task).where(Task.status == "queued")
+# The depth limit needs the queued tasks counted only one past the limit: counting a million-deep queue
+# exactly was 42 ms of every accept (scripts/bench_queue_scale.py), the count up to 10,000 is 0.4 ms.
+_QUEUE_DEPTH = select(func.count()).select_from(
+    select(literal_column("1")).select_from(Task).where(Task.status == "queued").limit(bindparam("cap")).subquery())
+# SQLite: rowids are distinct positive integers, and ORCH never chooses them, so the tasks table never holds
+# more rows than its largest rowid, which SQLite reads off the end of the table at once. While that bound
+# plus the new tasks is within the limit, nothing needs counting at all.
+_MOST_ROWS = select(func.max(literal_column("rowid"))).select_from(Task)
 _CORE = bindparam("core_id")
 _QUEUE_STATE_ONE = select(  # built once: constructing the expression cost as much as running it
-    _QUEUE_DEPTH.scalar_subquery(),
+    _MOST_ROWS.scalar_subquery(),
     select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "queued",
                                                  Task.sort_key < bindparam("sort_key")).scalar_subquery(),
     select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "running").scalar_subquery(),
@@ -55,34 +63,46 @@ _QUEUE_STATE_ONE_DB_CLOCK = select(
 )
 
 
-def work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds: float) -> WorkAhead:
-    """The queue depth, and per core of ``rows`` the tasks queued and running there, read in one
-    statement before ``rows`` are inserted. A single task (the common case) uses a statement built
+def work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds: float, limit: int) -> WorkAhead:
+    """Before ``rows`` are inserted: the queue depth as far as the depth ``limit`` needs it, and per core of
+    ``rows`` the tasks queued and running there. A single task (the common case) uses a statement built
     once, whose per-core count stops at the new task's place in the queue. On PostgreSQL the same
-    statement reads the database's clock for the new tasks' places: no round trip of its own."""
+    statement reads the database's clock for the new tasks' places: no round trip of its own.
+
+    The depth is None when the tasks cannot reach the limit (SQLite: the table has too few rows), else the
+    queued tasks counted up to ``limit`` + 1: exact up to the limit, ``limit + 1`` meaning "more"."""
     db_clock = reads_database_clock(connection)
+    cap = {"cap": limit + 1}
     if len(rows) == 1:
         row = rows[0]
         if db_clock:
             advance = int(row["priority"]) * aging_seconds
             depth, queued, running, epoch = connection.execute(
-                _QUEUE_STATE_ONE_DB_CLOCK, {"core_id": row["core_id"], "advance": advance}).one()
+                _QUEUE_STATE_ONE_DB_CLOCK, {"core_id": row["core_id"], "advance": advance, **cap}).one()
             return WorkAhead(depth, {row["core_id"]: queued}, {row["core_id"]: running}, epoch)
-        depth, queued, running = connection.execute(
+        most, queued, running = connection.execute(
             _QUEUE_STATE_ONE, {"core_id": row["core_id"], "sort_key": row["sort_key"]}).one()
-        return WorkAhead(depth, {row["core_id"]: queued}, {row["core_id"]: running})
+        return WorkAhead(_depth_beyond(connection, most, 1, limit), {row["core_id"]: queued},
+                         {row["core_id"]: running})
     cores = sorted({row["core_id"] for row in rows})
     epoch = None
     if db_clock:
-        depth, epoch = connection.execute(select(_QUEUE_DEPTH.scalar_subquery(), _EPOCH)).one()
+        depth, epoch = connection.execute(select(_QUEUE_DEPTH.scalar_subquery(), _EPOCH), cap).one()
     else:
-        depth = connection.execute(_QUEUE_DEPTH).scalar_one()
+        depth = _depth_beyond(connection, connection.execute(_MOST_ROWS).scalar(), len(rows), limit)
     queued: dict[str, int] = {}
     running: dict[str, int] = {}
     for core, status, count in connection.execute(select(Task.core_id, Task.status, func.count()).where(
             Task.core_id.in_(cores), Task.status.in_(("queued", "running"))).group_by(Task.core_id, Task.status)):
         (running if status == "running" else queued)[core] = count
     return WorkAhead(depth, queued, running, epoch)
+
+
+def _depth_beyond(connection: Connection, most_rows: int | None, adding: int, limit: int) -> int | None:
+    """SQLite: None while the table's row bound plus ``adding`` is within ``limit``, else the count up to it."""
+    if (most_rows or 0) + adding <= limit:
+        return None
+    return int(connection.execute(_QUEUE_DEPTH, {"cap": limit + 1}).scalar_one())
 
 
 def estimated_waits(connection: Connection, rows: list[dict[str, Any]], ahead: WorkAhead,
