@@ -51,14 +51,15 @@ def test_without_the_marks_the_libraries_load_them(tmp_path: Path) -> None:
     assert seen["rfc3987_syntax"] and seen["httpx._main"]
 
 
-def test_the_exact_iri_check_still_works_in_a_lean_process() -> None:
+def test_the_exact_iri_check_still_works_in_a_lean_process(tmp_path: Path) -> None:
     """ORCH's SBOM validation falls back to the grammar for what its regular expression does not accept:
     the mark is gone once jsonschema's formats have loaded, so the grammar still imports then."""
     code = ("from orch.lean_imports import lean_process\nlean_process(prefect=True)\nimport prefect\n"
             "from orch.supply_chain.schema_check import is_iri_reference\n"
             "print(is_iri_reference('http://b\\u00fccher.example/\\u00fc'), is_iri_reference('http://h/<x>'))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+                          env={"PATH": "/usr/bin:/bin", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                               "PREFECT_HOME": str(tmp_path / "p")})
     assert done.stdout.split() == ["True", "False"], done.stderr[-2000:]
 
 
