@@ -24,6 +24,7 @@ SBOM signing code cryptography.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from types import ModuleType
 
@@ -38,13 +39,8 @@ def without_iri_grammar() -> None:
     For processes that import jsonschema anyway (any that imports Prefect); it imports jsonschema. A
     process that already loaded it (or the grammar) paid the cost already and is left alone.
     """
-    if "jsonschema._format" in sys.modules or IRI_GRAMMAR in sys.modules:
-        return
-    sys.modules[IRI_GRAMMAR] = None  # type: ignore[assignment]
-    try:
-        import jsonschema._format  # noqa: F401 - imported for its side effect, under the mark
-    finally:
-        del sys.modules[IRI_GRAMMAR]
+    if "jsonschema._format" not in sys.modules and IRI_GRAMMAR not in sys.modules:
+        _import_without(IRI_GRAMMAR, "jsonschema._format")
 
 
 def without_httpx_cli() -> None:
@@ -63,11 +59,15 @@ def lean_process(*, prefect: bool) -> None:
 def jwt_without_cryptography() -> ModuleType:
     """PyJWT, loaded without cryptography unless something in the process already loaded either (see above)."""
     if "jwt" not in sys.modules and CRYPTOGRAPHY not in sys.modules:
-        sys.modules[CRYPTOGRAPHY] = None  # type: ignore[assignment]
-        try:
-            import jwt  # noqa: F401 - loaded under the mark
-        finally:
-            del sys.modules[CRYPTOGRAPHY]
-    import jwt
+        _import_without(CRYPTOGRAPHY, "jwt")
+    return importlib.import_module("jwt")
 
-    return jwt
+
+def _import_without(optional: str, module: str) -> None:
+    """Import ``module`` while ``optional`` is marked unimportable, then lift the mark: the library's own
+    ``except ImportError`` skips its optional part, and later imports of ``optional`` work again."""
+    sys.modules[optional] = None  # type: ignore[assignment]
+    try:
+        importlib.import_module(module)
+    finally:
+        del sys.modules[optional]

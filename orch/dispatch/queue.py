@@ -76,6 +76,13 @@ _HELD_TASK = select(Task).where(*_HELD).with_for_update()
 _HELD_TASK_AND_CLOCK = select(Task, DATABASE_NOW).where(*_HELD).with_for_update(of=Task)
 
 
+TERMINAL = ("completed", "failed", "timed_out", "cancelled")
+RETRYABLE = ("failed", "timed_out")
+# Held by a restore (orch.backup.guard): while it is, claims take nothing. The check reads the held-lock
+# names the claim loads anyway, so it costs nothing per claim; the TTL frees it if the restorer dies.
+DISPATCH_PAUSE_LOCK = "orch:dispatch-paused"
+
+
 @lru_cache(maxsize=4)
 def _queued_statement(external: bool, skipping: bool) -> Any:
     """Queued tasks in queue order, a page at a time: dispatchers' (everything but ``external``) or one
@@ -91,11 +98,6 @@ def _queued_statement(external: bool, skipping: bool) -> Any:
         query = query.where(Task.action != "external")
     return (query.order_by(Task.sort_key).offset(bindparam("offset")).limit(bindparam("batch"))
             .with_for_update(skip_locked=True))
-TERMINAL = ("completed", "failed", "timed_out", "cancelled")
-RETRYABLE = ("failed", "timed_out")
-# Held by a restore (orch.backup.guard): while it is, claims take nothing. The check reads the held-lock
-# names the claim loads anyway, so it costs nothing per claim; the TTL frees it if the restorer dies.
-DISPATCH_PAUSE_LOCK = "orch:dispatch-paused"
 
 
 @dataclass(frozen=True)
