@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import event, select
 from support import wait_until
 
 from orch.config.schema import CoreSettings, Settings
 from orch.dispatch.errors import InvalidTask, InvalidTransition, QueueFull, TaskNotFound
-from orch.dispatch.queue import TaskQueue
+from orch.dispatch.queue import Claim, TaskQueue
 from orch.dispatch.request import validate
+from orch.storage.engine import get_engine, session_scope
+from orch.storage.models import Task
 
 
 def put(queue: TaskQueue, owner: str = "alice", **body: Any) -> dict[str, Any]:
@@ -242,7 +246,7 @@ CLAIMER = """
 import json, sys, time
 from pathlib import Path
 from orch.config.loader import load_settings
-from orch.dispatch.queue import TaskQueue
+from orch.dispatch.queue import Claim, TaskQueue
 
 settings = load_settings(environ={"DATABASE_URL": sys.argv[1], "ORCH_HOME": "."}, generate_secrets=False)
 barrier = Path(sys.argv[3])
@@ -337,7 +341,7 @@ LEASE_HOLDER = """
 import sys
 from orch.config.loader import load_settings
 from orch.dispatch.lease_owner import dispatcher_id
-from orch.dispatch.queue import TaskQueue
+from orch.dispatch.queue import Claim, TaskQueue
 settings = load_settings(environ={"ORCH_HOME": sys.argv[1], "DATABASE_URL": sys.argv[2]}, generate_secrets=False)
 settings.dispatch.lease_seconds = 3600
 (claim,) = TaskQueue(settings).claim(dispatcher_id(), 1)
@@ -402,3 +406,69 @@ def test_depth_limit_counts_only_as_far_as_it_needs(settings: Settings) -> None:
         put(queue)
     assert str(caught.value) == "queue full: more than 2 tasks queued (limit 2); retry after 5 s"
     assert sum(queue.depth().values()) == 3
+
+
+def finish_together(queue: TaskQueue, ends: list[tuple[Claim, dict[str, Any]]]) -> tuple[list[Any], int]:
+    """Each end from a thread of its own, the way a dispatcher's task threads end their attempts: the first
+    while its write is held up (the test holds its task's row, and on SQLite the write turn), the rest while
+    it waits. Returns each end's answer (or exception) and how many transactions committed meanwhile."""
+    answers: list[Any] = [None] * len(ends)
+    commits = [0]
+
+    def count(_connection: Any) -> None:
+        commits[0] += 1
+
+    def end(index: int) -> None:
+        claim, options = ends[index]
+        try:
+            answers[index] = queue.finish(claim, options.pop("status", "completed"), **options)
+        except Exception as exc:  # noqa: BLE001 - the answer under test
+            answers[index] = exc
+
+    engine = get_engine(queue.database)
+    event.listen(engine, "commit", count)
+    threads = [threading.Thread(target=end, args=(index,)) for index in range(len(ends))]
+    try:
+        with session_scope(queue.database, write_lock=True) as blocker:
+            blocker.execute(select(Task).where(Task.task_id == ends[0][0].task_id).with_for_update()).all()
+            threads[0].start()
+            wait_until(lambda: queue._ends._writing, 30, "the first end's write")
+            for thread in threads[1:]:
+                thread.start()
+            wait_until(lambda: len(queue._ends._pending) == len(ends) - 1, 30, "the other ends waiting")
+        for thread in threads:
+            thread.join(60)
+    finally:
+        event.remove(engine, "commit", count)
+    return answers, commits[0] - 1  # less the blocker's own
+
+
+def test_attempt_ends_arriving_together_share_a_transaction(settings: Settings) -> None:
+    """A dispatcher's ends took the write turn once per task; those that wait for one now share the next
+    transaction, and each still gets its own answer: a cancelled task's end is stale (False)."""
+    queue = TaskQueue(settings)
+    tasks = [put(queue, core_id=f"WORK_AI_{n:02d}") for n in range(6)]
+    claims = {claim.task_id: claim for claim in queue.claim("d1", 10)}
+    queue.cancel(tasks[4]["task_id"], "alice")
+    ends = [(claims[task["task_id"]], {"result": {"n": n}}) for n, task in enumerate(tasks)]
+    ends[5][1].update(status="failed", error="boom")
+    answers, commits = finish_together(queue, ends)
+    assert answers == [True, True, True, True, False, True]
+    assert commits == 2  # the first end alone, then the five that waited for it
+    assert [queue.get(t["task_id"])["status"] for t in tasks] == ["completed"] * 4 + ["cancelled", "failed"]
+    assert queue.get(tasks[2]["task_id"])["result"] == {"n": 2}
+    assert event_types(queue, tasks[3]["task_id"])[-1] == "task.completed"
+    assert event_types(queue, tasks[4]["task_id"])[-1] == "task.cancelled"
+
+
+def test_an_end_that_cannot_be_written_fails_alone(settings: Settings) -> None:
+    """One end the database refuses (a result that is not JSON) fails the group's transaction: the ends are
+    then written one by one, and only that end's caller gets the error."""
+    queue = TaskQueue(settings)
+    tasks = [put(queue, core_id=f"WORK_AI_{n:02d}") for n in range(4)]
+    claims = {claim.task_id: claim for claim in queue.claim("d1", 10)}
+    ends = [(claims[task["task_id"]], {"result": {"n": n}}) for n, task in enumerate(tasks)]
+    ends[2][1]["result"] = {"not json": object()}
+    answers, _commits = finish_together(queue, ends)
+    assert answers[:2] == [True, True] and answers[3] is True and isinstance(answers[2], Exception)
+    assert [queue.get(t["task_id"])["status"] for t in tasks] == ["completed", "completed", "running", "completed"]

@@ -34,6 +34,7 @@ from orch.redaction import (
     _URL_CREDENTIALS,
     _apply_patterns,
     redact,
+    redact_records,
     redact_structure,
     register_secret,
 )
@@ -353,6 +354,23 @@ def test_redact_structure_is_the_one_rule_for_data() -> None:
     assert inner == {"password": "***", "n": 1}  # still a dict 61 levels down: the shape is kept
     assert redact_structure(masked) == masked
     assert data["dsn"].endswith("dsn-pw-0003@db/orch")  # the input is not changed
+
+
+def test_redact_records_masks_the_named_fields_and_is_not_masked_twice() -> None:
+    """A batch's creation records: the fields a caller wrote freely are masked by the one rule, the ids and
+    numbers ORCH made or validated are kept as they are, and a structure holding the records (the audit
+    trail's line) takes them as they are instead of masking them again."""
+    records = [{"task_id": "t-1", "timeout": 30, "params": {"password": "pw-0006", "url": "https://u:pw-0007@h/"},
+                "locks": ["db:registered-secret-value-0001"], "metadata": None}]
+    register_secret("registered-secret-value-0001")
+    masked = redact_records(records, ("params", "locks", "metadata"))
+    assert masked == [{"task_id": "t-1", "timeout": 30, "params": {"password": "***", "url": "https://u:***@h/"},
+                       "locks": ["db:***"], "metadata": None}]
+    assert records[0]["params"]["password"] == "pw-0006"  # the input is not changed
+    holder = {"tasks": masked, "token": "tok-0008"}
+    again = redact_structure(holder)
+    assert again["tasks"] is masked and again["token"] == "***"
+    assert redact_structure({"tasks": list(masked)})["tasks"] is not masked  # a plain list is masked as usual
 
 
 def test_filter_is_idempotent_on_one_record() -> None:

@@ -42,7 +42,7 @@ def bulk_change(settings: Settings, op: BulkOp, actor: str, caller: Caller | Non
         if task_ids is not None:
             wanted = list(dict.fromkeys(task_ids))[:MAX_BULK]
             found = {t.task_id: t for t in session.scalars(
-                select(Task).where(Task.task_id.in_(wanted)).with_for_update())}
+                select(Task).where(Task.task_id.in_(wanted)).order_by(Task.task_id).with_for_update())}
             picked: list[Task | str] = [found.get(i, i) for i in wanted]
         else:
             assert task_filter is not None

@@ -45,6 +45,7 @@ from orch.dispatch.task_views import event_view, task_view, view_of_row
 from orch.dispatch.wait_estimate import estimated_waits, work_ahead
 from orch.logging_config import get_logger
 from orch.storage.engine import is_sqlite, session_scope
+from orch.storage.group_commit import GroupCommit
 from orch.storage.models import (
     CoreReservation,
     LockWaiter,
@@ -73,7 +74,13 @@ _PICKED = select(Task).where(Task.task_id.in_(bindparam("task_ids", expanding=Tr
 _HELD = (Task.task_id == bindparam("task_id"), Task.status == "running", Task.attempts == bindparam("attempt"),
          Task.lease_owner == bindparam("owner"))
 _HELD_TASK = select(Task).where(*_HELD).with_for_update()
-_HELD_TASK_AND_CLOCK = select(Task, DATABASE_NOW).where(*_HELD).with_for_update(of=Task)
+_RUNNING_IDS = (Task.task_id.in_(bindparam("task_ids", expanding=True)), Task.status == "running")
+# Several rows are locked in task id order by every statement that locks running tasks by id, so that two
+# such transactions on PostgreSQL wait for each other instead of deadlocking.
+_HELD_TASKS = select(Task).where(*_RUNNING_IDS).order_by(Task.task_id).with_for_update()
+_HELD_TASKS_AND_CLOCK = select(Task, DATABASE_NOW).where(*_RUNNING_IDS).order_by(Task.task_id).with_for_update(of=Task)
+_LOCK_RUNNING = select(Task.task_id).where(*_RUNNING_IDS).order_by(Task.task_id).with_for_update()
+MAX_END_GROUP = 64  # attempt ends per transaction (a dispatcher runs at most 64 at a time)
 
 
 TERMINAL = ("completed", "failed", "timed_out", "cancelled")
@@ -122,6 +129,17 @@ class Claim:
         return max(0, self.max_retries + 1 - self.attempt)
 
 
+@dataclass(frozen=True)
+class _End:
+    """What :meth:`TaskQueue.finish` was asked to record."""
+
+    claim: Claim
+    status: str
+    result: Any
+    error: str | None
+    task_run_id: str | None
+
+
 class TaskQueue:
     """The queue for one configuration; cheap to create, safe to share between threads."""
 
@@ -129,6 +147,7 @@ class TaskQueue:
         self.settings = settings
         self.database = settings.database
         self.dispatch = settings.dispatch
+        self._ends: GroupCommit[_End, bool] = GroupCommit(self._finish_group, MAX_END_GROUP)
 
     # ---- enqueue -------------------------------------------------------------------------------
     def enqueue(self, task: ValidTask, owner: str, caller: Caller | None = None) -> tuple[dict[str, Any], bool]:
@@ -353,7 +372,8 @@ class TaskQueue:
             return 0
         with session_scope(self.database, write_lock=True) as session:
             held = session.scalars(select(Task).where(Task.task_id.in_(task_ids), Task.status == "running",
-                                                      Task.lease_owner == lease_owner).with_for_update()).all()
+                                                      Task.lease_owner == lease_owner)
+                                   .order_by(Task.task_id).with_for_update()).all()
             note_task_runs(session, {t.task_id: task_runs[t.task_id] for t in held if t.task_id in (task_runs or {})})
             now = clock_of_record(session)
             for task in held:
@@ -369,6 +389,8 @@ class TaskQueue:
         if not task_ids:
             return set()
         with session_scope(self.database, write_lock=True) as session:
+            if not is_sqlite(self.database.url or ""):  # in task id order, as attempt ends lock them
+                session.execute(_LOCK_RUNNING, {"task_ids": task_ids})
             expires = clock_of_record(session) + timedelta(seconds=self.dispatch.lease_seconds)
             rows = session.execute(update(Task).where(Task.task_id.in_(task_ids), Task.status == "running",
                                                       Task.lease_owner == lease_owner)
@@ -398,35 +420,59 @@ class TaskQueue:
                task_run_id: str | None = None) -> bool:
         """End the attempt; False (and nothing changed) when the claim is stale, e.g. cancelled.
 
-        ``task_run_id`` (the Prefect task run that ran the claim) goes on its ``task.started`` event
-        unless a lease renewal put it there already: most tasks end before their first renewal."""
+        Ends that arrive while another is being written share the next transaction
+        (:class:`~orch.storage.group_commit.GroupCommit`): the dispatcher's task threads end their attempts
+        at once, and a transaction each took the write turn once per task. ``task_run_id`` (the Prefect
+        task run that ran the claim) goes on its ``task.started`` event unless a lease renewal put it
+        there already: most tasks end before their first renewal."""
         if status not in ("completed", "failed", "timed_out"):
             raise ValueError(f"cannot finish a task as {status!r}")
-        with session_scope(self.database, write_lock=True) as session:
-            held = self._held_now(session, claim)
-            if held is None:
-                return False
-            task, now = held
-            if task_run_id:
-                note_task_runs(session, {task.task_id: task_run_id})
-            self._end(session, task, status, now, result=result, error=error, attempt_started=claim.started_at)
-            return True
+        return self._ends.submit(_End(claim, status, result, error, task_run_id))
+
+    def _finish_group(self, ends: list[_End]) -> list[bool | Exception]:
+        """The ends in one transaction; when that fails, each in a transaction of its own, so that one
+        end's failure (or a deadlock on PostgreSQL) is that end's answer only."""
+        try:
+            with session_scope(self.database, write_lock=True) as session:
+                return list(self._end_attempts(session, ends))
+        except Exception:
+            if len(ends) == 1:
+                raise
+        outcomes: list[bool | Exception] = []
+        for end in ends:
+            try:
+                with session_scope(self.database, write_lock=True) as session:
+                    outcomes.extend(self._end_attempts(session, [end]))
+            except Exception as exc:  # noqa: BLE001 - this end's own answer
+                outcomes.append(exc)
+        return outcomes
+
+    def _end_attempts(self, session: Session, ends: list[_End]) -> list[bool]:
+        """End each attempt still held by its claim (same attempt, same owner, running): one statement
+        reads and locks them all (in task id order, as renewals lock them), with the clock of record."""
+        statement = _HELD_TASKS_AND_CLOCK if reads_database_clock(session) else _HELD_TASKS
+        rows = session.execute(statement, {"task_ids": sorted({end.claim.task_id for end in ends})}).all()
+        if not rows:
+            return [False] * len(ends)
+        tasks = {row[0].task_id: row[0] for row in rows}
+        now = rows[0][1] if len(rows[0]) > 1 else utcnow()
+        held = [end for end in ends if (task := tasks.get(end.claim.task_id)) is not None
+                and task.attempts == end.claim.attempt and task.lease_owner == end.claim.lease_owner]
+        note_task_runs(session, {end.claim.task_id: end.task_run_id for end in held if end.task_run_id})
+        ended: set[int] = set()
+        for end in held:
+            task = tasks[end.claim.task_id]
+            if task.status != "running":  # the same attempt twice in one group: the first ended it
+                continue
+            self._end(session, task, end.status, now, result=end.result, error=end.error,
+                      attempt_started=end.claim.started_at)
+            ended.add(id(end))
+        return [id(end) in ended for end in ends]
 
     @staticmethod
     def _held(session: Session, claim: Claim) -> Task | None:
         return session.scalar(_HELD_TASK, {"task_id": claim.task_id, "attempt": claim.attempt,
                                            "owner": claim.lease_owner})
-
-    @staticmethod
-    def _held_now(session: Session, claim: Claim) -> tuple[Task, datetime] | None:
-        """:meth:`_held` and the clock of record, read by the same statement on PostgreSQL: ending an
-        attempt is once per task, so it gains no round trip for the clock."""
-        if not reads_database_clock(session):
-            task = TaskQueue._held(session, claim)
-            return None if task is None else (task, utcnow())
-        row = session.execute(_HELD_TASK_AND_CLOCK, {"task_id": claim.task_id, "attempt": claim.attempt,
-                                                     "owner": claim.lease_owner}).one_or_none()
-        return None if row is None else (row[0], row[1])
 
     def _end(self, session: Session, task: Task, status: str, now: datetime, *, result: Any = None,
              error: str | None = None, attempt_started: datetime | None = None) -> None:

@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session
 
 from orch.audit import Caller, record_audit
 from orch.dispatch.ordering import Priority
-from orch.redaction import redact_structure
+from orch.redaction import redact_records
+
+_USERS_FIELDS = ("params", "metadata", "locks")  # what a caller wrote freely
 
 
 def audit_task_change(session: Session, actor: str, action: str, task_id: str | None, caller: Caller | None,
@@ -27,10 +29,11 @@ def creation_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What rebuilds each created task (``orch recover tasks-from-logs``), for its ``task.create`` audit entry.
 
     The one record of a task's creation outside the database, whether the API or the CLI queued it.
-    Params and metadata pass the one masking rule (``redact_structure``) first: a value under a key such
-    as ``password`` is ``***`` here, in the audit table and in the file alike, and comes back masked."""
-    return redact_structure([
+    Params, metadata and lock names pass the one masking rule first: a value under a key such as
+    ``password`` is ``***`` here, in the audit table and in the file alike, and comes back masked. The
+    other fields are ORCH's own ids, validated identifiers and numbers."""
+    return redact_records([
         {"task_id": row["task_id"], "core_id": row["core_id"], "action": row["action"],
          "priority": Priority(row["priority"]).label, "timeout": row["timeout"], "max_retries": row["max_retries"],
          "stay": row["stay"], "locks": row["locks"], "metadata": row["metadata"], "params": row["params"]}
-        for row in rows])
+        for row in rows], _USERS_FIELDS)
