@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select
-from support import wait_until
+from support import run_orch, wait_until
 
 from orch.config.schema import CoreSettings, Settings
 from orch.dispatch.errors import InvalidTask, InvalidTransition, QueueFull, TaskNotFound
 from orch.dispatch.queue import Claim, TaskQueue
 from orch.dispatch.request import validate
 from orch.storage.engine import get_engine, session_scope
+from orch.storage.migrate import upgrade
 from orch.storage.models import Task
 
 
@@ -126,6 +127,10 @@ def test_backpressure_refuses_beyond_the_depth_limit(settings: Settings) -> None
     ({"coreId": "W1", "action": "noop", "priority": "urgent"}, "priority: must be one of critical, high, normal, low"),
     ({"core_id": "W1", "action": "noop", "locks": ["a", "a"]}, "locks: must not name a lock twice"),
     ({"core_id": "W1", "action": "noop", "colour": "red"}, "colour: unknown field"),
+    ({"core_id": "W1", "action": "run-deployment", "params": {"name": "ops-report/daily", "parameters": {
+        "note": "a\x00b"}}}, "params.parameters.note: contains a NUL character, which cannot be stored"),
+    ({"core_id": "W1", "action": "noop", "metadata": {"tags": ["ok", "x\x00"]}},
+     "metadata.tags.1: contains a NUL character, which cannot be stored"),
 ])
 def test_bad_input_is_refused_and_nothing_is_queued(settings: Settings, body: dict[str, Any],
                                                     expected: str) -> None:
@@ -134,6 +139,22 @@ def test_bad_input_is_refused_and_nothing_is_queued(settings: Settings, body: di
         queue.enqueue(validate(body, settings), "alice")
     assert any(line.startswith(expected) for line in caught.value.errors), caught.value.errors
     assert queue.list() == []
+
+
+def test_the_cli_refuses_a_nul_in_params_in_one_line(settings: Settings) -> None:
+    """The API refuses a NUL before any route; the CLI reads ``--params-json`` itself and queued such a task,
+    which PostgreSQL's text and Prefect's parameters cannot hold. A backslash spelled out is only text."""
+    env = {"DATABASE_URL": settings.database.url or ""}
+    upgrade(settings.database)
+    refused = run_orch("dispatch", "--core", "W1", "--action", "run-deployment", "--params-json",
+                       '{"name": "ops-report/daily", "parameters": {"note": "a\\u0000b"}}', env=env)
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        "error: invalid task: params.parameters.note: contains a NUL character, which cannot be stored")
+    assert TaskQueue(settings).list() == []
+    spelled = run_orch("dispatch", "--core", "W1", "--action", "run-deployment", "--params-json",
+                       '{"name": "ops-report/daily", "parameters": {"note": "a\\\\u0000b"}}', env=env)
+    assert spelled.returncode == 0, spelled.stderr
+    assert [t["params"]["parameters"]["note"] for t in TaskQueue(settings).list()] == ["a\\u0000b"]
 
 
 def test_unknown_core_refused_when_cores_are_declared(settings: Settings) -> None:

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orch.dispatch.request import NUL_PROBLEM
 from orch.logging_config import get_logger
 
 access_log = get_logger("orch.api.access")
@@ -146,7 +147,6 @@ class RequestGuardMiddleware:
                                               "(api.max_body_bytes)"})
 
 
-NUL_PROBLEM = "contains a NUL character, which cannot be stored"
 SURROGATE_PROBLEM = "contains a lone UTF-16 surrogate, which is not text"
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKETS = bytes.maketrans(b"[{]}", b"(())")
