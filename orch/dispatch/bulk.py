@@ -49,8 +49,14 @@ def bulk_change(settings: Settings, op: BulkOp, actor: str, caller: Caller | Non
             query = task_filter.apply(select(Task))
             if task_filter.status is None:
                 query = query.where(Task.status.in_(_ELIGIBLE[op]))
-            picked = list(session.scalars(query.order_by(Task.created_at.desc(), Task.task_id).limit(limit)
-                                          .with_for_update()))
+            newest = list(session.scalars(query.with_only_columns(Task.task_id)
+                                          .order_by(Task.created_at.desc(), Task.task_id).limit(limit)))
+            # Locked in task id order, as every statement locking several running tasks locks them (a
+            # dispatcher's grouped attempt ends among them): on PostgreSQL, newest first could deadlock.
+            # A task that stopped matching meanwhile is left out, as the locking statement re-checks it.
+            locked = {task.task_id: task for task in session.scalars(
+                query.where(Task.task_id.in_(newest)).order_by(Task.task_id).with_for_update())}
+            picked = [locked[task_id] for task_id in newest if task_id in locked]
         for task in picked:
             if isinstance(task, str):
                 skipped.append({"task_id": task, "reason": "no such task"})
