@@ -189,8 +189,8 @@ def _nul_place(value: Any, path: str) -> str | None:
     """``path.<key>...`` of the first string (key or value) holding a NUL, or None.
 
     Checked here, where the API and the CLI both pass (the API's middleware refuses such a body before
-    any route, the CLI reads ``--params-json`` itself): PostgreSQL cannot store a NUL in text, Prefect's
-    own database refuses it in a deployment run's parameters, and a task would fail only when it runs."""
+    any route, the CLI reads ``--params-json`` itself): PostgreSQL's text and ``jsonb`` cannot hold a NUL,
+    and Prefect's parameters are ``jsonb``, so such a task was queued and failed only when it ran."""
     if isinstance(value, str):
         return path if "\x00" in value else None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
