@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orch.dispatch.request import NUL_PROBLEM
+from orch.dispatch.request import NUL_PROBLEM, has_nul, string_place
 from orch.logging_config import get_logger
 
 access_log = get_logger("orch.api.access")
@@ -185,7 +185,7 @@ def body_problem(body: bytes, content_type: bytes, max_depth: int) -> str | None
     if b"\\u" not in body:  # no escapes at all: the usual body, one search
         return None
     if _NUL_ESCAPE.search(body):
-        return f"{_json_place(body, _has_nul)}: {NUL_PROBLEM}"
+        return f"{_json_place(body, has_nul)}: {NUL_PROBLEM}"
     if _SURROGATE_ESCAPE.search(body):
         return _lone_surrogate(body)
     return None
@@ -219,10 +219,6 @@ def _nesting(depth: int) -> re.Pattern[bytes]:
     return re.compile(rb"(?:\(" + inner + rb"\)|\)++)*+")
 
 
-def _has_nul(text: str) -> bool:
-    return "\x00" in text
-
-
 def _json_place(body: bytes, bad: Callable[[str], bool]) -> str:
     """``body.<path>`` of the first string (key or value) for which ``bad`` holds; ``body`` if none is found
     (the body is not JSON after all). Only called for a body already refused, whose depth is bounded."""
@@ -230,21 +226,7 @@ def _json_place(body: bytes, bad: Callable[[str], bool]) -> str:
         document = json.loads(body)
     except ValueError:
         return "body"
-
-    def find(node: Any, path: str) -> str | None:
-        if isinstance(node, str):
-            return path if bad(node) else None
-        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-        for key, value in items:
-            where = f"{path}.{key}"
-            if isinstance(key, str) and bad(key):
-                return where
-            found = find(value, where)
-            if found:
-                return found
-        return None
-
-    return find(document, "body") or "body"
+    return string_place(document, "body", bad) or "body"
 
 
 def _lone_surrogate(body: bytes) -> str | None:

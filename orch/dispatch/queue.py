@@ -434,7 +434,7 @@ class TaskQueue:
         end's failure (or a deadlock on PostgreSQL) is that end's answer only."""
         try:
             with session_scope(self.database, write_lock=True) as session:
-                return list(self._end_attempts(session, ends))
+                return self._end_attempts(session, ends)
         except Exception:
             if len(ends) == 1:
                 raise
@@ -447,27 +447,26 @@ class TaskQueue:
                 outcomes.append(exc)
         return outcomes
 
-    def _end_attempts(self, session: Session, ends: list[_End]) -> list[bool]:
+    def _end_attempts(self, session: Session, ends: list[_End]) -> list[bool | Exception]:
         """End each attempt still held by its claim (same attempt, same owner, running): one statement
         reads and locks them all (in task id order, as renewals lock them), with the clock of record."""
         statement = _HELD_TASKS_AND_CLOCK if reads_database_clock(session) else _HELD_TASKS
         rows = session.execute(statement, {"task_ids": sorted({end.claim.task_id for end in ends})}).all()
+        outcomes: list[bool | Exception] = [False] * len(ends)
         if not rows:
-            return [False] * len(ends)
+            return outcomes
         tasks = {row[0].task_id: row[0] for row in rows}
         now = rows[0][1] if len(rows[0]) > 1 else utcnow()
-        held = [end for end in ends if (task := tasks.get(end.claim.task_id)) is not None
+        held = [index for index, end in enumerate(ends) if (task := tasks.get(end.claim.task_id)) is not None
                 and task.attempts == end.claim.attempt and task.lease_owner == end.claim.lease_owner]
-        note_task_runs(session, {end.claim.task_id: end.task_run_id for end in held if end.task_run_id})
-        ended: set[int] = set()
-        for end in held:
-            task = tasks[end.claim.task_id]
-            if task.status != "running":  # the same attempt twice in one group: the first ended it
-                continue
-            self._end(session, task, end.status, now, result=end.result, error=end.error,
-                      attempt_started=end.claim.started_at)
-            ended.add(id(end))
-        return [id(end) in ended for end in ends]
+        note_task_runs(session, {ends[i].claim.task_id: ends[i].task_run_id for i in held if ends[i].task_run_id})
+        for index in held:
+            end, task = ends[index], tasks[ends[index].claim.task_id]
+            if task.status == "running":  # not if the same attempt came twice in one group: the first ended it
+                self._end(session, task, end.status, now, result=end.result, error=end.error,
+                          attempt_started=end.claim.started_at)
+                outcomes[index] = True
+        return outcomes
 
     @staticmethod
     def _held(session: Session, claim: Claim) -> Task | None:

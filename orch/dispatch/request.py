@@ -8,6 +8,7 @@ an ``action`` the task is ``external``: as in the original, the core does the wo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -148,8 +149,8 @@ def validate(body: dict[str, Any] | DispatchRequest, settings: Settings) -> Vali
     if len(metadata_json) > MAX_METADATA_BYTES:
         errors.append(f"metadata: more than {MAX_METADATA_BYTES} bytes of JSON")
     for name, value, text in (("params", request.params, params_json), ("metadata", metadata, metadata_json)):
-        if b"\\u0000" in text and (place := _nul_place(value, name)) is not None:
-            errors.append(f"{place}: {NUL_PROBLEM}")
+        if b"\\u0000" in text and (place := string_place(value, name, has_nul)) is not None:
+            errors.append(f"{place.replace(chr(0), '')}: {NUL_PROBLEM}")
     if errors:
         raise InvalidTask(errors)
     return ValidTask(
@@ -185,20 +186,23 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
-def _nul_place(value: Any, path: str) -> str | None:
-    """``path.<key>...`` of the first string (key or value) holding a NUL, or None.
+def has_nul(text: str) -> bool:
+    """Whether ``text`` holds a NUL: PostgreSQL's text and ``jsonb`` cannot, and Prefect's parameters are
+    ``jsonb``. Checked where the API and the CLI both pass (:func:`validate`; the API's middleware also
+    refuses such a body before any route): a task holding one was queued and failed only when it ran."""
+    return "\x00" in text
 
-    Checked here, where the API and the CLI both pass (the API's middleware refuses such a body before
-    any route, the CLI reads ``--params-json`` itself): PostgreSQL's text and ``jsonb`` cannot hold a NUL,
-    and Prefect's parameters are ``jsonb``, so such a task was queued and failed only when it ran."""
+
+def string_place(value: Any, path: str, bad: Callable[[str], bool]) -> str | None:
+    """``path.<key>...`` of the first string (key or value) in ``value`` for which ``bad`` holds, or None."""
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        return path if bad(value) else None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         where = f"{path}.{key}"
-        if isinstance(key, str) and "\x00" in key:
-            return where.replace("\x00", "")
-        if (found := _nul_place(item, where)) is not None:
+        if isinstance(key, str) and bad(key):
+            return where
+        if (found := string_place(item, where, bad)) is not None:
             return found
     return None
 
