@@ -68,6 +68,20 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, *, interva
         time.sleep(interval)
 
 
+PREFECT_FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
+def settled_run(fetch: Callable[[], dict[str, Any]], what: str, timeout: float = 30) -> dict[str, Any]:
+    """A Prefect run once its state is final, as ``fetch`` reads it.
+
+    Prefect 3 records a task run's states from the events its engine emits, after the run has ended
+    in the client's eyes: a dispatch flow can return while the server still shows an earlier state
+    (Scheduled for an awaited retry, Running). The test then asserts which final state it is.
+    """
+    return wait_until(lambda: (run := fetch()) and run["state"]["type"] in PREFECT_FINAL_STATES and run,
+                      timeout, f"{what} to reach a final state")
+
+
 def answers_200(url: str, process: subprocess.Popen[Any] | None = None, **kwargs: Any) -> bool:
     """One readiness probe for :func:`wait_until`: ``GET url`` is 200; fails at once if ``process`` died."""
     import httpx

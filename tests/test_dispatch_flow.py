@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import prefect_auth
+from support import prefect_auth, settled_run
 
 from orch.config.runtime import get_settings
 from orch.dispatch.queue import TaskQueue
@@ -59,11 +59,15 @@ def test_drain_runs_every_outcome(queue: TaskQueue, prefect_server: str) -> None
     assert timed_out["status"] == "timed_out", timed_out
     assert timed_out["error"] == "timed out after 1 s"
 
-    runs = httpx.post(f"{prefect_server}/task_runs/filter", json={
-        "task_runs": {"name": {"any_": [f"shell WORK_AI_01 {failing[:8]}"]}}}, headers=prefect_auth(),
-        timeout=10).json()
-    assert [r["name"] for r in runs] == [f"shell WORK_AI_01 {failing[:8]}"]
-    assert runs[0]["state"]["type"] == "FAILED" and runs[0]["run_count"] == 2
+    def failing_run() -> dict[str, Any]:
+        runs = httpx.post(f"{prefect_server}/task_runs/filter", json={
+            "task_runs": {"name": {"any_": [f"shell WORK_AI_01 {failing[:8]}"]}}}, headers=prefect_auth(),
+            timeout=10).json()
+        assert [r["name"] for r in runs] == [f"shell WORK_AI_01 {failing[:8]}"]
+        return dict(runs[0])
+
+    run = settled_run(failing_run, "the failing task's run")
+    assert run["state"]["type"] == "FAILED" and run["run_count"] == 2
 
 
 def test_task_run_logs_name_the_task_core_action_and_attempt(queue: TaskQueue) -> None:
@@ -168,9 +172,11 @@ def test_each_attempt_names_its_prefect_task_run_and_the_console_links_it(
         assert len(started) == 1 and set(started[0]) == {"attempt", "dispatcher", "task_run_id"}, started
         ids[task_id] = started[0]["task_run_id"]
         with prefect_http_client(prefect, timeout=10) as client:
-            run = client.get(f"{api}/task_runs/{ids[task_id]}")
-        assert run.status_code == 200, run.text
-        assert run.json()["name"] == name and run.json()["state"]["type"] == "COMPLETED"
+            url = f"{api}/task_runs/{ids[task_id]}"
+            answer = client.get(url)
+            assert answer.status_code == 200, answer.text
+            run = settled_run(lambda url=url: dict(client.get(url).json()), name)
+        assert run["name"] == name and run["state"]["type"] == "COMPLETED"
     assert ids[slow] == seen["slow"]
 
     settings = make_settings(isolated_env, database_url)

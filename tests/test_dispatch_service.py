@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import prefect_auth, run_orch, wait_until
+from support import prefect_auth, run_orch, settled_run, wait_until
 from workers import dispatcher_service
 
 from orch.config.loader import load_settings
@@ -160,7 +160,8 @@ def test_second_signal_hands_running_tasks_back_at_once(env: dict[str, str], tmp
     assert [e["event_type"] for e in events] == ["task.created", "task.started", "task.retrying"]
     assert events[2]["data"]["reason"] == "handed back: its dispatcher stopped while it ran"
     api, auth = env["PREFECT_API_URL"], prefect_auth()
-    run = httpx.get(f"{api}/task_runs/{events[1]['data']['task_run_id']}", headers=auth, timeout=10).json()
+    run = settled_run(lambda: dict(httpx.get(f"{api}/task_runs/{events[1]['data']['task_run_id']}", headers=auth,
+                                             timeout=10).json()), "the handed-back task's run")
     assert run["state"]["type"] == "CANCELLED", run["state"]
     flow_run = httpx.get(f"{api}/flow_runs/{run['flow_run_id']}", headers=auth, timeout=10).json()
     assert flow_run["state"]["type"] == "COMPLETED", flow_run["state"]
