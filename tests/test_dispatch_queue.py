@@ -77,6 +77,34 @@ def test_per_core_and_global_limits(settings: Settings) -> None:
     assert len(queue.claim("d1", 10)) == 4 - running
 
 
+def test_a_claim_stops_reading_the_queue_once_the_cores_it_found_are_full(settings: Settings) -> None:
+    """A dispatcher with room for more than the free cores can take read the whole backlog of those cores
+    at every claim, a page at a time, skipping row by row the tasks of a core it had just filled: with
+    thousands queued, most of its CPU per task. A core that fills is now left out by the database, so a
+    claim reads what it takes and little more, however long the queue."""
+    settings.dispatch.core_concurrency = 1
+    queue = TaskQueue(settings)
+    for core in ("WORK_AI_01", "WORK_AI_02"):
+        queue.enqueue_many([validate({"core_id": core, "action": "noop"}, settings) for _ in range(600)], "alice")
+    pages = [0]
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "status" in statement and "ORDER BY" in statement and "tasks.sort_key" in statement:
+            pages[0] += 1
+
+    engine = get_engine(queue.database)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        first = queue.claim("d1", 16)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert sorted(claim.core_id for claim in first) == ["WORK_AI_01", "WORK_AI_02"]
+    # One page found both cores' first task; each pick that filled a core asked again without it.
+    assert pages[0] <= 3, f"{pages[0]} pages of the queue read for a claim of 2 tasks"
+    queue.finish(first[0], "completed")
+    assert [claim.core_id for claim in queue.claim("d1", 16)] == [first[0].core_id]
+
+
 def test_locks_make_tasks_wait_in_queue_order(settings: Settings) -> None:
     queue = TaskQueue(settings)
     first = put(queue, core_id="A", locks=["db:orders"])

@@ -267,13 +267,12 @@ class TaskQueue:
             free = self.settings.features.max_concurrent_tasks - len(running)
             reserved = dict(session.execute(_RESERVED, {"now": now}).all())
             picked: list[str] = []
-            full = sorted(core for core, busy in per_core.items() if busy >= self.core_limit(core))
-            for task in self._queued(session, external_core, batch=min(SCAN_BATCH, max(16, 4 * limit)),
-                                     skip_cores=full):
+            full = {core for core, busy in per_core.items() if busy >= self.core_limit(core)}
+            for task in self._queued(session, external_core, batch=min(SCAN_BATCH, max(16, 4 * limit)), full=full):
                 if len(picked) >= min(limit, free):
                     break
-                if per_core[task.core_id] >= self.core_limit(task.core_id):
-                    continue
+                if per_core[task.core_id] >= self.core_limit(task.core_id) or task.task_id in picked:
+                    continue  # (a row read twice: tasks of one batch share a queue place, their order may vary)
                 if task.core_id in reserved and reserved[task.core_id] != task.owner:
                     continue
                 needs = task.locks or []
@@ -284,6 +283,8 @@ class TaskQueue:
                     continue  # held, or a flow that sorts ahead of this task is waiting for it
                 picked.append(task.task_id)
                 per_core[task.core_id] += 1
+                if per_core[task.core_id] >= self.core_limit(task.core_id):
+                    full.add(task.core_id)  # the next page leaves its tasks out
                 held_locks.update(task.locks or [])
             lease = timedelta(seconds=self.dispatch.lease_seconds)
             claims = []
@@ -303,23 +304,31 @@ class TaskQueue:
             return claims
 
     def _queued(self, session: Session, external_core: str | None, batch: int,  # type: ignore[no-untyped-def]
-                skip_cores: list[str]):
+                full: set[str]):
         """Queued tasks in queue order (their id, core, owner, locks and queue place), ``batch`` rows at a
         time (a claim of one task reads a few rows, not hundreds, while it holds the write lock), rows
         locked, skipping rows another claim holds.
 
-        Tasks of ``skip_cores`` (cores already at their limit) are left out by the database: a thousand
-        tasks waiting at the head of the queue for busy cores were read as objects and skipped one by one
-        by every claim (37 ms a claim instead of 2 in ``scripts/bench_queue_scale.py``)."""
-        query = _queued_statement(external_core is not None, bool(skip_cores))
-        values: dict[str, Any] = {"batch": batch, "skip": skip_cores, "core": external_core}
-        offset = 0
+        Tasks of the ``full`` cores (at their limit) are left out by the database: a thousand tasks waiting
+        at the head of the queue for busy cores were read as objects and skipped one by one by every claim
+        (37 ms a claim instead of 2 in ``scripts/bench_queue_scale.py``). The caller adds a core to ``full``
+        when a pick fills it, and the rows are asked for again without it, from the place reached among
+        the rest: otherwise a dispatcher with more room than the free cores could use read those cores'
+        whole backlog at every claim (issue 17: most of the dispatcher's CPU per task with a burst queued)."""
+        cores_read: list[str] = []  # the core of every row yielded so far, in order
         while True:
-            rows = session.execute(query, {**values, "offset": offset}).all()
-            yield from rows
-            if len(rows) < batch:
-                return
-            offset += batch
+            skipping = sorted(full)
+            offset = sum(1 for core in cores_read if core not in full)
+            rows = session.execute(_queued_statement(external_core is not None, bool(skipping)),
+                                   {"batch": batch, "skip": skipping, "core": external_core, "offset": offset}).all()
+            for row in rows:
+                cores_read.append(row.core_id)
+                yield row
+                if len(full) != len(skipping):
+                    break  # a core filled: ask again without it
+            else:
+                if len(rows) < batch:
+                    return
 
     def core_limit(self, core_id: str) -> int:
         core = self.dispatch.cores.get(core_id)
