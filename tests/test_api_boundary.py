@@ -179,6 +179,39 @@ def test_nul_characters_are_a_4xx_on_both_databases(api_factory: Callable[..., A
     assert accepted.status_code == 202, accepted.text
 
 
+# NaN, Infinity and -Infinity: Python's JSON parser takes them, JSON (RFC 8259) has no such numbers
+NON_FINITE_INPUTS: list[tuple[str | None, str, dict[str, Any]]] = [
+    ("admin", "/dispatch", {"core_id": "c", "action": "noop", "metadata": {"x": "<N>"}}),
+    ("admin", "/dispatch", {"core_id": "c", "action": "run-deployment",
+                            "params": {"name": "ops-report/daily", "parameters": {"ratio": "<N>"}}}),
+    ("admin", "/dispatch/batch", {"tasks": [{"core_id": "c", "action": "noop", "metadata": {"n": ["<N>"]}}]}),
+    ("system", "/jobs/abc/status", {"status": "running", "result": {"x": "<N>"}}),
+]
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_a_number_json_has_not_is_a_422_on_both_databases(api_factory: Callable[..., Api], database_url: str,
+                                                          token: str) -> None:
+    """Before: a dispatch whose metadata held ``Infinity`` was queued on SQLite (read back as null) and was a
+    server error on PostgreSQL, whose ``jsonb`` refuses it. Refused before any route, naming the place;
+    the same word inside a string is text."""
+    api = api_factory(database_url)
+    for role, url, body in NON_FINITE_INPUTS:
+        content = json.dumps(body).replace('"<N>"', token).encode()
+        response = api.client.request("PUT" if url.startswith("/jobs") else "POST", url, content=content,
+                                      headers={**api.headers(role), "Content-Type": "application/json"})
+        assert response.status_code == 422, (url, response.status_code, response.text[:300])
+        [problem] = response.json()["errors"]
+        assert problem.startswith("body.") and problem.endswith(f": {token} is not a JSON number (JSON numbers "
+                                                               "are finite)"), problem
+    assert api.client.get("/tasks", headers=api.headers("admin")).json()["tasks"] == []
+    named = api.client.post("/dispatch", content=json.dumps(NON_FINITE_INPUTS[0][2]).replace('"<N>"', token).encode(),
+                            headers={**api.headers("admin"), "Content-Type": "application/json"})
+    assert named.json()["errors"] == [f"body.metadata.x: {token} is not a JSON number (JSON numbers are finite)"]
+    text = {"core_id": "c", "action": "noop", "metadata": {"source": f"{token} NaN Infinity"}}
+    assert api.client.post("/dispatch", json=text, headers=api.headers("admin")).status_code == 202
+
+
 # ---- trusted proxies -----------------------------------------------------------------------------
 def _audited_addresses(base: str, client: httpx.Client) -> list[str]:
     token = client.post(f"{base}/auth/token", data={"username": "alice", "password": PASSWORD}).json()

@@ -159,6 +159,10 @@ def test_backpressure_refuses_beyond_the_depth_limit(settings: Settings) -> None
         "note": "a\x00b"}}}, "params.parameters.note: contains a NUL character, which cannot be stored"),
     ({"core_id": "W1", "action": "noop", "metadata": {"tags": ["ok", "x\x00"]}},
      "metadata.tags.1: contains a NUL character, which cannot be stored"),
+    ({"core_id": "W1", "action": "noop", "metadata": {"ratio": float("inf")}},
+     "metadata.ratio: Infinity is not a JSON number (JSON numbers are finite)"),
+    ({"core_id": "W1", "action": "run-deployment", "params": {"name": "ops-report/daily", "parameters": {
+        "r": [1.5, float("nan")]}}}, "params.parameters.r.1: NaN is not a JSON number (JSON numbers are finite)"),
 ])
 def test_bad_input_is_refused_and_nothing_is_queued(settings: Settings, body: dict[str, Any],
                                                     expected: str) -> None:
@@ -167,6 +171,18 @@ def test_bad_input_is_refused_and_nothing_is_queued(settings: Settings, body: di
         queue.enqueue(validate(body, settings), "alice")
     assert any(line.startswith(expected) for line in caught.value.errors), caught.value.errors
     assert queue.list() == []
+
+
+def test_the_cli_refuses_a_number_json_has_not_in_one_line(settings: Settings) -> None:
+    """``--params-json`` is read by Python's parser, which takes ``-Infinity``: the task was queued with null
+    in its place (the API now refuses the same body before any route, as this does)."""
+    upgrade(settings.database)
+    refused = run_orch("dispatch", "--core", "W1", "--action", "run-deployment", "--params-json",
+                       '{"name": "ops-report/daily", "parameters": {"floor": -Infinity}}',
+                       env={"DATABASE_URL": settings.database.url or ""})
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        "error: invalid task: params.parameters.floor: -Infinity is not a JSON number (JSON numbers are finite)")
+    assert TaskQueue(settings).list() == []
 
 
 def test_the_cli_refuses_a_nul_in_params_in_one_line(settings: Settings) -> None:

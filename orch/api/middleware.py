@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orch.dispatch.request import NUL_PROBLEM, has_nul, string_place
+from orch.dispatch.request import NUL_PROBLEM, has_nul, non_finite, non_finite_problem, value_place
 from orch.logging_config import get_logger
 
 access_log = get_logger("orch.api.access")
@@ -182,6 +182,8 @@ def body_problem(body: bytes, content_type: bytes, max_depth: int) -> str | None
     # Anything else is parsed as JSON by FastAPI (no content type included) or by the webhook.
     if json_depth_exceeds(body, max_depth):
         return f"body: JSON nests deeper than {max_depth} levels (api.max_json_depth)"
+    if (b"NaN" in body or b"Infinity" in body) and (found := _json_value(body, non_finite)) is not None:
+        return f"{found[0]}: {non_finite_problem(found[1])}"  # (the word in a string is only text)
     if b"\\u" not in body:  # no escapes at all: the usual body, one search
         return None
     if _NUL_ESCAPE.search(body):
@@ -219,20 +221,29 @@ def _nesting(depth: int) -> re.Pattern[bytes]:
     return re.compile(rb"(?:\(" + inner + rb"\)|\)++)*+")
 
 
-def _json_place(body: bytes, bad: Callable[[str], bool]) -> str:
-    """``body.<path>`` of the first string (key or value) for which ``bad`` holds; ``body`` if none is found
-    (the body is not JSON after all). Only called for a body already refused, whose depth is bounded."""
+def _json_place(body: bytes, bad: Callable[[Any], bool]) -> str:
+    """``body.<path>`` of the first key or scalar for which ``bad`` holds; ``body`` if none is found (the
+    body is not JSON after all). Only called for a body already refused, whose depth is bounded."""
+    found = _json_value(body, bad)
+    return found[0] if found else "body"
+
+
+def _json_value(body: bytes, bad: Callable[[Any], bool]) -> tuple[str, Any] | None:
+    """``(body.<path>, what)`` of the first key or scalar of the JSON ``body`` for which ``bad`` holds; None
+    when there is none or the body is not JSON. Only called once the body's depth is known to be bounded."""
     try:
         document = json.loads(body)
     except ValueError:
-        return "body"
-    return string_place(document, "body", bad) or "body"
+        return None
+    return value_place(document, "body", bad)
 
 
 def _lone_surrogate(body: bytes) -> str | None:
     """A surrogate escape may be half of a valid pair (an emoji from an ASCII-only encoder): only a string
     that cannot be encoded as UTF-8 holds a lone one."""
-    def unencodable(text: str) -> bool:
+    def unencodable(text: object) -> bool:
+        if not isinstance(text, str):
+            return False
         try:
             text.encode()
         except UnicodeEncodeError:

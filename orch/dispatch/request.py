@@ -8,6 +8,7 @@ an ``action`` the task is ``external``: as in the original, the core does the wo
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -144,13 +145,15 @@ def validate(body: dict[str, Any] | DispatchRequest, settings: Settings) -> Vali
     if len(params_json) > dispatch.max_params_bytes:
         errors.append(f"params: {len(params_json)} bytes of JSON, more than "
                       f"dispatch.max_params_bytes ({dispatch.max_params_bytes})")
-    metadata = request.metadata.model_dump(mode="json", exclude_none=True)
+    metadata = request.metadata.model_dump(exclude_none=True)  # free-form keys as sent: NaN stays NaN, refused below
     metadata_json = _json(metadata)
     if len(metadata_json) > MAX_METADATA_BYTES:
         errors.append(f"metadata: more than {MAX_METADATA_BYTES} bytes of JSON")
     for name, value, text in (("params", request.params, params_json), ("metadata", metadata, metadata_json)):
-        if b"\\u0000" in text and (place := string_place(value, name, has_nul)) is not None:
-            errors.append(f"{place.replace(chr(0), '')}: {NUL_PROBLEM}")
+        if b"\\u0000" in text and (found := value_place(value, name, has_nul)) is not None:
+            errors.append(f"{found[0].replace(chr(0), '')}: {NUL_PROBLEM}")
+        if (b"NaN" in text or b"Infinity" in text) and (found := value_place(value, name, non_finite)) is not None:
+            errors.append(f"{found[0]}: {non_finite_problem(found[1])}")
     if errors:
         raise InvalidTask(errors)
     return ValidTask(
@@ -186,23 +189,37 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
-def has_nul(text: str) -> bool:
-    """Whether ``text`` holds a NUL: PostgreSQL's text and ``jsonb`` cannot, and Prefect's parameters are
-    ``jsonb``. Checked where the API and the CLI both pass (:func:`validate`; the API's middleware also
-    refuses such a body before any route): a task holding one was queued and failed only when it ran."""
-    return "\x00" in text
+def has_nul(value: object) -> bool:
+    """Whether ``value`` is text holding a NUL: PostgreSQL's text and ``jsonb`` cannot, and Prefect's
+    parameters are ``jsonb``. Checked where the API and the CLI both pass (:func:`validate`; the API's
+    middleware also refuses such a body before any route): a task holding one was queued and failed only
+    when it ran."""
+    return isinstance(value, str) and "\x00" in value
 
 
-def string_place(value: Any, path: str, bad: Callable[[str], bool]) -> str | None:
-    """``path.<key>...`` of the first string (key or value) in ``value`` for which ``bad`` holds, or None."""
-    if isinstance(value, str):
-        return path if bad(value) else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+def non_finite(value: object) -> bool:
+    """Whether ``value`` is NaN, Infinity or -Infinity. Python's JSON parser reads them (the API's bodies, the
+    CLI's ``--params-json``); JSON has no such numbers, so they were stored as something else (null) or
+    refused by PostgreSQL's ``jsonb`` when written."""
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def non_finite_problem(value: float) -> str:
+    """What is wrong with a :func:`non_finite` number, named as it was written."""
+    token = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    return f"{token} is not a JSON number (JSON numbers are finite)"
+
+
+def value_place(value: Any, path: str, bad: Callable[[Any], bool]) -> tuple[str, Any] | None:
+    """``(path.<key>..., what)`` of the first key or scalar in ``value`` for which ``bad`` holds, or None."""
+    if not isinstance(value, dict | list):
+        return (path, value) if bad(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value)
     for key, item in items:
         where = f"{path}.{key}"
         if isinstance(key, str) and bad(key):
-            return where
-        if (found := string_place(item, where, bad)) is not None:
+            return where, key
+        if (found := value_place(item, where, bad)) is not None:
             return found
     return None
 
