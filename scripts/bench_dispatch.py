@@ -27,7 +27,7 @@ In one invocation, side by side:
     task, 32 threads calling ``.delay()``: accepted/s and end-to-end tasks/s.
 
 Usage: ``.venv/bin/python scripts/bench_dispatch.py [--quick] [--runs N] [--out DIR] [--parts all|user-path]
-[--databases sqlite,postgresql] [--tree DIR] [--cores N]``. Progress goes to
+[--databases sqlite,postgresql] [--tree DIR] [--cores N] [--single N]``. Progress goes to
 stderr, the markdown table to stdout and ``<out>/bench_dispatch.md``, every figure to
 ``<out>/bench_dispatch.json``. ``--quick`` is a smoke run with small counts.
 """
@@ -1458,6 +1458,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the stacks' ORCH databases, comma-separated (default sqlite,postgresql)")
     parser.add_argument("--tree", type=Path, help="run the `orch up` stacks from this copy of the source tree (a "
                         "baseline while this one is being changed); the in-process parts run from this one")
+    parser.add_argument("--single", type=int, help="single dispatches sent over HTTP on the user's path "
+                        "(default 1,000): more of them make each core's backlog longer")
     parser.add_argument("--cores", type=int, help="spread the tasks over this many cores (default 64); with few, "
                         "each core's backlog is long, as with an operator's handful of cores")
     parser.add_argument("--concurrency", type=int,
@@ -1474,6 +1476,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes = replace(sizes, burst=args.burst)
     if args.load_timeout is not None:
         sizes = replace(sizes, load_timeout_s=args.load_timeout)
+    if args.single is not None:
+        if args.single < 1:
+            parser.error("--single must be at least 1")
+        sizes = replace(sizes, http_single=args.single)
     if args.cores is not None:
         if args.cores < 1:
             parser.error("--cores must be at least 1")

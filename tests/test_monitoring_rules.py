@@ -237,3 +237,57 @@ def test_a_heal_the_sweep_could_not_request_is_asked_again_at_the_next_sweep(sql
     assert (only_alert(settings)["heal_state"], only_alert(settings)["heals"]) == ("unrequested", 0)
     (again,) = alerts.apply(settings, [obs_at("firing", now)], now + timedelta(seconds=3))
     assert (again.kind, again.heal) == ("firing", True) and only_alert(settings)["heals"] == 1
+
+
+def test_overlapping_sweeps_make_a_new_alert_once_on_postgresql(pg_url: str, isolated_env) -> None:  # type: ignore[no-untyped-def]
+    """Two sweeps that overlap (the scheduled one and an operator's) both found no row for a new alert and
+    both inserted one: on PostgreSQL the second failed on the unique key, and its sweep with it. (On SQLite
+    the write turn already makes the second wait for the first's commit.) The first sweep is held at its
+    insert until the second is seen waiting for a lock in PostgreSQL, then let go: the second now moves
+    the row the first made."""
+    import threading
+
+    from sqlalchemy import event, text
+    from support import wait_until
+
+    from orch.storage.engine import get_engine, session_scope
+
+    settings = load_settings(environ={"ORCH_HOME": ".", "DATABASE_URL": pg_url}, generate_secrets=False)
+    upgrade(settings.database, create_database=True)
+    engine = get_engine(settings.database)
+    held, go = threading.Event(), threading.Event()
+
+    def hold_the_first_insert(_conn, _cursor, statement: str, *_args) -> None:  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "first" and statement.lstrip().startswith("INSERT INTO alerts"):
+            held.set()
+            go.wait(60)
+
+    answers: dict[str, object] = {}
+
+    def sweep(at: datetime) -> None:
+        try:
+            answers[threading.current_thread().name] = alerts.apply(settings, [obs("firing")], at)
+        except Exception as exc:  # noqa: BLE001 - the answer under test
+            answers[threading.current_thread().name] = exc
+
+    def waiting_for_a_lock() -> bool:
+        with session_scope(settings.database) as session:
+            return bool(session.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                             "current_database() AND wait_event_type = 'Lock'")).scalar_one())
+
+    event.listen(engine, "after_cursor_execute", hold_the_first_insert)
+    first = threading.Thread(target=sweep, args=(T0,), name="first")
+    second = threading.Thread(target=sweep, args=(T0 + timedelta(seconds=1),), name="second")
+    try:
+        first.start()
+        wait_until(held.is_set, 60, "the first sweep's insert")
+        second.start()
+        wait_until(waiting_for_a_lock, 60, "the second sweep to wait for the first")
+    finally:
+        go.set()
+        first.join(60)
+        second.join(60)
+        event.remove(engine, "after_cursor_execute", hold_the_first_insert)
+    assert [n.kind for n in answers["first"]] == ["firing"], answers  # type: ignore[union-attr]
+    assert answers["second"] == [], answers  # the same firing: de-duplicated, not an error
+    assert [row["state"] for row in alerts.list_alerts(settings)] == ["firing"]

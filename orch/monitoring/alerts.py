@@ -36,6 +36,7 @@ from orch.storage.engine import (
     is_corruption_error,
     known_corruption,
     note_corruption_notified,
+    serialise,
     session_scope,
 )
 from orch.storage.models import Alert, AlertEvent
@@ -45,6 +46,7 @@ STATES = ("pending", "firing", "flapping", "resolved", "inactive")
 ACTIVE_STATES = ("pending", "firing", "flapping")
 HEAL_AGAIN_AFTER = ("healed", "skipped", "unrequested")  # outcomes after which a still-firing alert heals again
 DATABASE_CORRUPT = "database_corrupt"
+APPLY_TURN_KEY = 0x0_A1_E7_55  # serialise() key of alert application (the queue's claims use 0x07C4D15)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ def apply(settings: Settings, observations: list[Observation], now: datetime | N
     quiet = silences.active(settings, now)
     notices: list[Notice] = []
     with session_scope(settings.database, write_lock=True) as session:
+        serialise(session, APPLY_TURN_KEY)  # overlapping sweeps: the second reads what the first made
         rows = {(row.alert_name, row.target): row for row in session.scalars(select(Alert).with_for_update())}
         for obs in observations:
             row = rows.get((obs.alert_name, obs.target))

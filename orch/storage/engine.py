@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -228,6 +228,20 @@ def _sqlite_writer_turn(engine: Engine) -> _WriterTurn | None:
             path = Path(f"{name}-writer.lock") if name and name != ":memory:" else None
             turn = _writer_turns.setdefault(engine, _WriterTurn(path))
     return turn
+
+
+def serialise(session: Session, key: int) -> None:
+    """Make this write transaction wait for any other that took ``key``, until that one ends.
+
+    For a read-then-write that must not interleave with another of its kind, where there may be no row
+    to lock yet: two sweeps both found no row for a new alert and both inserted one, and the second
+    failed on the unique key. PostgreSQL: a transaction-level advisory lock. SQLite: the session's write
+    turn (``write_lock=True``) already serialises its writers, so nothing is done."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_ADVISORY_LOCK, {"key": key})
+
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 def corruption_marker(url: str | URL) -> Path | None:
