@@ -160,9 +160,9 @@ def test_backpressure_refuses_beyond_the_depth_limit(settings: Settings) -> None
     ({"core_id": "W1", "action": "noop", "metadata": {"tags": ["ok", "x\x00"]}},
      "metadata.tags.1: contains a NUL character, which cannot be stored"),
     ({"core_id": "W1", "action": "noop", "metadata": {"ratio": float("inf")}},
-     "metadata.ratio: Infinity is not a JSON number (JSON numbers are finite)"),
+     "metadata.ratio: must be a finite number"),
     ({"core_id": "W1", "action": "run-deployment", "params": {"name": "ops-report/daily", "parameters": {
-        "r": [1.5, float("nan")]}}}, "params.parameters.r.1: NaN is not a JSON number (JSON numbers are finite)"),
+        "r": [1.5, float("nan")]}}}, "params.parameters.r.1: must be a finite number"),
 ])
 def test_bad_input_is_refused_and_nothing_is_queued(settings: Settings, body: dict[str, Any],
                                                     expected: str) -> None:
@@ -181,7 +181,8 @@ def test_the_cli_refuses_a_number_json_has_not_in_one_line(settings: Settings) -
                        '{"name": "ops-report/daily", "parameters": {"floor": -Infinity}}',
                        env={"DATABASE_URL": settings.database.url or ""})
     assert refused.returncode == 1 and refused.stderr.strip() == (
-        "error: invalid task: params.parameters.floor: -Infinity is not a JSON number (JSON numbers are finite)")
+        "error: invalid task: params.parameters.floor: must be a finite number (JSON has no NaN or Infinity, and a "
+        "double holds at most 1.8e308)")
     assert TaskQueue(settings).list() == []
 
 

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orch.dispatch.request import NUL_PROBLEM, has_nul, non_finite, non_finite_problem, value_place
+from orch.dispatch.request import NON_FINITE_PROBLEM, NUL_PROBLEM, has_nul, non_finite, value_place
 from orch.logging_config import get_logger
 
 access_log = get_logger("orch.api.access")
@@ -155,6 +155,9 @@ _NOT_BRACKETS = bytes(set(range(256)) - set(b"[{]}"))
 _UNESCAPED = rb"(?<!\\)(?:\\\\)*\\u"
 _NUL_ESCAPE = re.compile(_UNESCAPED + rb"0000")
 _SURROGATE_ESCAPE = re.compile(_UNESCAPED + rb"[dD][89a-fA-F]")
+# What may be a number beyond a double's range (Python's parser reads 1e309 as Infinity): a three-digit
+# exponent or 300 digits in a row; the body is then parsed to see whether one is.
+_HUGE_NUMBER = re.compile(rb"[0-9][eE][+]?[0-9]{3}|[0-9]{300}")
 
 
 def unstorable_in_target(path: str, query: bytes) -> str | None:
@@ -182,8 +185,9 @@ def body_problem(body: bytes, content_type: bytes, max_depth: int) -> str | None
     # Anything else is parsed as JSON by FastAPI (no content type included) or by the webhook.
     if json_depth_exceeds(body, max_depth):
         return f"body: JSON nests deeper than {max_depth} levels (api.max_json_depth)"
-    if (b"NaN" in body or b"Infinity" in body) and (found := _json_value(body, non_finite)) is not None:
-        return f"{found[0]}: {non_finite_problem(found[1])}"  # (the word in a string is only text)
+    if (b"NaN" in body or b"Infinity" in body or _HUGE_NUMBER.search(body)) and (
+            found := _json_value(body, non_finite)) is not None:  # (in a string they are only text)
+        return f"{found[0]}: {NON_FINITE_PROBLEM}"
     if b"\\u" not in body:  # no escapes at all: the usual body, one search
         return None
     if _NUL_ESCAPE.search(body):

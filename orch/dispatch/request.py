@@ -34,6 +34,7 @@ IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 LOCK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
 MAX_METADATA_BYTES = 8192
 NUL_PROBLEM = "contains a NUL character, which cannot be stored"
+NON_FINITE_PROBLEM = "must be a finite number (JSON has no NaN or Infinity, and a double holds at most 1.8e308)"
 
 
 def _not_bool_or_text(value: object) -> object:
@@ -153,7 +154,7 @@ def validate(body: dict[str, Any] | DispatchRequest, settings: Settings) -> Vali
         if b"\\u0000" in text and (found := value_place(value, name, has_nul)) is not None:
             errors.append(f"{found[0].replace(chr(0), '')}: {NUL_PROBLEM}")
         if (b"NaN" in text or b"Infinity" in text) and (found := value_place(value, name, non_finite)) is not None:
-            errors.append(f"{found[0]}: {non_finite_problem(found[1])}")
+            errors.append(f"{found[0]}: {NON_FINITE_PROBLEM}")
     if errors:
         raise InvalidTask(errors)
     return ValidTask(
@@ -199,15 +200,9 @@ def has_nul(value: object) -> bool:
 
 def non_finite(value: object) -> bool:
     """Whether ``value`` is NaN, Infinity or -Infinity. Python's JSON parser reads them (the API's bodies, the
-    CLI's ``--params-json``); JSON has no such numbers, so they were stored as something else (null) or
-    refused by PostgreSQL's ``jsonb`` when written."""
+    CLI's ``--params-json``), and a number beyond a double's range (``1e309``) as Infinity; JSON has no such
+    numbers, and they were stored as null."""
     return isinstance(value, float) and not math.isfinite(value)
-
-
-def non_finite_problem(value: float) -> str:
-    """What is wrong with a :func:`non_finite` number, named as it was written."""
-    token = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
-    return f"{token} is not a JSON number (JSON numbers are finite)"
 
 
 def value_place(value: Any, path: str, bad: Callable[[Any], bool]) -> tuple[str, Any] | None:
