@@ -16,7 +16,8 @@ classes in step). A status only matters where the API can meet the error; CLI-on
   * StorageError 503, Retry-After 5, detail "database unavailable: ..." (orch.storage.engine)
     * DatabaseCorrupt 503, Retry-After 300: it waits for an operator's restore, not a busy moment
   * DispatchError 400 (orch.dispatch.errors)
-    * InvalidTask 422, body adds ``errors``: one line per problem, with its field
+    * InvalidRequest 422, body adds ``errors``: one line per problem, with its field
+      * InvalidTask 422
     * QueueFull 429, Retry-After ``dispatch.retry_after_seconds``
     * TaskNotFound 404
     * InvalidTransition 409

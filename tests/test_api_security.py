@@ -265,6 +265,9 @@ def test_webhook_ping_and_signature_checks(api: Api) -> None:
     # an unknown event is a 422 listing what is accepted
     response = _post_webhook(api, {"event": "task.exploded"})
     assert response.status_code == 422 and "ping" in json.dumps(response.json())
+    assert response.json()["detail"] == "invalid request"  # an event, not a task: it said "invalid task"
+    missing = _post_webhook(api, {"event": "task.completed"})
+    assert missing.json() == {"detail": "invalid request", "errors": ["task_id: required for task.completed"]}
 
 
 def test_webhook_replay_is_refused(api: Api) -> None:

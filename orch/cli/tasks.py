@@ -24,7 +24,7 @@ def tasks_list(
 ) -> None:
     """Newest tasks first, one line each; the cursor of the next page when there is one, and the queue
     depth by priority at the end."""
-    from orch.dispatch.errors import InvalidTask
+    from orch.dispatch.errors import InvalidRequest
     from orch.dispatch.queue import TaskQueue
     from orch.dispatch.task_filter import TaskFilter
 
@@ -32,7 +32,7 @@ def tasks_list(
     try:
         tasks, next_cursor = queue.page(TaskFilter(status=status, core_id=core, action=action, owner=owner),
                                         limit, cursor)
-    except InvalidTask as exc:
+    except InvalidRequest as exc:
         fail("; ".join(exc.errors))
     for task in tasks:
         typer.echo(f"{task['task_id']}  {task['status']:<9}  {task['priority']:<8}  {task['core_id']:<14}  "

@@ -11,17 +11,25 @@ class DispatchError(OrchError):
     """Base of dispatch errors."""
 
 
-class InvalidTask(DispatchError):
-    """The request is not a task ORCH will queue; ``errors`` lists every problem with its field."""
+class InvalidRequest(DispatchError):
+    """A request ORCH cannot act on (a task filter, a page cursor, a webhook event); ``errors`` lists every
+    problem with its field. Its ``detail`` is the app's own for a body or query it refuses."""
 
     status_code = 422
+    detail = "invalid request"
 
     def __init__(self, errors: list[str]) -> None:
         self.errors = errors
-        super().__init__("invalid task: " + "; ".join(errors))
+        super().__init__(f"{self.detail}: " + "; ".join(errors))
 
     def http_body(self) -> dict[str, Any]:
-        return {"detail": "invalid task", "errors": self.errors}
+        return {"detail": self.detail, "errors": self.errors}
+
+
+class InvalidTask(InvalidRequest):
+    """The request is not a task ORCH will queue; ``errors`` lists every problem with its field."""
+
+    detail = "invalid task"
 
 
 class QueueFull(DispatchError):

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import Select, and_, or_
 
-from orch.dispatch.errors import InvalidTask
+from orch.dispatch.errors import InvalidRequest
 from orch.storage.models import TASK_STATUSES, Task
 
 MAX_CURSOR = 200  # a real cursor is ~90 characters; anything far longer is not one of ours
@@ -43,10 +43,10 @@ class TaskFilter:
         return out
 
     def apply(self, query: Select) -> Select:  # type: ignore[type-arg]
-        """``query`` narrowed to the matching tasks; raises :class:`InvalidTask` for an unusable filter."""
+        """``query`` narrowed to the matching tasks; raises :class:`InvalidRequest` for an unusable filter."""
         problems = self.problems()
         if problems:
-            raise InvalidTask(problems)
+            raise InvalidRequest(problems)
         for column, value in ((Task.status, self.status), (Task.core_id, self.core_id),
                               (Task.action, self.action), (Task.owner, self.owner)):
             if value is not None:
@@ -64,8 +64,8 @@ def encode_cursor(created_at: datetime, task_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The key a cursor names; :class:`InvalidTask` for anything :func:`encode_cursor` did not make."""
-    bad = InvalidTask([f"cursor: not a cursor this API returned ({cursor[:40]!r}); start again without it"])
+    """The key a cursor names; :class:`InvalidRequest` for anything :func:`encode_cursor` did not make."""
+    bad = InvalidRequest([f"cursor: not a cursor this API returned ({cursor[:40]!r}); start again without it"])
     if not cursor or len(cursor) > MAX_CURSOR:
         raise bad
     try:

@@ -39,7 +39,7 @@ from orch.api.deps import CallerDep, Principal, SettingsDep, authorize, limit_by
 from orch.api.routes.auth import NO_STORE, log_in
 from orch.api.schemas import TaskEventOut, TaskOut
 from orch.config.schema import Settings
-from orch.dispatch.errors import InvalidTask, TaskNotFound
+from orch.dispatch.errors import InvalidRequest, TaskNotFound
 from orch.monitoring.messages import prefect_ui_url
 from orch.security.rbac import Permission
 from orch.storage.models import TASK_STATUSES
@@ -258,7 +258,7 @@ async def _tasks_context(request: Request, principal: Principal) -> tuple[dict[s
         try:
             tasks, next_cursor = await run_in_threadpool(_task_rows, request.app.state.settings, task_filter,
                                                          cursor)
-        except InvalidTask as exc:
+        except InvalidRequest as exc:
             problems = list(exc.errors)
     keep = {k: v for k, v in shown.items() if v}
     return {"tasks": tasks, "shown": shown, "problems": problems, "statuses": TASK_STATUSES,

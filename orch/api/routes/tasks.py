@@ -13,7 +13,7 @@ from orch.api.deps import CallerDep, Principal, SettingsDep, require
 from orch.api.schemas import TaskOut, errors
 from orch.config.schema import Settings
 from orch.dispatch.bulk import MAX_BULK, bulk_change
-from orch.dispatch.errors import InvalidTask, InvalidTransition, TaskNotFound
+from orch.dispatch.errors import InvalidRequest, InvalidTask, InvalidTransition, TaskNotFound
 from orch.dispatch.queue import TaskQueue
 from orch.dispatch.request import DispatchRequest, ValidTask, authorize, validate
 from orch.dispatch.task_filter import TaskFilter
@@ -129,7 +129,7 @@ async def list_tasks(settings: SettingsDep, principal: Annotated[Principal, Depe
     """Newest first; follow ``next_cursor`` for the next page (null on the last). A core's ``system`` user
     sees only its own core's tasks."""
     if cursor is not None and offset:
-        raise InvalidTask(["cursor: give either cursor or offset, not both"])
+        raise InvalidRequest(["cursor: give either cursor or offset, not both"])
     if principal.core_id is not None and core_id not in (None, principal.core_id):
         return TaskPage(tasks=[], limit=limit, offset=offset, next_cursor=None)  # another core's: none it may see
     if principal.core_id is not None:

@@ -26,7 +26,7 @@ from orch.api.deps import caller_of
 from orch.api.schemas import errors
 from orch.audit import Caller
 from orch.config.schema import Settings
-from orch.dispatch.errors import InvalidTask
+from orch.dispatch.errors import InvalidRequest
 from orch.dispatch.queue import TaskQueue
 from orch.logging_config import get_logger
 from orch.security.webhook_signature import SignatureError, verify
@@ -116,9 +116,9 @@ async def webhook(request: Request) -> WebhookAccepted:
         metrics.webhooks.labels("unknown", "invalid").inc()
         lines = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()] \
             if isinstance(exc, ValidationError) else [f"body: not JSON ({exc})"]
-        raise InvalidTask(lines) from None
+        raise InvalidRequest(lines) from None
     if event.event != "ping" and not event.task_id:
-        raise InvalidTask([f"task_id: required for {event.event}"])
+        raise InvalidRequest([f"task_id: required for {event.event}"])
     deliveries = app.state.deliveries
     if not await deliveries.remember(digest, event.event):
         metrics.webhooks.labels(event.event, "replayed").inc()
