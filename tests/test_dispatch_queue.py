@@ -89,7 +89,7 @@ def test_a_claim_stops_reading_the_queue_once_the_cores_it_found_are_full(settin
     pages = [0]
 
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "status" in statement and "ORDER BY" in statement and "tasks.sort_key" in statement:
+        if "ORDER BY tasks.sort_key" in statement:
             pages[0] += 1
 
     engine = get_engine(queue.database)
@@ -538,3 +538,38 @@ def test_an_end_that_cannot_be_written_fails_alone(settings: Settings) -> None:
     answers, _commits = finish_together(queue, ends)
     assert answers[:2] == [True, True] and answers[3] is True and isinstance(answers[2], Exception)
     assert [queue.get(t["task_id"])["status"] for t in tasks] == ["completed", "completed", "running", "completed"]
+
+
+def test_a_task_cancelled_while_a_claim_reads_the_queue_is_not_claimed(pg_url: str, isolated_env: Any) -> None:
+    """The claim reads the queue's pages without locking them (a row lock per row read cost PostgreSQL a
+    heap and log write each) and locks only the tasks it takes, checking them still queued. A cancel that
+    commits between the page read and that lock leaves its task out of the claim, and the claim takes the
+    next. (PostgreSQL only: on SQLite the claim's write turn keeps the cancel out until the claim ends.)"""
+    from orch.config.loader import load_settings
+
+    settings = load_settings(environ={"DATABASE_URL": pg_url, "ORCH_HOME": "."}, generate_secrets=False)
+    upgrade(settings.database, create_database=True)
+    queue = TaskQueue(settings)
+    first, second = put(queue)["task_id"], put(queue, core_id="WORK_AI_02")["task_id"]
+    engine = get_engine(queue.database)
+    paused, go = threading.Event(), threading.Event()
+
+    def pause_after_the_page(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if threading.current_thread().name == "claimer" and "ORDER BY tasks.sort_key" in statement:
+            paused.set()
+            go.wait(60)
+
+    claimed: list[list[Claim]] = []
+    claimer = threading.Thread(target=lambda: claimed.append(queue.claim("d1", 2)), name="claimer")
+    event.listen(engine, "after_cursor_execute", pause_after_the_page)
+    try:
+        claimer.start()
+        wait_until(paused.is_set, 60, "the claim's page read")
+        queue.cancel(first, "alice")  # commits at once: the page read locked nothing
+    finally:
+        go.set()
+        claimer.join(60)
+        event.remove(engine, "after_cursor_execute", pause_after_the_page)
+    assert [claim.task_id for claim in claimed[0]] == [second]
+    assert queue.get(first)["status"] == "cancelled" and queue.get(second)["status"] == "running"
+    assert event_types(queue, first) == ["task.created", "task.cancelled"]

@@ -8,8 +8,8 @@ meanwhile, or a duplicate report changes nothing, so a task is never completed t
 Every move begins ``IMMEDIATE`` on SQLite: a transaction that reads and then writes would otherwise
 fail at once with "database is locked" when another process wrote in between (WAL cannot upgrade a
 stale read). Claims are serialised: by that on SQLite, by a transaction-scoped advisory lock on
-PostgreSQL (rows are also taken ``FOR UPDATE SKIP LOCKED``). A claim is a few milliseconds, and serialising it is
-what makes the per-core and global limits exact with several dispatchers.
+PostgreSQL (the tasks taken are locked, and checked still queued, as they are read whole). A claim is a few
+milliseconds, and serialising it is what makes the per-core and global limits exact with several dispatchers.
 
 What a move writes besides the task is in modules of its own: the event and log line
 (:mod:`orch.dispatch.task_history`), the audit entry (:mod:`orch.dispatch.task_audit`); what callers get
@@ -70,7 +70,11 @@ _LOCKS = select(ResourceLock.resource, ResourceLock.expires_at)
 _RESERVED = select(CoreReservation.core_id, CoreReservation.owner).where(CoreReservation.expires_at > bindparam("now"))
 _WAITING = (select(LockWaiter.resource, func.min(LockWaiter.sort_key))
             .where(LockWaiter.expires_at > bindparam("now")).group_by(LockWaiter.resource))
-_PICKED = select(Task).where(Task.task_id.in_(bindparam("task_ids", expanding=True))).with_for_update()
+# The tasks a claim takes, locked in task id order (as every other writer of many task rows locks them) and
+# still queued once locked: the pages it chose them from are read without locks, so a cancel that committed
+# meanwhile leaves its task out here (on PostgreSQL the lock waits for it, then reads the row again).
+_PICKED = (select(Task).where(Task.task_id.in_(bindparam("task_ids", expanding=True)), Task.status == "queued")
+           .order_by(Task.task_id).with_for_update())
 _HELD = (Task.task_id == bindparam("task_id"), Task.status == "running", Task.attempts == bindparam("attempt"),
          Task.lease_owner == bindparam("owner"))
 _HELD_TASK = select(Task).where(*_HELD).with_for_update()
@@ -103,8 +107,7 @@ def _queued_statement(external: bool, skipping: bool) -> Any:
         query = query.where(Task.action == "external", Task.core_id == bindparam("core"))
     else:
         query = query.where(Task.action != "external")
-    return (query.order_by(Task.sort_key).offset(bindparam("offset")).limit(bindparam("batch"))
-            .with_for_update(skip_locked=True))
+    return query.order_by(Task.sort_key).offset(bindparam("offset")).limit(bindparam("batch"))
 
 
 @dataclass(frozen=True)
@@ -289,7 +292,7 @@ class TaskQueue:
             lease = timedelta(seconds=self.dispatch.lease_seconds)
             claims = []
             whole = {task.task_id: task for task in session.scalars(_PICKED, {"task_ids": picked})} if picked else {}
-            for task in (whole[task_id] for task_id in picked):
+            for task in (whole[task_id] for task_id in picked if task_id in whole):
                 task.status, task.attempts, task.lease_owner = "running", task.attempts + 1, lease_owner
                 task.started_at = task.started_at or now
                 task.lease_expires_at = now + (timedelta(seconds=task.timeout) if external_core else lease)
@@ -306,8 +309,10 @@ class TaskQueue:
     def _queued(self, session: Session, external_core: str | None, batch: int,  # type: ignore[no-untyped-def]
                 full: set[str]):
         """Queued tasks in queue order (their id, core, owner, locks and queue place), ``batch`` rows at a
-        time (a claim of one task reads a few rows, not hundreds, while it holds the write lock), rows
-        locked, skipping rows another claim holds.
+        time (a claim of one task reads a few rows, not hundreds, while it holds the write lock). The rows
+        are not locked: claims take turns (SQLite's write turn, PostgreSQL's advisory lock), and the tasks
+        taken are locked and checked still queued when they are read whole (:data:`_PICKED`). Locking every
+        row of a page cost PostgreSQL a row lock, written to its heap and log, for each row read.
 
         Tasks of the ``full`` cores (at their limit) are left out by the database: a thousand tasks waiting
         at the head of the queue for busy cores were read as objects and skipped one by one by every claim
