@@ -99,10 +99,39 @@ def test_a_claim_stops_reading_the_queue_once_the_cores_it_found_are_full(settin
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert sorted(claim.core_id for claim in first) == ["WORK_AI_01", "WORK_AI_02"]
-    # One page found both cores' first task; each pick that filled a core asked again without it.
+    # One page found the first core's task; the next left that core out and found the other's.
     assert pages[0] <= 3, f"{pages[0]} pages of the queue read for a claim of 2 tasks"
     queue.finish(first[0], "completed")
     assert [claim.core_id for claim in queue.claim("d1", 16)] == [first[0].core_id]
+
+
+def test_a_claim_of_many_tasks_reads_one_page_and_writes_one_statement_per_table(settings: Settings) -> None:
+    """Eight cores with a task each free: a claim of 8 read the queue again after every pick that filled
+    a core (9 pages), and wrote each task's update and ``task.started`` event one statement at a time,
+    flushing the task before its event: 16 writes. All of that held SQLite's write turn, which the API's
+    dispatches wait for. Now the page is read on, and the moves are written together."""
+    settings.dispatch.core_concurrency = 1
+    queue = TaskQueue(settings)
+    ids = [put(queue, core_id=f"WORK_AI_{number % 8:02d}")["task_id"] for number in range(16)]
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    engine = get_engine(queue.database)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        claims = queue.claim("d1", 8)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert [claim.task_id for claim in claims] == ids[:8]
+    assert sum("ORDER BY tasks.sort_key" in statement for statement in statements) == 1
+    assert sum(statement.startswith("UPDATE tasks") for statement in statements) == 1
+    assert sum(statement.startswith("INSERT INTO task_events") for statement in statements) == 1
+    for claim in claims:
+        assert event_types(queue, claim.task_id)[-1] == "task.started"
+        queue.finish(claim, "completed")
+    assert [claim.task_id for claim in queue.claim("d1", 8)] == ids[8:]
 
 
 def test_locks_make_tasks_wait_in_queue_order(settings: Settings) -> None:

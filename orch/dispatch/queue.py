@@ -40,7 +40,7 @@ from orch.dispatch.request import ValidTask
 from orch.dispatch.reservations import NotReserved, release_core
 from orch.dispatch.task_audit import audit_task_change, creation_records
 from orch.dispatch.task_filter import TaskFilter, after, encode_cursor
-from orch.dispatch.task_history import add_event, note_task_runs
+from orch.dispatch.task_history import Move, add_event, add_events, note_task_runs
 from orch.dispatch.task_views import event_view, task_view, view_of_row
 from orch.dispatch.wait_estimate import estimated_waits, work_ahead
 from orch.logging_config import get_logger
@@ -290,7 +290,7 @@ class TaskQueue:
                     full.add(task.core_id)  # the next page leaves its tasks out
                 held_locks.update(task.locks or [])
             lease = timedelta(seconds=self.dispatch.lease_seconds)
-            claims = []
+            claims, moves = [], []
             whole = {task.task_id: task for task in session.scalars(_PICKED, {"task_ids": picked})} if picked else {}
             for task in (whole[task_id] for task_id in picked if task_id in whole):
                 task.status, task.attempts, task.lease_owner = "running", task.attempts + 1, lease_owner
@@ -301,9 +301,10 @@ class TaskQueue:
                                              acquired_at=now, expires_at=task.lease_expires_at))
                     record_acquisition(session, name, now.timestamp() - enqueued_at(
                         task.sort_key, Priority(task.priority), self.dispatch.aging_seconds))
-                add_event(session, task, "task.started", {"attempt": task.attempts, "dispatcher": lease_owner}, now)
+                moves.append((task, "task.started", {"attempt": task.attempts, "dispatcher": lease_owner}, now))
                 claims.append(Claim(task.task_id, task.core_id, task.action, task.params, Priority(task.priority),
                                     task.timeout, task.attempts, task.max_retries, lease_owner, now))
+            add_events(session, moves)
             return claims
 
     def _queued(self, session: Session, external_core: str | None, batch: int,  # type: ignore[no-untyped-def]
@@ -317,9 +318,11 @@ class TaskQueue:
         Tasks of the ``full`` cores (at their limit) are left out by the database: a thousand tasks waiting
         at the head of the queue for busy cores were read as objects and skipped one by one by every claim
         (37 ms a claim instead of 2 in ``scripts/bench_queue_scale.py``). The caller adds a core to ``full``
-        when a pick fills it, and the rows are asked for again without it, from the place reached among
-        the rest: otherwise a dispatcher with more room than the free cores could use read those cores'
-        whole backlog at every claim (issue 17: most of the dispatcher's CPU per task with a burst queued)."""
+        when a pick fills it, and the next page is asked for without it, from the place reached among the
+        rest: otherwise a dispatcher with more room than the free cores could use read those cores' whole
+        backlog at every claim (issue 17: most of the dispatcher's CPU per task with a burst queued). The
+        rest of a page is read on first (the caller skips its rows of the cores that filled): asking again
+        at every pick, when each core takes one task, cost a claim of 8 tasks 13 queries instead of 5."""
         cores_read: list[str] = []  # the core of every row yielded so far, in order
         while True:
             skipping = sorted(full)
@@ -329,11 +332,8 @@ class TaskQueue:
             for row in rows:
                 cores_read.append(row.core_id)
                 yield row
-                if len(full) != len(skipping):
-                    break  # a core filled: ask again without it
-            else:
-                if len(rows) < batch:
-                    return
+            if len(rows) < batch:
+                return
 
     def core_limit(self, core_id: str) -> int:
         core = self.dispatch.cores.get(core_id)
@@ -356,7 +356,8 @@ class TaskQueue:
             self._release_locks(session, task)
         else:
             final = "timed_out" if task.action == "external" else "failed"
-            self._end(session, task, final, now, error=f"{reason} after {task.attempts} attempt(s)")
+            add_events(session, [self._end(session, task, final, now,
+                                           error=f"{reason} after {task.attempts} attempt(s)")])
 
     def release_dead_leases(self) -> int:
         """Hand back at once the tasks leased by dispatchers of this host that are provably gone
@@ -474,12 +475,14 @@ class TaskQueue:
         held = [index for index, end in enumerate(ends) if (task := tasks.get(end.claim.task_id)) is not None
                 and task.attempts == end.claim.attempt and task.lease_owner == end.claim.lease_owner]
         note_task_runs(session, {ends[i].claim.task_id: ends[i].task_run_id for i in held if ends[i].task_run_id})
+        moves = []
         for index in held:
             end, task = ends[index], tasks[ends[index].claim.task_id]
             if task.status == "running":  # not if the same attempt came twice in one group: the first ended it
-                self._end(session, task, end.status, now, result=end.result, error=end.error,
-                          attempt_started=end.claim.started_at)
+                moves.append(self._end(session, task, end.status, now, result=end.result, error=end.error,
+                                       attempt_started=end.claim.started_at))
                 outcomes[index] = True
+        add_events(session, moves)
         return outcomes
 
     @staticmethod
@@ -488,10 +491,11 @@ class TaskQueue:
                                            "owner": claim.lease_owner})
 
     def _end(self, session: Session, task: Task, status: str, now: datetime, *, result: Any = None,
-             error: str | None = None, attempt_started: datetime | None = None) -> None:
-        """End ``task`` as ``status``; its event gives the duration of the attempt that ended, from
-        ``attempt_started`` when the caller knows it (a dispatcher's claim), else from its latest
-        ``task.started`` event."""
+             error: str | None = None, attempt_started: datetime | None = None) -> Move:
+        """End ``task`` as ``status``; returns its event, for the caller to record with the others of its
+        transaction (:func:`~orch.dispatch.task_history.add_events`). The event gives the duration of the
+        attempt that ended, from ``attempt_started`` when the caller knows it (a dispatcher's claim), else
+        from its latest ``task.started`` event."""
         task.status, task.finished_at, task.lease_owner, task.lease_expires_at = status, now, None, None
         task.result, task.error = result, error if status != "completed" else None
         self._release_locks(session, task)
@@ -503,9 +507,9 @@ class TaskQueue:
             data["duration"] = round((now - attempt_started).total_seconds(), 3)
         if error:
             data["error"] = error
-        add_event(session, task, f"task.{status}", data, now)
         if task.stay:
             self._reserve(session, task, now)
+        return task, f"task.{status}", data, now
 
     @staticmethod
     def _release_locks(session: Session, task: Task) -> None:
@@ -607,7 +611,7 @@ class TaskQueue:
                 session.execute(update(ResourceLock).where(ResourceLock.owner == f"task:{task.task_id}")
                                 .values(expires_at=task.lease_expires_at))
             else:
-                self._end(session, task, status, now, result=result, error=error)
+                add_events(session, [self._end(session, task, status, now, result=result, error=error)])
                 audit_task_change(session, f"core:{core_id}", f"task.{status}", task_id, caller,
                        {"attempt": task.attempts})
             return task_view(task)
