@@ -569,6 +569,42 @@ def test_an_end_that_cannot_be_written_fails_alone(settings: Settings) -> None:
     assert [queue.get(t["task_id"])["status"] for t in tasks] == ["completed", "completed", "running", "completed"]
 
 
+def test_a_claims_task_updates_reach_postgresql_in_one_round_trip(pg_url: str, isolated_env: Any) -> None:
+    """The ORM writes a claim's task updates as an executemany, which psycopg2 sends one statement, one
+    round trip, per row: 8 for a claim of 8, each while the claim holds its turn. The engine sends them
+    together (psycopg2's execute_batch). Counted at the driver: its cursor's calls, an executemany as
+    one per row."""
+    import psycopg2.extensions
+
+    from orch.config.loader import load_settings
+    from orch.storage.engine import dispose_engines
+
+    sent: list[str] = []
+
+    class Counting(psycopg2.extensions.cursor):
+        def execute(self, query: Any, variables: Any = None) -> Any:
+            sent.append(query if isinstance(query, str) else query.decode())
+            return super().execute(query, variables)
+
+        def executemany(self, query: Any, variables: Any) -> Any:
+            rows = list(variables)
+            sent.extend([query if isinstance(query, str) else query.decode()] * len(rows))
+            return super().executemany(query, rows)
+
+    settings = load_settings(environ={"DATABASE_URL": pg_url, "ORCH_HOME": "."}, generate_secrets=False)
+    settings.dispatch.core_concurrency = 1
+    upgrade(settings.database, create_database=True)
+    queue = TaskQueue(settings)
+    for number in range(8):
+        put(queue, core_id=f"WORK_AI_{number:02d}")
+    dispose_engines()
+    engine = get_engine(queue.database)
+    event.listen(engine, "connect", lambda dbapi_connection, _record: setattr(
+        dbapi_connection, "cursor_factory", Counting))
+    assert len(queue.claim("d1", 8)) == 8
+    assert sum(statement.lstrip().startswith("UPDATE tasks") for statement in sent) == 1, sent
+
+
 def test_a_task_cancelled_while_a_claim_reads_the_queue_is_not_claimed(pg_url: str, isolated_env: Any) -> None:
     """The claim reads the queue's pages without locking them (a row lock per row read cost PostgreSQL a
     heap and log write each) and locks only the tasks it takes, checking them still queued. A cancel that

@@ -413,6 +413,10 @@ def _create(url: URL, database: DatabaseSettings) -> Engine:
         return engine
     return create_engine(
         url,
+        # An ORM flush of many rows' changes (a claim's tasks, a group of attempt ends) is an executemany
+        # of UPDATEs, which psycopg2 sends one statement and one round trip per row; execute_batch sends
+        # them together. Nothing here reads the row count of an executemany.
+        executemany_mode="values_plus_batch",
         pool_size=database.pool_size,
         max_overflow=database.pool_size,
         pool_timeout=database.timeout,
