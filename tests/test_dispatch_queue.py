@@ -605,6 +605,52 @@ def test_a_claims_task_updates_reach_postgresql_in_one_round_trip(pg_url: str, i
     assert sum(statement.lstrip().startswith("UPDATE tasks") for statement in sent) == 1, sent
 
 
+def test_a_move_whose_transaction_fails_at_commit_is_not_logged(pg_url: str, isolated_env: Any) -> None:
+    """The JSON log line of a move is what ``orch recover tasks-from-logs`` reads when the database is
+    gone. It was written as the move was made, before the commit: a claim that failed to commit left
+    ``task.started`` lines for tasks that were never started. PostgreSQL refuses the commit here (a
+    deferred constraint trigger, checked at COMMIT); the tasks stay queued and nothing is logged, and the
+    next claim, committed, logs both."""
+    import logging
+
+    from sqlalchemy import text
+
+    from orch.config.loader import load_settings
+
+    settings = load_settings(environ={"DATABASE_URL": pg_url, "ORCH_HOME": "."}, generate_secrets=False)
+    upgrade(settings.database, create_database=True)
+    queue = TaskQueue(settings)
+    ids = sorted(put(queue, core_id=core)["task_id"] for core in ("WORK_AI_01", "WORK_AI_02"))
+    with get_engine(queue.database).begin() as connection:
+        connection.execute(text("CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS "
+                                "$$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$"))
+        connection.execute(text("CREATE CONSTRAINT TRIGGER refuse_started AFTER INSERT ON task_events "
+                                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+                                "WHEN (NEW.event_type = 'task.started') EXECUTE FUNCTION refuse_commit()"))
+    logged: list[tuple[str, str]] = []
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append((getattr(record, "event_type", ""), getattr(record, "task_id", "")))
+
+    history = logging.getLogger("orch.dispatch.task_history")
+    handler, level = Lines(), history.level
+    history.addHandler(handler)
+    history.setLevel(logging.INFO)
+    try:
+        with pytest.raises(Exception, match="refused at commit"):
+            queue.claim("d1", 2)
+        assert logged == []
+        assert [queue.get(task_id)["status"] for task_id in ids] == ["queued", "queued"]
+        with get_engine(queue.database).begin() as connection:
+            connection.execute(text("DROP TRIGGER refuse_started ON task_events"))
+        assert sorted(claim.task_id for claim in queue.claim("d1", 2)) == ids
+        assert sorted(logged) == [("task.started", task_id) for task_id in ids]
+    finally:
+        history.removeHandler(handler)
+        history.setLevel(level)
+
+
 def test_a_task_cancelled_while_a_claim_reads_the_queue_is_not_claimed(pg_url: str, isolated_env: Any) -> None:
     """The claim reads the queue's pages without locking them (a row lock per row read cost PostgreSQL a
     heap and log write each) and locks only the tasks it takes, checking them still queued. A cancel that

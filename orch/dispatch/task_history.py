@@ -2,7 +2,9 @@
 
 The queue writes the event in the same transaction as the move (:mod:`orch.dispatch.queue`), so the
 history can never disagree with the state; the log line is what the guide's log analysis and
-``orch recover tasks-from-logs`` read when the database is gone."""
+``orch recover tasks-from-logs`` read when the database is gone, so it is written only once the
+transaction has committed: a move that was rolled back (a failed commit, a group of attempt ends written
+again one by one) never happened and is not logged."""
 
 from __future__ import annotations
 
@@ -10,14 +12,15 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, event, func, insert, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from orch.logging_config import get_logger
 from orch.storage.models import Task, TaskEvent
 from orch.storage.types import utcnow
 
 log = get_logger(__name__)
+_PENDING = "orch_task_history_lines"  # session.info: the log lines of this transaction's moves
 # A Core insert: an event is written once and never read back in its transaction as an object, and the ORM's
 # unit of work for it was a third of the cost of a claim's or an attempt end's commit.
 _INSERT_EVENT = insert(TaskEvent.__table__)
@@ -49,8 +52,22 @@ def add_events(session: Session, moves: list[Move]) -> None:
     now = utcnow()
     session.execute(_INSERT_EVENT, [{"task_id": task.task_id, "event_type": event_type, "data": data,
                                      "timestamp": at or now} for task, event_type, data, at in moves])
-    for task, event_type, data, _at in moves:
-        log_event(event_type, task.task_id, task.core_id, data)
+    session.info.setdefault(_PENDING, []).extend(
+        (event_type, task.task_id, task.core_id, data) for task, event_type, data, _at in moves)
+
+
+@event.listens_for(Session, "after_commit")
+def _log_committed(session: Session) -> None:
+    for line in session.info.pop(_PENDING, ()):
+        log_event(*line)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    """A rolled-back transaction's moves are not logged. (No move is written in a savepoint: were one
+    rolled back alone, its lines would still be written with the transaction's.)"""
+    if not previous_transaction.nested:
+        session.info.pop(_PENDING, None)
 
 
 def note_task_runs(session: Session, task_runs: dict[str, str]) -> None:
@@ -60,9 +77,9 @@ def note_task_runs(session: Session, task_runs: dict[str, str]) -> None:
     attempt makes anyway (a lease renewal or its end) instead of costing a transaction per task."""
     if not task_runs:
         return
-    for event in session.scalars(_LATEST_STARTED, {"task_ids": list(task_runs)}):
-        if "task_run_id" not in event.data:
-            event.data = {**event.data, "task_run_id": task_runs[event.task_id]}
+    for started in session.scalars(_LATEST_STARTED, {"task_ids": list(task_runs)}):
+        if "task_run_id" not in started.data:
+            started.data = {**started.data, "task_run_id": task_runs[started.task_id]}
 
 
 def log_event(event_type: str, task_id: str, core_id: str, data: dict[str, Any]) -> None:
