@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +30,22 @@ def put(queue: TaskQueue, owner: str = "alice", **body: Any) -> dict[str, Any]:
 
 def claimed_ids(queue: TaskQueue, limit: int = 100, owner: str = "d1") -> list[str]:
     return [claim.task_id for claim in queue.claim(owner, limit)]
+
+
+@contextmanager
+def statements_sent(queue: TaskQueue) -> Iterator[list[str]]:
+    """The SQL statements the queue's engine sends meanwhile, in order."""
+    sent: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    engine = get_engine(queue.database)
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
 
 
 def event_types(queue: TaskQueue, task_id: str) -> list[str]:
@@ -86,21 +104,12 @@ def test_a_claim_stops_reading_the_queue_once_the_cores_it_found_are_full(settin
     queue = TaskQueue(settings)
     for core in ("WORK_AI_01", "WORK_AI_02"):
         queue.enqueue_many([validate({"core_id": core, "action": "noop"}, settings) for _ in range(600)], "alice")
-    pages = [0]
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "ORDER BY tasks.sort_key" in statement:
-            pages[0] += 1
-
-    engine = get_engine(queue.database)
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with statements_sent(queue) as sent:
         first = queue.claim("d1", 16)
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     assert sorted(claim.core_id for claim in first) == ["WORK_AI_01", "WORK_AI_02"]
     # One page found the first core's task; the next left that core out and found the other's.
-    assert pages[0] <= 3, f"{pages[0]} pages of the queue read for a claim of 2 tasks"
+    pages = sum("ORDER BY tasks.sort_key" in statement for statement in sent)
+    assert pages <= 3, f"{pages} pages of the queue read for a claim of 2 tasks"
     queue.finish(first[0], "completed")
     assert [claim.core_id for claim in queue.claim("d1", 16)] == [first[0].core_id]
 
@@ -113,17 +122,8 @@ def test_a_claim_of_many_tasks_reads_one_page_and_writes_one_statement_per_table
     settings.dispatch.core_concurrency = 1
     queue = TaskQueue(settings)
     ids = [put(queue, core_id=f"WORK_AI_{number % 8:02d}")["task_id"] for number in range(16)]
-    statements: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    engine = get_engine(queue.database)
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with statements_sent(queue) as statements:
         claims = queue.claim("d1", 8)
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     assert [claim.task_id for claim in claims] == ids[:8]
     assert sum("ORDER BY tasks.sort_key" in statement for statement in statements) == 1
     assert sum(statement.startswith("UPDATE tasks") for statement in statements) == 1
