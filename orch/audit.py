@@ -6,9 +6,9 @@ together: there is never an unaudited change nor an entry for a change that did 
 The same entry is also appended to ``logging.audit_file`` (``logs/audit.log``) as one JSON line with
 the guide's ``AuditEvent`` fields, but only once the transaction has committed, so the file never
 claims an act the database rolled back, nor one of a savepoint rolled back inside a transaction that
-committed (a group of dispatches, :mod:`orch.api.dispatch_group`). The file handler reopens the file
-when logrotate moves it (``WatchedFileHandler``) and never rotates it itself, so several processes can
-append to one file.
+committed (a group of dispatches, :mod:`orch.api.dispatch_group`): :mod:`orch.storage.committed`. The
+file handler reopens the file when logrotate moves it (``WatchedFileHandler``) and never rotates it
+itself, so several processes can append to one file.
 
 The line is made from the entry's values after the one masking rule for structured data
 (``redact_structure``) has masked them, so the file handler's redacting filter, there for anything
@@ -19,6 +19,7 @@ whose params name a password cost 22 ms in that rescan, which also mangled the J
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import logging.handlers
@@ -27,16 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, insert
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
 
 from orch.log_handlers import RedactingFilter
 from orch.redaction import redact_structure
+from orch.storage.committed import after_commit
 from orch.storage.models import AuditRecord
 from orch.storage.types import utcnow
 
-_PENDING = "orch_audit_pending"
-_MARKS = "orch_audit_savepoints"  # savepoint -> how many entries were pending when it began
 _trail = logging.getLogger("orch.audit.trail")
 _trail.propagate = False  # the trail has its own file; it is not part of the operational log
 _trail.setLevel(logging.INFO)
@@ -61,7 +61,7 @@ def record_audit(session: Session, *, actor: str, action: str, resource: str,
            "user_agent": user_agent[:255] if user_agent else None, "details": details or {}}
     session.connection().execute(insert(AuditRecord.__table__), row)
     if _trail.handlers:
-        session.info.setdefault(_PENDING, []).append(_line(row))
+        after_commit(session, functools.partial(_trail.info, _line(row)))
 
 
 def configure_audit_log(path: str | None) -> None:
@@ -107,29 +107,3 @@ def _line(row: dict[str, Any]) -> _MaskedLine:
         "ip_address": row["ip_address"], "user_agent": row["user_agent"], "success": row["success"],
         "details": row["details"], "event_type": "audit",
     }), default=str, separators=(",", ":")))
-
-
-@event.listens_for(Session, "after_commit")
-def _write_committed(session: Session) -> None:
-    session.info.pop(_MARKS, None)
-    for line in session.info.pop(_PENDING, ()):
-        _trail.info(line)
-
-
-@event.listens_for(Session, "after_transaction_create")
-def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.nested:  # where its entries start, should it roll back alone
-        session.info.setdefault(_MARKS, {})[transaction] = len(session.info.get(_PENDING, ()))
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
-    """A rolled-back savepoint takes its own entries with it (the transaction around it may still commit);
-    a rolled-back transaction, all of them."""
-    if previous_transaction.nested:
-        mark = session.info.get(_MARKS, {}).pop(previous_transaction, None)
-        if mark is not None:
-            del session.info.get(_PENDING, [])[mark:]
-        return
-    session.info.pop(_PENDING, None)
-    session.info.pop(_MARKS, None)

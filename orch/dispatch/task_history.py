@@ -3,24 +3,25 @@
 The queue writes the event in the same transaction as the move (:mod:`orch.dispatch.queue`), so the
 history can never disagree with the state; the log line is what the guide's log analysis and
 ``orch recover tasks-from-logs`` read when the database is gone, so it is written only once the
-transaction has committed: a move that was rolled back (a failed commit, a group of attempt ends written
-again one by one) never happened and is not logged."""
+transaction has committed (:mod:`orch.storage.committed`): a move that was rolled back (a failed commit, a
+group of attempt ends written again one by one) never happened and is not logged."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, func, insert, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy.orm import Session
 
 from orch.logging_config import get_logger
+from orch.storage.committed import after_commit
 from orch.storage.models import Task, TaskEvent
 from orch.storage.types import utcnow
 
 log = get_logger(__name__)
-_PENDING = "orch_task_history_lines"  # session.info: the log lines of this transaction's moves
 # A Core insert: an event is written once and never read back in its transaction as an object, and the ORM's
 # unit of work for it was a third of the cost of a claim's or an attempt end's commit.
 _INSERT_EVENT = insert(TaskEvent.__table__)
@@ -52,22 +53,13 @@ def add_events(session: Session, moves: list[Move]) -> None:
     now = utcnow()
     session.execute(_INSERT_EVENT, [{"task_id": task.task_id, "event_type": event_type, "data": data,
                                      "timestamp": at or now} for task, event_type, data, at in moves])
-    session.info.setdefault(_PENDING, []).extend(
-        (event_type, task.task_id, task.core_id, data) for task, event_type, data, _at in moves)
+    after_commit(session, functools.partial(_log_moves, [(event_type, task.task_id, task.core_id, data)
+                                                         for task, event_type, data, _at in moves]))
 
 
-@event.listens_for(Session, "after_commit")
-def _log_committed(session: Session) -> None:
-    for line in session.info.pop(_PENDING, ()):
+def _log_moves(lines: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+    for line in lines:
         log_event(*line)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
-    """A rolled-back transaction's moves are not logged. (No move is written in a savepoint: were one
-    rolled back alone, its lines would still be written with the transaction's.)"""
-    if not previous_transaction.nested:
-        session.info.pop(_PENDING, None)
 
 
 def note_task_runs(session: Session, task_runs: dict[str, str]) -> None:
