@@ -27,6 +27,7 @@ import pytest
 from support import BIN, answers_200, free_port, prefect_auth, run_orch, wait_until
 
 from orch.stack.prefect_template import template_path
+from orch.stack.priority import AUTOGROUP
 
 UP_TIMEOUT = 150
 
@@ -134,6 +135,13 @@ def orch_up(home: Path, prefect_port: int, api_port: int, **extra_env: str) -> I
 
 def descendants(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
+
+
+def priorities(proc: psutil.Process) -> tuple[set[int], str | None]:
+    """The nice values of a process's threads, and its autogroup's (None on a kernel without autogroups)."""
+    autogroup = Path(f"/proc/{proc.pid}/autogroup")
+    return ({os.getpriority(os.PRIO_PROCESS, thread.id) for thread in proc.threads()},
+            autogroup.read_text().split()[-1] if autogroup.exists() else None)
 
 
 def commands(pid: int) -> list[tuple[psutil.Process, str]]:
@@ -282,6 +290,11 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
         assert run_in_process(stack, sweep["id"])["state"]["type"] == "COMPLETED"  # in the worker's process
 
         api = next(p for p, command in commands(stack.process.pid) if "orch.api.server" in command)
+        worker = next(p for p, command in commands(stack.process.pid) if "orch.stack.worker" in command)
+        # The worker runs below the API (dispatch.worker_nice): every thread, and its session's autogroup.
+        grouped = AUTOGROUP.exists()  # a kernel without autogroups has only the threads' values
+        assert priorities(worker) == ({10}, "10" if grouped else None), priorities(worker)
+        assert priorities(api) == ({0}, "0" if grouped else None), priorities(api)
         api.kill()  # a component that dies is restarted, and says so
         stack.read_until("api exited with code -9", 60)
         wait_until(lambda: answers_200(f"{stack.orch_api}/healthz"), 120, "the restarted API to answer")

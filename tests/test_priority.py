@@ -1,0 +1,74 @@
+"""The worker lowers its own CPU priority: every thread, threads made later, and its session's autogroup.
+
+Each case runs in a child Python started in a session of its own, as ``orch up`` and systemd start the
+worker, so that neither the nice values nor the autogroup of the pytest process are touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orch.stack.priority import AUTOGROUP
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = textwrap.dedent('''
+    import json, os, sys, threading
+    from pathlib import Path
+    from orch.stack.priority import AUTOGROUP, lower_own_priority
+
+    def seen():
+        tasks = Path("/proc/self/task")
+        return {"threads": sorted(os.getpriority(os.PRIO_PROCESS, int(t.name)) for t in tasks.iterdir()),
+                "autogroup": AUTOGROUP.read_text().split()[-1] if AUTOGROUP.exists() else None}
+
+    stop = threading.Event()
+    before = threading.Thread(target=stop.wait)  # a thread that exists before: the import-time threads
+    before.start()
+    out = {"start": seen()}
+    lower_own_priority(int(sys.argv[1]))
+    after = threading.Thread(target=stop.wait)  # and one made after: the task threads
+    after.start()
+    out["lowered"] = seen()
+    lower_own_priority(int(sys.argv[2]))  # asked again, for a higher priority: refused in silence
+    out["again"] = seen()
+    stop.set()
+    print(json.dumps(out))
+''')
+
+
+def run_child(first: int, second: int, start_nice: int = 0) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", CHILD, str(first), str(second)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, start_new_session=True,
+                          preexec_fn=(lambda: os.nice(start_nice)) if start_nice else None)  # noqa: PLW1509
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def autogroup(nice: int) -> str | None:
+    """What the child's autogroup should read: None on a kernel without autogroups (nothing to lower)."""
+    return str(nice) if AUTOGROUP.exists() else None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice and autogroups are Linux's")
+def test_every_thread_and_the_session_are_lowered_and_never_raised_again() -> None:
+    seen = run_child(7, 3)
+    assert seen["start"] == {"threads": [0, 0], "autogroup": autogroup(0)}
+    # Three threads: the main one, the one from before and the one made after, all at 7.
+    assert seen["lowered"] == {"threads": [7, 7, 7], "autogroup": autogroup(7)}
+    assert seen["again"] == seen["lowered"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice and autogroups are Linux's")
+def test_zero_leaves_the_priority_and_a_lower_one_is_kept() -> None:
+    assert run_child(0, 0)["again"] == {"threads": [0, 0, 0], "autogroup": autogroup(0)}
+    # Started at nice 15 (`nice -n 15 orch up`): asking for 10 keeps 15 (root could raise it; nothing does).
+    kept = run_child(10, 10, start_nice=15)
+    assert kept["lowered"]["threads"] == [15, 15, 15]
