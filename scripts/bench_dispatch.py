@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -187,11 +188,16 @@ class Processes:
         self.trees: dict[str, list[psutil.Process]] = {}  # by name: the process and every descendant seen
         self.logs: list[IO[bytes]] = []
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path,
+              nice: int = 0) -> subprocess.Popen[bytes]:
+        """``nice``: the CPU priority `orch up` gives the component (orch.stack.priority), set as it sets it."""
+        from orch.stack.priority import lower_own_priority
+
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - open while the process runs
         self.logs.append(log)
-        process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,  # noqa: PLW1509
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=functools.partial(lower_own_priority, nice) if nice else None)
         self.running[name] = process
         self.trees[name] = [psutil.Process(process.pid)]
         return process
@@ -847,39 +853,46 @@ def rate(count: int, answers: list[Answer]) -> float:
     wall = max(a.answered for a in answers) - min(a.sent for a in answers)
     return round(count / max(wall, 1e-6), 1)
 
+# What `orch up` would start as its Prefect server, read by the measured tree's own code (an older tree's
+# components have no CPU priority: 0).
+SERVER_COMPONENT = """
+import json
+from orch.config.loader import load_settings
+from orch.stack.up import child_environment, components
+settings = load_settings(None)
+server = components(settings, child_environment(settings, None), "orch-process")["prefect-server"]
+print(json.dumps({"argv": server.argv, "env": server.env, "cwd": str(server.cwd), "nice": getattr(server, "nice", 0)}))
+"""
+
 
 class StackPrefect:
     """The Prefect server the stacks use, started as `orch up` starts its own (argv, environment, auth
     string) but by this benchmark: `orch up` gives its components 120 s to become healthy, which a
     Prefect server on a 2-core machine shared with other work can exceed; the stacks then find it
-    through ``PREFECT_API_URL``, as `orch up` does an existing server."""
+    through ``PREFECT_API_URL``, as `orch up` does an existing server. Its component (argv, environment,
+    CPU priority) is the one the measured tree's `orch up` would start (``--tree``: that copy's code)."""
 
-    def __init__(self, workdir: Path, procs: Processes) -> None:
+    def __init__(self, workdir: Path, procs: Processes, tree: Path | None = None) -> None:
         from bench_startup import PREFECT_AUTH_ENV
-
-        from orch.config.loader import load_settings
-        from orch.stack.up import child_environment, components
 
         self.home = workdir / "stack-prefect"
         self.home.mkdir()
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}/api"
         self.procs = procs
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update({**clean_environ(), "ORCH_HOME": str(self.home), "PREFECT_SERVER_API_PORT": str(self.port),
-                           **PREFECT_AUTH_ENV})
-        try:
-            settings = load_settings(None)
-            self.server = components(settings, child_environment(settings, None), "orch-process")["prefect-server"]
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        env = {**clean_environ(), "ORCH_HOME": str(self.home), "PREFECT_SERVER_API_PORT": str(self.port),
+               **PREFECT_AUTH_ENV, **({"PYTHONPATH": str(tree)} if tree else {})}
+        found = subprocess.run([sys.executable, "-c", SERVER_COMPONENT], env=env, cwd=tree or PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=120)
+        if found.returncode != 0:
+            raise BenchError("the Prefect server `orch up` would start could not be read",
+                             found.stderr.splitlines()[-3:])
+        self.server = json.loads(found.stdout)
 
     def start(self) -> float:
         began = time.monotonic()
-        self.process = self.procs.spawn("stack-prefect-server", self.server.argv, self.server.env,
-                                        Path(self.server.cwd))
+        self.process = self.procs.spawn("stack-prefect-server", self.server["argv"], self.server["env"],
+                                        Path(self.server["cwd"]), self.server["nice"])
         name = "stack-prefect-server"
         wait_until(self._ready, 600.0, "the stacks' Prefect server /api/ready", self.procs.alive(name),
                    self.procs.log(name), interval=0.5)
@@ -1141,7 +1154,7 @@ def run_celery(workdir: Path, sizes: Sizes, procs: Processes) -> dict[str, Any]:
 
 def run_user_path(workdir: Path, sizes: Sizes, databases: list[str], tree: Path | None,
                   procs: Processes) -> dict[str, Any]:
-    prefect = StackPrefect(workdir, procs)
+    prefect = StackPrefect(workdir, procs, tree)
     out: dict[str, Any] = {"prefect_server_ready_s": prefect.start()}
     say(f"the stacks' Prefect server is ready on port {prefect.port} ({out['prefect_server_ready_s']} s)")
     for name in databases:

@@ -1,11 +1,13 @@
-"""The worker lowers its own CPU priority: every thread, threads made later, and its session's autogroup.
+"""``orch up`` runs the worker and its Prefect server below the API's CPU priority: every thread, threads
+made later, and the session's autogroup.
 
-Each case runs in a child Python started in a session of its own, as ``orch up`` and systemd start the
-worker, so that neither the nice values nor the autogroup of the pytest process are touched.
+Each case runs in a child Python started in a session of its own, as ``orch up`` starts its components,
+so that neither the nice values nor the autogroup of the pytest process are touched.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 
 from orch.stack.priority import AUTOGROUP
+from orch.stack.supervisor import _child_setup
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = textwrap.dedent('''
@@ -52,9 +55,33 @@ def run_child(first: int, second: int, start_nice: int = 0) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
+STARTED = textwrap.dedent('''
+    import json, os, threading
+    from pathlib import Path
+    stop = threading.Event()
+    made = threading.Thread(target=stop.wait)  # a thread the program makes, as the worker's task threads
+    made.start()
+    tasks = Path("/proc/self/task")
+    print(json.dumps({"threads": sorted(os.getpriority(os.PRIO_PROCESS, int(t.name)) for t in tasks.iterdir()),
+                      "autogroup": Path("/proc/self/autogroup").read_text().split()[-1]
+                      if Path("/proc/self/autogroup").exists() else None}))
+    stop.set()
+''')
+
+
 def autogroup(nice: int) -> str | None:
     """What the child's autogroup should read: None on a kernel without autogroups (nothing to lower)."""
     return str(nice) if AUTOGROUP.exists() else None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice and autogroups are Linux's")
+@pytest.mark.parametrize("nice", [0, 10])
+def test_a_component_starts_at_its_nice_with_every_thread_and_its_session(nice: int) -> None:
+    """What the supervisor runs in the child before ``exec`` reaches the program and the threads it makes."""
+    done = subprocess.run([sys.executable, "-c", STARTED], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          start_new_session=True, preexec_fn=functools.partial(_child_setup, nice))  # noqa: PLW1509
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"threads": [nice, nice], "autogroup": autogroup(nice)}
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice and autogroups are Linux's")

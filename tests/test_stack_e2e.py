@@ -291,9 +291,11 @@ def test_orch_up_runs_everything_stops_clean_and_keeps_data(tmp_path: Path) -> N
 
         api = next(p for p, command in commands(stack.process.pid) if "orch.api.server" in command)
         worker = next(p for p, command in commands(stack.process.pid) if "orch.stack.worker" in command)
-        # The worker runs below the API (dispatch.worker_nice): every thread, and its session's autogroup.
-        grouped = AUTOGROUP.exists()  # a kernel without autogroups has only the threads' values
-        assert priorities(worker) == ({10}, "10" if grouped else None), priorities(worker)
+        server = next(p for p, command in commands(stack.process.pid) if "prefect_cli server start" in command)
+        # The worker and its Prefect server run below the API (dispatch.execution_nice): every thread, and
+        # each one's session (a kernel without autogroups has only the threads' values).
+        grouped = AUTOGROUP.exists()
+        assert priorities(worker) == priorities(server) == ({10}, "10" if grouped else None), priorities(worker)
         assert priorities(api) == ({0}, "0" if grouped else None), priorities(api)
         api.kill()  # a component that dies is restarted, and says so
         stack.read_until("api exited with code -9", 60)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -24,6 +25,8 @@ from typing import IO
 
 import psutil
 
+from orch.stack.priority import lower_own_priority
+
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -32,7 +35,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 class Component:
     """One process of the stack. ``oneshot`` components are expected to exit 0 and are not restarted.
     A ``gated`` one starts with a pipe as its standard input and waits for :meth:`Supervisor.release`
-    (:mod:`orch.stack.prestart`: its imports overlap what it waits for)."""
+    (:mod:`orch.stack.prestart`: its imports overlap what it waits for). A ``nice`` one runs below the
+    others' CPU priority (:mod:`orch.stack.priority`)."""
 
     name: str
     argv: list[str]
@@ -40,6 +44,7 @@ class Component:
     cwd: Path
     oneshot: bool = False
     gated: bool = False
+    nice: int = 0
 
 
 @dataclass
@@ -58,8 +63,9 @@ def _libc_prctl(option: int, value: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
-def _child_setup() -> None:  # runs in the child between fork and exec
+def _child_setup(nice: int) -> None:  # runs in the child between fork and exec, after its setsid
     _libc_prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    lower_own_priority(nice)  # before exec: one thread, and every thread it makes inherits it
 
 
 class Supervisor:
@@ -77,13 +83,16 @@ class Supervisor:
         log.flush()
         kwargs: dict[str, object] = {}
         if os.name == "posix":
-            kwargs.update(start_new_session=True, preexec_fn=_child_setup)
+            kwargs.update(start_new_session=True, preexec_fn=functools.partial(_child_setup, component.nice))
         else:
             kwargs.update(creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)  # type: ignore[attr-defined]
         process = subprocess.Popen(  # noqa: S603 - argv built by the stack, never from user input
             component.argv, cwd=component.cwd, env=component.env,
             stdin=subprocess.PIPE if component.gated else subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, **kwargs)  # type: ignore[call-overload]
+        if os.name != "posix" and component.nice > 0:
+            with contextlib.suppress(psutil.Error):  # it died already: the watch loop sees that
+                psutil.Process(process.pid).nice(psutil.BELOW_NORMAL_PRIORITY_CLASS)  # type: ignore[attr-defined]
         running = Running(component, process, log, restarts=restarts)
         self.running[component.name] = running
         # Self-healing restarts "a process the stack supervises" by stopping the pid recorded here;

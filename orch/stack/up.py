@@ -128,14 +128,15 @@ def components(settings: Settings, env: dict[str, str], pool: str) -> dict[str, 
                                  PROJECT_ROOT, oneshot=True),
         # Prefect's process worker and ORCH's dispatcher share one process (one Prefect import).
         "worker": Component("worker", [sys.executable, "-m", "orch.stack.worker", "--pool", pool,
-                                       "--name", f"orch-worker-{socket.gethostname()}"], env, PROJECT_ROOT),
+                                       "--name", f"orch-worker-{socket.gethostname()}"], env, PROJECT_ROOT,
+                            nice=settings.dispatch.execution_nice),
     }
     if settings.prefect.api_url is None:
         found["prefect-server"] = Component(
             "prefect-server",
             [sys.executable, "-m", "orch.stack.prefect_cli", "server", "start", "--host", settings.prefect.server_host,
              "--port", str(settings.prefect.server_port), "--analytics-off"],
-            env, PROJECT_ROOT)
+            env, PROJECT_ROOT, nice=settings.dispatch.execution_nice)
     return found
 
 
@@ -154,7 +155,7 @@ def prestarted(component: Component, imports: tuple[str, ...]) -> Component:
     assert dash_m == "-m", component.argv
     ahead = [part for name in imports for part in ("--import", name)]
     return Component(component.name, [python, "-m", "orch.stack.prestart", *ahead, "--", module, *args],
-                     component.env, component.cwd, component.oneshot, gated=True)
+                     component.env, component.cwd, component.oneshot, gated=True, nice=component.nice)
 
 
 @dataclass
@@ -234,7 +235,8 @@ def plan_stack(settings: Settings, config_path: str | None, started: float) -> S
     auth = settings.prefect.auth_string
     return StackPlan(
         started=started, log_dir=str(log_dir), env=env,
-        components={name: {"argv": c.argv, "cwd": str(c.cwd), "oneshot": c.oneshot, "gated": c.gated}
+        components={name: {"argv": c.argv, "cwd": str(c.cwd), "oneshot": c.oneshot, "gated": c.gated,
+                                "nice": c.nice}
                     for name, c in plan.items()},
         db_init=[sys.executable, "-m", "orch.cli.main", "db", "init"],
         prefect_api=urls.prefect_api,
@@ -260,7 +262,8 @@ def _auth_source(settings: Settings) -> str:
 
 def supervise(plan: StackPlan, say: Callable[[str], None]) -> int:
     """Run until a signal; 0 after a clean stop, raises :class:`StackError` when it cannot run."""
-    comps = {name: Component(name, spec["argv"], plan.env, Path(spec["cwd"]), spec["oneshot"], spec["gated"])
+    comps = {name: Component(name, spec["argv"], plan.env, Path(spec["cwd"]), spec["oneshot"], spec["gated"],
+                           spec["nice"])
              for name, spec in plan.components.items()}
     supervisor = Supervisor(Path(plan.log_dir))
     stop = _install_signal_handlers()

@@ -192,12 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     from orch.config.runtime import get_settings
     from orch.lean_imports import lean_process
     from orch.logging_config import configure_process_logging
-    from orch.stack.priority import lower_own_priority
 
-    settings = get_settings()
-    lower_own_priority(settings.dispatch.worker_nice)  # first: the threads started below inherit it
     lean_process(prefect=True)
-    configure_process_logging(settings, write_file=False)
+    configure_process_logging(get_settings(), write_file=False)
     threading.Thread(target=_crash_predecessors, name="orch-zombies", daemon=True).start()
     code = asyncio.run(_serve(None if args.no_process else args.pool,
                               None if args.no_inprocess else args.inprocess_pool, args.name, not args.no_dispatcher,

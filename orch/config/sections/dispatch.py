@@ -41,9 +41,9 @@ class DispatchSettings(Section):
     concurrency: int = Field(default=16, gt=0, le=64, description="Tasks one dispatcher runs at once.")
     poll_seconds: float = Field(default=0.05, gt=0, le=10, description="How often an idle dispatcher "
                                 "looks for work (bounds the wait from dispatch to start).")
-    worker_nice: int = Field(default=10, ge=0, le=19, description="CPU priority (nice) of the worker process "
-                             "that runs tasks, below the API's so that requests are answered while tasks fill "
-                             "the cores; 0 = the API's.")
+    execution_nice: int = Field(default=10, ge=0, le=19, description="CPU priority (nice) `orch up` gives the "
+                                "worker and its Prefect server, below the API's, so that requests are answered "
+                                "while tasks fill the cores; 0 = the API's.")
 
     @model_validator(mode="after")
     def _own_webhook_secrets(self) -> DispatchSettings:
