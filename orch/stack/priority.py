@@ -2,12 +2,14 @@
 are answered while tasks fill the cores.
 
 Why: on a host whose cores the tasks fill, every process got an equal share of the CPU, so the API
-answered no faster than the worker ran tasks. Measured on 2 cores (SQLite, 32 clients sending single
-``POST /dispatch`` while the dispatcher ran them): 544-771 accepted/s with equal shares, 983-1,051/s with
-the worker lowered. The Prefect server is lowered with it, to the same level: it records what the worker
-runs, and left above the worker it took each of the worker's reports as it came, in smaller batches,
-for about 50 % more CPU per task (4.5-4.9 ms against 6.9-7.2), and tasks finished a fifth slower; at one
-level they finished as fast as with nothing lowered. When the API is idle they have the cores they had.
+answered no faster than the worker ran tasks. Measured on the user's path (docs/benchmarks.md: 32 clients
+sending single ``POST /dispatch`` while the dispatcher runs them, medians of 5 runs): 711 -> 1,110
+accepted/s on SQLite and 672 -> 953/s on PostgreSQL; batches 3,064 -> 4,886 and 4,574 -> 5,452 tasks/s;
+tasks then finish about a tenth slower end to end, on what the API leaves. The Prefect server is lowered
+with the worker, to the same level: it records what the worker runs, and left above the worker it took
+each of the worker's reports as it came, for about 50 % more CPU per task, and tasks finished a fifth
+slower; at one level they finished as fast as with neither lowered. When the API is idle they have the
+cores they had.
 
 How, on Linux: ``orch up`` (:mod:`orch.stack.supervisor`) calls :func:`lower_own_priority` in each
 child between ``fork`` and ``exec``, after the child's ``setsid``. ``nice`` is per thread, and a thread
