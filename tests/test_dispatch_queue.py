@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -155,6 +156,41 @@ def test_idempotency_key_per_owner(settings: Settings) -> None:
     assert created and not created_again and created_other
     assert again["task_id"] == first["task_id"] != other["task_id"]
     assert queue.depth()["normal"] == 2
+
+
+def test_task_ids_are_uuids_in_the_order_tasks_were_made(settings: Settings) -> None:
+    """Time-ordered ids (UUIDv7): a batch's rows land together at the end of the id indexes (the tasks
+    table's key, the events' task index) instead of on a page each, which was most of a batch's commit."""
+    queue = TaskQueue(settings)
+    made = [put(queue, core_id=f"WORK_AI_{n % 3:02d}")["task_id"] for n in range(5)]
+    made += [view["task_id"] for view, _ in queue.enqueue_many(
+        [validate({"core_id": f"WORK_AI_{n:02d}", "action": "noop"}, settings) for n in range(50)], "alice")]
+    made.append(put(queue)["task_id"])
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert {uuid.UUID(task_id).version for task_id in made} == {7}
+
+
+@pytest.mark.parametrize("size", [1, 50])
+def test_on_sqlite_the_estimate_counts_the_queue_before_taking_the_write_turn(isolated_env: Any, size: int) -> None:
+    """SQLite has one write turn, for which the API's accepts queue with the dispatcher's claims and ends.
+    Counting a batch's cores for its estimated wait (every task queued there) held it for a time that
+    grew with the backlog. Now the counts are read before BEGIN IMMEDIATE, and the estimate is unchanged."""
+    from orch.config.loader import load_settings
+
+    settings = load_settings(environ={"DATABASE_URL": f"sqlite:///{isolated_env / 'orch.db'}", "ORCH_HOME": "."},
+                             generate_secrets=False)
+    upgrade(settings.database, create_database=True)
+    queue = TaskQueue(settings)
+    for number in range(3):  # three tasks ahead on each core, one slot each (core_concurrency 1)
+        queue.enqueue_many([validate({"core_id": f"WORK_AI_{core:02d}", "action": "noop"}, settings)
+                            for core in range(50)], "alice")
+    batch = [validate({"core_id": f"WORK_AI_{core:02d}", "action": "noop"}, settings) for core in range(size)]
+    with statements_sent(queue) as statements:
+        accepted = queue.enqueue_many(batch, "alice")
+    turn = statements[statements.index("BEGIN IMMEDIATE"):]
+    counts = [s for s in statements if "count(" in s and "tasks.core_id" in s]
+    assert counts and not [s for s in turn if "count(" in s and "tasks.core_id" in s]
+    assert {view["estimated_wait_seconds"] for view, _ in accepted} == {3.0}  # 3 ahead x 1 s (no history yet)
 
 
 def test_backpressure_refuses_beyond_the_depth_limit(settings: Settings) -> None:

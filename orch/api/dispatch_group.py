@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from orch.audit import Caller
 from orch.config.schema import Settings
 from orch.dispatch.errors import QueueFull
+from orch.dispatch.new_tasks import NewTasks, prepare
 from orch.dispatch.queue import TaskQueue
 from orch.dispatch.request import ValidTask
 from orch.storage.engine import session_scope
@@ -56,10 +57,22 @@ class _Request:
     answer: asyncio.Future[Accepted]
 
 
+@dataclass(frozen=True)
+class _Sender:
+    """One sender's requests of a group (same user, address and user agent), made ready before the
+    transaction: one task per request, in the order of ``indexes``, their places in the group."""
+
+    owner: str
+    caller: Caller
+    indexes: list[int]
+    new: NewTasks
+
+
 class DispatchGroup:
     """Queues single dispatches for one app (one event loop); safe for any number of concurrent requests."""
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._queue = TaskQueue(settings)
         self._database = settings.database
         self._pending: list[_Request] = []
@@ -98,27 +111,35 @@ class DispatchGroup:
 
     def _store(self, group: list[_Request]) -> list[Accepted | Exception]:
         """One transaction for the group; written again request by request in savepoints when one of
-        them failed (the first try cost a rollback, which is rare: the common case pays no savepoints)."""
+        them failed (the first try cost a rollback, which is rare: the common case pays no savepoints).
+        What needs no transaction is done first (:mod:`orch.dispatch.new_tasks`), once for both tries."""
+        senders = self._senders(group)
         try:
-            return self._write(group, alone=False)
+            return self._write(group, senders, alone=False)
         except Exception as exc:  # noqa: BLE001 - one request's row (or a bug) is found below, request by request
             if isinstance(exc, SQLAlchemyError) and not isinstance(exc, _ONE_REQUESTS):
                 raise  # the database's own failure: every request of the group gets it
-        return self._write(group, alone=True)
+        return self._write(group, senders, alone=True)
 
-    def _write(self, group: list[_Request], *, alone: bool) -> list[Accepted | Exception]:
+    def _senders(self, group: list[_Request]) -> list[_Sender]:
+        places: dict[tuple[str, Caller], list[int]] = {}
+        for index, request in enumerate(group):
+            places.setdefault((request.owner, request.caller), []).append(index)
+        return [_Sender(owner, caller, indexes, prepare(self._settings, [group[i].task for i in indexes], owner))
+                for (owner, caller), indexes in places.items()]
+
+    def _write(self, group: list[_Request], senders: list[_Sender], *, alone: bool) -> list[Accepted | Exception]:
+        outcomes: list[Accepted | Exception | None] = [None] * len(group)
         with session_scope(self._database, write_lock=True) as session:
-            if alone:
-                return [self._alone(session, request) for request in group]
-            outcomes: list[Accepted | Exception | None] = [None] * len(group)
-            senders: dict[tuple[str, Caller], list[int]] = {}
-            for index, request in enumerate(group):
-                senders.setdefault((request.owner, request.caller), []).append(index)
-            for (owner, caller), indexes in senders.items():
-                self._write_batch(session, group, indexes, owner, caller, outcomes)
-            return [outcome for outcome in outcomes if outcome is not None]
+            for sender in senders:
+                if alone:
+                    for place, index in enumerate(sender.indexes):
+                        outcomes[index] = self._alone(session, sender, place, group[index].task.idempotency_key)
+                else:
+                    self._write_batch(session, group, sender, outcomes)
+        return [outcome for outcome in outcomes if outcome is not None]
 
-    def _write_batch(self, session: Session, group: list[_Request], indexes: list[int], owner: str, caller: Caller,
+    def _write_batch(self, session: Session, group: list[_Request], sender: _Sender,
                      outcomes: list[Accepted | Exception | None]) -> None:
         """One sender's requests of the group through the queue's batch path (one depth check, one
         insert per table, one audit entry): the statements per task were most of a single dispatch's
@@ -126,46 +147,46 @@ class DispatchGroup:
         task its first request made or found; when the batch would overfill the queue, the requests go
         one by one, so that exactly those that fit are queued."""
         first_of_key: dict[str, int] = {}
-        batch: list[int] = []
-        for index in indexes:
+        batch: list[int] = []  # places in sender.indexes of the requests written
+        for place, index in enumerate(sender.indexes):
             key = group[index].task.idempotency_key
             if key is not None and key in first_of_key:
                 continue
             if key is not None:
                 first_of_key[key] = index
-            batch.append(index)
+            batch.append(place)
+        new = sender.new if len(batch) == len(sender.indexes) else sender.new.only(batch)
         try:
-            results: list[Accepted | Exception] = list(
-                self._queue.enqueue_in(session, [group[i].task for i in batch], owner, caller))
+            results: list[Accepted | Exception] = list(self._queue.enqueue_in(session, new, sender.caller))
         except QueueFull:  # raised before the batch wrote anything
-            results = [self._one_or_refusal(session, group[i]) for i in batch]
-        for index, result in zip(batch, results, strict=True):
-            outcomes[index] = result
-        for index in indexes:
+            results = [self._one_or_refusal(session, sender, place) for place in batch]
+        for place, result in zip(batch, results, strict=True):
+            outcomes[sender.indexes[place]] = result
+        for index in sender.indexes:
             if outcomes[index] is None:  # a repeated key: what its first request got, not created by this one
                 first = outcomes[first_of_key[group[index].task.idempotency_key or ""]]
                 assert first is not None
                 outcomes[index] = first if isinstance(first, Exception) else (
                     {k: v for k, v in first[0].items() if k != "estimated_wait_seconds"}, False)
 
-    def _one_or_refusal(self, session: Session, request: _Request) -> Accepted | Exception:
+    def _one_or_refusal(self, session: Session, sender: _Sender, place: int) -> Accepted | Exception:
         try:
-            return self._one(session, request)
+            return self._one(session, sender, place)
         except QueueFull as refusal:  # checked before the request writes anything
             return refusal
 
-    def _one(self, session: Session, request: _Request) -> Accepted:
-        return self._queue.enqueue_in(session, [request.task], request.owner, request.caller)[0]
+    def _one(self, session: Session, sender: _Sender, place: int) -> Accepted:
+        return self._queue.enqueue_in(session, sender.new.only([place]), sender.caller)[0]
 
-    def _alone(self, session: Session, request: _Request) -> Accepted | Exception:
-        """The request in a savepoint of its own; its own failure is its answer. A unique key taken by a
-        concurrent writer (another API replica, the CLI) is tried once more: its idempotency key then
-        finds the task that writer committed, as :meth:`TaskQueue.enqueue` does."""
+    def _alone(self, session: Session, sender: _Sender, place: int, key: str | None) -> Accepted | Exception:
+        """The request at ``place`` of ``sender``'s in a savepoint of its own; its own failure is its answer.
+        A unique key taken by a concurrent writer (another API replica, the CLI) is tried once more: its
+        idempotency ``key`` then finds the task that writer committed, as :meth:`TaskQueue.enqueue` does."""
         try:
             with session.begin_nested():
-                return self._one(session, request)
+                return self._one(session, sender, place)
         except IntegrityError as exc:
-            if request.task.idempotency_key is None:
+            if key is None:
                 return exc
         except _ONE_REQUESTS as exc:
             return exc
@@ -177,6 +198,6 @@ class DispatchGroup:
             return exc
         try:
             with session.begin_nested():
-                return self._one(session, request)
+                return self._one(session, sender, place)
         except (*_ONE_REQUESTS, QueueFull) as exc:
             return exc

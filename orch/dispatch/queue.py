@@ -18,13 +18,11 @@ back is :mod:`orch.dispatch.task_views`, and a new task's estimated wait :mod:`o
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
-from uuid import uuid4
 
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -35,10 +33,11 @@ from orch.config.schema import Settings
 from orch.dispatch import lease_owner as owners
 from orch.dispatch.errors import InvalidTransition, QueueFull, TaskNotFound
 from orch.dispatch.locks import expire_locks, record_acquisition
+from orch.dispatch.new_tasks import NewTasks, prepare
 from orch.dispatch.ordering import Priority, enqueued_at, sort_key
 from orch.dispatch.request import ValidTask
 from orch.dispatch.reservations import NotReserved, release_core
-from orch.dispatch.task_audit import audit_task_change, creation_records
+from orch.dispatch.task_audit import audit_task_change
 from orch.dispatch.task_filter import TaskFilter, after, encode_cursor
 from orch.dispatch.task_history import Move, add_event, add_events, note_task_runs
 from orch.dispatch.task_views import event_view, task_view, view_of_row
@@ -156,9 +155,10 @@ class TaskQueue:
     def enqueue(self, task: ValidTask, owner: str, caller: Caller | None = None) -> tuple[dict[str, Any], bool]:
         """Queue ``task``; returns ``(task, created)``. The same idempotency key from the same owner
         returns the existing task and queues nothing. Raises :class:`QueueFull` above the depth limit."""
+        new = prepare(self.settings, [task], owner)
         try:
             with session_scope(self.database, write_lock=True) as session:
-                return self.enqueue_in(session, [task], owner, caller)[0]
+                return self.enqueue_in(session, new, caller)[0]
         except IntegrityError:  # a concurrent request with the same idempotency key won the race
             with session_scope(self.database, write_lock=True) as session:
                 existing = self._by_idempotency_key(session, owner, task.idempotency_key)
@@ -169,58 +169,47 @@ class TaskQueue:
     def enqueue_many(self, tasks: list[ValidTask], owner: str,
                      caller: Caller | None = None) -> list[tuple[dict[str, Any], bool]]:
         """All or nothing: one transaction, one depth check for the whole batch."""
+        new = prepare(self.settings, tasks, owner)
         with session_scope(self.database, write_lock=True) as session:
-            return self.enqueue_in(session, tasks, owner, caller)
+            return self.enqueue_in(session, new, caller)
 
-    def enqueue_in(self, session: Session, tasks: list[ValidTask], owner: str,
-                   caller: Caller | None) -> list[tuple[dict[str, Any], bool]]:
-        """Accept ``tasks`` inside the caller's write transaction: each result is the task's view and
-        whether it was created (False: its idempotency key named an existing task of ``owner``).
+    def enqueue_in(self, session: Session, new: NewTasks, caller: Caller | None) -> list[tuple[dict[str, Any], bool]]:
+        """Accept the tasks ``new`` holds (:func:`~orch.dispatch.new_tasks.prepare`) inside the caller's write
+        transaction: each result is the task's view and whether it was created (False: its idempotency key
+        named an existing task of the owner).
 
         :class:`QueueFull` is raised before anything is written, so a caller that catches it (the API's
         dispatch group, :mod:`orch.api.dispatch_group`) can go on in the same transaction."""
         results: list[tuple[dict[str, Any], bool] | None] = []
-        fresh: list[ValidTask] = []
-        for task in tasks:
-            existing = self._by_idempotency_key(session, owner, task.idempotency_key)
+        fresh: list[int] = []
+        for index, task in enumerate(new.tasks):
+            existing = self._by_idempotency_key(session, new.owner, task.idempotency_key)
             results.append((task_view(existing), False) if existing else None)
             if existing is None:
-                fresh.append(task)
+                fresh.append(index)
+        if not fresh:
+            return [result for result in results if result is not None]
+        if len(fresh) < len(new.tasks):
+            new = new.only(fresh)
+        rows = new.rows
         # Core statements go through the session's connection, past the ORM's per-statement machinery:
         # accepting a task is a handful of statements, and the ORM layer was a third of its cost.
         connection = session.connection()
-        now, epoch = utcnow(), time.time()
-        rows: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
-        for task in fresh:
-            row = {"task_id": str(uuid4()), "core_id": task.core_id, "action": task.action, "params": task.params,
-                   "priority": int(task.priority), "timeout": task.timeout, "stay": task.stay,
-                   "metadata": task.metadata, "owner": owner, "idempotency_key": task.idempotency_key,
-                   "max_retries": task.max_retries, "locks": task.locks,
-                   "sort_key": sort_key(epoch, task.priority, self.dispatch.aging_seconds),
-                   "status": "queued", "attempts": 0, "created_at": now, "updated_at": now}
-            rows.append(row)
-            data = {"core_id": task.core_id, "action": task.action, "priority": task.priority.label,
-                    "timeout": task.timeout, "metadata": task.metadata, "owner": owner}
-            events.append({"task_id": row["task_id"], "event_type": "task.created", "timestamp": now, "data": data})
-        if not rows:
-            return [result for result in results if result is not None]
         # before the insert: it gives the depth too, as far as the limit needs it
-        ahead = work_ahead(connection, rows, self.dispatch.aging_seconds, self.dispatch.max_queue_depth)
+        ahead = work_ahead(connection, rows, self.dispatch.aging_seconds, self.dispatch.max_queue_depth, new.counted)
         if ahead.epoch is not None:  # queue places by the database's clock (orch.storage.types.clock_of_record)
-            for row in rows:
-                row["sort_key"] = sort_key(ahead.epoch, Priority(row["priority"]), self.dispatch.aging_seconds)
+            rows = [{**row, "sort_key": sort_key(ahead.epoch, Priority(row["priority"]), self.dispatch.aging_seconds)}
+                    for row in rows]
         if ahead.depth is not None and ahead.depth + len(rows) > self.dispatch.max_queue_depth:
             raise QueueFull(ahead.depth, self.dispatch.max_queue_depth, self.dispatch.retry_after_seconds)
         # Core inserts, one executemany each for the batch: the ORM's per-object (or bulk) machinery
         # was most of the cost of accepting a task. One audit entry per call, not per task.
         connection.execute(insert(Task.__table__), rows)
-        connection.execute(insert(TaskEvent.__table__), events)
+        connection.execute(insert(TaskEvent.__table__), new.events)
         ids = [row["task_id"] for row in rows]
-        audit_task_change(session, owner, "task.create", ids[0] if len(ids) == 1 else None, caller,
+        audit_task_change(session, new.owner, "task.create", ids[0] if len(ids) == 1 else None, caller,
                           {"count": len(ids), "task_ids": ids[:100],
-                           "core_ids": sorted({row["core_id"] for row in rows})[:20],
-                           "tasks": creation_records(rows)})
+                           "core_ids": sorted({row["core_id"] for row in rows})[:20], "tasks": new.records})
         waits = estimated_waits(connection, rows, ahead, self.core_limit)
         created = iter(rows)
         out = []

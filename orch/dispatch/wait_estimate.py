@@ -1,11 +1,13 @@
 """What is ahead of tasks being queued, and how long they should wait: the ``estimated_wait_seconds`` a
 new task is answered with, and the cache of each core's typical task duration it is made from.
 
-:func:`work_ahead` is read once per enqueue, before the insert, and serves three ends: the depth limit
-(:class:`orch.dispatch.errors.QueueFull`), the new tasks' queue places on PostgreSQL (the database's
-clock comes back with the counts) and the estimate. Accepting a task is a handful of statements, so the
-single-task case uses statements built once, and typical durations are remembered for
-:data:`TYPICAL_TTL_SECONDS` (they move slowly) instead of being read per task."""
+:func:`work_ahead` is read once per enqueue, in its transaction before the insert, and serves three
+ends: the depth limit (:class:`orch.dispatch.errors.QueueFull`), the new tasks' queue places on
+PostgreSQL (the database's clock comes back with the counts) and the estimate. The per-core counts
+(:func:`count_cores`) only serve the estimate, and on SQLite they are read before the transaction
+(:mod:`orch.dispatch.new_tasks`): counting a deep backlog inside it held the one write turn. Accepting a
+task is a handful of statements, so the single-task case uses statements built once, and typical
+durations are remembered for :data:`TYPICAL_TTL_SECONDS` (they move slowly) instead of being read per task."""
 
 from __future__ import annotations
 
@@ -25,14 +27,21 @@ _TYPICAL: dict[str, tuple[float, float]] = {}  # core -> (recent typical task du
 
 
 @dataclass(frozen=True)
+class CoreCounts:
+    """Tasks queued ahead and running, per core of the tasks being queued (see :func:`count_cores`)."""
+
+    queued: dict[str, int]
+    running: dict[str, int]
+
+
+@dataclass(frozen=True)
 class WorkAhead:
     """What is in the queue when tasks are added: the depth as far as the limit needs it (see
-    :func:`work_ahead`), queued/running per core, and (on PostgreSQL) the database's clock in epoch
+    :func:`work_ahead`), the counts per core, and (on PostgreSQL) the database's clock in epoch
     seconds, which the new tasks' sort keys are made from."""
 
     depth: int | None
-    queued: dict[str, int]
-    running: dict[str, int]
+    counts: CoreCounts
     epoch: float | None = None
 
 
@@ -45,57 +54,61 @@ _QUEUE_DEPTH = select(func.count()).select_from(
 # plus the new tasks is within the limit, nothing needs counting at all.
 _MOST_ROWS = select(func.max(literal_column("rowid"))).select_from(Task)
 _CORE = bindparam("core_id")
-_QUEUE_STATE_ONE = select(  # built once: constructing the expression cost as much as running it
-    _MOST_ROWS.scalar_subquery(),
+_RUNNING_ON_CORE = select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "running")
+_CORE_ONE = select(  # built once: constructing the expression cost as much as running it
     select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "queued",
                                                  Task.sort_key < bindparam("sort_key")).scalar_subquery(),
-    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "running").scalar_subquery(),
+    _RUNNING_ON_CORE.scalar_subquery(),
 )
-# PostgreSQL: the same, with the queue place taken by the database's clock, which comes back too. An
-# enqueuer's own clock would let a host running behind put its tasks ahead of everyone else's.
+# PostgreSQL: the depth, the counts and the database's clock in one statement, the queue place taken by
+# that clock. An enqueuer's own clock would let a host running behind put its tasks ahead of everyone else's.
 _EPOCH = cast(func.extract("epoch", DATABASE_NOW), Float)
 _QUEUE_STATE_ONE_DB_CLOCK = select(
     _QUEUE_DEPTH.scalar_subquery(),
     select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "queued",
                                                  Task.sort_key < _EPOCH - bindparam("advance")).scalar_subquery(),
-    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "running").scalar_subquery(),
+    _RUNNING_ON_CORE.scalar_subquery(),
     _EPOCH,
 )
 
 
-def work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds: float, limit: int) -> WorkAhead:
-    """Before ``rows`` are inserted: the queue depth as far as the depth ``limit`` needs it, and per core of
-    ``rows`` the tasks queued and running there. A single task (the common case) uses a statement built
-    once, whose per-core count stops at the new task's place in the queue. On PostgreSQL the same
-    statement reads the database's clock for the new tasks' places: no round trip of its own.
+def count_cores(connection: Connection, rows: list[dict[str, Any]]) -> CoreCounts:
+    """Per core of ``rows``: the tasks queued there ahead of them and those running. A single task (the
+    common case) counts only the tasks ahead of its own place, by a statement built once; for a batch,
+    every task queued on its cores counts as ahead of all of it."""
+    if len(rows) == 1:
+        core = rows[0]["core_id"]
+        queued, running = connection.execute(_CORE_ONE, {"core_id": core, "sort_key": rows[0]["sort_key"]}).one()
+        return CoreCounts({core: queued}, {core: running})
+    counts = CoreCounts({}, {})
+    for core, status, count in connection.execute(select(Task.core_id, Task.status, func.count()).where(
+            Task.core_id.in_(sorted({row["core_id"] for row in rows})), Task.status.in_(("queued", "running")))
+            .group_by(Task.core_id, Task.status)):
+        (counts.running if status == "running" else counts.queued)[core] = count
+    return counts
+
+
+def work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds: float, limit: int,
+               counted: CoreCounts | None = None) -> WorkAhead:
+    """Inside the transaction that inserts ``rows``: the queue depth as far as the depth ``limit`` needs
+    it, and the counts per core (``counted`` when the caller read them before the transaction, as on
+    SQLite, where the transaction holds the one write turn; see :mod:`orch.dispatch.new_tasks`). On
+    PostgreSQL the depth, the counts of a single task and the database's clock for the new tasks'
+    places come back in one round trip.
 
     The depth is None when the tasks cannot reach the limit (SQLite: the table has too few rows), else the
     queued tasks counted up to ``limit`` + 1: exact up to the limit, ``limit + 1`` meaning "more"."""
-    db_clock = reads_database_clock(connection)
-    cap = {"cap": limit + 1}
-    if len(rows) == 1:
-        row = rows[0]
-        if db_clock:
-            advance = int(row["priority"]) * aging_seconds
-            depth, queued, running, epoch = connection.execute(
-                _QUEUE_STATE_ONE_DB_CLOCK, {"core_id": row["core_id"], "advance": advance, **cap}).one()
-            return WorkAhead(depth, {row["core_id"]: queued}, {row["core_id"]: running}, epoch)
-        most, queued, running = connection.execute(
-            _QUEUE_STATE_ONE, {"core_id": row["core_id"], "sort_key": row["sort_key"]}).one()
-        return WorkAhead(_depth_beyond(connection, most, 1, limit), {row["core_id"]: queued},
-                         {row["core_id"]: running})
-    cores = sorted({row["core_id"] for row in rows})
-    epoch = None
-    if db_clock:
-        depth, epoch = connection.execute(select(_QUEUE_DEPTH.scalar_subquery(), _EPOCH), cap).one()
-    else:
+    if not reads_database_clock(connection):
         depth = _depth_beyond(connection, connection.execute(_MOST_ROWS).scalar(), len(rows), limit)
-    queued: dict[str, int] = {}
-    running: dict[str, int] = {}
-    for core, status, count in connection.execute(select(Task.core_id, Task.status, func.count()).where(
-            Task.core_id.in_(cores), Task.status.in_(("queued", "running"))).group_by(Task.core_id, Task.status)):
-        (running if status == "running" else queued)[core] = count
-    return WorkAhead(depth, queued, running, epoch)
+        return WorkAhead(depth, counted or count_cores(connection, rows))
+    cap = {"cap": limit + 1}
+    if len(rows) == 1 and counted is None:
+        row = rows[0]
+        depth, queued, running, epoch = connection.execute(_QUEUE_STATE_ONE_DB_CLOCK, {
+            "core_id": row["core_id"], "advance": int(row["priority"]) * aging_seconds, **cap}).one()
+        return WorkAhead(depth, CoreCounts({row["core_id"]: queued}, {row["core_id"]: running}), epoch)
+    depth, epoch = connection.execute(select(_QUEUE_DEPTH.scalar_subquery(), _EPOCH), cap).one()
+    return WorkAhead(depth, counted or count_cores(connection, rows), epoch)
 
 
 def _depth_beyond(connection: Connection, most_rows: int | None, adding: int, limit: int) -> int | None:
@@ -116,10 +129,10 @@ def estimated_waits(connection: Connection, rows: list[dict[str, Any]], ahead: W
     seen: Counter[str] = Counter()
     for row in rows:
         core = row["core_id"]
-        before = ahead.queued.get(core, 0) + seen[core]
+        before = ahead.counts.queued.get(core, 0) + seen[core]
         seen[core] += 1
         slots = core_limit(core)
-        busy = before + ahead.running.get(core, 0)
+        busy = before + ahead.counts.running.get(core, 0)
         if busy < slots:
             waits[row["task_id"]] = 0.0
             continue
