@@ -187,6 +187,98 @@ def test_a_row_the_database_refuses_fails_only_its_own_request(pg_url: str, isol
     assert {t.idempotency_key for t in _tasks(settings).values()} == {"one", "three"}
 
 
+def _write_transactions(settings: Settings, sink: list[str]) -> Any:
+    """Count the write transactions on ``settings``' engine: SQLite's ``BEGIN IMMEDIATE`` (its reads before
+    the turn begin plainly), PostgreSQL's commits (nothing is read before the transaction there)."""
+    from sqlalchemy import event
+
+    engine = get_engine(settings.database)
+    if engine.dialect.name == "sqlite":
+        def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement == "BEGIN IMMEDIATE":
+                sink.append(statement)
+        event.listen(engine, "before_cursor_execute", note)
+        return lambda: event.remove(engine, "before_cursor_execute", note)
+
+    def committed(_conn: Any) -> None:
+        sink.append("COMMIT")
+    event.listen(engine, "commit", committed)
+    return lambda: event.remove(engine, "commit", committed)
+
+
+def _batch(settings: Settings, size: int, **body: Any) -> Any:
+    from orch.dispatch.new_tasks import prepare
+    from orch.dispatch.request import validate
+
+    return prepare(settings, [validate({"core_id": f"core-{n % 4}", "action": "noop", **body}, settings)
+                              for n in range(size)], "owner")
+
+
+def test_batches_and_single_dispatches_arriving_together_commit_together(settings: Settings) -> None:
+    """Three batches of 10 and four single dispatches at once, the queue's limit at 25: one write
+    transaction for all of them. Requests are written in arrival order (the singles at the place of the
+    first), so the last batch is the one that would overfill the queue: it is refused whole, nothing of it
+    written, and every other request is queued."""
+    from orch.api.dispatch_group import DispatchGroup
+    from orch.dispatch.errors import QueueFull
+    from orch.dispatch.request import validate
+
+    settings.dispatch.max_queue_depth = 25
+    group = DispatchGroup(settings)
+    single = validate({"core_id": "core-9", "action": "noop"}, settings)
+    first, second, third = (_batch(settings, 10) for _ in range(3))
+    caller = Caller(ip_address="192.0.2.1")
+
+    async def together() -> list[object]:
+        return list(await asyncio.gather(
+            group.enqueue_batch(first, caller), group.enqueue(single, "owner", caller),
+            group.enqueue(single, "owner", caller), group.enqueue_batch(second, caller),
+            group.enqueue(single, "owner", caller), group.enqueue(single, "owner", caller),
+            group.enqueue_batch(third, caller), return_exceptions=True))
+
+    transactions: list[str] = []
+    stop = _write_transactions(settings, transactions)
+    try:
+        outcomes = asyncio.run(together())
+    finally:
+        stop()
+    assert len(transactions) == 1, transactions
+    assert isinstance(outcomes[6], QueueFull), outcomes[6]
+    accepted = [outcomes[0], outcomes[3]]
+    assert all(isinstance(batch, list) and len(batch) == 10 and all(created for _, created in batch)
+               for batch in accepted), accepted
+    singles = [outcomes[i] for i in (1, 2, 4, 5)]
+    assert all(isinstance(one, tuple) and one[1] for one in singles), singles
+    stored = _tasks(settings)
+    answered = {view["task_id"] for batch in accepted for view, _ in batch} | {one[0]["task_id"] for one in singles}
+    assert set(stored) == answered and len(stored) == 24
+    assert not {row["task_id"] for row in third.rows} & set(stored)
+    with session_scope(settings.database) as session:  # an audit entry per batch, one for the sender's singles
+        audited = sorted(len(details["task_ids"]) for details in session.scalars(
+            select(AuditRecord.details).where(AuditRecord.action == "task.create")))
+    assert audited == [4, 10, 10]
+
+
+def test_a_batch_the_database_refuses_fails_alone_and_whole(settings: Settings) -> None:
+    """A batch naming one idempotency key twice cannot be stored: that batch fails, all of it, and the
+    batch and the single dispatch of its group are queued."""
+    from orch.api.dispatch_group import DispatchGroup
+    from orch.dispatch.request import validate
+
+    group = DispatchGroup(settings)
+    good, twice = _batch(settings, 5), _batch(settings, 2, idempotency_key="same")
+    single = validate({"core_id": "core-1", "action": "noop", "idempotency_key": "alone"}, settings)
+
+    async def together() -> list[object]:
+        return list(await asyncio.gather(group.enqueue_batch(good, Caller()), group.enqueue_batch(twice, Caller()),
+                                         group.enqueue(single, "owner", Caller()), return_exceptions=True))
+
+    accepted, refused, alone = asyncio.run(together())
+    assert isinstance(refused, Exception), refused
+    assert isinstance(accepted, list) and isinstance(alone, tuple), (accepted, alone)
+    assert set(_tasks(settings)) == {view["task_id"] for view, _ in accepted} | {alone[0]["task_id"]}
+
+
 # --- the audit file --------------------------------------------------------------------------------
 
 @pytest.fixture

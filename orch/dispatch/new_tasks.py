@@ -31,6 +31,9 @@ from orch.dispatch.wait_estimate import CoreCounts, count_cores
 from orch.storage.engine import connection_scope, is_sqlite
 from orch.storage.types import utcnow
 
+# Tasks in one accepted batch: ``POST /dispatch/batch``'s limit, the most single dispatches the API writes
+# as one, and how many task ids a batch's audit entry names.
+MAX_BATCH = 100
 
 @dataclass(frozen=True)
 class NewTasks:

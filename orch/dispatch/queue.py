@@ -33,7 +33,7 @@ from orch.config.schema import Settings
 from orch.dispatch import lease_owner as owners
 from orch.dispatch.errors import InvalidTransition, QueueFull, TaskNotFound
 from orch.dispatch.locks import expire_locks, record_acquisition
-from orch.dispatch.new_tasks import NewTasks, prepare
+from orch.dispatch.new_tasks import MAX_BATCH, NewTasks, prepare
 from orch.dispatch.ordering import Priority, enqueued_at, sort_key
 from orch.dispatch.request import ValidTask
 from orch.dispatch.reservations import NotReserved, release_core
@@ -208,7 +208,7 @@ class TaskQueue:
         connection.execute(insert(TaskEvent.__table__), new.events)
         ids = [row["task_id"] for row in rows]
         audit_task_change(session, new.owner, "task.create", ids[0] if len(ids) == 1 else None, caller,
-                          {"count": len(ids), "task_ids": ids[:100],
+                          {"count": len(ids), "task_ids": ids[:MAX_BATCH],
                            "core_ids": sorted({row["core_id"] for row in rows})[:20], "tasks": new.records})
         waits = estimated_waits(connection, rows, ahead, self.core_limit)
         created = iter(rows)

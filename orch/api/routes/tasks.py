@@ -14,6 +14,7 @@ from orch.api.schemas import TaskOut, errors
 from orch.config.schema import Settings
 from orch.dispatch.bulk import MAX_BULK, bulk_change
 from orch.dispatch.errors import InvalidRequest, InvalidTask, InvalidTransition, TaskNotFound
+from orch.dispatch.new_tasks import MAX_BATCH, NewTasks, prepare
 from orch.dispatch.queue import TaskQueue
 from orch.dispatch.request import DispatchRequest, ValidTask, authorize, validate
 from orch.dispatch.task_filter import TaskFilter
@@ -22,7 +23,6 @@ from orch.security.rbac import Permission
 from orch.storage.models import TASK_STATUSES
 
 router = APIRouter(tags=["tasks"])
-MAX_BATCH = 100
 
 
 class DispatchAccepted(BaseModel):
@@ -92,7 +92,9 @@ async def dispatch(body: DispatchRequest, request: Request, settings: SettingsDe
     return _accepted(queued, created)
 
 
-def _dispatch_batch(settings: Settings, body: BatchRequest, principal: Principal, caller: Any) -> BatchAccepted:
+def _ready_batch(settings: Settings, body: BatchRequest, principal: Principal, caller: Any) -> NewTasks:
+    """Validate and authorise a batch and make its tasks ready (:mod:`orch.dispatch.new_tasks`): all of it
+    in the request's own thread, before the batch joins a group commit."""
     valid, problems = [], []
     for index, request in enumerate(body.tasks):
         try:
@@ -102,16 +104,18 @@ def _dispatch_batch(settings: Settings, body: BatchRequest, principal: Principal
     if problems:
         raise InvalidTask(problems)
     _authorize(settings, valid, principal, caller)
-    return BatchAccepted(tasks=[_accepted(task, created) for task, created
-                                in TaskQueue(settings).enqueue_many(valid, principal.username, caller)])
+    return prepare(settings, valid, principal.username)
 
 
 @router.post("/dispatch/batch", status_code=202, response_model=BatchAccepted, responses=errors())
-async def dispatch_batch(body: BatchRequest, settings: SettingsDep, caller: CallerDep,
+async def dispatch_batch(body: BatchRequest, request: Request, settings: SettingsDep, caller: CallerDep,
                          principal: Annotated[Principal, Depends(require(Permission.TASK_CREATE))]
                          ) -> BatchAccepted:
-    """Up to 100 tasks, all or nothing: one invalid task refuses the batch and lists every problem."""
-    return await run_in_threadpool(_dispatch_batch, settings, body, principal, caller)
+    """Up to 100 tasks, all or nothing: one invalid task refuses the batch and lists every problem.
+    Concurrent batches and dispatches are committed together (:mod:`orch.api.dispatch_group`)."""
+    batch = await run_in_threadpool(_ready_batch, settings, body, principal, caller)
+    accepted = await request.app.state.dispatch_group.enqueue_batch(batch, caller)
+    return BatchAccepted(tasks=[_accepted(task, created) for task, created in accepted])
 
 
 @router.get("/tasks", response_model=TaskPage, responses=errors())
