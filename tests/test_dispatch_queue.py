@@ -181,7 +181,7 @@ def test_on_sqlite_the_estimate_counts_the_queue_before_taking_the_write_turn(is
                              generate_secrets=False)
     upgrade(settings.database, create_database=True)
     queue = TaskQueue(settings)
-    for number in range(3):  # three tasks ahead on each core, one slot each (core_concurrency 1)
+    for _round in range(3):  # three tasks ahead on each core, one slot each (core_concurrency 1)
         queue.enqueue_many([validate({"core_id": f"WORK_AI_{core:02d}", "action": "noop"}, settings)
                             for core in range(50)], "alice")
     batch = [validate({"core_id": f"WORK_AI_{core:02d}", "action": "noop"}, settings) for core in range(size)]
