@@ -17,6 +17,7 @@ from orch.config.schema import CoreSettings, Settings
 from orch.dispatch.errors import InvalidTask, InvalidTransition, QueueFull, TaskNotFound
 from orch.dispatch.queue import Claim, TaskQueue
 from orch.dispatch.request import validate
+from orch.storage import json_columns
 from orch.storage.engine import get_engine, session_scope
 from orch.storage.migrate import upgrade
 from orch.storage.models import Task
@@ -191,6 +192,18 @@ def test_on_sqlite_the_estimate_counts_the_queue_before_taking_the_write_turn(is
     counts = [s for s in statements if "count(" in s and "tasks.core_id" in s]
     assert counts and not [s for s in turn if "count(" in s and "tasks.core_id" in s]
     assert {view["estimated_wait_seconds"] for view, _ in accepted} == {3.0}  # 3 ahead x 1 s (no history yet)
+
+
+def test_json_columns_keep_what_the_caller_sent_exactly(settings: Settings) -> None:
+    """JSON columns are written by orjson, which refuses an integer beyond 64 bits: such a value is
+    written by the standard library instead, exactly, and the task is queued as sent."""
+    queue = TaskQueue(settings)
+    sent = {"huge": 2**70 + 1, "small": -(2**63), "text": "é\u2028", "list": [1.5, None, True], "nested": {"k": {}}}
+    task = put(queue, metadata=sent)
+    with session_scope(settings.database) as session:
+        stored = session.get(Task, task["task_id"])
+        assert stored is not None and {key: stored.meta[key] for key in sent} == sent
+    assert json_columns.dumps({1: "a"}) == '{"1":"a"}'  # a key that is not text is written as the library would
 
 
 def test_backpressure_refuses_beyond_the_depth_limit(settings: Settings) -> None:

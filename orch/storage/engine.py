@@ -35,6 +35,7 @@ try:
 except ImportError:  # Windows: threads of one process still take turns; processes wait in SQLite
     fcntl = None  # type: ignore[assignment]
 from orch.errors import OrchError
+from orch.storage import json_columns
 
 SQLITE_IMMEDIATE = "orch_sqlite_immediate"  # execution option: begin SQLite transactions IMMEDIATE
 _engines: dict[tuple[str, int, float], Engine] = {}
@@ -370,6 +371,7 @@ def _create(url: URL, database: DatabaseSettings) -> Engine:
         engine = create_engine(
             url,
             connect_args={"timeout": database.timeout, "check_same_thread": False},
+            json_serializer=json_columns.dumps,
             pool_size=database.pool_size,
             max_overflow=database.pool_size,
             pool_timeout=database.timeout,
@@ -417,6 +419,7 @@ def _create(url: URL, database: DatabaseSettings) -> Engine:
         # of UPDATEs, which psycopg2 sends one statement and one round trip per row; execute_batch sends
         # them together. Nothing here reads the row count of an executemany.
         executemany_mode="values_plus_batch",
+        json_serializer=json_columns.dumps,
         pool_size=database.pool_size,
         max_overflow=database.pool_size,
         pool_timeout=database.timeout,

@@ -52,12 +52,15 @@ class TaskPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
 
 
-def _accepted(task: dict[str, Any], created: bool) -> DispatchAccepted:
+def _accepted(task: dict[str, Any], created: bool, now: datetime) -> dict[str, Any]:
+    """A :class:`DispatchAccepted` as a plain dict, which the route's response model validates and
+    serialises in pydantic's core: building a model per task in Python first was a tenth of the API's
+    CPU for a batch of 100."""
     wait = task.get("estimated_wait_seconds")  # only new tasks have one; an earlier task: unknown
-    start = (datetime.now(UTC) + timedelta(seconds=wait)).isoformat() if wait is not None else None
-    return DispatchAccepted(task_id=task["task_id"], status=task["status"], core_id=task["core_id"],
-                            priority=task["priority"], created_at=task["created_at"], estimated_start=start,
-                            created=created)
+    return {"task_id": task["task_id"], "status": task["status"], "core_id": task["core_id"],
+            "priority": task["priority"], "created_at": task["created_at"],
+            "estimated_start": (now + timedelta(seconds=wait)).isoformat() if wait is not None else None,
+            "created": created}
 
 
 def _authorize(settings: Settings, tasks: list[ValidTask], principal: Principal, caller: Any) -> None:
@@ -77,7 +80,7 @@ def _authorize(settings: Settings, tasks: list[ValidTask], principal: Principal,
 
 @router.post("/dispatch", status_code=202, response_model=DispatchAccepted, responses=errors())
 async def dispatch(body: DispatchRequest, request: Request, settings: SettingsDep, caller: CallerDep,
-                   principal: Annotated[Principal, Depends(require(Permission.TASK_CREATE))]) -> DispatchAccepted:
+                   principal: Annotated[Principal, Depends(require(Permission.TASK_CREATE))]) -> dict[str, Any]:
     """Queue a task for a core. 422 lists every problem; 429 + Retry-After when the queue is full; 403 when
     the task's effect needs more than the caller holds (``run-deployment`` of an admin-only flow).
 
@@ -89,7 +92,7 @@ async def dispatch(body: DispatchRequest, request: Request, settings: SettingsDe
     if task.requirement is not None:  # a refusal is recorded in the database: off the event loop
         await run_in_threadpool(_authorize, settings, [task], principal, caller)
     queued, created = await request.app.state.dispatch_group.enqueue(task, principal.username, caller)
-    return _accepted(queued, created)
+    return _accepted(queued, created, datetime.now(UTC))
 
 
 def _ready_batch(settings: Settings, body: BatchRequest, principal: Principal, caller: Any) -> NewTasks:
@@ -110,12 +113,13 @@ def _ready_batch(settings: Settings, body: BatchRequest, principal: Principal, c
 @router.post("/dispatch/batch", status_code=202, response_model=BatchAccepted, responses=errors())
 async def dispatch_batch(body: BatchRequest, request: Request, settings: SettingsDep, caller: CallerDep,
                          principal: Annotated[Principal, Depends(require(Permission.TASK_CREATE))]
-                         ) -> BatchAccepted:
+                         ) -> dict[str, Any]:
     """Up to 100 tasks, all or nothing: one invalid task refuses the batch and lists every problem.
     Concurrent batches and dispatches are committed together (:mod:`orch.api.dispatch_group`)."""
     batch = await run_in_threadpool(_ready_batch, settings, body, principal, caller)
     accepted = await request.app.state.dispatch_group.enqueue_batch(batch, caller)
-    return BatchAccepted(tasks=[_accepted(task, created) for task, created in accepted])
+    now = datetime.now(UTC)
+    return {"tasks": [_accepted(task, created, now) for task, created in accepted]}
 
 
 @router.get("/tasks", response_model=TaskPage, responses=errors())
