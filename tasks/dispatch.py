@@ -154,10 +154,11 @@ def run_orch_task(queue: TaskQueue, attempt: Attempt) -> Any:
 
 
 def run_name(parameters: dict[str, Any]) -> str:
-    """``<action> <core> <first 8 of task_id>``: what an operator looks for in the UI (the run's log lines
-    carry the whole id). Prefect calls it with the run's parameters as the run starts."""
+    """``<action> <core> <task_id>``: what an operator looks for in the UI, by the id the API answered or
+    any part of it. The whole id, because its first characters are its time (UUIDv7): tasks made in the
+    same minute share them. Prefect calls it with the run's parameters as the run starts."""
     claim = parameters["attempt"].claim
-    return f"{claim.action} {claim.core_id} {claim.task_id[:8]}"
+    return f"{claim.action} {claim.core_id} {claim.task_id}"
 
 
 def still_retryable(_task: Task[..., Any], _run: Any, _state: Any) -> bool:

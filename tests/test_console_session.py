@@ -177,6 +177,21 @@ def test_task_detail_masks_as_the_api_and_filters_refuse_bad_input(api: Api) -> 
     assert listed.status_code == 200 and f'data-task-id="{task_id}"' in listed.text
 
 
+def test_tasks_made_together_are_told_apart_in_the_task_list(api: Api) -> None:
+    """Task ids are UUIDv7: their first characters are the time they were made, the same for a batch. The
+    list labels each task by the last group of its id (random), and the whole id is the link's title."""
+    batch = api.client.post("/dispatch/batch", json={"tasks": [{"core_id": "core-a", "action": "external"}] * 5},
+                            headers=api.headers("operator"))
+    assert batch.status_code == 202, batch.text
+    ids = [task["task_id"] for task in batch.json()["tasks"]]
+    client, _ = session_for(api, "operator")
+    page = client.get("/ui/tasks", params={"core_id": "core-a"}, headers=HTML).text
+    labels = re.findall(r'class="mono" title="([^"]+)">([^<]+)</a>', page)
+    assert sorted(task_id for task_id, _ in labels) == sorted(ids)
+    assert len({label for _, label in labels}) == len(ids)
+    assert all(task_id.endswith(label) for task_id, label in labels)
+
+
 def test_docs_and_redoc_are_served_from_local_files(api: Api) -> None:
     for path in ("/docs", "/redoc"):
         page = api.client.get(path)

@@ -61,9 +61,9 @@ def test_drain_runs_every_outcome(queue: TaskQueue, prefect_server: str) -> None
 
     def failing_run() -> dict[str, Any]:
         runs = httpx.post(f"{prefect_server}/task_runs/filter", json={
-            "task_runs": {"name": {"any_": [f"shell WORK_AI_01 {failing[:8]}"]}}}, headers=prefect_auth(),
+            "task_runs": {"name": {"any_": [f"shell WORK_AI_01 {failing}"]}}}, headers=prefect_auth(),
             timeout=10).json()
-        assert [r["name"] for r in runs] == [f"shell WORK_AI_01 {failing[:8]}"]
+        assert [r["name"] for r in runs] == [f"shell WORK_AI_01 {failing}"]
         return dict(runs[0])
 
     run = settled_run(failing_run, "the failing task's run")
@@ -87,7 +87,7 @@ def test_task_run_logs_name_the_task_core_action_and_attempt(queue: TaskQueue) -
     def messages(task_id: str, core: str, action: str, expected: int) -> list[str]:
         with prefect_http_client(prefect, timeout=10) as client:
             runs = client.post(f"{api}/task_runs/filter", json={
-                "task_runs": {"name": {"any_": [f"{action} {core} {task_id[:8]}"]}}}).json()
+                "task_runs": {"name": {"any_": [f"{action} {core} {task_id}"]}}}).json()
             assert len(runs) == 1, runs
             logs = client.post(f"{api}/logs/filter", json={
                 "logs": {"task_run_id": {"any_": [runs[0]["id"]]}}, "sort": "TIMESTAMP_ASC"}).json()
@@ -111,7 +111,7 @@ def test_task_run_logs_name_the_task_core_action_and_attempt(queue: TaskQueue) -
     # own closing line is stored: the run's log lines reach the server in the order they were written.
     with prefect_http_client(prefect, timeout=10) as client:
         flow_run = client.post(f"{api}/task_runs/filter", json={"task_runs": {"name": {"any_": [
-            f"noop WORK_AI_02 {done[:8]}"]}}}).json()[0]["flow_run_id"]
+            f"noop WORK_AI_02 {done}"]}}}).json()[0]["flow_run_id"]
 
         def flow_run_closed() -> bool:
             logs = client.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run]}}}).json()
@@ -167,7 +167,7 @@ def test_each_attempt_names_its_prefect_task_run_and_the_console_links_it(
     prefect = queue.settings.prefect
     api = prefect.resolved_api_url().rstrip("/")
     ids = {}
-    for task_id, name in ((quick, f"noop WORK_AI_01 {quick[:8]}"), (slow, f"sleep WORK_AI_02 {slow[:8]}")):
+    for task_id, name in ((quick, f"noop WORK_AI_01 {quick}"), (slow, f"sleep WORK_AI_02 {slow}")):
         started = [e["data"] for e in queue.events(task_id) if e["event_type"] == "task.started"]
         assert len(started) == 1 and set(started[0]) == {"attempt", "dispatcher", "task_run_id"}, started
         ids[task_id] = started[0]["task_run_id"]
