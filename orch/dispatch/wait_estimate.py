@@ -100,7 +100,7 @@ def work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds
     queued tasks counted up to ``limit`` + 1: exact up to the limit, ``limit + 1`` meaning "more"."""
     if not reads_database_clock(connection):
         depth = _depth_beyond(connection, connection.execute(_MOST_ROWS).scalar(), len(rows), limit)
-        return WorkAhead(depth, counted or count_cores(connection, rows))
+        return WorkAhead(depth, counted if counted is not None else count_cores(connection, rows))
     cap = {"cap": limit + 1}
     if len(rows) == 1 and counted is None:
         row = rows[0]
@@ -108,7 +108,7 @@ def work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds
             "core_id": row["core_id"], "advance": int(row["priority"]) * aging_seconds, **cap}).one()
         return WorkAhead(depth, CoreCounts({row["core_id"]: queued}, {row["core_id"]: running}), epoch)
     depth, epoch = connection.execute(select(_QUEUE_DEPTH.scalar_subquery(), _EPOCH), cap).one()
-    return WorkAhead(depth, counted or count_cores(connection, rows), epoch)
+    return WorkAhead(depth, counted if counted is not None else count_cores(connection, rows), epoch)
 
 
 def _depth_beyond(connection: Connection, most_rows: int | None, adding: int, limit: int) -> int | None:
