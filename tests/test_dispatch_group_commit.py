@@ -255,6 +255,39 @@ def test_on_sqlite_batches_and_single_dispatches_arriving_together_commit_togeth
     assert audited == [4, 10, 10]
 
 
+def test_on_sqlite_a_group_of_single_dispatches_is_one_transaction_and_nothing_before_it(isolated_env: Path) -> None:
+    """The one group writer prepares each group and writes it. A read transaction of its own for the
+    estimate's counts (as a batch's request thread does) lengthened every group's cycle: single accepts
+    were higher in 4 pairs of 4 with the counts read inside the transaction. So a group's only
+    transaction is its write, and the counts are read in it."""
+    from sqlalchemy import event
+
+    from orch.api.dispatch_group import DispatchGroup
+    from orch.dispatch.request import validate
+
+    settings = make_settings(isolated_env, f"sqlite:///{isolated_env / 'orch.db'}")
+    group = DispatchGroup(settings)
+    singles = [validate({"core_id": f"core-{n % 3}", "action": "noop"}, settings) for n in range(6)]
+    statements: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    async def together() -> list[object]:
+        return list(await asyncio.gather(*(group.enqueue(task, "owner", Caller()) for task in singles)))
+
+    engine = get_engine(settings.database)
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        accepted = asyncio.run(together())
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert all(isinstance(one, tuple) and one[1] for one in accepted)
+    assert statements[0] == "BEGIN IMMEDIATE" and statements.count("BEGIN IMMEDIATE") == 1, statements[:3]
+    assert "BEGIN" not in statements
+    assert any("count(" in s and "tasks.core_id" in s for s in statements)
+
+
 def test_on_postgresql_each_batch_keeps_a_transaction_of_its_own(pg_url: str, isolated_env: Path) -> None:
     """PostgreSQL runs transactions side by side: batches that waited for the one group writer were
     accepted at about 60 % of the rate of batches written each in its own transaction, at once."""

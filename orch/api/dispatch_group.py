@@ -27,8 +27,9 @@ What a response promises is unchanged:
   starts afresh.
 
 A group starts as soon as the previous one is written: one request alone waits for nothing. What needs
-no transaction (rows, records, the estimate's counts on SQLite) is made before it
-(:mod:`orch.dispatch.new_tasks`): by a batch's own request thread, for single requests by the writer.
+no transaction (rows, records, on SQLite a batch's counts for its estimate) is made before it
+(:mod:`orch.dispatch.new_tasks`): by a batch's own request thread, for single requests by the writer,
+which reads their counts inside the transaction instead (a read of its own lengthened every cycle).
 """
 
 from __future__ import annotations
@@ -175,8 +176,10 @@ class DispatchGroup:
                 places.setdefault((request.owner, request.caller), []).append((index, request.task))
         chunks = [((owner, caller), singles[start:start + MAX_BATCH])
                   for (owner, caller), singles in places.items() for start in range(0, len(singles), MAX_BATCH)]
+        # Counted in the transaction: this runs in the one writer's thread, between groups, where a read of
+        # its own lengthened every group's cycle.
         return [_Sender(owner, caller, [index for index, _task in chunk],
-                        prepare(self._settings, [task for _index, task in chunk], owner))
+                        prepare(self._settings, [task for _index, task in chunk], owner, count=False))
                 for (owner, caller), chunk in chunks]
 
     def _write(self, group: list[_Request], senders: list[_Sender], *, alone: bool) -> list[Any]:

@@ -54,10 +54,10 @@ class NewTasks:
                         [self.events[i] for i in chosen], [self.records[i] for i in chosen], self.counted)
 
 
-def prepare(settings: Settings, tasks: list[ValidTask], owner: str) -> NewTasks:
-    """Rows, events and creation records for ``tasks`` (validated and authorised), and on SQLite the
-    queue of their cores as it stands. Queue places are this host's clock here; on PostgreSQL the
-    transaction replaces them with the database's (:func:`orch.storage.types.clock_of_record`)."""
+def prepare(settings: Settings, tasks: list[ValidTask], owner: str, *, count: bool = True) -> NewTasks:
+    """Rows, events and creation records for ``tasks`` (validated and authorised), and on SQLite (unless
+    not ``count``) the queue of their cores as it stands. Queue places are this host's clock here; on
+    PostgreSQL the transaction replaces them with the database's (:func:`orch.storage.types.clock_of_record`)."""
     now, epoch = utcnow(), time.time()
     aging = settings.dispatch.aging_seconds
     rows: list[dict[str, Any]] = []
@@ -74,7 +74,7 @@ def prepare(settings: Settings, tasks: list[ValidTask], owner: str) -> NewTasks:
                 "timeout": task.timeout, "metadata": task.metadata, "owner": owner}
         events.append({"task_id": row["task_id"], "event_type": "task.created", "timestamp": now, "data": data})
     counted = None
-    if rows and is_sqlite(settings.database.url or ""):
+    if count and rows and is_sqlite(settings.database.url or ""):
         with connection_scope(settings.database) as connection:
             counted = count_cores(connection, rows)
     return NewTasks(owner, list(tasks), rows, events, creation_records(rows), counted)
