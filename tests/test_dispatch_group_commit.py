@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -187,17 +188,17 @@ def test_a_row_the_database_refuses_fails_only_its_own_request(pg_url: str, isol
     assert {t.idempotency_key for t in _tasks(settings).values()} == {"one", "three"}
 
 
-def _write_transactions(settings: Settings, sink: list[str]) -> Any:
-    """Note each write transaction SQLite begins (``BEGIN IMMEDIATE``; its reads begin plainly) in ``sink``."""
+@contextmanager
+def _listening(settings: Settings, name: str, handler: Callable[..., None]) -> Iterator[None]:
+    """``handler`` on ``settings``' engine's event ``name`` meanwhile."""
     from sqlalchemy import event
 
     engine = get_engine(settings.database)
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement == "BEGIN IMMEDIATE":
-            sink.append(statement)
-    event.listen(engine, "before_cursor_execute", note)
-    return lambda: event.remove(engine, "before_cursor_execute", note)
+    event.listen(engine, name, handler)
+    try:
+        yield
+    finally:
+        event.remove(engine, name, handler)
 
 
 def _batch(settings: Settings, size: int, **body: Any) -> Any:
@@ -232,12 +233,10 @@ def test_on_sqlite_batches_and_single_dispatches_arriving_together_commit_togeth
             group.enqueue(single, "owner", caller), group.enqueue(single, "owner", caller),
             group.enqueue_batch(third, caller), return_exceptions=True))
 
-    transactions: list[str] = []
-    stop = _write_transactions(settings, transactions)
-    try:
+    transactions: list[str] = []  # SQLite's write transactions; its reads begin plainly
+    with _listening(settings, "before_cursor_execute", lambda _conn, _cursor, statement, *_args: (
+            transactions.append(statement) if statement == "BEGIN IMMEDIATE" else None)):
         outcomes = asyncio.run(together())
-    finally:
-        stop()
     assert len(transactions) == 1, transactions
     assert isinstance(outcomes[6], QueueFull), outcomes[6]
     accepted = [outcomes[0], outcomes[3]]
@@ -260,8 +259,6 @@ def test_on_sqlite_a_group_of_single_dispatches_is_one_transaction_and_nothing_b
     estimate's counts (as a batch's request thread does) lengthened every group's cycle: single accepts
     were higher in 4 pairs of 4 with the counts read inside the transaction. So a group's only
     transaction is its write, and the counts are read in it."""
-    from sqlalchemy import event
-
     from orch.api.dispatch_group import DispatchGroup
     from orch.dispatch.request import validate
 
@@ -270,18 +267,12 @@ def test_on_sqlite_a_group_of_single_dispatches_is_one_transaction_and_nothing_b
     singles = [validate({"core_id": f"core-{n % 3}", "action": "noop"}, settings) for n in range(6)]
     statements: list[str] = []
 
-    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
     async def together() -> list[object]:
         return list(await asyncio.gather(*(group.enqueue(task, "owner", Caller()) for task in singles)))
 
-    engine = get_engine(settings.database)
-    event.listen(engine, "before_cursor_execute", note)
-    try:
+    with _listening(settings, "before_cursor_execute",
+                    lambda _conn, _cursor, statement, *_args: statements.append(statement)):
         accepted = asyncio.run(together())
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
     assert all(isinstance(one, tuple) and one[1] for one in accepted)
     assert statements[0] == "BEGIN IMMEDIATE" and statements.count("BEGIN IMMEDIATE") == 1, statements[:3]
     assert "BEGIN" not in statements
@@ -291,8 +282,6 @@ def test_on_sqlite_a_group_of_single_dispatches_is_one_transaction_and_nothing_b
 def test_on_postgresql_each_batch_keeps_a_transaction_of_its_own(pg_url: str, isolated_env: Path) -> None:
     """PostgreSQL runs transactions side by side: batches that waited for the one group writer were
     accepted at about 60 % of the rate of batches written each in its own transaction, at once."""
-    from sqlalchemy import event
-
     from orch.api.dispatch_group import DispatchGroup
 
     settings = make_settings(isolated_env, pg_url)
@@ -300,18 +289,11 @@ def test_on_postgresql_each_batch_keeps_a_transaction_of_its_own(pg_url: str, is
     batches = [_batch(settings, 10) for _ in range(3)]
     commits: list[int] = []
 
-    def committed(connection: Any) -> None:
-        commits.append(id(connection))
-
     async def together() -> list[object]:
         return list(await asyncio.gather(*(group.enqueue_batch(batch, Caller()) for batch in batches)))
 
-    engine = get_engine(settings.database)
-    event.listen(engine, "commit", committed)
-    try:
+    with _listening(settings, "commit", lambda connection: commits.append(id(connection))):
         accepted = asyncio.run(together())
-    finally:
-        event.remove(engine, "commit", committed)
     assert len(commits) == 3 and len(_tasks(settings)) == 30
     assert all(isinstance(batch, list) and len(batch) == 10 for batch in accepted)
 
