@@ -9,6 +9,8 @@ the audit entry's creation records, and on SQLite the per-core counts, read in a
 own that WAL runs beside the writer. The estimate is one for the caller's planning, so counts a few
 milliseconds old serve it as well. On PostgreSQL there is no turn, and the counts ride on the
 statement that reads the depth and the database's clock inside the transaction (one round trip).
+The API's writer of single-dispatch groups asks for no counts either (``count=False``): it prepares
+each group in its one thread, where a read of its own lengthened every group's cycle.
 
 What must be read where it is written stays in the transaction (:meth:`orch.dispatch.queue.TaskQueue.enqueue_in`):
 the idempotency keys, the depth limit and, on PostgreSQL, the queue places by the database's clock.
@@ -35,10 +37,12 @@ from orch.storage.types import utcnow
 # as one, and how many task ids a batch's audit entry names.
 MAX_BATCH = 100
 
+
 @dataclass(frozen=True)
 class NewTasks:
     """``tasks`` of ``owner`` made ready: one row, one event and one creation record each, in order.
-    ``counted`` is the queue per core as read before the transaction (SQLite), or None (PostgreSQL)."""
+    ``counted`` is the queue per core as read before the transaction (SQLite), or None where the
+    transaction counts (PostgreSQL, or when :func:`prepare` was asked for no counts)."""
 
     owner: str
     tasks: list[ValidTask]
