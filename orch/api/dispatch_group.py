@@ -27,9 +27,8 @@ What a response promises is unchanged:
   starts afresh.
 
 A group starts as soon as the previous one is written: one request alone waits for nothing. What needs
-no transaction (rows, records, on SQLite a batch's counts for its estimate) is made before it
-(:mod:`orch.dispatch.new_tasks`): by a batch's own request thread, for single requests by the writer,
-which reads their counts inside the transaction instead (a read of its own lengthened every cycle).
+no transaction (rows, events, creation records) is made before it (:mod:`orch.dispatch.new_tasks`): by a
+batch's own request thread, for single requests by the writer.
 """
 
 from __future__ import annotations
@@ -179,7 +178,7 @@ class DispatchGroup:
         # Counted in the transaction: this runs in the one writer's thread, between groups, where a read of
         # its own lengthened every group's cycle.
         return [_Sender(owner, caller, [index for index, _task in chunk],
-                        prepare(self._settings, [task for _index, task in chunk], owner, count=False))
+                        prepare(self._settings, [task for _index, task in chunk], owner))
                 for (owner, caller), chunk in chunks]
 
     def _write(self, group: list[_Request], senders: list[_Sender], *, alone: bool) -> list[Any]:

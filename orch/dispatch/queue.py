@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from orch.audit import Caller
 from orch.config.schema import Settings
 from orch.dispatch import lease_owner as owners
+from orch.dispatch.core_load import fold
 from orch.dispatch.errors import InvalidTransition, QueueFull, TaskNotFound
 from orch.dispatch.locks import expire_locks, record_acquisition
 from orch.dispatch.new_tasks import MAX_BATCH, NewTasks, prepare
@@ -196,7 +197,7 @@ class TaskQueue:
         # accepting a task is a handful of statements, and the ORM layer was a third of its cost.
         connection = session.connection()
         # before the insert: it gives the depth too, as far as the limit needs it
-        ahead = work_ahead(connection, rows, self.dispatch.aging_seconds, self.dispatch.max_queue_depth, new.counted)
+        ahead = work_ahead(connection, rows, self.dispatch.aging_seconds, self.dispatch.max_queue_depth)
         if ahead.epoch is not None:  # queue places by the database's clock (orch.storage.types.clock_of_record)
             rows = [{**row, "sort_key": sort_key(ahead.epoch, Priority(row["priority"]), self.dispatch.aging_seconds)}
                     for row in rows]
@@ -347,6 +348,13 @@ class TaskQueue:
             final = "timed_out" if task.action == "external" else "failed"
             add_events(session, [self._end(session, task, final, now,
                                            error=f"{reason} after {task.attempts} attempt(s)")])
+
+    def fold_load(self) -> int:
+        """Fold the per-core counts' rows (PostgreSQL, :mod:`orch.dispatch.core_load`); how many cores."""
+        if is_sqlite(self.database.url or ""):
+            return 0  # its triggers keep one row per core
+        with session_scope(self.database) as session:
+            return fold(session.connection())
 
     def release_dead_leases(self) -> int:
         """Hand back at once the tasks leased by dispatchers of this host that are provably gone

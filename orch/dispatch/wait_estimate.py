@@ -3,11 +3,12 @@ new task is answered with, and the cache of each core's typical task duration it
 
 :func:`work_ahead` is read once per enqueue, in its transaction before the insert, and serves three
 ends: the depth limit (:class:`orch.dispatch.errors.QueueFull`), the new tasks' queue places on
-PostgreSQL (the database's clock comes back with the counts) and the estimate. The per-core counts
-(:func:`count_cores`) only serve the estimate, and on SQLite they are read before the transaction
-(:mod:`orch.dispatch.new_tasks`): counting a deep backlog inside it held the one write turn. Accepting a
-task is a handful of statements, so the single-task case uses statements built once, and typical
-durations are remembered for :data:`TYPICAL_TTL_SECONDS` (they move slowly) instead of being read per task."""
+PostgreSQL (the database's clock comes back with the counts) and the estimate. The estimate's per-core
+counts are read from ``core_load``, which the database keeps as tasks move (migration 0011): counting a
+core's queue on every accept grew with its backlog (3.4-4x the empty queue's accept with 100,000 queued
+on the core, scripts/bench_queue_scale.py). Accepting a task is a handful of statements, so the
+single-task case uses statements built once, and typical durations are remembered for
+:data:`TYPICAL_TTL_SECONDS` (they move slowly) instead of being read per task."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Float, bindparam, cast, func, literal_column, select
 
-from orch.storage.models import Task
+from orch.storage.models import CoreLoad, Task
 from orch.storage.types import DATABASE_NOW, reads_database_clock
 
 TYPICAL_TTL_SECONDS = 30.0
@@ -28,7 +29,7 @@ _TYPICAL: dict[str, tuple[float, float]] = {}  # core -> (recent typical task du
 
 @dataclass(frozen=True)
 class CoreCounts:
-    """Tasks queued ahead and running, per core of the tasks being queued (see :func:`count_cores`)."""
+    """Tasks queued ahead and running, per core of the tasks being queued (see :func:`work_ahead`)."""
 
     queued: dict[str, int]
     running: dict[str, int]
@@ -54,22 +55,32 @@ _QUEUE_DEPTH = select(func.count()).select_from(
 # plus the new tasks is within the limit, nothing needs counting at all.
 _MOST_ROWS = select(func.max(literal_column("rowid"))).select_from(Task)
 _CORE = bindparam("core_id")
-_RUNNING_ON_CORE = select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "running")
-_CORE_ONE = select(  # built once: constructing the expression cost as much as running it
-    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "queued",
-                                                 Task.sort_key < bindparam("sort_key")).scalar_subquery(),
-    _RUNNING_ON_CORE.scalar_subquery(),
-)
+_LOAD = (select(CoreLoad.core_id, func.sum(CoreLoad.queued), func.sum(CoreLoad.running))
+         .where(CoreLoad.core_id.in_(bindparam("core_ids", expanding=True))).group_by(CoreLoad.core_id))
+# A single task counts only the tasks ahead of its own place: the core's queued tasks less those behind
+# it. A new task usually goes last, so those are few, and they are counted only up to BEHIND_CAP; past
+# that (an urgent task onto a deep queue of lower priorities) the tasks ahead are counted instead.
+BEHIND_CAP = 1000
+_QUEUED_ON_CORE = (Task.core_id == _CORE, Task.status == "queued")
+_QUEUED_LOAD, _RUNNING_LOAD = (select(func.coalesce(func.sum(column), 0)).where(CoreLoad.core_id == _CORE)
+                                .scalar_subquery() for column in (CoreLoad.queued, CoreLoad.running))
+
+
+def _behind(place: Any) -> Any:
+    """The queued tasks of the core at or after ``place`` in its queue, counted up to :data:`BEHIND_CAP`."""
+    return select(func.count()).select_from(select(literal_column("1")).select_from(Task).where(
+        *_QUEUED_ON_CORE, Task.sort_key >= place).limit(BEHIND_CAP).subquery()).scalar_subquery()
+
+
+_SORT_KEY = bindparam("sort_key")
+_CORE_ONE = select(_QUEUED_LOAD, _RUNNING_LOAD, _behind(_SORT_KEY))
+_AHEAD_ONE = select(func.count()).select_from(Task).where(*_QUEUED_ON_CORE, Task.sort_key < _SORT_KEY)
 # PostgreSQL: the depth, the counts and the database's clock in one statement, the queue place taken by
 # that clock. An enqueuer's own clock would let a host running behind put its tasks ahead of everyone else's.
 _EPOCH = cast(func.extract("epoch", DATABASE_NOW), Float)
-_QUEUE_STATE_ONE_DB_CLOCK = select(
-    _QUEUE_DEPTH.scalar_subquery(),
-    select(func.count()).select_from(Task).where(Task.core_id == _CORE, Task.status == "queued",
-                                                 Task.sort_key < _EPOCH - bindparam("advance")).scalar_subquery(),
-    _RUNNING_ON_CORE.scalar_subquery(),
-    _EPOCH,
-)
+_PLACE = _EPOCH - bindparam("advance")
+_QUEUE_STATE_ONE_DB_CLOCK = select(_QUEUE_DEPTH.scalar_subquery(), _QUEUED_LOAD, _RUNNING_LOAD, _behind(_PLACE),
+                                   _EPOCH)
 
 
 def count_cores(connection: Connection, rows: list[dict[str, Any]]) -> CoreCounts:
@@ -77,38 +88,43 @@ def count_cores(connection: Connection, rows: list[dict[str, Any]]) -> CoreCount
     common case) counts only the tasks ahead of its own place, by a statement built once; for a batch,
     every task queued on its cores counts as ahead of all of it."""
     if len(rows) == 1:
-        core = rows[0]["core_id"]
-        queued, running = connection.execute(_CORE_ONE, {"core_id": core, "sort_key": rows[0]["sort_key"]}).one()
-        return CoreCounts({core: queued}, {core: running})
+        core, place = rows[0]["core_id"], rows[0]["sort_key"]
+        queued, running, behind = connection.execute(_CORE_ONE, {"core_id": core, "sort_key": place}).one()
+        return CoreCounts({core: _ahead(connection, core, place, queued, behind)}, {core: int(running)})
     counts = CoreCounts({}, {})
-    for core, status, count in connection.execute(select(Task.core_id, Task.status, func.count()).where(
-            Task.core_id.in_(sorted({row["core_id"] for row in rows})), Task.status.in_(("queued", "running")))
-            .group_by(Task.core_id, Task.status)):
-        (counts.running if status == "running" else counts.queued)[core] = count
+    for core, queued, running in connection.execute(_LOAD, {"core_ids": sorted({row["core_id"] for row in rows})}):
+        counts.queued[core], counts.running[core] = int(queued), int(running)
     return counts
 
 
-def work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds: float, limit: int,
-               counted: CoreCounts | None = None) -> WorkAhead:
+def _ahead(connection: Connection, core: str, place: float, queued: int, behind: int) -> int:
+    """The queued tasks ahead of ``place`` on ``core``: all ``queued`` less those ``behind`` it, or,
+    when those reached the cap, counted one by one."""
+    if behind < BEHIND_CAP:
+        return int(queued) - behind
+    return int(connection.execute(_AHEAD_ONE, {"core_id": core, "sort_key": place}).scalar_one())
+
+
+def work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds: float, limit: int) -> WorkAhead:
     """Inside the transaction that inserts ``rows``: the queue depth as far as the depth ``limit`` needs
-    it, and the counts per core (``counted`` when the caller read them before the transaction, as on
-    SQLite, where the transaction holds the one write turn; see :mod:`orch.dispatch.new_tasks`). On
-    PostgreSQL the depth, the counts of a single task and the database's clock for the new tasks'
-    places come back in one round trip.
+    it, and the counts per core. On PostgreSQL the depth, the counts of a single task and the database's
+    clock for the new tasks' places come back in one round trip.
 
     The depth is None when the tasks cannot reach the limit (SQLite: the table has too few rows), else the
     queued tasks counted up to ``limit`` + 1: exact up to the limit, ``limit + 1`` meaning "more"."""
     if not reads_database_clock(connection):
         depth = _depth_beyond(connection, connection.execute(_MOST_ROWS).scalar(), len(rows), limit)
-        return WorkAhead(depth, counted if counted is not None else count_cores(connection, rows))
+        return WorkAhead(depth, count_cores(connection, rows))
     cap = {"cap": limit + 1}
-    if len(rows) == 1 and counted is None:
+    if len(rows) == 1:
         row = rows[0]
-        depth, queued, running, epoch = connection.execute(_QUEUE_STATE_ONE_DB_CLOCK, {
-            "core_id": row["core_id"], "advance": int(row["priority"]) * aging_seconds, **cap}).one()
-        return WorkAhead(depth, CoreCounts({row["core_id"]: queued}, {row["core_id"]: running}), epoch)
+        core, advance = row["core_id"], int(row["priority"]) * aging_seconds
+        depth, queued, running, behind, epoch = connection.execute(_QUEUE_STATE_ONE_DB_CLOCK, {
+            "core_id": core, "advance": advance, **cap}).one()
+        ahead = _ahead(connection, core, epoch - advance, queued, behind)
+        return WorkAhead(depth, CoreCounts({core: ahead}, {core: int(running)}), epoch)
     depth, epoch = connection.execute(select(_QUEUE_DEPTH.scalar_subquery(), _EPOCH), cap).one()
-    return WorkAhead(depth, counted if counted is not None else count_cores(connection, rows), epoch)
+    return WorkAhead(depth, count_cores(connection, rows), epoch)
 
 
 def _depth_beyond(connection: Connection, most_rows: int | None, adding: int, limit: int) -> int | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from orch.storage.types import UTCDateTime, utcnow
@@ -66,6 +66,20 @@ class Task(Base):
 
     events: Mapped[list[TaskEvent]] = relationship(back_populates="task", cascade="all, delete-orphan",
                                                    passive_deletes=True)
+
+
+class CoreLoad(Base):
+    """How many tasks are queued and running on a core, kept by triggers on ``tasks`` (migration 0011)
+    instead of counted per accept: a core's counts are the sums over its rows (one on SQLite; on
+    PostgreSQL one per statement that moved its tasks, folded now and then by
+    :func:`orch.dispatch.core_load.fold`)."""
+
+    __tablename__ = "core_load"
+
+    core_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    part: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    queued: Mapped[int] = mapped_column(BigInteger)
+    running: Mapped[int] = mapped_column(BigInteger)
 
 
 class TaskEvent(Base):

@@ -1,0 +1,34 @@
+"""Keeping ``core_load`` short on PostgreSQL: its per-statement rows folded into one per core.
+
+The database keeps each core's queued and running counts in ``core_load`` (migration 0011). On
+PostgreSQL its triggers add a row per statement and core instead of adding to one row, so that accepts
+and claims onto the same core never wait for each other's commit (nor deadlock, two batches taking
+their cores' rows in different orders). A core's counts are the sum over its rows, and a read grows
+with them, so :func:`fold` sums every core's rows into its ``part`` 0 row. The dispatcher folds about
+once a second (:data:`FOLD_EVERY_SECONDS`): with 1,000 accepts a second onto one core, a read sums
+about a thousand small rows at most. Only committed rows are folded, and two folders never run at once
+(an advisory lock, tried, not waited for): whatever commits meanwhile is folded next time, and no row is
+counted twice or lost. SQLite's triggers add to the one row directly (one writer at a time, so nothing
+waits), and there is nothing to fold.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, text
+
+FOLD_EVERY_SECONDS = 1.0
+FOLD_LOCK_KEY = 0x0_7C_4D_16  # pg_try_advisory_xact_lock key: one folder at a time
+_FOLD = text("""
+WITH turn AS (SELECT pg_try_advisory_xact_lock(:key) AS mine),
+moved AS (DELETE FROM core_load WHERE part <> 0 AND (SELECT mine FROM turn) RETURNING core_id, queued, running)
+INSERT INTO core_load (core_id, part, queued, running)
+SELECT core_id, 0, sum(queued), sum(running) FROM moved GROUP BY core_id
+ON CONFLICT (core_id, part) DO UPDATE
+SET queued = core_load.queued + excluded.queued, running = core_load.running + excluded.running
+""")
+
+
+def fold(connection: Connection) -> int:
+    """PostgreSQL only: fold every core's rows into one, inside the caller's transaction; how many cores
+    had rows to fold (0 when another folder holds the turn)."""
+    return connection.execute(_FOLD, {"key": FOLD_LOCK_KEY}).rowcount
