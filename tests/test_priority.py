@@ -99,3 +99,44 @@ def test_zero_leaves_the_priority_and_a_lower_one_is_kept() -> None:
     # Started at nice 15 (`nice -n 15 orch up`): asking for 10 keeps 15 (root could raise it; nothing does).
     kept = run_child(10, 10, start_nice=15)
     assert kept["lowered"]["threads"] == [15, 15, 15]
+
+
+WAITING = textwrap.dedent('''
+    import json, os, sys, threading
+    from pathlib import Path
+    stop = threading.Event()
+    made = threading.Thread(target=stop.wait)
+    made.start()
+    print("ready", flush=True)
+    sys.stdin.readline()  # the test has restored the priority
+    tasks = Path("/proc/self/task")
+    print(json.dumps({"threads": sorted(os.getpriority(os.PRIO_PROCESS, int(t.name)) for t in tasks.iterdir()),
+                      "autogroup": Path("/proc/self/autogroup").read_text().split()[-1]
+                      if Path("/proc/self/autogroup").exists() else None}), flush=True)
+    stop.set()
+''')
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice and autogroups are Linux's")
+def test_a_stop_gives_a_lowered_component_the_supervisors_priority_back_where_allowed() -> None:
+    """On a busy machine a Prefect server at nice 10 once needed more than the 7 s grace to stop. Before
+    SIGTERM the supervisor restores its own priority to each process: with privilege (root here, as a
+    system service) every thread and the session are back at it; without, nothing changes and nothing fails."""
+    from orch.stack.priority import restore_priority
+
+    child = subprocess.Popen([sys.executable, "-c", WAITING], cwd=ROOT, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, start_new_session=True,
+                             preexec_fn=functools.partial(_child_setup, 10))  # noqa: PLW1509
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "ready"
+        restore_priority(child.pid)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        seen = json.loads(child.stdout.readline())
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    expected = mine if os.geteuid() == 0 else 10
+    assert seen == {"threads": [expected, expected], "autogroup": autogroup(expected)}

@@ -19,6 +19,12 @@ make. Because each component runs in a session of its own, the kernel's autogrou
 ``nice`` only counts inside its session; so the session's own nice (``/proc/self/autogroup``) is lowered
 too. Elsewhere ``setpriority`` is process-wide. Lowering one's own priority needs no privilege; what the
 platform lacks or refuses is skipped, since a stack at equal priority still works.
+
+A stop is work the operator waits for, so :func:`restore_priority` gives a lowered process back the
+supervisor's priority before it is sent SIGTERM: on a machine whose cores were busy with other work, a
+Prefect server at nice 10 got about a tenth of a core and once took longer than the 7 s grace to shut
+down, and was killed. Raising a priority again needs privilege (root, or ``CAP_SYS_NICE``, as a system
+service usually has); without it the process stops at the priority it ran at.
 """
 
 from __future__ import annotations
@@ -46,6 +52,24 @@ def lower_own_priority(nice: int) -> None:
     with contextlib.suppress(OSError):  # a kernel without autogroups, or a /proc that refuses the write
         if nice > int(AUTOGROUP.read_text(encoding="ascii").split()[-1]):  # "/autogroup-138 nice 0"
             AUTOGROUP.write_text(str(nice), encoding="ascii")
+
+
+def restore_priority(pid: int) -> None:
+    """Give process ``pid`` (its threads and its session's autogroup) this process's priority back, where
+    allowed; a process that ended meanwhile, or a refusal, leaves it as it is."""
+    if not sys.platform.startswith("linux"):
+        return
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    with contextlib.suppress(OSError):  # ended meanwhile, or its /proc entry is gone
+        for thread in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # PermissionError without privilege; a thread that ended
+                if os.getpriority(os.PRIO_PROCESS, int(thread.name)) > mine:
+                    os.setpriority(os.PRIO_PROCESS, int(thread.name), mine)
+        group = Path(f"/proc/{pid}/autogroup")
+        if group.exists() and AUTOGROUP.exists():
+            own = int(AUTOGROUP.read_text(encoding="ascii").split()[-1])
+            if int(group.read_text(encoding="ascii").split()[-1]) > own:
+                group.write_text(str(own), encoding="ascii")
 
 
 def _lower(who: int, nice: int) -> None:

@@ -25,7 +25,7 @@ from typing import IO
 
 import psutil
 
-from orch.stack.priority import lower_own_priority
+from orch.stack.priority import lower_own_priority, restore_priority
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -141,6 +141,8 @@ class Supervisor:
         deadline = time.monotonic() + grace
         late = self._trees(last)
         early = [proc for proc in tree if proc not in late]
+        for proc in tree:  # the stop at the supervisor's priority, not at the level tasks ran at
+            restore_priority(proc.pid)
         for proc in early:
             _signal(proc, terminate=True)
         _, alive = psutil.wait_procs(early, timeout=max(0.0, deadline - time.monotonic()))
