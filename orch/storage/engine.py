@@ -388,6 +388,12 @@ def _create(url: URL, database: DatabaseSettings) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            # Statement journals (and temporary tables) in memory, not in a temporary file: every row a
+            # batch inserts into tasks (whose trigger keeps core_load) or task_events (a foreign key) is a
+            # statement that may abort after writing, so SQLite journals the pages it changes, and in a file
+            # that was a third of a batch's write (scripts/bench_dispatch.py). VACUUM (orch.maintenance)
+            # uses a connection of its own, so its copy of the database still goes to a file.
+            cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
 
         @event.listens_for(engine, "begin")
