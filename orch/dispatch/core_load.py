@@ -1,4 +1,4 @@
-"""Keeping ``core_load`` short on PostgreSQL: its per-statement rows folded into one per core.
+"""Each core's queued and running counts as the database keeps them (``core_load``): read, and folded.
 
 The database keeps each core's queued and running counts in ``core_load`` (migration 0011). On
 PostgreSQL its triggers add a row per statement and core instead of adding to one row, so that accepts
@@ -14,7 +14,11 @@ waits), and there is nothing to fold.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+from collections.abc import Collection
+
+from sqlalchemy import Connection, func, select, text
+
+from orch.storage.models import CoreLoad
 
 FOLD_EVERY_SECONDS = 1.0
 FOLD_LOCK_KEY = 0x0_7C_4D_16  # pg_try_advisory_xact_lock key: one folder at a time
@@ -26,6 +30,15 @@ SELECT core_id, 0, sum(queued), sum(running) FROM moved GROUP BY core_id
 ON CONFLICT (core_id, part) DO UPDATE
 SET queued = core_load.queued + excluded.queued, running = core_load.running + excluded.running
 """)
+
+
+def loads(connection: Connection, cores: Collection[str] | None = None) -> dict[str, tuple[int, int]]:
+    """``(queued, running)`` per core of ``cores`` (all when None) that has any, summed over its rows."""
+    query = select(CoreLoad.core_id, func.sum(CoreLoad.queued), func.sum(CoreLoad.running)).group_by(CoreLoad.core_id)
+    if cores is not None:
+        query = query.where(CoreLoad.core_id.in_(sorted(cores)))
+    return {core: (int(queued), int(running)) for core, queued, running in connection.execute(query)
+            if queued or running}
 
 
 def fold(connection: Connection) -> int:

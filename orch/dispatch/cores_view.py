@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from orch.config.schema import Settings
+from orch.dispatch.core_load import loads
 from orch.dispatch.queue import TaskQueue
 from orch.dispatch.reservations import known_cores, reservation_view
 from orch.storage.engine import session_scope
-from orch.storage.models import CoreReservation, Task
+from orch.storage.models import CoreReservation
 from orch.storage.types import clock_of_record
 
 
@@ -21,13 +22,9 @@ def cores_overview(settings: Settings, only: str | None = None) -> list[dict[str
     queue = TaskQueue(settings)
     with session_scope(settings.database) as session:
         cores = [only] if only is not None else known_cores(session, settings)
-        counts: dict[tuple[str, str], int] = {}
-        for core, status, count in session.execute(
-                select(Task.core_id, Task.status, func.count()).where(Task.status.in_(("queued", "running")))
-                .group_by(Task.core_id, Task.status)):
-            counts[(core, status)] = count
+        counts = loads(session.connection(), None if only is None else [only])  # kept by the database
         now = clock_of_record(session)
         reserved = {r.core_id: reservation_view(r) for r in session.scalars(
             select(CoreReservation).where(CoreReservation.expires_at > now))}
-        return [{"core_id": core, "concurrency": queue.core_limit(core), "running": counts.get((core, "running"), 0),
-                 "queued": counts.get((core, "queued"), 0), "reservation": reserved.get(core)} for core in cores]
+        return [{"core_id": core, "concurrency": queue.core_limit(core), "running": counts.get(core, (0, 0))[1],
+                 "queued": counts.get(core, (0, 0))[0], "reservation": reserved.get(core)} for core in cores]

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Float, bindparam, cast, func, literal_column, select
 
+from orch.dispatch.core_load import loads
 from orch.storage.models import CoreLoad, Task
 from orch.storage.types import DATABASE_NOW, reads_database_clock
 
@@ -55,8 +56,6 @@ _QUEUE_DEPTH = select(func.count()).select_from(
 # plus the new tasks is within the limit, nothing needs counting at all.
 _MOST_ROWS = select(func.max(literal_column("rowid"))).select_from(Task)
 _CORE = bindparam("core_id")
-_LOAD = (select(CoreLoad.core_id, func.sum(CoreLoad.queued), func.sum(CoreLoad.running))
-         .where(CoreLoad.core_id.in_(bindparam("core_ids", expanding=True))).group_by(CoreLoad.core_id))
 # A single task counts only the tasks ahead of its own place: the core's queued tasks less those behind
 # it. A new task usually goes last, so those are few, and they are counted only up to BEHIND_CAP; past
 # that (an urgent task onto a deep queue of lower priorities) the tasks ahead are counted instead.
@@ -92,8 +91,8 @@ def count_cores(connection: Connection, rows: list[dict[str, Any]]) -> CoreCount
         queued, running, behind = connection.execute(_CORE_ONE, {"core_id": core, "sort_key": place}).one()
         return CoreCounts({core: _ahead(connection, core, place, queued, behind)}, {core: int(running)})
     counts = CoreCounts({}, {})
-    for core, queued, running in connection.execute(_LOAD, {"core_ids": sorted({row["core_id"] for row in rows})}):
-        counts.queued[core], counts.running[core] = int(queued), int(running)
+    for core, (queued, running) in loads(connection, {row["core_id"] for row in rows}).items():
+        counts.queued[core], counts.running[core] = queued, running
     return counts
 
 
