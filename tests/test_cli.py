@@ -179,3 +179,46 @@ def test_doctor_down_on_bad_config(isolated_env: Path) -> None:
     code, report = doctor({"ORCH_CONFIG_PATH": "c.yaml"})
     assert code == 1 and report == {"status": "down", "components": {"config": {
         "status": "down", "errors": ["api.port: must be greater than 0 (got 0)"]}}}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_database_without_the_schema_is_one_line_naming_what_to_run(tmp_path: Path, kind: str,
+                                                                      request: pytest.FixtureRequest) -> None:
+    """A new ORCH_HOME before `orch up` (or `orch db init`): every command that reads the database ended in
+    a traceback of the SQL it sent ("no such table: users"). Now one line says the database is not
+    initialised and what to run, and after it the command works."""
+    url = f"sqlite:///{tmp_path / 'data' / 'orch.db'}" if kind == "sqlite" else request.getfixturevalue("pg_url")
+    env = {"ORCH_HOME": str(tmp_path), "DATABASE_URL": url}
+    for command in (["tasks", "list"], ["user", "list"], ["cores", "list"]):
+        done = run_orch(*command, env=env)
+        assert done.returncode == 1, done.stdout
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith("error: ") and done.stderr.rstrip().endswith(
+            "is not initialised (run: orch db init; orch up does it when it starts)"), done.stderr
+    made = run_orch("user", "create-admin", "--username", "first", "--password-stdin", env=env,
+                    input="First-Admin-Pass-42!\n")
+    assert made.returncode == 1 and "is not initialised" in made.stderr and made.stderr.count("\n") == 1
+    assert run_orch("db", "init", env=env).returncode == 0
+    made = run_orch("user", "create-admin", "--username", "first", "--password-stdin", env=env,
+                    input="First-Admin-Pass-42!\n")
+    assert made.returncode == 0, made.stderr
+
+
+def test_a_schema_behind_this_code_is_one_line_naming_the_migration(tmp_path: Path) -> None:
+    """Code upgraded, database not migrated yet: the missing table of the newer revision is named as
+    the schema being behind, with the command that brings it forward."""
+    from alembic import command
+
+    from orch.storage.engine import get_engine
+    from orch.storage.migrate import _alembic_config, head_revision
+
+    url = f"sqlite:///{tmp_path / 'orch.db'}"
+    with get_engine(DatabaseSettings(url=url)).begin() as connection:
+        command.upgrade(_alembic_config(connection), "0010")
+    env = {"ORCH_HOME": str(tmp_path), "DATABASE_URL": url}
+    done = run_orch("dispatch", "--core", "WORK_AI_01", "--action", "noop", env=env)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.rstrip().endswith(f"is at schema 0010, this ORCH needs {head_revision()} "
+                                         "(run: orch db migrate)"), done.stderr
+    assert run_orch("db", "migrate", env=env).returncode == 0
+    assert run_orch("dispatch", "--core", "WORK_AI_01", "--action", "noop", env=env).returncode == 0

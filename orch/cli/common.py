@@ -25,6 +25,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+_LOADED: list[Any] = []  # the settings this command loaded: what the error handler asks the database about
+
+
 def load(config: str | None, *, generate_secrets: bool = True) -> Any:
     from orch.audit import configure_audit_log
     from orch.config.loader import load_settings
@@ -33,7 +36,33 @@ def load(config: str | None, *, generate_secrets: bool = True) -> Any:
     settings = load_settings(config, generate_secrets=generate_secrets)
     configure_process_logging(settings, write_file=False, quiet=True)
     configure_audit_log(settings.logging.audit_file)  # what the CLI changes is audited to the file too
+    _LOADED[:] = [settings]
     return settings
+
+
+def schema_problem(error: BaseException) -> str | None:
+    """When a database error met by a command comes from a schema this code does not expect (a new
+    ORCH_HOME before ``orch up`` or ``orch db init``, or an upgrade whose migration has not run), the one
+    line that says so and what to run; None for any other error. Every command met a missing table as a
+    traceback of the SQL it sent."""
+    database_errors = sys.modules.get("sqlalchemy.exc")
+    if database_errors is None or not isinstance(error, database_errors.SQLAlchemyError) or not _LOADED:
+        return None
+    from orch.errors import OrchError
+    from orch.storage.engine import safe_url
+    from orch.storage.migrate import current_revision, head_revision
+
+    database = _LOADED[0].database
+    try:
+        revision = current_revision(database)
+    except OrchError as unreachable:
+        return str(unreachable)
+    where = safe_url(database.url or "")
+    if revision is None:
+        return f"{where} is not initialised (run: orch db init; orch up does it when it starts)"
+    if revision != head_revision():
+        return f"{where} is at schema {revision}, this ORCH needs {head_revision()} (run: orch db migrate)"
+    return None
 
 
 def print_json(value: Any) -> None:

@@ -52,14 +52,19 @@ class OrchGroup(LazyGroup):
 
     def invoke(self, ctx: typer.Context) -> Any:
         """Run the command; an error the user can cause and fix (an ``OrchError``: bad input, a missing
-        database, a port in use) ends in one line on stderr and exit 1, anything else is a bug and keeps
-        its traceback."""
+        database, a port in use; a database whose schema is missing or behind this code) ends in one
+        line on stderr and exit 1, anything else is a bug and keeps its traceback."""
+        from orch.cli.common import fail, schema_problem
+
         try:
             return super().invoke(ctx)
         except OrchError as exc:
-            from orch.cli.common import fail
-
             fail(str(exc))
+        except Exception as exc:
+            problem = schema_problem(exc)
+            if problem is None:
+                raise
+            fail(problem)
 
 
 app = typer.Typer(name="orch", help="ORCH-Next: operations orchestrator on Prefect.", no_args_is_help=True,
