@@ -287,14 +287,24 @@ def test_on_postgresql_each_batch_keeps_a_transaction_of_its_own(pg_url: str, is
     settings = make_settings(isolated_env, pg_url)
     group = DispatchGroup(settings)
     batches = [_batch(settings, 10) for _ in range(3)]
-    commits: list[int] = []
+    sent: list[tuple[int, str]] = []  # (connection, statement or COMMIT), in order
 
     async def together() -> list[object]:
         return list(await asyncio.gather(*(group.enqueue_batch(batch, Caller()) for batch in batches)))
 
-    with _listening(settings, "commit", lambda connection: commits.append(id(connection))):
+    with _listening(settings, "commit", lambda connection: sent.append((id(connection), "COMMIT"))), \
+            _listening(settings, "before_cursor_execute",
+                       lambda connection, _cursor, statement, *_args: sent.append((id(connection), statement))):
         accepted = asyncio.run(together())
-    assert len(commits) == 3 and len(_tasks(settings)) == 30
+    transactions: dict[int, list[list[str]]] = {}
+    for connection, statement in sent:
+        ongoing = transactions.setdefault(connection, [[]])
+        ongoing[-1].append(statement)
+        if statement == "COMMIT":
+            ongoing.append([])
+    inserts = [sum(s.startswith("INSERT INTO tasks ") for s in transaction)
+               for per_connection in transactions.values() for transaction in per_connection]
+    assert sorted(n for n in inserts if n) == [1, 1, 1] and len(_tasks(settings)) == 30  # three commits
     assert all(isinstance(batch, list) and len(batch) == 10 for batch in accepted)
 
 
@@ -364,3 +374,29 @@ def test_a_rolled_back_savepoint_takes_its_audit_line_with_it(settings: Settings
         "kept.before", "kept.after"]
     with session_scope(settings.database) as session:
         assert sorted(session.scalars(select(AuditRecord.action))) == ["kept.after", "kept.before"]
+
+
+@pytest.mark.parametrize("kind", ["singles", "batch"])
+def test_on_postgresql_the_api_folds_the_count_rows_it_writes(pg_url: str, isolated_env: Path, kind: str) -> None:
+    """PostgreSQL's triggers add a count row per statement and core (orch/dispatch/core_load.py); the
+    dispatcher folds them, and so does the API's writer as it goes (at most once a second, the first time
+    at once): with the worker down, accepts would otherwise read a core's counts over ever more rows."""
+    from orch.api.dispatch_group import DispatchGroup
+    from orch.dispatch.request import validate
+    from orch.storage.models import CoreLoad
+
+    settings = make_settings(isolated_env, pg_url)
+    group = DispatchGroup(settings)
+    singles = [validate({"core_id": f"core-{n % 3}", "action": "noop"}, settings) for n in range(6)]
+
+    async def accept() -> object:
+        if kind == "batch":
+            return await group.enqueue_batch(_batch(settings, 8), Caller())
+        return await asyncio.gather(*(group.enqueue(task, "owner", Caller()) for task in singles))
+
+    asyncio.run(accept())
+    with session_scope(settings.database) as session:
+        rows = session.execute(select(CoreLoad.core_id, CoreLoad.part, CoreLoad.queued)
+                               .order_by(CoreLoad.core_id)).all()
+    expected = {"singles": [2, 2, 2], "batch": [2, 2, 2, 2]}[kind]
+    assert [(part, queued) for _core, part, queued in rows] == [(0, n) for n in expected], rows

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 
 from orch.audit import Caller
 from orch.config.schema import Settings
+from orch.dispatch.core_load import FOLD_EVERY_SECONDS
 from orch.dispatch.errors import QueueFull
 from orch.dispatch.new_tasks import MAX_BATCH, NewTasks, prepare
 from orch.dispatch.queue import TaskQueue
@@ -115,7 +116,9 @@ class DispatchGroup:
 
     def _own_transaction(self, batch: NewTasks, caller: Caller) -> list[Accepted]:
         with session_scope(self._database, write_lock=True) as session:
-            return self._queue.enqueue_in(session, batch, caller)
+            accepted = self._queue.enqueue_in(session, batch, caller)
+        self._queue.fold_load(every=FOLD_EVERY_SECONDS)  # PostgreSQL's count rows, while no worker folds them
+        return accepted
 
     async def _join(self, task: ValidTask | None, batch: NewTasks | None, owner: str, caller: Caller) -> Any:
         loop = asyncio.get_running_loop()
@@ -162,11 +165,13 @@ class DispatchGroup:
         What needs no transaction is done first (:mod:`orch.dispatch.new_tasks`), once for both tries."""
         senders = self._senders(group)
         try:
-            return self._write(group, senders, alone=False)
+            outcomes = self._write(group, senders, alone=False)
         except Exception as exc:  # noqa: BLE001 - one request's row (or a bug) is found below, request by request
             if isinstance(exc, SQLAlchemyError) and not isinstance(exc, _ONE_REQUESTS):
                 raise  # the database's own failure: every request of the group gets it
-        return self._write(group, senders, alone=True)
+            outcomes = self._write(group, senders, alone=True)
+        self._queue.fold_load(every=FOLD_EVERY_SECONDS)  # PostgreSQL's count rows, while no worker folds them
+        return outcomes
 
     def _senders(self, group: list[_Request]) -> list[_Sender]:
         places: dict[tuple[str, Caller], list[tuple[int, ValidTask]]] = {}
@@ -175,8 +180,6 @@ class DispatchGroup:
                 places.setdefault((request.owner, request.caller), []).append((index, request.task))
         chunks = [((owner, caller), singles[start:start + MAX_BATCH])
                   for (owner, caller), singles in places.items() for start in range(0, len(singles), MAX_BATCH)]
-        # Counted in the transaction: this runs in the one writer's thread, between groups, where a read of
-        # its own lengthened every group's cycle.
         return [_Sender(owner, caller, [index for index, _task in chunk],
                         prepare(self._settings, [task for _index, task in chunk], owner))
                 for (owner, caller), chunk in chunks]

@@ -77,7 +77,7 @@ def run_dispatcher(settings: Settings, *, submit: Submit, concurrency: int, run_
     unnoted: dict[str, str] = {}  # the same, for runs not yet on their task.started event
     done: stdlib_queue.SimpleQueue[str] = stdlib_queue.SimpleQueue()
     renew_every = max(0.05, settings.dispatch.lease_seconds / 3)
-    last_renew = last_fold = started
+    last_renew = started
     waiting_said = False
 
     def finished(task_id: str) -> None:
@@ -118,9 +118,7 @@ def run_dispatcher(settings: Settings, *, submit: Submit, concurrency: int, run_
                     attempt.lost.set()  # cancelled by an operator, or the lease was lost
                     summary.lost += 1
             last_renew = time.monotonic()
-        if time.monotonic() - last_fold >= FOLD_EVERY_SECONDS:
-            queue.fold_load()
-            last_fold = time.monotonic()
+        queue.fold_load(every=FOLD_EVERY_SECONDS)
         if not in_flight and (stopping or (run_for_seconds <= 0 and not claims)):
             break
         if not claims:

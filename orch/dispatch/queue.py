@@ -18,6 +18,7 @@ back is :mod:`orch.dispatch.task_views`, and a new task's estimated wait :mod:`o
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from orch.audit import Caller
@@ -151,6 +152,7 @@ class TaskQueue:
         self.database = settings.database
         self.dispatch = settings.dispatch
         self._ends: GroupCommit[_End, bool] = GroupCommit(self._finish_group, MAX_END_GROUP)
+        self._folded_at = float("-inf")  # when fold_load last folded (monotonic)
 
     # ---- enqueue -------------------------------------------------------------------------------
     def enqueue(self, task: ValidTask, owner: str, caller: Caller | None = None) -> tuple[dict[str, Any], bool]:
@@ -349,12 +351,25 @@ class TaskQueue:
             add_events(session, [self._end(session, task, final, now,
                                            error=f"{reason} after {task.attempts} attempt(s)")])
 
-    def fold_load(self) -> int:
-        """Fold the per-core counts' rows (PostgreSQL, :mod:`orch.dispatch.core_load`); how many cores."""
+    def fold_load(self, every: float = 0.0) -> int:
+        """Fold the per-core counts' rows (PostgreSQL, :mod:`orch.dispatch.core_load`); how many cores.
+
+        With ``every``, only when this queue last folded at least that many seconds ago: the dispatcher
+        and the API's writers call it as they go (either alone keeps the rows short, so accepts read
+        little while the worker is down, and the worker's claims while the API is idle). A failure is
+        housekeeping's, not the caller's (whose own write has committed): logged, and tried again later."""
         if is_sqlite(self.database.url or ""):
             return 0  # its triggers keep one row per core
-        with session_scope(self.database) as session:
-            return fold(session.connection())
+        now = time.monotonic()
+        if now - self._folded_at < every:
+            return 0
+        self._folded_at = now
+        try:
+            with session_scope(self.database) as session:
+                return fold(session.connection())
+        except SQLAlchemyError as exc:
+            log.warning("folding core_load failed (tried again in %g s): %s", every, exc)
+            return 0
 
     def release_dead_leases(self) -> int:
         """Hand back at once the tasks leased by dispatchers of this host that are provably gone
