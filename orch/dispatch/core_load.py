@@ -4,12 +4,13 @@ The database keeps each core's queued and running counts in ``core_load`` (migra
 PostgreSQL its triggers add a row per statement and core instead of adding to one row, so that accepts
 and claims onto the same core never wait for each other's commit (nor deadlock, two batches taking
 their cores' rows in different orders). A core's counts are the sum over its rows, and a read grows
-with them, so :func:`fold` sums every core's rows into its ``part`` 0 row. The dispatcher folds about
-once a second (:data:`FOLD_EVERY_SECONDS`): with 1,000 accepts a second onto one core, a read sums
-about a thousand small rows at most. Only committed rows are folded, and two folders never run at once
-(an advisory lock, tried, not waited for): whatever commits meanwhile is folded next time, and no row is
-counted twice or lost. SQLite's triggers add to the one row directly (one writer at a time, so nothing
-waits), and there is nothing to fold.
+with them, so :func:`fold` sums every core's rows into its ``part`` 0 row. The dispatcher and the API's
+writers each fold at most once a second (:data:`FOLD_EVERY_SECONDS`,
+:meth:`orch.dispatch.queue.TaskQueue.fold_load`), so either alone keeps the rows short: with 1,000
+accepts a second onto one core, a read sums about a thousand small rows at most. Only committed rows
+are folded, and two folders never run at once (an advisory lock, tried, not waited for): whatever
+commits meanwhile is folded next time, and no row is counted twice or lost. SQLite's triggers add to
+the one row directly (one writer at a time, so nothing waits), and there is nothing to fold.
 """
 
 from __future__ import annotations
