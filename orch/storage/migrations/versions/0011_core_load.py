@@ -25,33 +25,25 @@ down_revision = '0010'
 branch_labels = None
 depends_on = None
 
+# SQLite: a task that arrives at queued or running adds to its core's one row; one that leaves takes away.
+_COUNT_IN = """BEGIN
+        INSERT INTO core_load (core_id, part, queued, running)
+        VALUES (NEW.core_id, 0, NEW.status = 'queued', NEW.status = 'running')
+        ON CONFLICT (core_id, part) DO UPDATE
+        SET queued = queued + excluded.queued, running = running + excluded.running;
+    END"""
+_COUNT_OUT = """BEGIN
+        UPDATE core_load SET queued = queued - (OLD.status = 'queued'), running = running - (OLD.status = 'running')
+        WHERE core_id = OLD.core_id AND part = 0;
+    END"""
+_MOVED = "(OLD.status IS NOT NEW.status OR OLD.core_id IS NOT NEW.core_id)"
 _SQLITE_TRIGGERS = [
-    """CREATE TRIGGER tasks_load_insert AFTER INSERT ON tasks WHEN NEW.status IN ('queued', 'running')
-    BEGIN
-        INSERT INTO core_load (core_id, part, queued, running)
-        VALUES (NEW.core_id, 0, NEW.status = 'queued', NEW.status = 'running')
-        ON CONFLICT (core_id, part) DO UPDATE
-        SET queued = queued + excluded.queued, running = running + excluded.running;
-    END""",
-    """CREATE TRIGGER tasks_load_leave AFTER UPDATE OF status, core_id ON tasks
-    WHEN OLD.status IN ('queued', 'running') AND (OLD.status IS NOT NEW.status OR OLD.core_id IS NOT NEW.core_id)
-    BEGIN
-        UPDATE core_load SET queued = queued - (OLD.status = 'queued'), running = running - (OLD.status = 'running')
-        WHERE core_id = OLD.core_id AND part = 0;
-    END""",
-    """CREATE TRIGGER tasks_load_enter AFTER UPDATE OF status, core_id ON tasks
-    WHEN NEW.status IN ('queued', 'running') AND (OLD.status IS NOT NEW.status OR OLD.core_id IS NOT NEW.core_id)
-    BEGIN
-        INSERT INTO core_load (core_id, part, queued, running)
-        VALUES (NEW.core_id, 0, NEW.status = 'queued', NEW.status = 'running')
-        ON CONFLICT (core_id, part) DO UPDATE
-        SET queued = queued + excluded.queued, running = running + excluded.running;
-    END""",
-    """CREATE TRIGGER tasks_load_delete AFTER DELETE ON tasks WHEN OLD.status IN ('queued', 'running')
-    BEGIN
-        UPDATE core_load SET queued = queued - (OLD.status = 'queued'), running = running - (OLD.status = 'running')
-        WHERE core_id = OLD.core_id AND part = 0;
-    END""",
+    f"CREATE TRIGGER tasks_load_insert AFTER INSERT ON tasks WHEN NEW.status IN ('queued', 'running') {_COUNT_IN}",
+    f"CREATE TRIGGER tasks_load_leave AFTER UPDATE OF status, core_id ON tasks "
+    f"WHEN OLD.status IN ('queued', 'running') AND {_MOVED} {_COUNT_OUT}",
+    f"CREATE TRIGGER tasks_load_enter AFTER UPDATE OF status, core_id ON tasks "
+    f"WHEN NEW.status IN ('queued', 'running') AND {_MOVED} {_COUNT_IN}",
+    f"CREATE TRIGGER tasks_load_delete AFTER DELETE ON tasks WHEN OLD.status IN ('queued', 'running') {_COUNT_OUT}",
 ]
 
 # One function for the three statement triggers: the rows a statement added count up, the rows it
