@@ -133,3 +133,27 @@ def test_a_single_task_counts_only_those_ahead_of_its_place(settings: Settings) 
     past_cap = queue.enqueue(validate({"core_id": deeper, "action": "noop", "priority": "critical"}, settings),
                              "alice")[0]
     assert past_cap["estimated_wait_seconds"] == 2.0  # the two critical ones ahead, none of the low ones
+
+
+def test_an_upgrade_counts_the_tasks_already_there(database_url: str) -> None:
+    """A database upgraded with a backlog (migration 0011): the counts start equal to the tasks, queued
+    and running ones counted, ended ones not, on both databases."""
+    from alembic import command
+
+    from orch.config.loader import load_settings
+    from orch.storage.engine import get_engine
+    from orch.storage.migrate import _alembic_config, upgrade
+
+    settings = load_settings(environ={"DATABASE_URL": database_url, "ORCH_HOME": "."}, generate_secrets=False)
+    with get_engine(settings.database).begin() as connection:
+        command.upgrade(_alembic_config(connection), "0010")
+    statuses = ["queued"] * 5 + ["running"] * 2 + ["completed", "failed", "cancelled"]
+    with get_engine(settings.database).begin() as connection:
+        connection.execute(Task.__table__.insert(), [
+            {"task_id": f"00000000-0000-0000-0000-{n:012d}", "core_id": CORES[n % 2], "action": "noop",
+             "params": {}, "priority": 1, "timeout": 60, "stay": False, "metadata": {}, "owner": "alice",
+             "max_retries": 0, "locks": [], "sort_key": float(n), "status": status, "attempts": 0,
+             "created_at": utcnow(), "updated_at": utcnow()} for n, status in enumerate(statuses)])
+    upgrade(settings.database)
+    assert kept(settings) == counted(settings) == {CORES[0]: (3, 1), CORES[1]: (2, 1)}
+    agree(settings, TaskQueue(settings))
