@@ -151,6 +151,7 @@ class TaskQueue:
         self.settings = settings
         self.database = settings.database
         self.dispatch = settings.dispatch
+        self._sqlite = is_sqlite(self.database.url or "")  # decided once: the fold check runs after every write
         self._ends: GroupCommit[_End, bool] = GroupCommit(self._finish_group, MAX_END_GROUP)
         self._folded_at = float("-inf")  # when fold_load last folded (monotonic)
 
@@ -358,7 +359,7 @@ class TaskQueue:
         and the API's writers call it as they go (either alone keeps the rows short, so accepts read
         little while the worker is down, and the worker's claims while the API is idle). A failure is
         housekeeping's, not the caller's (whose own write has committed): logged, and tried again later."""
-        if is_sqlite(self.database.url or ""):
+        if self._sqlite:
             return 0  # its triggers keep one row per core
         now = time.monotonic()
         if now - self._folded_at < every:

@@ -20,8 +20,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Float, bindparam, cast, func, literal_column, select
 
-from orch.dispatch.core_load import loads
-from orch.storage.models import CoreLoad, Task
+from orch.dispatch.core_load import QUEUED_ON, RUNNING_ON, loads
+from orch.storage.models import Task
 from orch.storage.types import DATABASE_NOW, reads_database_clock
 
 TYPICAL_TTL_SECONDS = 30.0
@@ -61,8 +61,6 @@ _CORE = bindparam("core_id")
 # that (an urgent task onto a deep queue of lower priorities) the tasks ahead are counted instead.
 BEHIND_CAP = 1000
 _QUEUED_ON_CORE = (Task.core_id == _CORE, Task.status == "queued")
-_QUEUED_LOAD, _RUNNING_LOAD = (select(func.coalesce(func.sum(column), 0)).where(CoreLoad.core_id == _CORE)
-                                .scalar_subquery() for column in (CoreLoad.queued, CoreLoad.running))
 
 
 def _behind(place: Any) -> Any:
@@ -72,14 +70,13 @@ def _behind(place: Any) -> Any:
 
 
 _SORT_KEY = bindparam("sort_key")
-_CORE_ONE = select(_QUEUED_LOAD, _RUNNING_LOAD, _behind(_SORT_KEY))
+_CORE_ONE = select(QUEUED_ON, RUNNING_ON, _behind(_SORT_KEY))
 _AHEAD_ONE = select(func.count()).select_from(Task).where(*_QUEUED_ON_CORE, Task.sort_key < _SORT_KEY)
 # PostgreSQL: the depth, the counts and the database's clock in one statement, the queue place taken by
 # that clock. An enqueuer's own clock would let a host running behind put its tasks ahead of everyone else's.
 _EPOCH = cast(func.extract("epoch", DATABASE_NOW), Float)
 _PLACE = _EPOCH - bindparam("advance")
-_QUEUE_STATE_ONE_DB_CLOCK = select(_QUEUE_DEPTH.scalar_subquery(), _QUEUED_LOAD, _RUNNING_LOAD, _behind(_PLACE),
-                                   _EPOCH)
+_QUEUE_STATE_ONE_DB_CLOCK = select(_QUEUE_DEPTH.scalar_subquery(), QUEUED_ON, RUNNING_ON, _behind(_PLACE), _EPOCH)
 
 
 def count_cores(connection: Connection, rows: list[dict[str, Any]]) -> CoreCounts:
