@@ -140,3 +140,48 @@ def test_a_stop_gives_a_lowered_component_the_supervisors_priority_back_where_al
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     expected = mine if os.geteuid() == 0 else 10
     assert seen == {"threads": [expected, expected], "autogroup": autogroup(expected)}
+
+
+ROOT_GROUP = textwrap.dedent('''
+    import json, os, sys
+    from pathlib import Path
+    from orch.stack import priority
+    priority.AUTOGROUP = Path(sys.argv[1])  # what the kernel shows a process in the root group: nothing
+    priority.lower_own_priority(5)
+    print(json.dumps(sorted(os.getpriority(os.PRIO_PROCESS, int(t.name)) for t in Path("/proc/self/task").iterdir())))
+''')
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice and autogroups are Linux's")
+def test_a_process_in_no_autogroup_of_its_own_is_lowered_and_restored(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process whose session was never made since boot (as a CI runner's) is in the root group, and the
+    kernel shows it an empty ``/proc/self/autogroup``. A stop then failed on every ``orch up`` with an
+    IndexError from reading it; lowering did too. Now its threads are lowered, and a stop restores a
+    child's autogroup to the root group's weight, nice 0."""
+    from orch.stack import priority
+
+    empty = tmp_path / "autogroup"
+    empty.write_text("", encoding="ascii")
+    lowered = subprocess.run([sys.executable, "-c", ROOT_GROUP, str(empty)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60, start_new_session=True)
+    assert lowered.returncode == 0, lowered.stderr
+    assert json.loads(lowered.stdout) == [5]
+
+    monkeypatch.setattr(priority, "AUTOGROUP", empty)  # the supervisor's own group: the root one
+    child = subprocess.Popen([sys.executable, "-c", WAITING], cwd=ROOT, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, start_new_session=True,
+                             preexec_fn=functools.partial(_child_setup, 10))  # noqa: PLW1509
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "ready"
+        priority.restore_priority(child.pid)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        seen = json.loads(child.stdout.readline())
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    expected = (mine, "0") if os.geteuid() == 0 else (10, "10")
+    assert (seen["threads"], seen["autogroup"]) == ([expected[0]] * 2, expected[1] if AUTOGROUP.exists() else None)

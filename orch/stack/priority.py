@@ -49,8 +49,9 @@ def lower_own_priority(nice: int) -> None:
     for thread in TASKS.iterdir():
         with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
             _lower(int(thread.name), nice)
-    with contextlib.suppress(OSError):  # a kernel without autogroups, or a /proc that refuses the write
-        if nice > int(AUTOGROUP.read_text(encoding="ascii").split()[-1]):  # "/autogroup-138 nice 0"
+    session = _group_nice(AUTOGROUP)
+    if session is not None and nice > session:
+        with contextlib.suppress(OSError):  # a /proc that refuses the write
             AUTOGROUP.write_text(str(nice), encoding="ascii")
 
 
@@ -66,10 +67,24 @@ def restore_priority(pid: int) -> None:
                 if os.getpriority(os.PRIO_PROCESS, int(thread.name)) > mine:
                     os.setpriority(os.PRIO_PROCESS, int(thread.name), mine)
         group = Path(f"/proc/{pid}/autogroup")
-        if group.exists() and AUTOGROUP.exists():
-            own = int(AUTOGROUP.read_text(encoding="ascii").split()[-1])
-            if int(group.read_text(encoding="ascii").split()[-1]) > own:
-                group.write_text(str(own), encoding="ascii")
+        theirs = _group_nice(group)
+        # A supervisor in no autogroup of its own (the root group: started by a service manager or a CI
+        # runner that never made a session) competes at the weight of nice 0.
+        own = _group_nice(AUTOGROUP)
+        own = 0 if own is None else own
+        if theirs is not None and theirs > own:
+            group.write_text(str(own), encoding="ascii")
+
+
+def _group_nice(path: Path) -> int | None:
+    """The nice of the autogroup ``path`` (``/proc/<pid>/autogroup``) shows, or None where there is none to
+    set: a kernel without autogroups (no file), or a process in the root group, for which the kernel shows
+    an empty file (every process of a session never made since boot, as under some CI runners)."""
+    try:
+        words = path.read_text(encoding="ascii").split()  # "/autogroup-138 nice 0"
+    except OSError:
+        return None
+    return int(words[-1]) if len(words) == 3 and words[1] == "nice" else None
 
 
 def _lower(who: int, nice: int) -> None:
