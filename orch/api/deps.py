@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import bindparam, select
 
 from orch.api.console.session import SESSION_COOKIE, CsrfRefused, check_cookie_change
+from orch.api.single_flight import SingleFlight
 from orch.audit import Caller
 from orch.config.schema import Settings
 from orch.security.rbac import Permission, has_permission
@@ -109,11 +109,17 @@ class IdentityCache:
 
     Keyed by a SHA-256 digest so the process holds no bearer token longer than its request. ``clock``
     (seconds, monotonic) is what the period is measured on: a test passes its own to step past the
-    period instead of sleeping through it."""
+    period instead of sleeping through it.
+
+    A token missing from the cache is checked once however many of its requests arrive meanwhile
+    (``reads``, :mod:`orch.api.single_flight`). Each :meth:`clear` starts a new ``generation``: a check
+    begun before it neither serves the requests after it nor fills the cache."""
 
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
+        self.generation = 0
+        self.reads = SingleFlight()
         self._entries: dict[bytes, tuple[Principal, float]] = {}  # digest -> principal, valid until (clock)
         self._lock = threading.Lock()
 
@@ -127,11 +133,14 @@ class IdentityCache:
             return None
         return entry[0]
 
-    def put(self, key: bytes, principal: Principal, token_expires_at: int) -> None:
+    def put(self, key: bytes, principal: Principal, token_expires_at: int, generation: int) -> None:
+        """Remember ``principal``, read in ``generation``: not if the cache was cleared since."""
         if self.ttl <= 0:
             return
         until = self.clock() + min(self.ttl, token_expires_at - time.time())
         with self._lock:
+            if generation != self.generation:
+                return
             if len(self._entries) >= IDENTITY_CACHE_LIMIT:
                 self._entries.clear()
             self._entries[key] = (principal, until)
@@ -139,10 +148,12 @@ class IdentityCache:
     def clear(self) -> None:
         """Forget every identity: a user was changed, disabled or removed."""
         with self._lock:
+            self.generation += 1
             self._entries.clear()
 
 
-def _principal_from_token(settings: Settings, token: str, cache: IdentityCache, key: bytes) -> Principal:
+def _principal_from_token(settings: Settings, token: str, cache: IdentityCache, key: bytes,
+                          generation: int) -> Principal:
     try:
         claims = decode_token(settings.security, token)
     except TokenError as exc:
@@ -154,7 +165,7 @@ def _principal_from_token(settings: Settings, token: str, cache: IdentityCache, 
     if row.token_version != claims.version:
         raise unauthorized("token revoked: the user's password, role or state changed since; log in again")
     principal = Principal(username=claims.username, role=row.role)
-    cache.put(key, principal, claims.expires_at)
+    cache.put(key, principal, claims.expires_at, generation)
     return principal
 
 
@@ -186,7 +197,9 @@ async def authorize(request: Request, token: str | None, permission: Permission,
     key = cache.key(token)
     principal = cache.get(key)
     if principal is None:
-        principal = await run_in_threadpool(_principal_from_token, state.settings, token, cache, key)
+        generation = cache.generation
+        principal = await cache.reads.run((key, generation), _principal_from_token, state.settings, token, cache,
+                                          key, generation)
     request.state.user = principal.username
     if from_cookie:
         try:

@@ -263,24 +263,24 @@ class MaintenanceMiddleware:
     who turned it on and why; reads, health, logins and the switch itself work.
 
     Only changes look at the switch, through the app's cached copy: the database is read (in a thread, not
-    on the event loop) at most once a second, never once per request.
+    on the event loop) at most once a second, never once per request, and once however many requests
+    find the copy too old at the same moment (:mod:`orch.api.single_flight`).
     """
 
     def __init__(self, app: ASGIApp, settings: Any) -> None:
-        from starlette.concurrency import run_in_threadpool
-
         from orch import maintenance_mode  # the database layer, loaded only by the app that uses it
+        from orch.api.single_flight import SingleFlight
 
         self.app = app
         self.settings = settings
         self.mode = maintenance_mode
-        self.in_thread = run_in_threadpool
+        self.reads = SingleFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and scope["method"] in WRITE_METHODS
                 and (scope["method"], scope["path"]) not in MAINTENANCE_EXEMPT):
             switch = self.mode.for_app(scope["app"])
-            current = switch.cached() or await self.in_thread(switch.state)
+            current = switch.cached() or await self.reads.run(switch, switch.state)
             if current["on"]:
                 await send_json(send, 503, {
                     "detail": f"ORCH-Next is in maintenance mode ({self.mode.describe(current)}): changes "
