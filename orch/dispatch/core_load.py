@@ -37,6 +37,9 @@ SET queued = core_load.queued + excluded.queued, running = core_load.running + e
 # QUEUED_ON and RUNNING_ON are one core's (bind ``core_id``), to embed in a statement of the caller's.
 QUEUED_ON, RUNNING_ON = (select(func.coalesce(func.sum(column), 0)).where(CoreLoad.core_id == bindparam("core_id"))
                          .scalar_subquery() for column in (CoreLoad.queued, CoreLoad.running))
+# Every core's queued tasks: the queue's depth, for its limit (a sum over a row per core, and on PostgreSQL
+# the rows not yet folded), where counting the queued tasks grew with the queue.
+QUEUED_ALL = select(func.coalesce(func.sum(CoreLoad.queued), 0)).scalar_subquery()
 _LOADS = select(CoreLoad.core_id, func.sum(CoreLoad.queued), func.sum(CoreLoad.running)).group_by(CoreLoad.core_id)
 _LOADS_OF = _LOADS.where(CoreLoad.core_id.in_(bindparam("cores", expanding=True)))
 

@@ -199,12 +199,12 @@ class TaskQueue:
         # Core statements go through the session's connection, past the ORM's per-statement machinery:
         # accepting a task is a handful of statements, and the ORM layer was a third of its cost.
         connection = session.connection()
-        # before the insert: it gives the depth too, as far as the limit needs it
-        ahead = work_ahead(connection, rows, self.dispatch.aging_seconds, self.dispatch.max_queue_depth)
+        # before the insert: it gives the depth too
+        ahead = work_ahead(connection, rows, self.dispatch.aging_seconds)
         if ahead.epoch is not None:  # queue places by the database's clock (orch.storage.types.clock_of_record)
             rows = [{**row, "sort_key": sort_key(ahead.epoch, Priority(row["priority"]), self.dispatch.aging_seconds)}
                     for row in rows]
-        if ahead.depth is not None and ahead.depth + len(rows) > self.dispatch.max_queue_depth:
+        if ahead.depth + len(rows) > self.dispatch.max_queue_depth:
             raise QueueFull(ahead.depth, self.dispatch.max_queue_depth, self.dispatch.retry_after_seconds)
         # Core inserts, one executemany each for the batch: the ORM's per-object (or bulk) machinery
         # was most of the cost of accepting a task. One audit entry per call, not per task.

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Float, bindparam, cast, func, literal_column, select
 
-from orch.dispatch.core_load import QUEUED_ON, RUNNING_ON, loads
+from orch.dispatch.core_load import QUEUED_ALL, QUEUED_ON, RUNNING_ON, loads
 from orch.storage.models import Task
 from orch.storage.types import DATABASE_NOW, reads_database_clock
 
@@ -38,23 +38,20 @@ class CoreCounts:
 
 @dataclass(frozen=True)
 class WorkAhead:
-    """What is in the queue when tasks are added: the depth as far as the limit needs it (see
-    :func:`work_ahead`), the counts per core, and (on PostgreSQL) the database's clock in epoch
-    seconds, which the new tasks' sort keys are made from."""
+    """What is in the queue when tasks are added: its depth (see :func:`work_ahead`), the counts per
+    core, and (on PostgreSQL) the database's clock in epoch seconds, which the new tasks' sort keys are
+    made from."""
 
-    depth: int | None
+    depth: int
     counts: CoreCounts
     epoch: float | None = None
 
 
-# The depth limit needs the queued tasks counted only one past the limit: counting a million-deep queue
-# exactly was 42 ms of every accept (scripts/bench_queue_scale.py), the count up to 10,000 is 0.4 ms.
-_QUEUE_DEPTH = select(func.count()).select_from(
-    select(literal_column("1")).select_from(Task).where(Task.status == "queued").limit(bindparam("cap")).subquery())
-# SQLite: rowids are distinct positive integers, and ORCH never chooses them, so the tasks table never holds
-# more rows than its largest rowid, which SQLite reads off the end of the table at once. While that bound
-# plus the new tasks is within the limit, nothing needs counting at all.
-_MOST_ROWS = select(func.max(literal_column("rowid"))).select_from(Task)
+# The depth, for its limit, is the sum of the counts core_load keeps. Counting the queued tasks, even only
+# up to one past the limit, read as many rows as were queued, up to the limit, once per group of accepts:
+# on PostgreSQL that count was a fifth of the API's group writer's time with some thousands queued
+# (py-spy, 32 clients sending single dispatches while the dispatcher ran).
+_QUEUE_DEPTH = select(QUEUED_ALL)
 _CORE = bindparam("core_id")
 # A single task counts only the tasks ahead of its own place: the core's queued tasks less those behind
 # it. A new task usually goes last, so those are few, and they are counted only up to BEHIND_CAP; past
@@ -76,7 +73,7 @@ _AHEAD_ONE = select(func.count()).select_from(Task).where(*_QUEUED_ON_CORE, Task
 # that clock. An enqueuer's own clock would let a host running behind put its tasks ahead of everyone else's.
 _EPOCH = cast(func.extract("epoch", DATABASE_NOW), Float)
 _PLACE = _EPOCH - bindparam("advance")
-_QUEUE_STATE_ONE_DB_CLOCK = select(_QUEUE_DEPTH.scalar_subquery(), QUEUED_ON, RUNNING_ON, _behind(_PLACE), _EPOCH)
+_QUEUE_STATE_ONE_DB_CLOCK = select(QUEUED_ALL, QUEUED_ON, RUNNING_ON, _behind(_PLACE), _EPOCH)
 
 
 def count_cores(connection: Connection, rows: list[dict[str, Any]]) -> CoreCounts:
@@ -101,33 +98,21 @@ def _ahead(connection: Connection, core: str, place: float, queued: int, behind:
     return int(connection.execute(_AHEAD_ONE, {"core_id": core, "sort_key": place}).scalar_one())
 
 
-def work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds: float, limit: int) -> WorkAhead:
-    """Inside the transaction that inserts ``rows``: the queue depth as far as the depth ``limit`` needs
-    it, and the counts per core. On PostgreSQL the depth, the counts of a single task and the database's
-    clock for the new tasks' places come back in one round trip.
-
-    The depth is None when the tasks cannot reach the limit (SQLite: the table has too few rows), else the
-    queued tasks counted up to ``limit`` + 1: exact up to the limit, ``limit + 1`` meaning "more"."""
+def work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds: float) -> WorkAhead:
+    """Inside the transaction that inserts ``rows``: the queue's depth (exact: the counts are kept in the
+    same transactions as the tasks) and the counts per core. On PostgreSQL the depth, the counts of a
+    single task and the database's clock for the new tasks' places come back in one round trip."""
     if not reads_database_clock(connection):
-        depth = _depth_beyond(connection, connection.execute(_MOST_ROWS).scalar(), len(rows), limit)
-        return WorkAhead(depth, count_cores(connection, rows))
-    cap = {"cap": limit + 1}
+        return WorkAhead(int(connection.execute(_QUEUE_DEPTH).scalar_one()), count_cores(connection, rows))
     if len(rows) == 1:
         row = rows[0]
         core, advance = row["core_id"], int(row["priority"]) * aging_seconds
         depth, queued, running, behind, epoch = connection.execute(_QUEUE_STATE_ONE_DB_CLOCK, {
-            "core_id": core, "advance": advance, **cap}).one()
+            "core_id": core, "advance": advance}).one()
         ahead = _ahead(connection, core, epoch - advance, queued, behind)
-        return WorkAhead(depth, CoreCounts({core: ahead}, {core: int(running)}), epoch)
-    depth, epoch = connection.execute(select(_QUEUE_DEPTH.scalar_subquery(), _EPOCH), cap).one()
-    return WorkAhead(depth, count_cores(connection, rows), epoch)
-
-
-def _depth_beyond(connection: Connection, most_rows: int | None, adding: int, limit: int) -> int | None:
-    """SQLite: None while the table's row bound plus ``adding`` is within ``limit``, else the count up to it."""
-    if (most_rows or 0) + adding <= limit:
-        return None
-    return int(connection.execute(_QUEUE_DEPTH, {"cap": limit + 1}).scalar_one())
+        return WorkAhead(int(depth), CoreCounts({core: ahead}, {core: int(running)}), epoch)
+    depth, epoch = connection.execute(select(QUEUED_ALL, _EPOCH)).one()
+    return WorkAhead(int(depth), count_cores(connection, rows), epoch)
 
 
 def estimated_waits(connection: Connection, rows: list[dict[str, Any]], ahead: WorkAhead,
