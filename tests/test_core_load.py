@@ -157,3 +157,30 @@ def test_an_upgrade_counts_the_tasks_already_there(database_url: str) -> None:
     upgrade(settings.database)
     assert kept(settings) == counted(settings) == {CORES[0]: (3, 1), CORES[1]: (2, 1)}
     agree(settings, TaskQueue(settings))
+
+
+def test_on_postgresql_the_rows_a_fold_leaves_dead_are_reclaimed(pg_url: str) -> None:
+    """Every read of the queue's depth reads ``core_load`` whole, and each fold leaves the rows it summed
+    dead. Autovacuum is off on this machine's server (as it may be on an operator's), and nothing
+    reclaimed them: the table grew with every statement that moved a task. A fold now vacuums it, so
+    rounds of accepts and folds reuse its space instead of adding to it."""
+    from orch.config.loader import load_settings
+    from orch.storage.migrate import upgrade
+
+    settings = load_settings(environ={"DATABASE_URL": pg_url, "ORCH_HOME": "."}, generate_secrets=False)
+    settings.dispatch.core_concurrency = 100
+    upgrade(settings.database, create_database=True)
+    queue = TaskQueue(settings)
+
+    def pages() -> int:
+        with session_scope(settings.database) as session:
+            return int(session.scalar(text("SELECT pg_relation_size('core_load') / current_setting('block_size')::int")))
+
+    sizes = []
+    for _round in range(12):
+        for first in (0, 100):  # a row per core for the fold to sum, and leave dead
+            batch(queue, [f"WORK_AI_{core:03d}" for core in range(first, first + 100)])
+        assert queue.fold_load() == 200
+        sizes.append(pages())
+    assert sizes[-1] <= sizes[1] + 1, sizes  # without: grew by the same pages every round
+    assert agree(settings, queue) == {f"WORK_AI_{core:03d}": (12, 0) for core in range(200)}

@@ -11,6 +11,12 @@ accepts a second onto one core, a read sums about a thousand small rows at most.
 are folded, and two folders never run at once (an advisory lock, tried, not waited for): whatever
 commits meanwhile is folded next time, and no row is counted twice or lost. SQLite's triggers add to
 the one row directly (one writer at a time, so nothing waits), and there is nothing to fold.
+
+Each fold leaves the rows it summed dead in the table's heap, and every read of all cores' counts (the
+queue's depth) reads the heap whole. Autovacuum, when the server runs it, comes by once a minute at
+most; with it off (as on this project's test machine) nothing ever did: after four minutes of 32 clients
+dispatching, the table held 190 live rows and 18,865 dead ones in 850 KB. So a fold that moved rows is
+followed by a ``VACUUM`` of this table alone (:func:`vacuum`), and the space is used again.
 """
 
 from __future__ import annotations
@@ -48,6 +54,15 @@ def loads(connection: Connection, cores: Collection[str] | None = None) -> dict[
     """``(queued, running)`` per core of ``cores`` (all when None) that has any, summed over its rows."""
     rows = connection.execute(_LOADS) if cores is None else connection.execute(_LOADS_OF, {"cores": list(cores)})
     return {core: (int(queued), int(running)) for core, queued, running in rows if queued or running}
+
+
+def vacuum(connection: Connection) -> None:
+    """PostgreSQL only: reclaim the rows folds left dead, on a connection in autocommit (VACUUM runs in no
+    transaction). A vacuum already running on the table (another folder's) is not waited for."""
+    connection.execute(_VACUUM)
+
+
+_VACUUM = text("VACUUM (SKIP_LOCKED) core_load")
 
 
 def fold(connection: Connection) -> int:

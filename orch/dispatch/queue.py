@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from orch.audit import Caller
 from orch.config.schema import Settings
 from orch.dispatch import lease_owner as owners
-from orch.dispatch.core_load import fold
+from orch.dispatch.core_load import fold, vacuum
 from orch.dispatch.errors import InvalidTransition, QueueFull, TaskNotFound
 from orch.dispatch.locks import expire_locks, record_acquisition
 from orch.dispatch.new_tasks import MAX_BATCH, NewTasks, prepare
@@ -45,7 +45,7 @@ from orch.dispatch.task_history import Move, add_event, add_events, note_task_ru
 from orch.dispatch.task_views import event_view, task_view, view_of_row
 from orch.dispatch.wait_estimate import estimated_waits, work_ahead
 from orch.logging_config import get_logger
-from orch.storage.engine import is_sqlite, session_scope
+from orch.storage.engine import get_engine, is_sqlite, session_scope
 from orch.storage.group_commit import GroupCommit
 from orch.storage.models import (
     CoreReservation,
@@ -367,7 +367,11 @@ class TaskQueue:
         self._folded_at = now
         try:
             with session_scope(self.database) as session:
-                return fold(session.connection())
+                folded = fold(session.connection())
+            if folded:  # the rows it summed are dead: reclaimed now, not when autovacuum comes (if ever)
+                with get_engine(self.database).connect() as connection:
+                    vacuum(connection.execution_options(isolation_level="AUTOCOMMIT"))
+            return folded
         except SQLAlchemyError as exc:
             log.warning("folding core_load failed (tried again in %g s): %s", every, exc)
             return 0
