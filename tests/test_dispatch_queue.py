@@ -568,7 +568,7 @@ def test_depth_limit_counts_only_as_far_as_it_needs(settings: Settings) -> None:
     settings.dispatch.max_queue_depth = 2
     with pytest.raises(QueueFull) as caught:
         put(queue)
-    assert str(caught.value) == "queue full: more than 2 tasks queued (limit 2); retry after 5 s"
+    assert str(caught.value) == "queue full: 3 tasks queued (limit 2); retry after 5 s"
     assert sum(queue.depth().values()) == 3
 
 

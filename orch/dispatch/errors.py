@@ -38,10 +38,9 @@ class QueueFull(DispatchError):
     status_code = 429
 
     def __init__(self, depth: int, limit: int, retry_after: int) -> None:
-        """``depth``: the queued tasks counted up to ``limit`` + 1 (one past the limit means "more")."""
+        """``depth``: the queued tasks, exactly (the counts the database keeps, ``core_load``)."""
         self.depth, self.limit, self.retry_after = depth, limit, retry_after
-        queued = f"more than {limit}" if depth > limit else str(depth)
-        super().__init__(f"queue full: {queued} tasks queued (limit {limit}); retry after {retry_after} s")
+        super().__init__(f"queue full: {depth} tasks queued (limit {limit}); retry after {retry_after} s")
 
 
 class TaskNotFound(DispatchError):
