@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,24 @@ WAITING = textwrap.dedent('''
 ''')
 
 
+def restored_child(restore: Callable[[int], None]) -> dict[str, Any]:
+    """A child started as the supervisor starts a component (nice 10, a session of its own), given to
+    ``restore`` while it waits; its threads' and autogroup's nice as it then sees them."""
+    child = subprocess.Popen([sys.executable, "-c", WAITING], cwd=ROOT, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, start_new_session=True,
+                             preexec_fn=functools.partial(_child_setup, 10))  # noqa: PLW1509
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "ready"
+        restore(child.pid)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        return json.loads(child.stdout.readline())  # type: ignore[no-any-return]
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice and autogroups are Linux's")
 def test_a_stop_gives_a_lowered_component_the_supervisors_priority_back_where_allowed() -> None:
     """On a busy machine a Prefect server at nice 10 once needed more than the 7 s grace to stop. Before
@@ -124,19 +143,7 @@ def test_a_stop_gives_a_lowered_component_the_supervisors_priority_back_where_al
     system service) every thread and the session are back at it; without, nothing changes and nothing fails."""
     from orch.stack.priority import restore_priority
 
-    child = subprocess.Popen([sys.executable, "-c", WAITING], cwd=ROOT, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, start_new_session=True,
-                             preexec_fn=functools.partial(_child_setup, 10))  # noqa: PLW1509
-    try:
-        assert child.stdout is not None and child.stdin is not None
-        assert child.stdout.readline().strip() == "ready"
-        restore_priority(child.pid)
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        seen = json.loads(child.stdout.readline())
-    finally:
-        child.kill()
-        child.wait(timeout=30)
+    seen = restored_child(restore_priority)
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     expected = mine if os.geteuid() == 0 else 10
     assert seen == {"threads": [expected, expected], "autogroup": autogroup(expected)}
@@ -169,19 +176,7 @@ def test_a_process_in_no_autogroup_of_its_own_is_lowered_and_restored(tmp_path: 
     assert json.loads(lowered.stdout) == [5]
 
     monkeypatch.setattr(priority, "AUTOGROUP", empty)  # the supervisor's own group: the root one
-    child = subprocess.Popen([sys.executable, "-c", WAITING], cwd=ROOT, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, start_new_session=True,
-                             preexec_fn=functools.partial(_child_setup, 10))  # noqa: PLW1509
-    try:
-        assert child.stdout is not None and child.stdin is not None
-        assert child.stdout.readline().strip() == "ready"
-        priority.restore_priority(child.pid)
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        seen = json.loads(child.stdout.readline())
-    finally:
-        child.kill()
-        child.wait(timeout=30)
+    seen = restored_child(priority.restore_priority)
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     expected = (mine, "0") if os.geteuid() == 0 else (10, "10")
     assert (seen["threads"], seen["autogroup"]) == ([expected[0]] * 2, expected[1] if AUTOGROUP.exists() else None)
