@@ -174,7 +174,8 @@ def test_on_postgresql_the_rows_a_fold_leaves_dead_are_reclaimed(pg_url: str) ->
 
     def pages() -> int:
         with session_scope(settings.database) as session:
-            return int(session.scalar(text("SELECT pg_relation_size('core_load') / current_setting('block_size')::int")))
+            return int(session.scalar(text(
+                "SELECT pg_relation_size('core_load') / current_setting('block_size')::int")))
 
     sizes = []
     for _round in range(12):
