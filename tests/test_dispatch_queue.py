@@ -217,7 +217,7 @@ def test_backpressure_refuses_beyond_the_depth_limit(settings: Settings) -> None
 
 def test_the_depth_limit_reads_the_counts_the_database_keeps(settings: Settings) -> None:
     """The depth for the limit was the queued tasks counted up to one past the limit, as many rows as were
-    queued, on every accept (a fifth of the API's group writer on PostgreSQL with some thousands queued).
+    queued, on every accept (17 % of the API's group writer on PostgreSQL with some thousands queued).
     It is now the sum of the counts ``core_load`` keeps: no statement of an accept counts the queued tasks
     of every core, and the limit is as exact as before, with more rows of history than the limit."""
     settings.dispatch.max_queue_depth = 30

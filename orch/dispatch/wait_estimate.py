@@ -49,7 +49,7 @@ class WorkAhead:
 
 # The depth, for its limit, is the sum of the counts core_load keeps. Counting the queued tasks, even only
 # up to one past the limit, read as many rows as were queued, up to the limit, once per group of accepts:
-# on PostgreSQL that count was a fifth of the API's group writer's time with some thousands queued
+# on PostgreSQL that count was 17 % of the API's group writer's time with some thousands queued
 # (py-spy, 32 clients sending single dispatches while the dispatcher ran).
 _QUEUE_DEPTH = select(QUEUED_ALL)
 _CORE = bindparam("core_id")
