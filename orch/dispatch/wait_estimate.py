@@ -74,6 +74,7 @@ _AHEAD_ONE = select(func.count()).select_from(Task).where(*_QUEUED_ON_CORE, Task
 _EPOCH = cast(func.extract("epoch", DATABASE_NOW), Float)
 _PLACE = _EPOCH - bindparam("advance")
 _QUEUE_STATE_ONE_DB_CLOCK = select(QUEUED_ALL, QUEUED_ON, RUNNING_ON, _behind(_PLACE), _EPOCH)
+_DEPTH_DB_CLOCK = select(QUEUED_ALL, _EPOCH)  # a batch's: its per-core counts are read by count_cores
 
 
 def count_cores(connection: Connection, rows: list[dict[str, Any]]) -> CoreCounts:
@@ -111,7 +112,7 @@ def work_ahead(connection: Connection, rows: list[dict[str, Any]], aging_seconds
             "core_id": core, "advance": advance}).one()
         ahead = _ahead(connection, core, epoch - advance, queued, behind)
         return WorkAhead(int(depth), CoreCounts({core: ahead}, {core: int(running)}), epoch)
-    depth, epoch = connection.execute(select(QUEUED_ALL, _EPOCH)).one()
+    depth, epoch = connection.execute(_DEPTH_DB_CLOCK).one()
     return WorkAhead(int(depth), count_cores(connection, rows), epoch)
 
 
