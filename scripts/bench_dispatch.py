@@ -994,6 +994,14 @@ class Stack:
         self.up.kill()
 
 
+def machine_busy_s() -> float:
+    """CPU-seconds the whole machine has spent busy (every process, the PostgreSQL server and this benchmark
+    included): a phase's share per task says how many tasks a second its cores could carry at most, which a
+    figure per process hides when the processes share the cores."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 def noop_body(number: int, cores: int) -> dict[str, Any]:
     return {"core_id": f"WORK_AI_{number % cores:02d}", "action": "noop", "metadata": {"source": "bench"}}
 
@@ -1026,7 +1034,7 @@ def run_stack(workdir: Path, name: str, database_url: str | None, sizes: Sizes, 
         wait_drained(stack, READY_TIMEOUT, f"{sizes.warmup} warm-up tasks through the stack ({name})")
         recorded_before = wait_prefect(stack, sizes.warmup, 60.0)
 
-        cpu_before, began = stack.cpu_s(), time.time()
+        cpu_before, machine_before, began = stack.cpu_s(), machine_busy_s(), time.time()
         answers = post_all(stack.port, stack.token, "/dispatch",
                            [noop_body(n, sizes.cores) for n in range(sizes.http_single)], STACK_CLIENTS)
         accepted = [a for a in answers if a.status == 202]
@@ -1037,9 +1045,10 @@ def run_stack(workdir: Path, name: str, database_url: str | None, sizes: Sizes, 
         end = max(finished, default=drained)
         recorded = wait_prefect(stack, recorded_before + len(accepted), LAG_TIMEOUT)
         prefect_done = time.time()
-        cpu_after = stack.cpu_s()
+        cpu_after, machine_after = stack.cpu_s(), machine_busy_s()
         per_task = {label: round(1000 * (cpu_after[label] - cpu_before[label]) / max(1, len(accepted)), 2)
                     for label in PROCESS_LABELS}
+        per_task["machine"] = round(1000 * (machine_after - machine_before) / max(1, len(accepted)), 2)
         result["single"] = {
             "sent": len(answers), "statuses": statuses(answers), "accepted_per_s": rate(len(accepted), answers),
             "latency_ms": percentiles([1000 * (a.answered - a.sent) for a in answers]),
@@ -1054,10 +1063,15 @@ def run_stack(workdir: Path, name: str, database_url: str | None, sizes: Sizes, 
 
         bodies = [{"tasks": [noop_body(n * STACK_BATCH + k, sizes.cores) for k in range(STACK_BATCH)]}
                   for n in range(sizes.http_batches)]
+        cpu_before, machine_before = stack.cpu_s(), machine_busy_s()
         answers = post_all(stack.port, stack.token, "/dispatch/batch", bodies, STACK_CLIENTS)
+        cpu_after, machine_after = stack.cpu_s(), machine_busy_s()
         accepted_tasks = STACK_BATCH * sum(1 for a in answers if a.status == 202)
+        batch_cpu = {label: round(1000 * (cpu_after[label] - cpu_before[label]) / max(1, accepted_tasks), 3)
+                     for label in PROCESS_LABELS}
+        batch_cpu["machine"] = round(1000 * (machine_after - machine_before) / max(1, accepted_tasks), 3)
         result["batch"] = {"batches": len(answers), "batch_size": STACK_BATCH, "statuses": statuses(answers),
-                           "accepted_tasks_per_s": rate(accepted_tasks, answers),
+                           "accepted_tasks_per_s": rate(accepted_tasks, answers), "cpu_ms_per_task": batch_cpu,
                            "latency_ms": percentiles([1000 * (a.answered - a.sent) for a in answers])}
         say(f"stack {name}: batches of {STACK_BATCH}: {result['batch']['accepted_tasks_per_s']:,.0f} tasks/s "
             f"accepted ({result['batch']['statuses']})")
@@ -1268,9 +1282,15 @@ def user_path_markdown(report: dict[str, Any]) -> str:
     inproc_cpu = (f"dispatcher {1000 * load['cpu_s']['dispatcher'] / max(1, load['completed']):.1f}, Prefect server "
                   f"{1000 * load['cpu_s']['prefect_server'] / max(1, load['completed']):.1f}") if load else "–"
 
-    def cpu(stack: dict[str, Any]) -> str:
-        per = stack["single"]["cpu_ms_per_task"]
-        return f"API {per['orch api']:.1f}, worker {per['worker']:.1f}, Prefect server {per['prefect server']:.1f}"
+    def cpu(part: str, decimals: int) -> Callable[[dict[str, Any]], str]:
+        def cell(stack: dict[str, Any]) -> str:
+            per = stack[part].get("cpu_ms_per_task")
+            if not per:
+                return "–"
+            machine = f"; whole machine {per['machine']:.{decimals}f}" if "machine" in per else ""
+            return (f"API {per['orch api']:.{decimals}f}, worker {per['worker']:.{decimals}f}, Prefect server "
+                    f"{per['prefect server']:.{decimals}f}{machine}")
+        return cell
 
     def refused(answers: dict[str, int]) -> str:
         other = {k: v for k, v in answers.items() if k != "202"}
@@ -1292,7 +1312,9 @@ def user_path_markdown(report: dict[str, Any]) -> str:
          fmt(celery["tasks_per_s"], 1)),
         ("first request → all final (s)", lambda s: fmt(s["single"]["end_to_end_s"], 1),
          fmt(load["first_created_to_last_finished_s"], 1) if load else "–", fmt(celery["end_to_end_s"], 1)),
-        ("CPU ms per task, end-to-end run", cpu, inproc_cpu, f"worker {celery['worker_cpu_ms_per_task']:.1f}"),
+        ("CPU ms per task, end-to-end run", cpu("single", 1), inproc_cpu,
+         f"worker {celery['worker_cpu_ms_per_task']:.1f}"),
+        ("CPU ms per task accepted, batches (the dispatcher running what they queued)", cpu("batch", 3), "–", "–"),
         ("Prefect has recorded all task runs final, after the last finished (s)",
          lambda s: fmt(s["single"]["prefect_lag_s"], 1), fmt(load["prefect"]["lag_s"], 1) if load else "–", "–"),
         ("load average (1 min) after the run", lambda s: fmt(s["single"]["load_avg_1m"], 2), "–",
