@@ -1,7 +1,8 @@
 """``orch doctor``: one JSON verdict on whether this installation can run, for humans and CI.
 
 ``down`` means ORCH cannot work (bad config, no database); ``degraded`` means it runs but something an
-operator should fix is wrong (Prefect not ready, disk low). Only ``ok`` exits 0.
+operator should fix is wrong (Prefect not ready, disk low, PostgreSQL not vacuuming ORCH's tables). Only
+``ok`` exits 0.
 """
 
 from __future__ import annotations
@@ -33,13 +34,21 @@ def run_doctor(config_path: str | None = None) -> dict[str, Any]:
 
 
 def _database(settings: Any) -> dict[str, Any]:
-    from orch.storage.health import check_database
+    from orch.storage.engine import StorageError
+    from orch.storage.health import autovacuum_problem, check_database
 
     health = check_database(settings.database)
     result: dict[str, Any] = {"status": "ok" if health.healthy else "down", "url": health.database,
                               "schema": health.schema_revision, "recent_tasks": health.recent_tasks}
     if health.problem:
         result["problem"] = health.problem
+        return result
+    try:
+        problem = autovacuum_problem(settings.database)
+    except StorageError as exc:  # the server answered the health check, then not this: say so, do not guess
+        problem = f"could not read the server's autovacuum settings: {exc}"
+    if problem:  # ORCH runs, but its tables grow with dead rows: an operator should fix it
+        result.update(status="degraded", problem=problem)
     return result
 
 

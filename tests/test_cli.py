@@ -174,6 +174,48 @@ def test_doctor_down_without_database(isolated_env: Path) -> None:
     assert report["components"]["database"]["problem"] == "database file not found (run: orch db init)"
 
 
+def test_doctor_says_when_postgresql_does_not_vacuum_orchs_tables(isolated_env: Path, pg_url: str) -> None:
+    """Each claim and end of a task leaves a dead row in ``tasks``: a server that does not vacuum ORCH's tables
+    lets them grow until ``orch maintenance`` runs. The server's own setting decides the first verdict (this
+    machine's CI server runs with autovacuum off); a table's own ``autovacuum_enabled = false`` degrades it
+    wherever it runs, naming the table, and resetting it restores the first verdict."""
+    from sqlalchemy import create_engine, text
+
+    from orch.storage.engine import normalise_url
+
+    env = {"DATABASE_URL": pg_url, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
+    assert run_orch("db", "init", env=env).returncode == 0
+    engine = create_engine(normalise_url(pg_url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            server_vacuums = connection.execute(text("SELECT current_setting('autovacuum') = 'on' AND "
+                                                     "current_setting('track_counts') = 'on'")).scalar_one()
+        _, report = doctor(env)
+        database = report["components"]["database"]
+        if server_vacuums:
+            assert database["status"] == "ok" and "problem" not in database, database
+        else:
+            assert database["status"] == "degraded", database
+            assert database["problem"].startswith("PostgreSQL does not vacuum ORCH's tables by itself (the server "
+                                                  "runs with autovacuum = off"), database
+        first = database
+
+        with engine.connect() as connection:
+            connection.execute(text("ALTER TABLE tasks SET (autovacuum_enabled = off)"))
+        code, report = doctor(env)
+        database = report["components"]["database"]
+        assert code == 1 and database["status"] == "degraded", database
+        assert "autovacuum_enabled = false on tasks)" in database["problem"]
+        assert "orch maintenance" in database["problem"]
+
+        with engine.connect() as connection:
+            connection.execute(text("ALTER TABLE tasks RESET (autovacuum_enabled)"))
+        _, report = doctor(env)
+        assert report["components"]["database"] == first
+    finally:
+        engine.dispose()
+
+
 def test_doctor_down_on_bad_config(isolated_env: Path) -> None:
     (isolated_env / "c.yaml").write_text("api:\n  port: 0\n")
     code, report = doctor({"ORCH_CONFIG_PATH": "c.yaml"})

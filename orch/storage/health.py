@@ -139,6 +139,48 @@ def check_database(database: DatabaseSettings) -> DatabaseHealth:
         return DatabaseHealth(label, False, "unknown", None, head, None, str(exc))
 
 
+# A table's storage parameter that turns autovacuum off for it, as PostgreSQL accepts a boolean.
+_OFF = ("false", "off", "no", "0", "f", "n")
+_READ_AUTOVACUUM = text("SELECT current_setting('autovacuum'), current_setting('track_counts')")
+_TABLE_OPTIONS = text("SELECT c.relname, c.reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                      "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.reloptions IS NOT NULL")
+
+
+def autovacuum_problem(database: DatabaseSettings) -> str | None:
+    """Why PostgreSQL would not vacuum ORCH's tables by itself, or None (and None on SQLite).
+
+    Every claim and end of a task rewrites its row, so ``tasks``, ``task_events`` and ``core_load`` collect
+    dead rows at the dispatch rate; without autovacuum they keep them until ``orch maintenance`` vacuums
+    (weekly by default), and the tables and their indexes grow with every task run meanwhile (a server
+    with ``autovacuum = off`` held 10,781 dead rows in ``tasks`` after minutes of dispatching). ORCH
+    vacuums ``core_load`` after each fold; the rest is autovacuum's work."""
+    if is_sqlite(database.url or ""):
+        return None
+    from orch.storage.models import Base
+
+    try:
+        with get_engine(database).connect() as connection:
+            autovacuum, track_counts = connection.execute(_READ_AUTOVACUUM).one()
+            tables = [name for name, options in connection.execute(_TABLE_OPTIONS)
+                      if name in Base.metadata.tables and any(
+                          option.partition("=")[0] == "autovacuum_enabled"
+                          and option.partition("=")[2].lower() in _OFF for option in options)]
+    except SQLAlchemyError as exc:
+        raise StorageError(describe_error(exc, database.url or "")) from None
+    causes = []
+    if autovacuum != "on":
+        causes.append("the server runs with autovacuum = off")
+    elif track_counts != "on":
+        causes.append("the server runs with track_counts = off, which autovacuum needs")
+    if tables:
+        causes.append(f"autovacuum_enabled = false on {', '.join(sorted(tables))}")
+    if not causes:
+        return None
+    return (f"PostgreSQL does not vacuum ORCH's tables by itself ({'; '.join(causes)}): dead rows of every task "
+            "move stay in them until `orch maintenance` runs, and the tables grow meanwhile. Set autovacuum = on "
+            "(and track_counts = on) in postgresql.conf, or ALTER TABLE ... RESET (autovacuum_enabled)")
+
+
 def database_file_exists(database: DatabaseSettings) -> bool:
     """False only for a SQLite file that is not there: connecting would create an empty one."""
     from pathlib import Path
