@@ -31,6 +31,62 @@ def scrape(settings: Settings) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
+def _values(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value for family in
+            text_string_to_metric_families(generate_latest(registry).decode()) for sample in family.samples}
+
+
+class SteppingClock:
+    """Each reading is ``step`` seconds after the previous one: a reading of the task aggregates between two
+    readings then "costs" ``step``; ``now`` can be moved past the period it is served again."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_a_costly_reading_of_the_task_totals_is_served_again_for_ten_times_its_cost(settings: Settings) -> None:
+    """At 1,000,000 tasks the totals and durations cost 2 s a scrape. A reading that cost more than 0.25 s
+    (here: 1 s by the collector's clock) is served again for 10 times that; the queue depth stays live; a
+    reading after the period is fresh; a reading as cheap as a normal table's is never reused."""
+    from orch.dispatch.queue import TaskQueue
+    from orch.dispatch.request import validate
+    from orch.monitoring.collector import REUSE_AFTER_SECONDS, REUSE_FACTOR
+
+    queue = TaskQueue(settings)
+
+    def dispatch() -> None:
+        queue.enqueue(validate({"core_id": "WORK_AI_01", "action": "noop"}, settings), "t")
+
+    totals = ("orch_tasks_total", (("core_id", "WORK_AI_01"), ("status", "queued")))
+    depth = ("orch_task_queue_depth", (("priority", "normal"),))
+    clock = SteppingClock(step=1.0)
+    registry = CollectorRegistry()
+    registry.register(DomainCollector(settings, clock=clock))
+    dispatch()
+    first = _values(registry)
+    assert first[totals] == 1 and first[depth] == 1
+    read_until = clock.now + REUSE_FACTOR * clock.step  # the reading ended at clock.now, having cost 1 s
+
+    dispatch()
+    clock.now = read_until - 2 * clock.step  # the next check reads one step later: still inside the period
+    again = _values(registry)
+    assert again[totals] == 1, "the costly reading is served again"
+    assert again[depth] == 2, "the queue depth is read live"
+
+    clock.now = read_until
+    assert _values(registry)[totals] == 2, "after the period the totals are read again"
+
+    cheap = CollectorRegistry()
+    cheap.register(DomainCollector(settings, clock=SteppingClock(step=REUSE_AFTER_SECONDS / 2)))
+    assert _values(cheap)[totals] == 2
+    dispatch()
+    assert _values(cheap)[totals] == 3, "a cheap reading is never reused"
+
+
 def test_collector_reports_samples_queue_tasks_locks_alerts_and_heals(settings: Settings) -> None:
     from orch.dispatch.locks import LockManager
     from orch.dispatch.queue import TaskQueue
