@@ -13,7 +13,9 @@ Accepts go to a core of their own (the queue's depth is what grows) and to a see
 of the million queued on it, all ahead of the new task, which its wait estimate counts).
 
 For each, the user's paths: ``POST /dispatch`` over HTTP to a real ``orch.api.server`` (one request at a time
-on a keep-alive connection, client time), and the dispatcher's claim as the worker runs it
+on a keep-alive connection, client time), Prometheus' ``GET /metrics`` (:data:`SCRAPES` in a row, after the
+timed calls: the first reads every figure, the domain collector may serve its costly task totals again to
+those after it), and the dispatcher's claim as the worker runs it
 (``TaskQueue.claim`` in this process against the same file while the API runs), each claimed task then
 finished as the dispatcher would, so the queue stays in the same shape. The three APIs run side by side and
 are measured in interleaved rounds, so the shared machine's load falls on every state alike.
@@ -41,6 +43,7 @@ GOAL_GB_PER_MILLION = 10.0  # the original system's size per million tasks
 CORE = "SCALE_01"
 DEEP_CORE = "WORK_AI_01"  # a seeded core: a tenth of the queued state's million is queued on it
 STATES = ("empty", "finished", "queued")
+SCRAPES = 5  # GET /metrics in a row per state
 ROUND = 10  # calls per state per round: the states take turns, so a noisy minute hits them alike
 
 
@@ -114,6 +117,16 @@ class Target:
                              f"{response.text[:200]}")
         return elapsed
 
+    def scrape(self) -> float:
+        """``GET /metrics`` as Prometheus sends it, client time in ms."""
+        began = time.perf_counter()
+        response = self.client.get("/metrics")
+        elapsed = (time.perf_counter() - began) * 1000
+        if response.status_code != 200 or b"orch_monitor_scrape_ok 1.0" not in response.content:
+            raise BenchError(f"({self.state}) GET /metrics answered HTTP {response.status_code} without the "
+                             f"domain metrics: {response.text[:200]}")
+        return elapsed
+
     def claim_one(self) -> float:
         """The dispatcher's claim of one task, in ms; then its finish, so the queue keeps its shape."""
         began = time.perf_counter()
@@ -175,6 +188,11 @@ def bench(workdir: Path, tasks: int, warmup: int, requests: int, out: Path, rese
                     if n >= warmup:
                         target.claim.append(elapsed)
         for target in targets:
+            scrapes = [target.scrape() for _ in range(SCRAPES)]
+            states[target.state]["metrics_ms"] = {"first": round(scrapes[0], 1),
+                                                  "rest_p50": percentiles(scrapes[1:])["p50"]}
+            say(f"({target.state}) GET /metrics {scrapes[0]:.0f} ms, then {', '.join(f'{s:.0f}' for s in scrapes[1:])}")
+        for target in targets:
             states[target.state].update(accept_ms=percentiles(target.accept),
                                         accept_deep_ms=percentiles(target.accept_deep),
                                         claim_ms=percentiles(target.claim))
@@ -207,6 +225,11 @@ def markdown(report: dict[str, Any]) -> str:
             judged = "–" if ratio is None else f"{ratio}× {verdict(ratio <= GOAL_RATIO)}"
             rows.append(f"| {label}, {state} | {figures['p50']:.1f} / {figures['p95']:.1f} / {figures['p99']:.1f} "
                         f"| {goal} | {judged} |")
+    for state in STATES:
+        scrape = states[state].get("metrics_ms")
+        if scrape:
+            rows.append(f"| `GET /metrics`, {state}: the first of {SCRAPES} in a row / the median of the others | "
+                        f"{scrape['first']:.1f} / {scrape['rest_p50']:.1f} | – | – |")
     size = report["gb_per_million_tasks"]
     rows.append(f"| database size per million tasks (GB, with their events) | {size} | < {GOAL_GB_PER_MILLION:g} "
                 f"| {verdict(size < GOAL_GB_PER_MILLION)} |")
