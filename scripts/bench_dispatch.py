@@ -1002,6 +1002,14 @@ def machine_busy_s() -> float:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
+def cpu_ms_per_task(before: dict[str, float], after: dict[str, float], machine_s: float, tasks: int,
+                    digits: int) -> dict[str, float]:
+    """CPU ms per task of each process (:meth:`Stack.cpu_s` before and after a phase) and of the machine."""
+    per = {label: round(1000 * (after[label] - before[label]) / max(1, tasks), digits) for label in PROCESS_LABELS}
+    per["machine"] = round(1000 * machine_s / max(1, tasks), digits)
+    return per
+
+
 def noop_body(number: int, cores: int) -> dict[str, Any]:
     return {"core_id": f"WORK_AI_{number % cores:02d}", "action": "noop", "metadata": {"source": "bench"}}
 
@@ -1046,9 +1054,7 @@ def run_stack(workdir: Path, name: str, database_url: str | None, sizes: Sizes, 
         recorded = wait_prefect(stack, recorded_before + len(accepted), LAG_TIMEOUT)
         prefect_done = time.time()
         cpu_after, machine_after = stack.cpu_s(), machine_busy_s()
-        per_task = {label: round(1000 * (cpu_after[label] - cpu_before[label]) / max(1, len(accepted)), 2)
-                    for label in PROCESS_LABELS}
-        per_task["machine"] = round(1000 * (machine_after - machine_before) / max(1, len(accepted)), 2)
+        per_task = cpu_ms_per_task(cpu_before, cpu_after, machine_after - machine_before, len(accepted), 2)
         result["single"] = {
             "sent": len(answers), "statuses": statuses(answers), "accepted_per_s": rate(len(accepted), answers),
             "latency_ms": percentiles([1000 * (a.answered - a.sent) for a in answers]),
@@ -1067,9 +1073,7 @@ def run_stack(workdir: Path, name: str, database_url: str | None, sizes: Sizes, 
         answers = post_all(stack.port, stack.token, "/dispatch/batch", bodies, STACK_CLIENTS)
         cpu_after, machine_after = stack.cpu_s(), machine_busy_s()
         accepted_tasks = STACK_BATCH * sum(1 for a in answers if a.status == 202)
-        batch_cpu = {label: round(1000 * (cpu_after[label] - cpu_before[label]) / max(1, accepted_tasks), 3)
-                     for label in PROCESS_LABELS}
-        batch_cpu["machine"] = round(1000 * (machine_after - machine_before) / max(1, accepted_tasks), 3)
+        batch_cpu = cpu_ms_per_task(cpu_before, cpu_after, machine_after - machine_before, accepted_tasks, 3)
         result["batch"] = {"batches": len(answers), "batch_size": STACK_BATCH, "statuses": statuses(answers),
                            "accepted_tasks_per_s": rate(accepted_tasks, answers), "cpu_ms_per_task": batch_cpu,
                            "latency_ms": percentiles([1000 * (a.answered - a.sent) for a in answers])}
